@@ -1,0 +1,1 @@
+"""Morgan Pulumi program and deployment plan."""

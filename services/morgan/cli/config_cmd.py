@@ -1,0 +1,3 @@
+"""`morgan` sub-commands: config."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`morgan` sub-commands: keys."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`morgan` sub-commands: models."""
+
+from __future__ import annotations

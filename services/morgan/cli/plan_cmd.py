@@ -1,0 +1,3 @@
+"""`morgan` sub-commands: plan."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`morgan` sub-commands: stack."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""morgan.core."""
