@@ -1,0 +1,1 @@
+"""Semantic memory: user turns embedded and searched in Qdrant."""

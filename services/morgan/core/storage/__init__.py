@@ -1,0 +1,1 @@
+"""Conversation persistence: PostgreSQL (source of truth) and a Redis context cache."""
