@@ -12,6 +12,7 @@ session fixtures in tests/conftest.py, or start a private one:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -261,6 +262,8 @@ class PostgresServer(SingleProcessServer):
             link = self.base_dir / "postgres-data"
             with contextlib.suppress(OSError):
                 link.symlink_to(root)
+            # The private root is outside pytest's temp dirs: never leave it behind.
+            atexit.register(self.close)
         self.data_dir = root / "data"
         self.socket_dir = root / "socket"
         self.dsn = (
