@@ -1,0 +1,226 @@
+"""API keys kept in Consul KV as salted scrypt hashes, and the FastAPI side of checking them.
+
+A key looks like `mk_<key-id>_<secret>`; the id finds the record at
+`morgan/auth/keys/<key-id>` in one read, and only the salted hash of the secret is stored.
+Verified keys are trusted for `cache_seconds` (30 s by default) in each process, so a
+revocation takes effect everywhere within that window (immediately in the revoking process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel, Field
+
+from morgan.shared.consul_client import ConsulClientFactory
+
+KEYS_PREFIX = "morgan/auth/keys/"
+KEY_PATTERN = re.compile(r"^mk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
+API_KEY_HEADER = "X-API-Key"
+SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
+
+
+class AuthError(Exception):
+    """A request's API key is missing, malformed, unknown, wrong, expired or revoked."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class ApiKeyRecord(BaseModel):
+    """What KV holds for one key (never the key itself)."""
+
+    key_id: str
+    owner: str
+    created: datetime
+    expires: datetime | None = None
+    revoked: bool = False
+    revoked_at: datetime | None = None
+    algorithm: str = "scrypt"
+    salt: str = Field(description="base64 salt, unique per key")
+    hash: str = Field(description="base64 scrypt(secret, salt)")
+    n: int = SCRYPT_N
+    r: int = SCRYPT_R
+    p: int = SCRYPT_P
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"salt", "hash", "n", "r", "p", "algorithm"})
+
+
+def hash_secret(secret: str, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R,
+                p: int = SCRYPT_P) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=SCRYPT_DKLEN,
+                          maxmem=256 * 1024 * 1024)
+
+
+def parse_key(key: str) -> tuple[str, str]:
+    m = KEY_PATTERN.match(key.strip())
+    if not m:
+        raise AuthError("malformed", "malformed API key: expected mk_<id>_<secret> as issued "
+                        "by `morgan keys create`")
+    return m.group(1), m.group(2)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ApiKeyStore:
+    """Creates, lists, revokes and verifies API keys in Consul KV."""
+
+    def __init__(
+        self,
+        consul: ConsulClientFactory | None = None,
+        *,
+        cache_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.consul = consul or ConsulClientFactory.from_env()
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self.now = now
+        self._client = self.consul.client()
+        self._cache: dict[str, tuple[ApiKeyRecord, float]] = {}
+        self._lock = threading.Lock()
+
+    # -- management --------------------------------------------------------------------------
+
+    def create(self, owner: str, expires_days: float | None = None) -> tuple[ApiKeyRecord, str]:
+        """Store a new key for `owner`; returns (record, the key — shown once, never stored)."""
+        if not owner.strip():
+            raise ValueError("owner must not be empty: say who the key is for (--owner alice)")
+        if expires_days is not None and expires_days <= 0:
+            raise ValueError("expires_days must be positive (or left out for no expiry)")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        salt = secrets.token_bytes(16)
+        created = self.now()
+        record = ApiKeyRecord(
+            key_id=key_id,
+            owner=owner.strip(),
+            created=created,
+            expires=created + timedelta(days=expires_days) if expires_days else None,
+            salt=base64.b64encode(salt).decode(),
+            hash=base64.b64encode(hash_secret(secret, salt)).decode(),
+        )
+        self._put(record)
+        return record, f"mk_{key_id}_{secret}"
+
+    def _put(self, record: ApiKeyRecord) -> None:
+        self._client.kv.put(KEYS_PREFIX + record.key_id, record.model_dump_json())
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        _, entry = self._client.kv.get(KEYS_PREFIX + key_id)
+        if not entry or entry.get("Value") is None:
+            return None
+        return ApiKeyRecord.model_validate(json.loads(entry["Value"]))
+
+    def list(self) -> list[ApiKeyRecord]:
+        _, entries = self._client.kv.get(KEYS_PREFIX, recurse=True)
+        out = [ApiKeyRecord.model_validate(json.loads(e["Value"]))
+               for e in entries or [] if e.get("Value")]
+        return sorted(out, key=lambda r: r.created)
+
+    def revoke(self, key_id: str) -> ApiKeyRecord:
+        record = self.get(key_id)
+        if record is None:
+            raise KeyError(f"no API key with id {key_id!r}; `morgan keys list` shows the ids")
+        record.revoked = True
+        record.revoked_at = self.now()
+        self._put(record)
+        with self._lock:
+            for k in [k for k, (r, _) in self._cache.items() if r.key_id == key_id]:
+                del self._cache[k]
+        return record
+
+    # -- verification ------------------------------------------------------------------------
+
+    def verify(self, key: str) -> ApiKeyRecord:
+        """The record of a valid key; raises `AuthError` otherwise."""
+        key_id, secret = parse_key(key)
+        cache_key = hashlib.sha256(key.encode()).hexdigest()
+        now_mono = self.clock()
+        with self._lock:
+            hit = self._cache.get(cache_key)
+        if hit is not None and now_mono - hit[1] < self.cache_seconds:
+            record = hit[0]
+        else:
+            found = self.get(key_id)
+            if found is None:
+                raise AuthError("unknown", "unknown API key; create one with `morgan keys create`")
+            expected = base64.b64decode(found.hash)
+            got = hash_secret(secret, base64.b64decode(found.salt), found.n, found.r, found.p)
+            if not hmac.compare_digest(expected, got):
+                raise AuthError("wrong", "wrong API key secret; check the key you were given")
+            record = found
+            with self._lock:
+                self._cache[cache_key] = (record, now_mono)
+        if record.revoked:
+            raise AuthError("revoked", f"API key {record.key_id} was revoked; ask for a new one")
+        if record.expired(self.now()):
+            raise AuthError("expired", f"API key {record.key_id} expired at "
+                            f"{record.expires.isoformat() if record.expires else '?'}; "
+                            "ask for a new one")
+        return record
+
+    async def averify(self, key: str) -> ApiKeyRecord:
+        return await asyncio.to_thread(self.verify, key)
+
+
+def key_from_headers(headers: Any) -> str | None:
+    """The key from `X-API-Key` or `Authorization: Bearer ...`, if any."""
+    key = headers.get(API_KEY_HEADER) or headers.get(API_KEY_HEADER.lower())
+    if key:
+        return str(key)
+    auth = headers.get("authorization") or headers.get("Authorization")
+    if auth:
+        scheme, _, value = str(auth).partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
+
+
+async def require_api_key(request: Request) -> ApiKeyRecord:
+    """FastAPI dependency: the caller's key record, or a 401 JSON error.
+
+    Needs `request.app.state.api_key_store` (create_app sets it). When the app's auth
+    middleware already checked this request, its result is reused."""
+    from fastapi import HTTPException
+
+    cached = getattr(request.state, "api_key", None)
+    if isinstance(cached, ApiKeyRecord):
+        return cached
+    store: ApiKeyStore | None = getattr(request.app.state, "api_key_store", None)
+    if store is None:
+        raise HTTPException(503, detail="API key store not configured on this service")
+    key = key_from_headers(request.headers)
+    if not key:
+        raise HTTPException(
+            401, detail="missing API key: send X-API-Key or Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        record = await store.averify(key)
+    except AuthError as exc:
+        raise HTTPException(401, detail=exc.message,
+                            headers={"WWW-Authenticate": "Bearer"}) from exc
+    request.state.api_key = record
+    return record

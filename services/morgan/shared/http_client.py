@@ -1,0 +1,279 @@
+"""Calling another Morgan service by its Consul name, with failover and retries.
+
+- Connection errors and 502/503/504 move the call to the next healthy instance.
+- Backoff between attempts: exponential with full jitter (base 100 ms, cap 2 s), at most
+  5 attempts, all within one overall deadline.
+- A non-idempotent request (POST, PATCH) is retried only when it was never sent (connection
+  refused/failed) or when it carries an `Idempotency-Key`.
+- `X-Request-ID` of the current request is propagated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from morgan.shared.discovery import ConsulServiceDiscovery, ServiceEndpoint
+from morgan.shared.logging import REQUEST_ID_HEADER, get_request_id
+from morgan.shared.metrics import UPSTREAM_RETRIES_TOTAL
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRY_STATUSES = frozenset({502, 503, 504})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+# Errors raised before a single byte of the request left this process.
+NOT_SENT_ERRORS: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
+                                                httpx.PoolTimeout)
+
+
+class UpstreamError(RuntimeError):
+    """A call to another service failed on every instance tried."""
+
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.service = service
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float]) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)) for attempt 0, 1, ..."""
+    return rng() * min(cap, base * (2**attempt))
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+class MorganHTTPClient:
+    """Async HTTP client addressing services by Consul name (e.g. `morgan-llm`)."""
+
+    def __init__(
+        self,
+        discovery: ConsulServiceDiscovery,
+        *,
+        timeout: float = 30.0,
+        deadline: float = 60.0,
+        max_attempts: int = 5,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 2.0,
+        client_cert: tuple[str | Path, str | Path] | None = None,
+        ca_cert: str | Path | None = None,
+        caller: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.discovery = discovery
+        self.timeout = timeout
+        self.deadline = deadline
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.caller = caller
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng
+        verify: ssl.SSLContext | bool = True
+        if ca_cert is not None or client_cert is not None:
+            ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+            # Instances are addressed by IP/host from Consul; trust comes from the private CA.
+            ctx.check_hostname = False
+            if client_cert is not None:
+                ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+            verify = ctx
+        self._client = httpx.AsyncClient(timeout=timeout, verify=verify, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> MorganHTTPClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _headers(
+        self, headers: Mapping[str, str] | None, idempotency_key: str | None
+    ) -> dict[str, str]:
+        out = dict(headers or {})
+        lower = {k.lower() for k in out}
+        rid = get_request_id()
+        if rid and REQUEST_ID_HEADER.lower() not in lower:
+            out[REQUEST_ID_HEADER] = rid
+        if idempotency_key and IDEMPOTENCY_HEADER.lower() not in lower:
+            out[IDEMPOTENCY_HEADER] = idempotency_key
+        return out
+
+    @staticmethod
+    def _may_resend(method: str, headers: Mapping[str, str]) -> bool:
+        if method.upper() in IDEMPOTENT_METHODS:
+            return True
+        return any(k.lower() == IDEMPOTENCY_HEADER.lower() for k in headers)
+
+    def _schedule(self) -> tuple[float, float]:
+        start = self.clock()
+        return start, start + self.deadline
+
+    async def _attempts(
+        self, service: str, method: str, headers: Mapping[str, str],
+    ) -> AsyncIterator[tuple[int, ServiceEndpoint, float]]:
+        """Yields (attempt, endpoint, per-attempt timeout) until the caller stops or limits hit."""
+        _, end = self._schedule()
+        tried: set[str] = set()
+        for attempt in range(self.max_attempts):
+            remaining = end - self.clock()
+            if remaining <= 0:
+                return
+            endpoint = await self.discovery.pick(service, exclude=frozenset(tried))
+            tried.add(endpoint.id)
+            yield attempt, endpoint, min(self.timeout, remaining)
+            if attempt + 1 >= self.max_attempts:
+                return
+            delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng)
+            if self.clock() + delay >= end:
+                return
+            await self.sleep(delay)
+
+    # -- public API --------------------------------------------------------------------------
+
+    async def request(
+        self,
+        service_name: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | str | None = None,
+        files: Any = None,
+        data: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send one request to a healthy instance of `service_name`, failing over as needed.
+
+        Returns the response (any status; 502/503/504 only once no retry is left). Raises
+        `UpstreamError` when no instance could be reached, and
+        `morgan.shared.discovery.NoHealthyInstanceError` when Consul knows none.
+        """
+        hdrs = self._headers(headers, idempotency_key)
+        resend_ok = self._may_resend(method, hdrs)
+        last_exc: Exception | None = None
+        last_resp: httpx.Response | None = None
+        async for _attempt, ep, attempt_timeout in self._attempts(service_name, method, hdrs):
+            t = min(timeout, attempt_timeout) if timeout else attempt_timeout
+            started = self.clock()
+            try:
+                resp = await self._client.request(
+                    method, ep.url + path, json=json, content=content, files=files, data=data,
+                    params=params, headers=hdrs, timeout=t,
+                )
+            except NOT_SENT_ERRORS as exc:
+                self.discovery.record_failure(ep)
+                last_exc, last_resp = exc, None
+                UPSTREAM_RETRIES_TOTAL.labels(service_name, "connect").inc()
+                continue
+            except httpx.TransportError as exc:
+                self.discovery.record_failure(ep)
+                if not resend_ok:
+                    raise UpstreamError(
+                        service_name,
+                        self._msg(f"{method} {path} to {service_name} at {ep.url} failed after "
+                                  f"it was sent ({type(exc).__name__}: {exc}); not retried "
+                                  "because it is not idempotent (send an Idempotency-Key to "
+                                  "allow retries)"),
+                    ) from exc
+                last_exc, last_resp = exc, None
+                UPSTREAM_RETRIES_TOTAL.labels(service_name, "transport").inc()
+                continue
+            if resp.status_code in RETRY_STATUSES:
+                self.discovery.record_failure(ep)
+                last_resp, last_exc = resp, None
+                if not resend_ok:
+                    return resp
+                UPSTREAM_RETRIES_TOTAL.labels(service_name, str(resp.status_code)).inc()
+                continue
+            self.discovery.record_latency(ep, self.clock() - started)
+            return resp
+        if last_resp is not None:
+            return last_resp
+        raise UpstreamError(
+            service_name,
+            self._msg(f"could not reach any instance of {service_name} ({last_exc}); is the "
+                      f"{service_name.removeprefix('morgan-')} service running and healthy in "
+                      "Consul?"),
+        ) from last_exc
+
+    def _msg(self, text: str) -> str:
+        return f"{self.caller.removeprefix('morgan-')}: {text}" if self.caller else text
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        service_name: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | str | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Open a streaming response (SSE, chunked audio). Failover happens only before the
+        response headers arrive; once the body streams, errors reach the caller."""
+        hdrs = self._headers(headers, idempotency_key)
+        resend_ok = self._may_resend(method, hdrs)
+        last_exc: Exception | None = None
+        async for _attempt, ep, attempt_timeout in self._attempts(service_name, method, hdrs):
+            t = min(timeout, attempt_timeout) if timeout else attempt_timeout
+            req = self._client.build_request(
+                method, ep.url + path, json=json, content=content, params=params, headers=hdrs,
+                timeout=t,
+            )
+            started = self.clock()
+            try:
+                resp = await self._client.send(req, stream=True)
+            except NOT_SENT_ERRORS as exc:
+                self.discovery.record_failure(ep)
+                last_exc = exc
+                continue
+            except httpx.TransportError as exc:
+                self.discovery.record_failure(ep)
+                if not resend_ok:
+                    raise UpstreamError(service_name, self._msg(
+                        f"{method} {path} to {service_name} failed after it was sent: {exc}"
+                    )) from exc
+                last_exc = exc
+                continue
+            if resp.status_code in RETRY_STATUSES and resend_ok:
+                await resp.aclose()
+                self.discovery.record_failure(ep)
+                last_exc = httpx.HTTPStatusError(
+                    f"{resp.status_code} from {ep.url}", request=req, response=resp
+                )
+                continue
+            self.discovery.record_latency(ep, self.clock() - started)
+            try:
+                yield resp
+            finally:
+                await resp.aclose()
+            return
+        raise UpstreamError(
+            service_name,
+            self._msg(f"could not open a stream to any instance of {service_name} "
+                      f"({last_exc}); is the service running and healthy in Consul?"),
+        ) from last_exc

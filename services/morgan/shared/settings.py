@@ -1,0 +1,108 @@
+"""Typed settings every Morgan service shares; each service subclasses `ServiceSettings`.
+
+Values come from (highest first) the environment, Consul KV, a local YAML file, then these
+defaults — see `morgan.shared.config_loader.ConsulConfigLoader`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from morgan import __version__
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Device = Literal["cpu", "cuda", "mps"]
+
+
+def default_advertise_host() -> str:
+    """MORGAN_ADVERTISE_HOST, else this machine's hostname."""
+    return os.environ.get("MORGAN_ADVERTISE_HOST") or socket.gethostname()
+
+
+def default_consul_addr() -> str:
+    return os.environ.get("CONSUL_HTTP_ADDR") or "127.0.0.1:8500"
+
+
+class ServiceSettings(BaseModel):
+    """Settings shared by every Morgan service (core, llm, stt, tts)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    service_name: str = Field(
+        "morgan-service",
+        description="Name the service registers under in Consul, e.g. `morgan-llm`.",
+        min_length=1,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+    )
+    host: str = Field(
+        default_factory=default_advertise_host,
+        description="Address other services reach this one at (advertised in Consul). "
+        "Defaults to MORGAN_ADVERTISE_HOST, else the hostname.",
+        min_length=1,
+    )
+    bind_host: str = Field("0.0.0.0", description="Interface the HTTP server listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port the HTTP server listens on.")
+    consul_http_addr: str = Field(
+        default_factory=default_consul_addr,
+        description="Consul agent address (`host:port` or `https://host:port`); "
+        "defaults to CONSUL_HTTP_ADDR.",
+    )
+    register_in_consul: bool = Field(
+        True, description="Register this instance in Consul at start-up (and deregister on exit)."
+    )
+    version: str = Field(__version__, description="Version advertised in Consul meta.")
+    log_level: LogLevel = Field("INFO", description="Lowest log level written.")
+    tags: list[str] = Field(default_factory=list, description="Extra Consul tags.")
+    engine: str = Field("", description="Inference engine advertised in Consul meta.")
+    device: Device = Field("cpu", description="Compute device advertised in Consul meta.")
+    vram_mb: int = Field(0, ge=0, description="GPU memory advertised in Consul meta (MiB).")
+    tls_ca: Path | None = Field(
+        None, description="CA bundle that signs peers' certificates; with tls_cert and tls_key "
+        "the server speaks HTTPS and requires client certificates (mTLS)."
+    )
+    tls_cert: Path | None = Field(None, description="This service's certificate (PEM).")
+    tls_key: Path | None = Field(None, description="This service's private key (PEM).")
+    auth_enabled: bool = Field(True, description="Require an API key on protected prefixes.")
+    api_key_cache_seconds: float = Field(
+        30.0, ge=0, description="How long a verified API key is trusted without asking Consul "
+        "again; a revocation takes effect within this window."
+    )
+    shutdown_drain_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    http_timeout_seconds: float = Field(
+        30.0, gt=0, description="Per-attempt timeout of calls to other services."
+    )
+    http_deadline_seconds: float = Field(
+        60.0, gt=0, description="Overall deadline of one call to another service, retries included."
+    )
+    discovery_cache_seconds: float = Field(
+        30.0, ge=0, description="How long discovered instances are reused without asking Consul."
+    )
+    discovery_stale_max_seconds: float = Field(
+        300.0, ge=0, description="While Consul is unreachable, last known instances are used "
+        "for this long."
+    )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ServiceSettings:
+        named = [self.tls_ca, self.tls_cert, self.tls_key]
+        if any(named) and not all(named):
+            raise ValueError(
+                "tls_ca, tls_cert and tls_key go together: set all three for HTTPS with "
+                "client certificates, or none for plain HTTP"
+            )
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_ca and self.tls_cert and self.tls_key)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_enabled else "http"
