@@ -211,6 +211,31 @@ def _postgres_os_user() -> str | None:
     return "postgres"
 
 
+_PRIVATE_ROOT_PREFIX = "morgan-pg-"
+
+
+def _postmaster_alive(data_dir: Path) -> bool:
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def remove_stale_postgres_dirs(max_age_s: float = 3600.0) -> None:
+    """Remove private PostgreSQL roots left by a killed test run.
+
+    Only roots older than max_age_s whose postmaster is not running go, so a
+    concurrent test session's cluster is never touched.
+    """
+    now = time.time()
+    for root in Path(tempfile.gettempdir()).glob(f"{_PRIVATE_ROOT_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if now - root.stat().st_mtime > max_age_s and not _postmaster_alive(root / "data"):
+                shutil.rmtree(root, ignore_errors=True)
+
+
 class PostgresServer(SingleProcessServer):
     """PostgreSQL 15 with a login role and database (both `morgan` by default).
 
@@ -255,7 +280,8 @@ class PostgresServer(SingleProcessServer):
         if self.os_user is None:
             root = self.base_dir / "postgres-data"
         else:
-            root = Path(tempfile.mkdtemp(prefix="morgan-pg-"))
+            remove_stale_postgres_dirs()
+            root = Path(tempfile.mkdtemp(prefix=_PRIVATE_ROOT_PREFIX))
             self._private_root = root
             shutil.chown(root, self.os_user, self.os_user)
             os.chmod(root, 0o700)

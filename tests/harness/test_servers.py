@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from tests.harness.servers import (
     RedisCluster,
     RedisServer,
     TraefikServer,
+    remove_stale_postgres_dirs,
 )
 from tests.harness.upstream import StaticHttpServer
 
@@ -95,6 +97,24 @@ def test_binary_override_must_be_executable(
     monkeypatch.setenv("MORGAN_REDIS_SERVER_BIN", str(tmp_path / "nope"))
     with pytest.raises(BinaryNotFoundError, match=r"MORGAN_REDIS_SERVER_BIN=.*not an executable"):
         find_binary("redis-server")
+
+
+@pytest.mark.unit
+def test_only_old_dead_postgres_dirs_are_removed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old, young, running = (tmp_path / f"morgan-pg-{n}" for n in ("old", "young", "running"))
+    for root in (old, young, running):
+        (root / "data").mkdir(parents=True)
+    (running / "data" / "postmaster.pid").write_text(f"{os.getpid()}\n")
+    two_hours_ago = time.time() - 7200
+    for root in (old, running):
+        os.utime(root, (two_hours_ago, two_hours_ago))
+    remove_stale_postgres_dirs()
+    assert not old.exists()
+    assert young.exists()
+    assert running.exists()
 
 
 # ------------------------------------------------------------- integration
