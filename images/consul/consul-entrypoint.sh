@@ -1,0 +1,11 @@
+#!/bin/sh
+# Mirrors the official image: `agent ...` and bare flags run a Consul agent
+# with the image's data and config directories; anything else runs as given.
+set -e
+case "$1" in
+  agent) shift; set -- consul agent -data-dir=/consul/data -config-dir=/consul/config "$@" ;;
+  -*) set -- consul agent -data-dir=/consul/data -config-dir=/consul/config "$@" ;;
+  members|kv|catalog|acl|operator|services|version|info|leave|reload|keygen|tls|validate|snapshot)
+    set -- consul "$@" ;;
+esac
+exec "$@"
