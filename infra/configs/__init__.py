@@ -1,0 +1,1 @@
+"""Configuration files of the supporting servers, generated from the plan."""

@@ -1,0 +1,123 @@
+"""Consul server and client agent configuration (JSON), plus the secret part."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from infra.model import TLS_DIR
+from infra.placement import Plan
+
+SERVER_PORTS = {"server": 8300, "serf_lan": 8301, "serf_wan": 8302, "http": 8510, "https": 8511}
+AGENT_PORTS = {"serf_lan": 8311, "http": 8500, "https": 8501, "dns": 8600}
+
+
+def server_acts_as_agent(plan: Plan, host: str) -> bool:
+    """A server host without a separate client agent serves the local API itself."""
+    return host in plan.consul_servers and not plan.config.consul.agent_on_server_hosts
+
+
+def agent_http_port(plan: Plan) -> int:
+    return AGENT_PORTS["https"] if plan.config.security.internal_tls else AGENT_PORTS["http"]
+
+
+def local_agent_addr(plan: Plan) -> str:
+    """CONSUL_HTTP_ADDR for a container on any host: always the agent on its own loopback."""
+    if plan.config.security.internal_tls:
+        return f"https://127.0.0.1:{AGENT_PORTS['https']}"
+    return f"127.0.0.1:{AGENT_PORTS['http']}"
+
+
+def _tls_block(verify_incoming: bool) -> dict[str, Any]:
+    return {
+        "defaults": {
+            "ca_file": f"{TLS_DIR}/ca.pem",
+            "cert_file": f"{TLS_DIR}/cert.pem",
+            "key_file": f"{TLS_DIR}/key.pem",
+            "verify_incoming": verify_incoming,
+            "verify_outgoing": True,
+        },
+        "internal_rpc": {"verify_server_hostname": True},
+        # Local clients (services, Prometheus, Traefik) authenticate with ACL tokens, not certs.
+        "https": {"verify_incoming": False},
+    }
+
+
+def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
+    cfg = plan.config
+    tls = cfg.security.internal_tls
+    addresses = [cfg.host(h).address for h in plan.consul_servers]
+    acts_as_agent = server and server_acts_as_agent(plan, host)
+    ports: dict[str, int] = {}
+    if server:
+        ports.update(
+            server=SERVER_PORTS["server"],
+            serf_lan=SERVER_PORTS["serf_lan"],
+            serf_wan=SERVER_PORTS["serf_wan"],
+        )
+        if acts_as_agent:
+            ports.update(dns=AGENT_PORTS["dns"])
+            http, https = AGENT_PORTS["http"], AGENT_PORTS["https"]
+        else:
+            ports.update(dns=-1)
+            http, https = SERVER_PORTS["http"], SERVER_PORTS["https"]
+    else:
+        ports.update(serf_lan=AGENT_PORTS["serf_lan"], dns=AGENT_PORTS["dns"], serf_wan=-1)
+        http, https = AGENT_PORTS["http"], AGENT_PORTS["https"]
+    if tls:
+        ports.update(http=-1, https=https)
+    else:
+        ports.update(http=http)
+    document: dict[str, Any] = {
+        "datacenter": cfg.consul.datacenter,
+        "node_name": f"{host}-server" if server and not acts_as_agent else host,
+        "data_dir": "/consul/data",
+        "server": server,
+        "bind_addr": "0.0.0.0",
+        "advertise_addr": '{{ GetPrivateInterfaces | include "type" "IPv4" | attr "address" }}',
+        "client_addr": "0.0.0.0",
+        "retry_join": [f"{a}:{SERVER_PORTS['serf_lan']}" for a in addresses],
+        "ports": ports,
+        "node_meta": {
+            "os": cfg.host(host).os,
+            "arch": cfg.host(host).arch,
+            "gpu": "true" if cfg.host(host).has_gpu else "false",
+        },
+        "log_json": True,
+        "acl": {
+            "enabled": True,
+            "default_policy": "deny",
+            "enable_token_persistence": True,
+        },
+        "leave_on_terminate": not server,
+        "rejoin_after_leave": True,
+    }
+    if server:
+        document["bootstrap_expect"] = len(plan.consul_servers)
+        document["ui_config"] = {"enabled": cfg.consul.ui}
+        document["performance"] = {"raft_multiplier": 1}
+    if tls:
+        document["tls"] = _tls_block(verify_incoming=True)
+        document["auto_encrypt"] = {"allow_tls": True} if server else {"tls": False}
+    return document
+
+
+def secret_config_template(*, server: bool) -> str:
+    """CONSUL_LOCAL_CONFIG: gossip key and ACL tokens, filled in from secrets at deploy time.
+
+    Client agents use the management token as their default token so that the services on
+    the same host can register; docs/operations.md shows how to narrow it per service.
+    """
+    tokens: dict[str, str] = {"agent": "{consul_management_token}", "default": "{consul_management_token}"}
+    if server:
+        tokens["initial_management"] = "{consul_management_token}"
+    body = {"encrypt": "{consul_gossip_key}", "acl": {"tokens": tokens}}
+    # str.format placeholders inside JSON: double every brace, then restore the placeholders.
+    text = json.dumps(body, sort_keys=True).replace("{", "{{").replace("}", "}}")
+    for name in ("consul_gossip_key", "consul_management_token"):
+        text = text.replace("{{" + name + "}}", "{" + name + "}")
+    return text
+
+
+def render(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"

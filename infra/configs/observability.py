@@ -1,0 +1,392 @@
+"""Prometheus (consul_sd + alert rules), Alertmanager, Grafana provisioning, Loki, Promtail."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from infra.configs.consul import AGENT_PORTS
+from infra.model import TLS_DIR
+from infra.placement import Plan
+
+MORGAN_SERVICES = ("morgan-core", "morgan-llm", "morgan-stt", "morgan-tts")
+PORTS = {"prometheus": 9090, "alertmanager": 9093, "grafana": 3000, "loki": 3100, "promtail": 9080}
+LOKI_GRPC_PORT = 9095
+REQUESTS = "morgan_http_requests_total"
+DURATION = "morgan_http_request_duration_seconds_bucket"
+
+
+def _consul_sd(plan: Plan, services: list[str]) -> dict[str, Any]:
+    tls = plan.config.security.internal_tls
+    sd: dict[str, Any] = {
+        "server": f"127.0.0.1:{AGENT_PORTS['https'] if tls else AGENT_PORTS['http']}",
+        "services": services,
+    }
+    if tls:
+        sd["scheme"] = "https"
+        sd["tls_config"] = {"ca_file": f"{TLS_DIR}/ca.pem"}
+    return sd
+
+
+def _scheme(plan: Plan) -> dict[str, Any]:
+    if not plan.config.security.internal_tls:
+        return {"scheme": "http"}
+    return {
+        "scheme": "https",
+        "tls_config": {
+            "ca_file": f"{TLS_DIR}/ca.pem",
+            "cert_file": f"{TLS_DIR}/cert.pem",
+            "key_file": f"{TLS_DIR}/key.pem",
+            "insecure_skip_verify": False,
+        },
+    }
+
+
+def prometheus_config(plan: Plan) -> dict[str, Any]:
+    relabel = [
+        {"source_labels": ["__meta_consul_service"], "target_label": "service"},
+        {"source_labels": ["__meta_consul_node"], "target_label": "host"},
+        {"source_labels": ["__meta_consul_service_id"], "target_label": "instance"},
+    ]
+    document: dict[str, Any] = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": ["/etc/prometheus/alerts.yml"],
+        "scrape_configs": [
+            {
+                "job_name": "morgan",
+                "metrics_path": "/metrics",
+                "consul_sd_configs": [_consul_sd(plan, list(MORGAN_SERVICES))],
+                "relabel_configs": relabel,
+                **_scheme(plan),
+            },
+            {
+                "job_name": "prometheus",
+                "static_configs": [{"targets": [f"127.0.0.1:{PORTS['prometheus']}"]}],
+                **_scheme(plan),
+            },
+        ],
+    }
+    if plan.of_role("alertmanager"):
+        document["alerting"] = {
+            "alertmanagers": [
+                {"consul_sd_configs": [_consul_sd(plan, ["alertmanager"])], **_scheme(plan)}
+            ]
+        }
+    return document
+
+
+def alert_rules(plan: Plan) -> dict[str, Any]:
+    obs = plan.config.observability
+    return {
+        "groups": [
+            {
+                "name": "morgan",
+                "rules": [
+                    {
+                        "alert": "MorganServiceDown",
+                        "expr": 'up{job="morgan"} == 0',
+                        "for": "1m",
+                        "labels": {"severity": "critical"},
+                        "annotations": {
+                            "summary": "{{ $labels.service }} on {{ $labels.host }} is down",
+                            "description": "Prometheus cannot scrape {{ $labels.instance }} for"
+                            " 1 minute; check `docker ps` on {{ $labels.host }} and Consul health.",
+                        },
+                    },
+                    {
+                        "alert": "MorganHighErrorRate",
+                        "expr": (
+                            f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
+                            f" / sum by (service) (rate({REQUESTS}[5m])) > {obs.error_rate_threshold}"
+                        ),
+                        "for": "5m",
+                        "labels": {"severity": "warning"},
+                        "annotations": {
+                            "summary": "{{ $labels.service }} answers more than"
+                            f" {obs.error_rate_threshold:.0%} of requests with 5xx",
+                            "description": "Error ratio {{ $value | humanizePercentage }}; read its"
+                            " logs in Grafana (Loki) for the failing route.",
+                        },
+                    },
+                    {
+                        "alert": "MorganHighLatencyP95",
+                        "expr": (
+                            "histogram_quantile(0.95, sum by (service, le)"
+                            f" (rate({DURATION}[5m]))) > {obs.p95_latency_seconds}"
+                        ),
+                        "for": "10m",
+                        "labels": {"severity": "warning"},
+                        "annotations": {
+                            "summary": "{{ $labels.service }} p95 latency above"
+                            f" {obs.p95_latency_seconds}s",
+                            "description": "p95 is {{ $value | humanizeDuration }}; add a replica"
+                            " or check the GPU/CPU load of its hosts.",
+                        },
+                    },
+                ],
+            }
+        ]
+    }
+
+
+def alertmanager_config(plan: Plan) -> dict[str, Any]:
+    # Receivers are the operator's to fill (email, chat); the default one only records.
+    return {
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname", "service"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+        },
+        "receivers": [{"name": "default"}],
+        "inhibit_rules": [
+            {
+                "source_matchers": ["alertname=MorganServiceDown"],
+                "target_matchers": ["severity=warning"],
+                "equal": ["service"],
+            }
+        ],
+    }
+
+
+def web_config(plan: Plan) -> dict[str, Any]:
+    """--web.config.file for Prometheus and Alertmanager: serve HTTPS with the role's cert."""
+    return {
+        "tls_server_config": {
+            "cert_file": f"{TLS_DIR}/cert.pem",
+            "key_file": f"{TLS_DIR}/key.pem",
+        }
+    }
+
+
+def grafana_datasources(plan: Plan) -> dict[str, Any]:
+    scheme = "https" if plan.config.security.internal_tls else "http"
+    json_data: dict[str, Any] = {"tlsAuthWithCACert": True} if scheme == "https" else {}
+    sources = [
+        {
+            "name": "Prometheus",
+            "uid": "prometheus",
+            "type": "prometheus",
+            "access": "proxy",
+            "url": f"{scheme}://127.0.0.1:{PORTS['prometheus']}",
+            "isDefault": True,
+            "jsonData": json_data,
+        }
+    ]
+    if plan.of_role("loki"):
+        sources.append(
+            {
+                "name": "Loki",
+                "uid": "loki",
+                "type": "loki",
+                "access": "proxy",
+                "url": f"{scheme}://127.0.0.1:{PORTS['loki']}",
+                "jsonData": json_data,
+            }
+        )
+    return {"apiVersion": 1, "datasources": sources}
+
+
+def grafana_dashboard_provider() -> dict[str, Any]:
+    return {
+        "apiVersion": 1,
+        "providers": [
+            {
+                "name": "morgan",
+                "folder": "Morgan",
+                "type": "file",
+                "disableDeletion": True,
+                "options": {"path": "/var/lib/grafana/dashboards"},
+            }
+        ],
+    }
+
+
+def _panel(pid: int, title: str, exprs: list[tuple[str, str]], x: int, y: int, unit: str) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "title": title,
+        "type": "timeseries",
+        "datasource": {"type": "prometheus", "uid": "prometheus"},
+        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [
+            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(exprs)
+        ],
+    }
+
+
+def dashboards(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Dashboard file name → Grafana dashboard JSON model."""
+    overview_panels = [
+        _panel(1, "Service instances up", [('sum by (service) (up{job="morgan"})', "{{service}}")], 0, 0, "short"),
+        _panel(2, "Requests per second", [(f"sum by (service) (rate({REQUESTS}[5m]))", "{{service}}")], 12, 0, "reqps"),
+        _panel(
+            3,
+            "p95 latency",
+            [(f"histogram_quantile(0.95, sum by (service, le) (rate({DURATION}[5m])))", "{{service}}")],
+            0,
+            8,
+            "s",
+        ),
+        _panel(
+            4,
+            "5xx ratio",
+            [
+                (
+                    f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
+                    f" / sum by (service) (rate({REQUESTS}[5m]))",
+                    "{{service}}",
+                )
+            ],
+            12,
+            8,
+            "percentunit",
+        ),
+        _panel(5, "Instances per host", [('count by (host) (up{job="morgan"} == 1)', "{{host}}")], 0, 16, "short"),
+        _panel(6, "In-flight requests", [("sum by (service) (morgan_http_requests_in_flight)", "{{service}}")], 12, 16, "short"),
+    ]
+    services_panels = [
+        _panel(
+            1,
+            "Requests by route",
+            [(f"sum by (service, route) (rate({REQUESTS}[5m]))", "{{service}} {{route}}")],
+            0,
+            0,
+            "reqps",
+        ),
+        _panel(
+            2,
+            "p50 / p95 / p99 by service",
+            [
+                (f"histogram_quantile({q}, sum by (service, le) (rate({DURATION}[5m])))", f"p{int(q * 100)} {{{{service}}}}")
+                for q in (0.5, 0.95, 0.99)
+            ],
+            12,
+            0,
+            "s",
+        ),
+        _panel(
+            3,
+            "Upstream retries",
+            [("sum by (target, reason) (rate(morgan_upstream_retries_total[5m]))", "{{target}} {{reason}}")],
+            0,
+            8,
+            "ops",
+        ),
+        _panel(
+            4,
+            "Rejected config updates",
+            [("sum by (service) (increase(morgan_config_rejected_total[1h]))", "{{service}}")],
+            12,
+            8,
+            "short",
+        ),
+    ]
+
+    def board(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "uid": uid,
+            "title": title,
+            "tags": ["morgan"],
+            "timezone": "browser",
+            "schemaVersion": 39,
+            "version": 1,
+            "refresh": "30s",
+            "time": {"from": "now-6h", "to": "now"},
+            "panels": panels,
+        }
+
+    return {
+        "morgan-overview.json": board("morgan-overview", "Morgan overview", overview_panels),
+        "morgan-services.json": board("morgan-services", "Morgan services", services_panels),
+    }
+
+
+def dashboard_queries(boards: dict[str, dict[str, Any]]) -> list[str]:
+    return [t["expr"] for b in boards.values() for p in b["panels"] for t in p["targets"]]
+
+
+def loki_config(plan: Plan) -> dict[str, Any]:
+    tls = plan.config.security.internal_tls
+    server: dict[str, Any] = {"http_listen_port": PORTS["loki"], "grpc_listen_port": LOKI_GRPC_PORT}
+    if tls:
+        server["http_tls_config"] = {
+            "cert_file": f"{TLS_DIR}/cert.pem",
+            "key_file": f"{TLS_DIR}/key.pem",
+        }
+    return {
+        "auth_enabled": False,
+        "server": server,
+        "common": {
+            "path_prefix": "/loki",
+            "replication_factor": 1,
+            "ring": {"kvstore": {"store": "inmemory"}},
+            "storage": {"filesystem": {"chunks_directory": "/loki/chunks", "rules_directory": "/loki/rules"}},
+        },
+        "schema_config": {
+            "configs": [
+                {
+                    "from": "2024-01-01",
+                    "store": "tsdb",
+                    "object_store": "filesystem",
+                    "schema": "v13",
+                    "index": {"prefix": "index_", "period": "24h"},
+                }
+            ]
+        },
+        "limits_config": {"retention_period": plan.config.observability.logs_retention},
+        "compactor": {
+            "working_directory": "/loki/compactor",
+            "retention_enabled": True,
+            "delete_request_store": "filesystem",
+        },
+    }
+
+
+def promtail_config(plan: Plan, host: str) -> dict[str, Any]:
+    cfg = plan.config
+    loki_host = plan.host_of("loki")
+    tls = cfg.security.internal_tls
+    scheme = "https" if tls else "http"
+    clients = []
+    if loki_host is not None:
+        client: dict[str, Any] = {
+            "url": f"{scheme}://{cfg.host(loki_host).address}:{PORTS['loki']}/loki/api/v1/push",
+            "external_labels": {"host": host},
+        }
+        if tls:
+            client["tls_config"] = {
+                "ca_file": f"{TLS_DIR}/ca.pem",
+                "cert_file": f"{TLS_DIR}/cert.pem",
+                "key_file": f"{TLS_DIR}/key.pem",
+            }
+        clients.append(client)
+    return {
+        "server": {"http_listen_address": "127.0.0.1", "http_listen_port": PORTS["promtail"], "grpc_listen_port": 0},
+        "positions": {"filename": "/promtail/positions.yaml"},
+        "clients": clients,
+        "scrape_configs": [
+            {
+                "job_name": "containers",
+                "docker_sd_configs": [{"host": "unix:///var/run/docker.sock", "refresh_interval": "15s"}],
+                "relabel_configs": [
+                    {"source_labels": ["__meta_docker_container_name"], "regex": "/(.*)", "target_label": "container"},
+                    {"source_labels": ["__meta_docker_container_label_morgan_role"], "target_label": "role"},
+                ],
+                "pipeline_stages": [{"json": {"expressions": {"level": "level", "service": "service"}}}, {"labels": {"level": None, "service": None}}],
+            }
+        ],
+    }
+
+
+def to_yaml(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def to_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2) + "\n"

@@ -1,0 +1,126 @@
+"""Engine-neutral container description shared by Pulumi, Swarm and compose renderings."""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Literal
+
+TLS_DIR = "/etc/morgan/tls"
+
+
+@dataclass(frozen=True)
+class Port:
+    """A port the container listens on (host networking: the same port on the host)."""
+
+    number: int
+    protocol: Literal["tcp", "udp"] = "tcp"
+    # How traffic on it is protected: TLS, Consul's gossip encryption, or nothing
+    # (only allowed for public redirect listeners and for loopback-only ports).
+    encryption: Literal["tls", "gossip", "none"] = "tls"
+    purpose: str = ""
+    public: bool = False
+    loopback_only: bool = False
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...]
+    interval: str = "15s"
+    timeout: str = "5s"
+    retries: int = 5
+    start_period: str = "30s"
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A non-secret file written into the container before it starts."""
+
+    path: str
+    content: str
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Certificate, key and CA of one role, mounted under TLS_DIR."""
+
+    role: str
+
+    @property
+    def ca(self) -> str:
+        return f"{TLS_DIR}/ca.pem"
+
+    @property
+    def cert(self) -> str:
+        return f"{TLS_DIR}/cert.pem"
+
+    @property
+    def key(self) -> str:
+        return f"{TLS_DIR}/key.pem"
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: str
+    path: str
+    read_only: bool = True
+
+
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """An environment variable built from secrets: `template` holds `{secret_name}` placeholders."""
+
+    name: str
+    template: str
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(
+            dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(self.template) if f)
+        )
+
+    def render(self, values: dict[str, str]) -> str:
+        return self.template.format(**values)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    role: str
+    host: str
+    image: str
+    platform: str
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: tuple[SecretEnv, ...] = ()
+    ports: tuple[Port, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    binds: tuple[BindMount, ...] = ()
+    files: tuple[ConfigFile, ...] = ()
+    tls: TlsFiles | None = None
+    healthcheck: Healthcheck = Healthcheck(test=("CMD", "true"))
+    memory_mb: int = 256
+    restart: Literal["unless-stopped", "on-failure"] = "unless-stopped"
+    one_shot: bool = False
+    gpu: bool = False
+    user: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    entrypoint: tuple[str, ...] | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        out: dict[str, None] = {}
+        for env in self.secret_env:
+            out.update(dict.fromkeys(env.secrets))
+        return tuple(out)

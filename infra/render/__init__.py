@@ -1,0 +1,1 @@
+"""Renderings of the plan for Docker Swarm and per-host Docker Compose."""
