@@ -8,6 +8,7 @@ python-consul2 is synchronous: call it from async code through `asyncio.to_threa
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -83,8 +84,11 @@ class ConsulClientFactory:
         cert: tuple[str, str] | None = None
         if self.client_cert and self.client_key:
             cert = (self.client_cert, self.client_key)
-        c = consul.Consul(host=self.host, port=self.port, scheme=self.scheme, verify=verify,
-                          cert=cert, timeout=self.timeout)
+        with warnings.catch_warnings():
+            # python-consul2 warns about legacy ACL/discovery-chain APIs on every construction.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            c = consul.Consul(host=self.host, port=self.port, scheme=self.scheme, verify=verify,
+                              cert=cert, timeout=self.timeout)
         # python-consul2 re-reads CONSUL_HTTP_ADDR/TOKEN itself; the factory's values win so
         # an explicit address (tests, `--consul`) is honoured.
         c.http = c.http_connect(self.host, self.port, self.scheme, verify, cert, self.timeout)
