@@ -1,0 +1,5 @@
+"""python -m morgan.llm: serve morgan-llm."""
+
+from morgan.llm.app import main
+
+main()

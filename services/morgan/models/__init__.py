@@ -1,0 +1,1 @@
+"""Model directory: where model services find their models, and how models get there."""

@@ -1,0 +1,73 @@
+"""Wiring shared by the three model services: error rendering, model loading, Consul meta."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from morgan.models.errors import ModelRequestError
+from morgan.models.holder import ModelHolder
+
+log = logging.getLogger(__name__)
+
+
+def install_model_error_handler(app: FastAPI) -> None:
+    @app.exception_handler(ModelRequestError)
+    async def _model_error(request: Request, exc: ModelRequestError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content=exc.body(), headers=exc.headers)
+
+
+def detect_vram_mb(device: str) -> int:
+    """Total memory of GPU 0 in MiB when the device is CUDA and torch sees it, else 0."""
+    if device != "cuda":
+        return 0
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.get_device_properties(0).total_memory // (1024 * 1024))
+    except Exception as exc:  # torch missing or driver trouble: advertise 0, do not fail
+        log.warning("cannot read GPU memory: %s", exc)
+    return 0
+
+
+def model_meta(*, engine: str, model: str, device: str, vram_mb: int) -> dict[str, str]:
+    return {
+        "engine": engine,
+        "model": model,
+        "device": device,
+        "vram_mb": str(vram_mb or detect_vram_mb(device)),
+        "arch": platform.machine().lower(),
+    }
+
+
+class BackgroundLoad:
+    """Starts the first model load at start-up without holding up registration or /health."""
+
+    def __init__(self, holder: ModelHolder[Any]) -> None:
+        self.holder = holder
+        self.task: asyncio.Task[Any] | None = None
+
+    async def start(self, app: FastAPI) -> None:
+        async def _load() -> None:
+            with contextlib.suppress(Exception):  # logged by the holder; /ready stays false
+                await self.holder.load()
+
+        self.task = asyncio.create_task(_load(), name="model-load")
+        self.holder.start_idle_unloader()
+
+    async def stop(self, app: FastAPI) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        await self.holder.stop()
+
+    async def ready(self) -> bool:
+        return self.holder.ready
