@@ -137,17 +137,9 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     secret_env: tuple[SecretEnv, ...] = ()
     volumes = [Volume(name=svc.models_volume, path="/models")]
     if service == "core":
-        secret_env = (
-            SecretEnv("MORGAN_CORE_POSTGRES_PASSWORD", "{postgres_password}"),
-            SecretEnv("MORGAN_CORE_REDIS_PASSWORD", "{redis_password}"),
-        )
-        env["MORGAN_CORE_REDIS_MODE"] = cfg.redis.mode
-        env["MORGAN_CORE_QDRANT_MODE"] = cfg.qdrant.mode
-        if cfg.qdrant.mode == "local":
-            volumes.append(Volume(name="morgan-qdrant-local", path="/data/qdrant"))
-            env["MORGAN_CORE_QDRANT_PATH"] = "/data/qdrant"
-        else:
-            secret_env += (SecretEnv("MORGAN_CORE_QDRANT_API_KEY", "{qdrant_api_key}"),)
+        secret_env, core_env, core_volumes = _core_data_settings(plan)
+        env.update(core_env)
+        volumes += core_volumes
     return ContainerSpec(
         name=f"morgan-{service}-{replica.index}",
         role=service,
@@ -164,6 +156,47 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         gpu=svc.device == "cuda" and host.has_gpu,
         labels=_labels(replica, cfg.stack),
     )
+
+
+def infra_name(plan: Plan, role: str) -> str:
+    """How a container reaches a supporting server: loopback on a one-host stack, else its
+    Consul DNS name (agents register the supporting servers, see configs/consul.py)."""
+    if len(plan.hosts) == 1:
+        return "127.0.0.1"
+    return f"{role}.service.consul"
+
+
+def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, str], list[Volume]]:
+    cfg = plan.config
+    tls = cfg.security.internal_tls
+    pg = cfg.postgres
+    sslmode = f"verify-full&sslrootcert={TLS_DIR}/ca.pem" if tls else "prefer"
+    secret_env = [
+        SecretEnv(
+            "MORGAN_CORE_POSTGRES_DSN",
+            f"postgresql://{pg.user}:{{postgres_password}}@{infra_name(plan, 'postgres-primary')}"
+            f":{data_cfg.PG_PORT}/{pg.database}?sslmode={sslmode}",
+        ),
+        SecretEnv("MORGAN_CORE_REDIS_PASSWORD", "{redis_password}"),
+    ]
+    env: dict[str, str] = {}
+    volumes: list[Volume] = []
+    redis_at = f"{infra_name(plan, 'redis')}:{data_cfg.REDIS_PORT}"
+    if cfg.redis.mode == "cluster":
+        env["MORGAN_CORE_REDIS_CLUSTER_NODES"] = json.dumps([redis_at])
+    else:
+        scheme = "rediss" if tls else "redis"
+        secret_env.append(
+            SecretEnv("MORGAN_CORE_REDIS_URL", f"{scheme}://:{{redis_password}}@{redis_at}/0")
+        )
+    if cfg.qdrant.mode == "local":
+        volumes.append(Volume(name="morgan-qdrant-local", path="/data/qdrant"))
+        env["MORGAN_CORE_QDRANT_PATH"] = "/data/qdrant"
+    else:
+        scheme = "https" if tls else "http"
+        env["MORGAN_CORE_QDRANT_URL"] = f"{scheme}://{infra_name(plan, 'qdrant')}:6333"
+        secret_env.append(SecretEnv("MORGAN_CORE_QDRANT_API_KEY", "{qdrant_api_key}"))
+    return tuple(secret_env), env, volumes
 
 
 def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:

@@ -92,6 +92,9 @@ def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
         "leave_on_terminate": not server,
         "rejoin_after_leave": True,
     }
+    services = service_definitions(plan, host)
+    if services and (not server or acts_as_agent):
+        document["services"] = services
     if server:
         document["bootstrap_expect"] = len(plan.consul_servers)
         document["ui_config"] = {"enabled": cfg.consul.ui}
@@ -100,6 +103,39 @@ def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
         document["tls"] = _tls_block(verify_incoming=True)
         document["auto_encrypt"] = {"allow_tls": True} if server else {"tls": False}
     return document
+
+
+# Supporting servers the local agent registers, so that containers find them by Consul name.
+_SUPPORT_SERVICES = {
+    "postgres-primary": 5432,
+    "postgres-standby": 5432,
+    "redis": 6379,
+    "qdrant": 6333,
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "grafana": 3000,
+    "loki": 3100,
+}
+
+
+def service_definitions(plan: Plan, host: str) -> list[dict[str, Any]]:
+    address = plan.config.host(host).address
+    out = []
+    for replica in plan.on_host(host):
+        port = _SUPPORT_SERVICES.get(replica.role)
+        if port is None:
+            continue
+        out.append(
+            {
+                "id": f"{replica.role}-{host}-{port}",
+                "name": replica.role,
+                "address": address,
+                "port": port,
+                "meta": {"host": host},
+                "check": {"tcp": f"127.0.0.1:{port}", "interval": "10s", "timeout": "2s"},
+            }
+        )
+    return out
 
 
 def secret_config_template(*, server: bool) -> str:

@@ -1,0 +1,1 @@
+"""Pulumi components, one per concern (type tokens `morgan:<module>:<Type>`)."""

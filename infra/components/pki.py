@@ -1,0 +1,86 @@
+"""Pki: one CA and a server+client certificate per TLS role (pulumi-tls)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_tls as tls
+
+CERT_HOURS = 24 * 365
+CA_HOURS = 24 * 365 * 5
+USES = ["key_encipherment", "digital_signature", "server_auth", "client_auth"]
+
+
+@dataclass(frozen=True)
+class CertificateRequest:
+    role: str
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...] = ("127.0.0.1",)
+
+
+@dataclass(frozen=True)
+class PkiArgs:
+    organization: str
+    requests: tuple[CertificateRequest, ...]
+    docker_hosts: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    cert_pem: pulumi.Output[str]
+    key_pem: pulumi.Output[str]
+
+
+class Pki(pulumi.ComponentResource):
+    ca_cert_pem: pulumi.Output[str]
+    certificates: dict[str, IssuedCertificate]
+
+    def __init__(self, name: str, args: PkiArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("morgan:security:Pki", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        ca = tls.SelfSignedCert(
+            f"{name}-ca",
+            private_key_pem=ca_key.private_key_pem,
+            is_ca_certificate=True,
+            validity_period_hours=CA_HOURS,
+            allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
+            subject=tls.SelfSignedCertSubjectArgs(
+                common_name=f"{args.organization} CA", organization=args.organization
+            ),
+            opts=child,
+        )
+        self.ca_cert_pem = ca.cert_pem
+        self.certificates = {}
+        docker_requests = tuple(
+            CertificateRequest(role=f"docker-{h}", dns_names=(h,)) for h in args.docker_hosts
+        )
+        for request in args.requests + docker_requests:
+            key = tls.PrivateKey(
+                f"{name}-{request.role}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child
+            )
+            csr = tls.CertRequest(
+                f"{name}-{request.role}-csr",
+                private_key_pem=key.private_key_pem,
+                dns_names=list(request.dns_names),
+                ip_addresses=list(request.ip_addresses),
+                subject=tls.CertRequestSubjectArgs(
+                    common_name=request.role, organization=args.organization
+                ),
+                opts=child,
+            )
+            cert = tls.LocallySignedCert(
+                f"{name}-{request.role}-cert",
+                cert_request_pem=csr.cert_request_pem,
+                ca_private_key_pem=ca_key.private_key_pem,
+                ca_cert_pem=ca.cert_pem,
+                validity_period_hours=CERT_HOURS,
+                early_renewal_hours=24 * 30,
+                allowed_uses=USES,
+                opts=child,
+            )
+            self.certificates[request.role] = IssuedCertificate(
+                cert_pem=cert.cert_pem, key_pem=pulumi.Output.secret(key.private_key_pem)
+            )
+        self.register_outputs({"ca_cert_pem": self.ca_cert_pem, "roles": sorted(self.certificates)})
