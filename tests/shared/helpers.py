@@ -56,12 +56,14 @@ async def aeventually(check: Callable[[], Awaitable[T | None]], *, timeout: floa
 class UvicornThread:
     """A real uvicorn server for `app` on a free loopback port, in a background thread."""
 
-    def __init__(self, app: FastAPI, port: int | None = None, **config: Any) -> None:
-        self.port = port or free_port()
+    def __init__(self, app: FastAPI, port: int | None = None,
+                 uvicorn_config: uvicorn.Config | None = None, **config: Any) -> None:
+        self.port = uvicorn_config.port if uvicorn_config else (port or free_port())
         self.host = LOOPBACK
         self.url = f"http://{self.host}:{self.port}"
-        self.config = uvicorn.Config(app, host=self.host, port=self.port, log_config=None,
-                                     access_log=False, lifespan="on", **config)
+        self.config = uvicorn_config or uvicorn.Config(
+            app, host=self.host, port=self.port, log_config=None, access_log=False,
+            lifespan="on", **config)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -146,8 +146,9 @@ class ConsulServiceDiscovery:
         now = self.clock()
         with self._lock:
             cached = self._cache.get(name)
-        if cached is not None and now - cached.fetched_at < self.cache_seconds:
-            return self._non_empty(name, cached)
+        # An empty answer is not cached: the next call asks Consul again.
+        if cached is not None and cached.endpoints and now - cached.fetched_at < self.cache_seconds:
+            return list(cached.endpoints)
         try:
             index, endpoints = await asyncio.to_thread(self._query, name)
         except (*CONSUL_UNREACHABLE_ERRORS, consul.ConsulException) as exc:

@@ -91,7 +91,8 @@ class ConsulRegistry:
             tags=["morgan", *settings.tags],
             meta=meta,
             scheme=settings.scheme,
-            **kwargs,
+            **{"check_interval": settings.consul_check_interval,
+               "anti_entropy_seconds": settings.consul_anti_entropy_seconds, **kwargs},
         )
 
     @property

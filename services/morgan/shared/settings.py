@@ -55,6 +55,15 @@ class ServiceSettings(BaseModel):
     register_in_consul: bool = Field(
         True, description="Register this instance in Consul at start-up (and deregister on exit)."
     )
+    consul_check_interval: str = Field(
+        "10s", pattern=r"^[0-9]+(ms|s|m)$",
+        description="How often Consul calls /health (timeout 5 s; deregistered after 1 min "
+        "critical).",
+    )
+    consul_anti_entropy_seconds: float = Field(
+        5.0, gt=0, description="How often the instance checks it is still registered in Consul "
+        "(re-registers after a Consul restart).",
+    )
     version: str = Field(__version__, description="Version advertised in Consul meta.")
     log_level: LogLevel = Field("INFO", description="Lowest log level written.")
     tags: list[str] = Field(default_factory=list, description="Extra Consul tags.")

@@ -1,0 +1,145 @@
+"""ConsulConfigLoader and `morgan config migrate` against a real Consul agent."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from morgan.cli.main import app as cli
+from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.consul_client import ConsulClientFactory
+from morgan.shared.settings import ServiceSettings
+from prometheus_client import REGISTRY
+from pydantic import Field
+from typer.testing import CliRunner
+
+from tests.shared.helpers import eventually, unique_name
+
+pytestmark = pytest.mark.integration
+
+
+class KVSettings(ServiceSettings):
+    """Settings of a service used by these tests."""
+
+    model: str = Field("default-model", description="Model.")
+    temperature: float = Field(0.7, ge=0, le=2, description="Temperature.")
+    kvtest_shared_flag: bool = Field(False, description="Only this class has it.")
+
+
+def put(consul: ConsulClientFactory, key: str, value: object, raw: bool = False) -> None:
+    consul.client().kv.put(key, value if raw else json.dumps(value))
+
+
+def rejected(service: str) -> float:
+    return REGISTRY.get_sample_value("morgan_config_rejected_total", {"service": service}) or 0.0
+
+
+def test_precedence_env_over_kv_over_yaml_over_defaults(
+    consul: ConsulClientFactory, tmp_path: Path,
+) -> None:
+    svc = unique_name("kv")
+    yml = tmp_path / "svc.yaml"
+    yml.write_text("model: yaml-model\ntemperature: 0.1\nport: 8100\nlog_level: WARNING\n")
+    put(consul, f"morgan/config/{svc}/temperature", 0.5)
+    put(consul, f"morgan/config/{svc}/port", 8200)
+    put(consul, "morgan/config/global/kvtest_shared_flag", True)
+    env = {f"MORGAN_{svc.upper().replace('-', '_')}_PORT": "8300"}
+    s = ConsulConfigLoader(KVSettings, svc, consul, yaml_path=yml, environ=env).load()
+    assert s.port == 8300                  # env beats KV and YAML
+    assert s.temperature == 0.5            # KV beats YAML
+    assert s.model == "yaml-model"         # YAML beats default
+    assert s.log_level == "WARNING"
+    assert s.kvtest_shared_flag is True    # global KV
+    assert s.version                       # default
+    consul.client().kv.delete("morgan/config/global/kvtest_shared_flag")
+
+
+def test_invalid_kv_key_at_start_is_left_out_and_counted(consul: ConsulClientFactory) -> None:
+    svc = unique_name("kv")
+    put(consul, f"morgan/config/{svc}/temperature", 9.0)   # out of range
+    put(consul, f"morgan/config/{svc}/model", "kv-model")
+    before = rejected(svc)
+    s = ConsulConfigLoader(KVSettings, svc, consul, environ={}).load()
+    assert s.temperature == 0.7 and s.model == "kv-model"
+    assert rejected(svc) == before + 1
+
+
+def test_watch_applies_changes_live_and_rejects_invalid_ones(
+    consul: ConsulClientFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    svc = unique_name("kv")
+    loader = ConsulConfigLoader(KVSettings, svc, consul, environ={}, watch_wait_seconds=5)
+    assert loader.load().model == "default-model"
+    seen: list[KVSettings] = []
+    changed = threading.Event()
+
+    def on_change(s: KVSettings) -> None:
+        seen.append(s)
+        changed.set()
+
+    handle = loader.watch(on_change)
+    try:
+        time.sleep(0.3)  # let the blocking query start
+        put(consul, f"morgan/config/{svc}/model", "live-model")
+        start = time.monotonic()
+        assert changed.wait(5), "KV change did not reach the callback"
+        assert time.monotonic() - start < 2.0
+        assert seen[-1].model == "live-model"
+        changed.clear()
+
+        before = rejected(svc)
+        put(consul, f"morgan/config/{svc}/temperature", "hot")  # wrong type
+        eventually(lambda: rejected(svc) == before + 1, timeout=5, what="a rejection")
+        put(consul, f"morgan/config/{svc}/model", "not json {", raw=True)
+        eventually(lambda: rejected(svc) == before + 2, timeout=5, what="a JSON rejection")
+        assert not changed.is_set()
+        assert loader.current is not None and loader.current.model == "live-model"
+        assert any("rejected configuration" in r.getMessage() for r in caplog.records)
+
+        consul.client().kv.delete(f"morgan/config/{svc}/temperature")
+        put(consul, f"morgan/config/{svc}/model", "fixed-model")
+        assert changed.wait(5)
+        assert seen[-1].model == "fixed-model"
+    finally:
+        handle.stop()
+
+
+def test_migrate_dry_run_apply_and_prune(consul: ConsulClientFactory, tmp_path: Path) -> None:
+    svc = unique_name("mig")
+    (tmp_path / f"{svc}.yaml").write_text("model: m1\ntemperature: 0.3\n")
+    put(consul, f"morgan/config/{svc}/stale_key", 1)
+    put(consul, f"morgan/config/{svc}/temperature", 0.9)
+    runner = CliRunner()
+    args = ["config", "migrate", "--from", str(tmp_path), "--consul", consul.addr]
+    r = runner.invoke(cli, [*args, "--dry-run", "--prune"])
+    assert r.exit_code == 0, r.output
+    assert f'+ morgan/config/{svc}/model = "m1"' in r.output
+    assert f"~ morgan/config/{svc}/temperature: 0.9 -> 0.3" in r.output
+    assert f"- morgan/config/{svc}/stale_key" in r.output
+    kv = consul.client().kv
+    assert kv.get(f"morgan/config/{svc}/model")[1] is None  # dry run changed nothing
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(kv.get(f"morgan/config/{svc}/model")[1]["Value"]) == "m1"
+    assert kv.get(f"morgan/config/{svc}/stale_key")[1] is not None  # no --prune
+    r = runner.invoke(cli, [*args, "--prune"])
+    assert r.exit_code == 0, r.output
+    assert kv.get(f"morgan/config/{svc}/stale_key")[1] is None
+    s = ConsulConfigLoader(KVSettings, svc, consul, environ={}).load()
+    assert (s.model, s.temperature) == ("m1", 0.3)
+
+
+def test_migrate_refuses_invalid_files(consul: ConsulClientFactory, tmp_path: Path) -> None:
+    (tmp_path / "core.yaml").write_text("port: not-a-port\n")
+    (tmp_path / "global.yaml").write_text("no_such_setting_anywhere: 1\n")
+    r = CliRunner().invoke(cli, ["config", "migrate", "--from", str(tmp_path), "--consul",
+                                 consul.addr])
+    assert r.exit_code == 2
+    assert "refusing to upload invalid configuration" in r.output
+    assert "no_such_setting_anywhere" in r.output
+    r = CliRunner().invoke(cli, ["config", "migrate", "--from", str(tmp_path / "missing"),
+                                 "--consul", consul.addr])
+    assert r.exit_code == 2 and "is not a directory" in r.output
