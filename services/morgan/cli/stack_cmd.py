@@ -1,3 +1,219 @@
-"""`morgan` sub-commands: stack."""
+"""`morgan` sub-commands: the dev stack on this machine (up, down, status, logs, verify, build)."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from morgan.cli.main import app
+from morgan.lab import images as img
+from morgan.lab import stack as st
+from morgan.lab.secrets import ensure_env
+
+console = Console()
+STACK_OPTION = typer.Option("dev", "--stack", "-s", help="Stack to run (its Pulumi.<stack>.yaml).")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def build_images(stack: str, root: Path, offline_support: bool | None = None) -> dict[str, str]:
+    """Build every image the stack needs; returns the support images to use (server -> ref)."""
+    config = st.load_config(stack, root)
+    p = st.paths(stack, root)
+    builder = img.ImageBuilder(root, p.state, log=lambda m: console.print(f"  [dim]{m}[/dim]"))
+    if img.image_id(img.base_image()) is None:
+        _fail(f"base image {img.base_image()} is missing; run scripts/setup (it builds it)")
+    local: list[str] = []
+    for server, upstream in img.SUPPORT_UPSTREAM.items():
+        if offline_support is None:
+            use_local = not img.upstream_available(upstream, timeout=30)
+        else:
+            use_local = offline_support
+        if use_local:
+            local.append(server)
+    specs = [s for s in img.support_specs(root) if s.name.split("/")[-1] in local]
+    specs += img.runtime_specs(root) + img.service_specs(root, config.images.version)
+
+    def report(result: img.BuildResult) -> None:
+        state = f"built in {result.seconds:.0f}s" if result.built else "cached"
+        console.print(f"  [green]✓[/green] {result.ref:<48} {state}")
+
+    with console.status("building images"):
+        builder.build_all(specs, on_done=report)
+    return st.local_support_refs(local)
+
+
+@app.command()
+def build(
+    stack: str = STACK_OPTION,
+    local_support: bool = typer.Option(
+        False,
+        "--local-support",
+        help="Build local supporting-server images without asking a registry.",
+    ),
+) -> None:
+    """Build (or reuse) every image of the stack; unchanged images are skipped."""
+    try:
+        build_images(stack, img.repo_root(), True if local_support else None)
+    except (img.ImageBuildError, st.StackError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def up(stack: str = STACK_OPTION) -> None:
+    """Build the images, start the stack with Docker Compose, and print how to talk to it."""
+    root = img.repo_root()
+    p = st.paths(stack, root)
+    t0 = time.monotonic()
+    try:
+        console.print(f"[bold]morgan up[/bold] — stack {stack}")
+        local = build_images(stack, root)
+        config = st.with_support_images(st.load_config(stack, root), local)
+        doc, secret_names = st.render(config)
+        env = ensure_env(p.env_file, secret_names)
+        path = st.write_compose(p, doc)
+        console.print(f"  [green]✓[/green] rendered {len(doc['services'])} services to {path}")
+        seeded = st.seed_models(config.services.llm.models_volume, img.base_image())
+        if seeded:
+            console.print(
+                f"  [bold yellow]![/bold yellow] [yellow]{st.TINY_MODEL_WARNING}[/yellow]"
+                f" (kinds: {', '.join(seeded)})"
+            )
+        with console.status("starting containers (docker compose up -d --wait)"):
+            st.compose(p, "up", "-d", "--wait", "--remove-orphans")
+        ep = st.endpoints(config, doc, env)
+        st.save_endpoints(p, ep)
+        key = st.create_api_key(ep)
+    except (img.ImageBuildError, st.StackError) as err:
+        _fail(str(err))
+        return
+    console.print(f"  [green]✓[/green] stack up in {time.monotonic() - t0:.0f}s")
+    console.print(
+        f"\nGateway: [bold]{ep.gateway_url}[/bold] (Traefik's own TLS certificate: curl -k)"
+    )
+    console.print(f"API key: [bold]{key}[/bold]\n")
+    console.print("Try a text turn:")
+    console.print(
+        f"  curl -sk {ep.gateway_url}/api/text -H 'X-API-Key: {key}'"
+        " -H 'Content-Type: application/json'"
+        ' -d \'{"text": "Hello Morgan", "user_id": "me"}\'',
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print("\nNext: `morgan status`, `morgan verify`, `morgan down`.")
+
+
+@app.command()
+def down(
+    stack: str = STACK_OPTION,
+    volumes: bool = typer.Option(False, "--volumes", help="Also delete the stack's data volumes."),
+) -> None:
+    """Stop and remove the stack's containers (data volumes stay unless --volumes)."""
+    p = st.paths(stack)
+    try:
+        args = ["down", "--remove-orphans", *(["--volumes"] if volumes else [])]
+        with console.status("stopping containers"):
+            st.compose(p, *args)
+    except st.StackError as err:
+        _fail(str(err))
+    console.print(f"stack {stack} is down" + ("; volumes deleted" if volumes else "; data kept"))
+
+
+@app.command()
+def status(stack: str = STACK_OPTION) -> None:
+    """A table of the stack's containers and their services' health in Consul."""
+    p = st.paths(stack)
+    try:
+        rows = st.running_containers(p)
+        ep = st.load_endpoints(p)
+    except st.StackError as err:
+        _fail(str(err))
+        return
+    try:
+        health = st.consul_health(ep.consul_addr, ep.consul_token)
+    except Exception as err:  # Consul down is a status to show, not a crash.
+        health = {}
+        console.print(f"[yellow]Consul at {ep.consul_addr} does not answer ({err})[/yellow]")
+    table = Table(title=f"stack {stack}")
+    for column in ("container", "state", "docker health", "consul service", "consul health"):
+        table.add_column(column)
+    for row in rows:
+        name = str(row.get("Service", ""))
+        consul_name = next(
+            (c for c in health if c.removeprefix("morgan-") == name.split("-")[0]), ""
+        )
+        table.add_row(
+            str(row.get("Name", "")),
+            str(row.get("State", "")),
+            str(row.get("Health", "")) or "-",
+            consul_name or "-",
+            health.get(consul_name, "-"),
+        )
+    console.print(table)
+    console.print(f"Gateway: {ep.gateway_url}   Consul: http://{ep.consul_addr}")
+
+
+@app.command()
+def logs(
+    service: str = typer.Argument(
+        ..., help="Compose service name, e.g. core-1 (see `morgan status`)."
+    ),
+    stack: str = STACK_OPTION,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    tail: int = typer.Option(200, "--tail", help="Lines to show from the end."),
+) -> None:
+    """Print one service's logs."""
+    p = st.paths(stack)
+    try:
+        names = [str(r.get("Service")) for r in st.running_containers(p)]
+        if service not in names:
+            _fail(f"no service {service!r} in stack {stack}; choose one of {', '.join(names)}")
+        args = ["logs", "--no-color", "--tail", str(tail), *(["-f"] if follow else []), service]
+        st.compose(p, *args, check=True, capture=False)
+    except st.StackError as err:
+        _fail(str(err))
+
+
+@app.command()
+def lock() -> None:
+    """Rewrite images/lock/ from the versions installed in this virtualenv."""
+    from morgan.lab.lock import LockError, write_locks
+
+    try:
+        written = write_locks(img.repo_root())
+    except LockError as err:
+        _fail(str(err))
+        return
+    for flavour, path in written.items():
+        console.print(f"  [green]✓[/green] {flavour}: {path}")
+
+
+@app.command()
+def verify(
+    stack: str = STACK_OPTION,
+    pytest_args: list[str] = typer.Argument(None, help="Extra pytest arguments, e.g. -k consul."),
+) -> None:
+    """Check the running stack: every container from the inside (testinfra), then end to end."""
+    import os
+
+    import pytest
+
+    from morgan.lab import checks
+
+    p = st.paths(stack)
+    if not p.info_file.exists():
+        _fail(f"stack {stack!r} is not up here; run `morgan up --stack {stack}` first")
+    os.environ["MORGAN_STACK"] = stack
+    folder = Path(checks.__file__).parent
+    args = [str(folder), "-p", "no:cacheprovider", "-q", "--rootdir", str(folder)]
+    # The project's pytest settings (markers, test paths) are not the checks' settings.
+    args += ["-c", os.devnull, "-W", "ignore:Unverified HTTPS request", *(pytest_args or [])]
+    code = pytest.main(args)
+    raise typer.Exit(int(code))

@@ -27,6 +27,17 @@ RUNTIME_EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The images run Debian bookworm's Python, which can be older than the virtualenv's:
+# markers are evaluated for both, so a dependency only the image's Python needs
+# is locked too.
+IMAGE_PYTHON = "3.11.2"
+# Dependencies only the image's Python needs, hence not installed in the virtualenv.
+IMAGE_ONLY_PINS: dict[str, str] = {
+    # redis>=5 needs it below Python 3.11.3.
+    "async-timeout": "5.0.1",
+}
+
+
 class LockError(RuntimeError):
     """A dependency of the lock is not installed in the interpreter computing it."""
 
@@ -50,19 +61,24 @@ def closure(root: str, extras: Iterable[str]) -> list[Pin]:
     # A queue of (distribution name, extras requested of it).
     queue: list[tuple[str, frozenset[str]]] = [(root, frozenset(extras))]
     done: set[tuple[str, frozenset[str]]] = set()
-    base_env = {k: str(v) for k, v in default_environment().items()}
+    host_env = {k: str(v) for k, v in default_environment().items()}
+    image_env = dict(host_env, python_full_version=IMAGE_PYTHON, python_version="3.11")
     while queue:
         name, want = queue.pop()
         key = (_canonical(name), want)
         if key in done:
             continue
         done.add(key)
+        if _canonical(name) in IMAGE_ONLY_PINS:
+            seen[_canonical(name)] = Pin(_canonical(name), IMAGE_ONLY_PINS[_canonical(name)])
+            continue
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError as err:
             raise LockError(
                 f"lock: {name} is required but not installed in this interpreter; "
-                "run scripts/setup (it installs morgan[dev] into .venv) and retry"
+                "run scripts/setup (it installs morgan[dev] into .venv) and retry, or add it to"
+                " IMAGE_ONLY_PINS in morgan/lab/lock.py if only the image's Python needs it"
             ) from err
         canon = _canonical(dist.metadata["Name"])
         if canon != _canonical(root):
@@ -70,7 +86,7 @@ def closure(root: str, extras: Iterable[str]) -> list[Pin]:
         for text in dist.requires or []:
             req = Requirement(text)
             if req.marker is not None:
-                envs = [dict(base_env, extra=e) for e in (want or {""})]
+                envs = [dict(env, extra=e) for e in (want or {""}) for env in (host_env, image_env)]
                 if not any(req.marker.evaluate(env) for env in envs):
                     continue
             if _canonical(req.name) == _canonical(root):

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from morgan.lab.lock import lock_hash
+from morgan.lab.lock import Pin, lock_hash, read_pins
 
 
 class WheelhouseError(RuntimeError):
@@ -45,10 +45,14 @@ def ensure_wheels(locks: list[Path], directory: Path | None = None) -> list[Path
         stamp = target / f".lock-{lock.stem}-{lock_hash(lock)}"
         if stamp.exists():
             continue
+        missing = [p for p in read_pins(lock) if not _has_wheel(target, p)]
+        if not missing:
+            stamp.touch()
+            continue
         log = target / f".pip-{lock.stem}.log"
         cmd = [
             sys.executable, "-m", "pip", "wheel", "--no-deps", "--progress-bar", "off",
-            "--find-links", str(target), "--wheel-dir", str(target), "-r", str(lock),
+            "--find-links", str(target), "--wheel-dir", str(target), *(p.line() for p in missing),
         ]  # fmt: skip
         with log.open("w") as out:
             proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
@@ -61,6 +65,14 @@ def ensure_wheels(locks: list[Path], directory: Path | None = None) -> list[Path
         stamp.touch()
         fetched.append(lock)
     return fetched
+
+
+def _has_wheel(directory: Path, pin: Pin) -> bool:
+    # Wheel file names use the normalised name with underscores (PEP 427/491).
+    stem = f"{pin.name.replace('-', '_')}-{pin.version}-"
+    return any(directory.glob(f"{stem}*.whl")) or any(
+        f.name.lower().startswith(stem.lower()) for f in directory.glob("*.whl")
+    )
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -1,0 +1,1 @@
+"""The checks `morgan verify` runs against a running stack (pytest + testinfra)."""

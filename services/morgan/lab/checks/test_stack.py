@@ -1,0 +1,214 @@
+"""What `morgan verify` checks: every container from the inside, then the API end to end."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import testinfra
+
+from morgan.lab import stack as st
+from morgan.lab.probes import listening_ports, processes
+
+# The port each role listens on inside its container (host networking: on the host too).
+ROLE_PORTS: dict[str, int] = {
+    "core": 8000,
+    "llm": 8001,
+    "tts": 8002,
+    "stt": 8003,
+    "consul-server": 8500,
+    "consul-agent": 8500,
+    "postgres-primary": 5432,
+    "postgres-standby": 5432,
+    "redis": 6379,
+    "prometheus": 9090,
+}
+MODEL_SERVICES = ("core", "llm", "stt", "tts")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "service" in metafunc.fixturenames:
+        p = st.paths(os.environ.get("MORGAN_STACK", "dev"))
+        rows = st.running_containers(p) if p.compose_file.exists() else []
+        names = sorted(str(r["Service"]) for r in rows)
+        metafunc.parametrize("service", names or ["(no running container)"])
+
+
+@pytest.fixture
+def host(service: str, containers: dict[str, str]) -> Any:
+    if service not in containers:
+        pytest.fail(f"{service}: no running container; see `morgan status` and `morgan logs`")
+    return testinfra.get_host(f"docker://{containers[service]}")
+
+
+def test_processes_run_as_non_root(service: str, host: Any) -> None:
+    procs = processes(host)
+    assert procs, f"{service}: no process visible in /proc"
+    root_procs = [f"{p.name} (pid {p.pid})" for p in procs if p.uid == 0]
+    assert not root_procs, f"{service}: processes running as root: {root_procs}"
+
+
+def test_port_listens(service: str, host: Any, compose_doc: dict[str, Any]) -> None:
+    role = st.role_of(compose_doc, service)
+    if role == "traefik":
+        gateway = st.load_config(os.environ.get("MORGAN_STACK", "dev")).gateway
+        want = {gateway.http_port, gateway.https_port}
+    elif role in ROLE_PORTS:
+        want = {ROLE_PORTS[role]}
+    else:
+        pytest.fail(f"{service}: role {role!r} has no known port; add it to ROLE_PORTS")
+    listening = listening_ports(host)
+    assert want <= listening, (
+        f"{service}: expected {sorted(want)} listening, saw {sorted(listening)}"
+    )
+
+
+def test_config_in_place(service: str, host: Any, compose_doc: dict[str, Any]) -> None:
+    """Every file the stack mounts into the container is there, with the same content."""
+    svc = compose_doc["services"][service]
+    checked = 0
+    for mount in svc.get("volumes") or []:
+        source, target = _bind(mount)
+        if source is None or not Path(source).is_file():
+            continue
+        inside = host.file(target)
+        assert inside.exists, f"{service}: {target} (from {source}) is missing"
+        assert inside.content == Path(source).read_bytes(), f"{service}: {target} differs"
+        checked += 1
+    for cfg in svc.get("configs") or []:
+        target = str(cfg.get("target")) if isinstance(cfg, dict) else f"/{cfg}"
+        assert host.file(target).exists, f"{service}: config {target} is missing"
+        checked += 1
+    env = host.check_output("cat /proc/1/environ | tr '\\0' '\\n'")
+    if st.role_of(compose_doc, service) in MODEL_SERVICES:
+        assert "CONSUL_HTTP_ADDR=" in env or checked, (
+            f"{service}: neither a mounted config file nor CONSUL_HTTP_ADDR; the service cannot"
+            " find Consul"
+        )
+
+
+def _bind(mount: Any) -> tuple[str | None, str]:
+    if isinstance(mount, dict):
+        if mount.get("type") != "bind":
+            return None, str(mount.get("target"))
+        return str(mount.get("source")), str(mount.get("target"))
+    parts = str(mount).split(":")
+    if len(parts) >= 2 and parts[0].startswith(("/", ".")):
+        return parts[0], parts[1]
+    return None, parts[-1]
+
+
+@pytest.mark.parametrize("name", [f"morgan-{s}" for s in MODEL_SERVICES])
+def test_passing_in_consul(name: str, endpoints: st.Endpoints) -> None:
+    health = _wait_passing(endpoints.consul_addr, endpoints.consul_token, name, timeout=120)
+    assert health.get(name) == "passing", f"{name}: Consul says {health.get(name, 'absent')}"
+
+
+def _wait_passing(consul_addr: str, token: str | None, name: str, timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    health: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        health = st.consul_health(consul_addr, token)
+        if health.get(name) == "passing":
+            break
+        time.sleep(2)
+    return health
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="session")
+def api_key(endpoints: st.Endpoints) -> str:
+    return st.create_api_key(endpoints, owner="verify")
+
+
+@pytest.fixture(scope="session")
+def api(endpoints: st.Endpoints, api_key: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=endpoints.gateway_url,
+        headers={"X-API-Key": api_key},
+        timeout=120,
+        verify=False,  # Traefik's own certificate on the dev stack
+    )
+
+
+def _is_wav(data: bytes) -> bool:
+    with wave.open(io.BytesIO(data)) as w:
+        return w.getnframes() > 0
+
+
+def test_request_without_key_is_401(endpoints: st.Endpoints) -> None:
+    resp = httpx.post(
+        f"{endpoints.gateway_url}/api/text",
+        json={"text": "hi", "user_id": "u"},
+        timeout=30,
+        verify=False,
+    )
+    assert resp.status_code == 401, resp.text
+    assert resp.json().get("error"), resp.text
+
+
+def test_text_turn_returns_text_and_audio(api: httpx.Client) -> None:
+    resp = api.post(
+        "/api/text", json={"text": "Hello Morgan", "user_id": "verify", "want_audio": True}
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert isinstance(body["text"], str) and body["text"].strip()
+    assert body["conversation_id"]
+    assert _is_wav(base64.b64decode(body["audio_base64"]))
+
+
+def test_audio_turn_transcribes_and_answers(api: httpx.Client, tmp_path: Path) -> None:
+    speech = tmp_path / "speech.wav"
+    subprocess.run(
+        ["espeak-ng", "-w", str(speech), "what is the weather like tomorrow"], check=True
+    )
+    with speech.open("rb") as f:
+        resp = api.post(
+            "/api/audio", files={"file": ("speech.wav", f, "audio/wav")}, data={"user_id": "verify"}
+        )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert isinstance(body["transcription"], str)
+    assert isinstance(body["text"], str) and body["text"].strip()
+    assert _is_wav(base64.b64decode(body["audio_base64"]))
+
+
+def test_conversation_survives_core_restart(
+    api: httpx.Client, containers: dict[str, str], compose_doc: dict[str, Any]
+) -> None:
+    first = api.post("/api/text", json={"text": "Remember the word tangerine", "user_id": "verify"})
+    assert first.status_code == 200, first.text
+    conversation_id = first.json()["conversation_id"]
+    core = next(c for s, c in containers.items() if st.role_of(compose_doc, s) == "core")
+    subprocess.run(["docker", "restart", core], check=True, capture_output=True)
+    deadline = time.monotonic() + 180
+    history: httpx.Response | None = None
+    while time.monotonic() < deadline:
+        try:
+            history = api.get(f"/api/conversations/{conversation_id}")
+            if history.status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    assert history is not None and history.status_code == 200, (
+        f"core did not answer within 180 s of `docker restart {core}`"
+    )
+    assert "tangerine" in history.text, f"conversation lost across restart: {history.text[:400]}"
+    again = api.post(
+        "/api/text",
+        json={"text": "What word?", "user_id": "verify", "conversation_id": conversation_id},
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["conversation_id"] == conversation_id
