@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from morgan.core.memory.embedder import SentenceEmbedder
+from morgan.shared.auth import ApiKeyStore
+from morgan.shared.consul_client import ConsulClientFactory
 
-from tests.harness.servers import PostgresServer
+from tests.core.servers import ModelInstance, echo_instance
+from tests.harness.servers import ConsulServer, PostgresServer
+
+ECHO_LLM = "test-echo-llm"
+ECHO_LLM_SLOW = "test-echo-llm-slow"
+ECHO_STT = "test-echo-stt"
+ECHO_TTS = "test-echo-tts"
+ECHO_TTS_BROKEN = "test-echo-tts-broken"
 
 
 def make_database(pg: PostgresServer) -> str:
@@ -37,6 +48,48 @@ def qdrant_path(tmp_path: Path) -> Path:
     return tmp_path / "qdrant"
 
 
-@pytest.fixture
-async def anyio_backend() -> AsyncIterator[str]:
-    yield "asyncio"
+# --------------------------------------------------------------------- core over HTTP
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    good: str
+    revoked: str
+    headers: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def api_keys(consul_server: ConsulServer) -> ApiKeys:
+    store = ApiKeyStore(ConsulClientFactory.from_env(consul_server.addr), cache_seconds=0)
+    _, good = store.create("core-tests")
+    revoked_record, revoked = store.create("core-tests-revoked")
+    store.revoke(revoked_record.key_id)
+    return ApiKeys(good=good, revoked=revoked, headers={"X-API-Key": good})
+
+
+@pytest.fixture(scope="session")
+def echo_models(
+    consul_server: ConsulServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ModelInstance]]:
+    """Deterministic model services under test names (so real ones can share the Consul)."""
+    logs = tmp_path_factory.mktemp("echo-models")
+    instances = {
+        "llm": echo_instance(ECHO_LLM, consul_server.addr, logs),
+        "stt": echo_instance(ECHO_STT, consul_server.addr, logs),
+        "tts": echo_instance(ECHO_TTS, consul_server.addr, logs),
+        "tts_broken": echo_instance(ECHO_TTS_BROKEN, consul_server.addr, logs, fail_tts=True),
+        "llm_slow": echo_instance(ECHO_LLM_SLOW, consul_server.addr, logs, delay_s=2.0),
+    }
+    for inst in instances.values():
+        inst.process.start()
+    try:
+        for inst in instances.values():
+            inst.start()
+        yield instances
+    finally:
+        for inst in instances.values():
+            inst.stop()
+
+
+def echo_settings_overrides() -> dict[str, Any]:
+    return {"llm_service": ECHO_LLM, "stt_service": ECHO_STT, "tts_service": ECHO_TTS}

@@ -1,0 +1,3 @@
+from morgan.core.main import main
+
+main()

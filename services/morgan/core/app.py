@@ -1,0 +1,142 @@
+"""build_app: core's FastAPI app on top of the shared service factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from morgan.core.body_limit import BodyLimitMiddleware
+from morgan.core.config import CoreSettings
+from morgan.core.exceptions import TurnError
+from morgan.core.memory.embedder import SentenceEmbedder
+from morgan.core.memory.store import MemoryStore
+from morgan.core.model_clients import ModelClients
+from morgan.core.orchestrator import Orchestrator
+from morgan.core.router import router
+from morgan.core.storage.cache import ContextCache, parse_nodes
+from morgan.core.storage.context import ConversationStore
+from morgan.core.storage.conversations import ConversationRepository
+from morgan.core.ws import router as ws_router
+from morgan.shared.app import create_app
+from morgan.shared.auth import ApiKeyStore
+from morgan.shared.config_loader import ConsulConfigLoader
+
+log = logging.getLogger(__name__)
+
+# Multipart framing around a 25 MB file is a few hundred bytes; leave generous room.
+_MULTIPART_SLACK = 64 * 1024
+
+
+def make_cache(s: CoreSettings) -> ContextCache:
+    if s.redis_cluster_nodes:
+        password = s.redis_password.get_secret_value() or None
+        return ContextCache.cluster(
+            parse_nodes(s.redis_cluster_nodes), ttl_s=s.cache_ttl_seconds, password=password
+        )
+    if s.redis_url.get_secret_value():
+        return ContextCache.standalone(s.redis_url.get_secret_value(), ttl_s=s.cache_ttl_seconds)
+    log.warning("no redis_cluster_nodes or redis_url: the context cache is off")
+    return ContextCache.disabled()
+
+
+async def start_core(app: FastAPI) -> None:
+    s: CoreSettings = app.state.settings
+    dsn = s.postgres_dsn.get_secret_value()
+    if not dsn:
+        raise RuntimeError(
+            "postgres_dsn is not set; export MORGAN_CORE_POSTGRES_DSN="
+            "postgresql://user:password@host:5432/morgan"
+        )
+    repo = ConversationRepository(
+        dsn, min_size=s.postgres_pool_min, max_size=s.postgres_pool_max,
+        max_attempts=s.postgres_max_attempts,
+    )  # fmt: skip
+    applied = await repo.start()
+    if applied:
+        log.info("postgres: applied migrations %s", applied)
+    cache = make_cache(s)
+    store = ConversationStore(repo, cache, context_turns=max(1, s.context_turns))
+    memory: MemoryStore | None = None
+    if s.memory_enabled:
+        embedder = await asyncio.to_thread(SentenceEmbedder, s.memory_model_path)
+        memory = MemoryStore.open(
+            embedder,
+            url=s.qdrant_url or None,
+            path=None if s.qdrant_url else s.qdrant_path,
+            api_key=s.qdrant_api_key.get_secret_value() or None,
+            collection=s.memory_collection,
+        )
+        await memory.start()
+    try:
+        await store.warm(s.cache_warm_count)
+    except Exception as exc:  # a cold cache is slower, not broken
+        log.warning("cache warming failed: %s", exc)
+    store.start_background_refresh(s.cache_refresh_seconds, s.cache_refresh_count)
+    models = ModelClients(
+        app.state.http_client,
+        llm=s.llm_service, stt=s.stt_service, tts=s.tts_service,
+        llm_model=s.llm_model, max_tokens=s.llm_max_tokens,
+        temperature=s.llm_temperature, voice=s.tts_voice,
+    )  # fmt: skip
+    app.state.orchestrator = Orchestrator(s, models, store, memory)
+
+
+async def stop_core(app: FastAPI) -> None:
+    orch: Orchestrator | None = getattr(app.state, "orchestrator", None)
+    if orch is None:
+        return
+    app.state.orchestrator = None
+    await orch.store.stop()
+    await orch.store.cache.close()
+    await orch.store.repo.close()
+    if orch.memory is not None:
+        await orch.memory.close()
+        orch.memory.embedder.close()
+
+
+def build_app(
+    settings: CoreSettings,
+    *,
+    config_loader: ConsulConfigLoader[CoreSettings] | None = None,
+    api_key_store: ApiKeyStore | None = None,
+) -> FastAPI:
+    async def ready() -> bool:
+        orch: Orchestrator | None = getattr(app.state, "orchestrator", None)
+        return orch is not None and await orch.store.repo.ping()
+
+    app = create_app(
+        settings,
+        routers=[router, ws_router],
+        ready_check=ready,
+        on_startup=[start_core],
+        on_shutdown=[stop_core],
+        meta={"engine": "orchestrator"},
+        config_loader=config_loader,
+        auth_required_prefixes=("/api", "/ws"),
+        api_key_store=api_key_store,
+    )
+    app.title = "Morgan core"
+    app.description = "Text and voice turns, conversations and memory."
+
+    def body_limit(path: str) -> int | None:
+        s: CoreSettings = app.state.settings
+        if path == "/api/audio":
+            return s.max_audio_bytes + _MULTIPART_SLACK
+        if path.startswith("/api/"):
+            return s.max_text_body_bytes
+        return None
+
+    app.add_middleware(BodyLimitMiddleware, limits=body_limit)
+
+    @app.exception_handler(TurnError)
+    async def _turn_error(request: Request, exc: TurnError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": exc.message, "detail": exc.error},
+            headers=exc.headers or None,
+        )
+
+    return app

@@ -1,0 +1,99 @@
+"""CoreSettings: everything core reads from env, Consul KV (`morgan/config/core/`), YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+
+from morgan.shared.settings import ServiceSettings
+
+AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
+
+
+class CoreSettings(ServiceSettings):
+    service_name: str = Field("morgan-core", description="Consul name of core.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port core listens on.")
+
+    # -- the model services (Consul names, never URLs)
+    llm_service: str = Field("morgan-llm", description="Consul name of the LLM service.")
+    stt_service: str = Field("morgan-stt", description="Consul name of the STT service.")
+    tts_service: str = Field("morgan-tts", description="Consul name of the TTS service.")
+    llm_model: str = Field("default", description="`model` sent to /v1/chat/completions.")
+    llm_max_tokens: int = Field(256, ge=1, le=8192, description="Reply length limit (tokens).")
+    llm_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    system_prompt: str = Field(
+        "You are Morgan, a helpful voice assistant. Answer briefly and clearly.",
+        description="System message of every conversation.",
+    )
+    tts_voice: str = Field("default", description="`voice` sent to /v1/audio/speech.")
+    stt_timeout_seconds: float = Field(30.0, gt=0, description="Limit of the STT stage.")
+    llm_timeout_seconds: float = Field(60.0, gt=0, description="Limit of the LLM stage.")
+    tts_timeout_seconds: float = Field(30.0, gt=0, description="Limit of the TTS stage.")
+
+    # -- load
+    max_inflight: int = Field(
+        50, ge=1, description="Turns served at once; beyond this a turn gets 503 + Retry-After."
+    )
+    retry_after_seconds: int = Field(1, ge=1, description="Retry-After sent with that 503.")
+
+    # -- input limits
+    max_text_chars: int = Field(10_000, ge=1, description="Longest text a turn may carry.")
+    max_text_body_bytes: int = Field(
+        256 * 1024, ge=1024, description="Largest JSON body of /api/text (bigger: 413)."
+    )
+    max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="Largest upload (413).")
+    max_audio_seconds: float = Field(300.0, gt=0, description="Longest upload in seconds (413).")
+
+    # -- PostgreSQL (an address of infrastructure, not of a Morgan service)
+    postgres_dsn: SecretStr = Field(
+        SecretStr(""),
+        description="postgresql://user:password@host:port/db; put it in the environment "
+        "(MORGAN_CORE_POSTGRES_DSN), it carries a password.",
+    )
+    postgres_pool_min: int = Field(5, ge=1, description="asyncpg pool: connections kept open.")
+    postgres_pool_max: int = Field(20, ge=1, description="asyncpg pool: most connections.")
+    postgres_max_attempts: int = Field(
+        5, ge=1, le=10, description="Tries of a statement after a lost connection."
+    )
+
+    # -- Redis
+    redis_cluster_nodes: list[str] = Field(
+        default_factory=list, description="Redis Cluster startup nodes, `host:port` each."
+    )
+    redis_url: SecretStr = Field(
+        SecretStr(""), description="A standalone Redis (redis://...), used when no cluster nodes."
+    )
+    redis_password: SecretStr = Field(SecretStr(""), description="Redis Cluster password.")
+    cache_ttl_seconds: int = Field(3600, ge=1, description="TTL of a cached context.")
+    cache_warm_count: int = Field(
+        100, ge=0, description="Most recently active conversations loaded into Redis on start."
+    )
+    cache_refresh_seconds: float = Field(
+        300.0, ge=0, description="Period of the hot-entry refresh (0 switches it off)."
+    )
+    cache_refresh_count: int = Field(50, ge=0, description="Hot entries refreshed per period.")
+
+    # -- conversation and memory
+    context_turns: int = Field(10, ge=0, le=200, description="Recent turns given to the LLM.")
+    memory_enabled: bool = Field(True, description="Store and search semantic memory.")
+    memory_top_k: int = Field(3, ge=0, le=50, description="Memories given to the LLM.")
+    memory_min_score: float = Field(0.3, ge=-1, le=1, description="Weakest memory used.")
+    qdrant_url: str = Field("", description="Qdrant server; empty: embedded local mode.")
+    qdrant_api_key: SecretStr = Field(SecretStr(""), description="Qdrant server API key.")
+    qdrant_path: Path = Field(
+        Path("data/qdrant"), description="Directory of embedded Qdrant (local mode)."
+    )
+    memory_collection: str = Field("morgan_memory", min_length=1, description="Collection.")
+    memory_model_path: Path | None = Field(
+        None, description="sentence-transformers model dir; empty: the bundled MiniLM."
+    )
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> CoreSettings:
+        if self.postgres_pool_min > self.postgres_pool_max:
+            raise ValueError(
+                f"postgres_pool_min ({self.postgres_pool_min}) is larger than "
+                f"postgres_pool_max ({self.postgres_pool_max}); lower the first or raise the second"
+            )
+        return self

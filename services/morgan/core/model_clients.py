@@ -1,0 +1,180 @@
+"""Calls to the model services (OpenAI-compatible) by Consul name through MorganHTTPClient."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from morgan.core.exceptions import StageFailedError, StageTimeoutError, StageUnavailableError
+from morgan.shared.discovery import DiscoveryError
+from morgan.shared.http_client import MorganHTTPClient, UpstreamError
+
+
+def _upstream_message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300]
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return str(err.get("message") or err)
+        return str(err or body.get("detail") or body)[:300]
+    return str(body)[:300]
+
+
+class ModelClients:
+    def __init__(
+        self,
+        http: MorganHTTPClient,
+        *,
+        llm: str,
+        stt: str,
+        tts: str,
+        llm_model: str,
+        max_tokens: int,
+        temperature: float,
+        voice: str,
+    ) -> None:
+        self.http = http
+        self.llm, self.stt, self.tts = llm, stt, tts
+        self.llm_model = llm_model
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.voice = voice
+
+    async def _call(
+        self, stage: str, service: str, timeout_s: float, **kwargs: Any
+    ) -> httpx.Response:
+        try:
+            async with asyncio.timeout(timeout_s):
+                resp = await self.http.request(service, "POST", timeout=timeout_s, **kwargs)
+        except TimeoutError as exc:
+            raise StageTimeoutError(
+                f"{stage}: {service} did not answer within {timeout_s:.0f}s "
+                f"({stage}_timeout_seconds); is it overloaded? raise the limit or add instances"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise StageTimeoutError(
+                f"{stage}: {service} timed out ({exc}); raise {stage}_timeout_seconds"
+            ) from exc
+        except (UpstreamError, DiscoveryError) as exc:
+            raise StageUnavailableError(f"{stage}: {exc}", headers={"Retry-After": "5"}) from exc
+        return resp
+
+    async def transcribe(
+        self, audio: bytes, filename: str, content_type: str, language: str | None,
+        timeout_s: float, idempotency_key: str,
+    ) -> str:  # fmt: skip
+        data = {"model": "default", "response_format": "json"}
+        if language:
+            data["language"] = language
+        resp = await self._call(
+            "stt", self.stt, timeout_s,
+            path="/v1/audio/transcriptions",
+            files={"file": (filename, audio, content_type)},
+            data=data,
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
+        if resp.status_code in (400, 415, 422):
+            from morgan.core.exceptions import InvalidInputError
+
+            raise InvalidInputError(
+                f"stt could not read the audio: {_upstream_message(resp)}; send a valid "
+                "wav, flac, ogg or mp3 recording"
+            )
+        if resp.status_code >= 400:
+            raise StageFailedError(f"stt: {self.stt} answered {resp.status_code}: "
+                                   f"{_upstream_message(resp)}")  # fmt: skip
+        try:
+            return str(resp.json()["text"]).strip()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StageFailedError(f"stt: {self.stt} answered without a text field") from exc
+
+    def _chat_body(self, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
+        return {
+            "model": self.llm_model,
+            "messages": messages,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stream": stream,
+        }
+
+    async def complete(
+        self, messages: list[dict[str, str]], timeout_s: float, idempotency_key: str
+    ) -> str:
+        resp = await self._call(
+            "llm", self.llm, timeout_s,
+            path="/v1/chat/completions",
+            json=self._chat_body(messages, stream=False),
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
+        if resp.status_code >= 400:
+            raise StageFailedError(f"llm: {self.llm} answered {resp.status_code}: "
+                                   f"{_upstream_message(resp)}")  # fmt: skip
+        try:
+            return str(resp.json()["choices"][0]["message"]["content"])
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise StageFailedError(f"llm: {self.llm} answered without choices[0].message") from exc
+
+    async def stream(
+        self, messages: list[dict[str, str]], timeout_s: float, idempotency_key: str
+    ) -> AsyncIterator[str]:
+        """Yield content deltas of a streamed chat completion (SSE)."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            async with asyncio.timeout(timeout_s), self.http.stream(
+                self.llm, "POST", "/v1/chat/completions",
+                json=self._chat_body(messages, stream=True),
+                idempotency_key=idempotency_key,
+                timeout=timeout_s,
+            ) as resp:  # fmt: skip
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise StageFailedError(
+                        f"llm: {self.llm} answered {resp.status_code}: {_upstream_message(resp)}"
+                    )
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        return
+                    try:
+                        delta = json.loads(payload)["choices"][0].get("delta", {})
+                    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                        continue
+                    content = delta.get("content") if isinstance(delta, dict) else None
+                    if content:
+                        yield str(content)
+        except TimeoutError as exc:
+            raise StageTimeoutError(
+                f"llm: the stream did not finish within {timeout_s:.0f}s (llm_timeout_seconds)"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            left = max(0.0, deadline - time.monotonic())
+            raise StageTimeoutError(f"llm: stream timed out ({exc}, {left:.0f}s left)") from exc
+        except (UpstreamError, DiscoveryError) as exc:
+            raise StageUnavailableError(f"llm: {exc}", headers={"Retry-After": "5"}) from exc
+        except httpx.TransportError as exc:
+            raise StageFailedError(f"llm: the stream broke off ({exc})") from exc
+
+    async def speak(self, text: str, timeout_s: float, idempotency_key: str) -> bytes:
+        resp = await self._call(
+            "tts", self.tts, timeout_s,
+            path="/v1/audio/speech",
+            json={"model": "default", "input": text, "voice": self.voice,
+                  "response_format": "wav"},
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
+        if resp.status_code >= 400:
+            raise StageFailedError(f"tts: {self.tts} answered {resp.status_code}: "
+                                   f"{_upstream_message(resp)}")  # fmt: skip
+        if not resp.content:
+            raise StageFailedError(f"tts: {self.tts} answered with no audio")
+        return resp.content

@@ -1,0 +1,358 @@
+"""Orchestrator: one conversational turn, STT -> (context + memory) -> LLM -> persist -> TTS.
+
+The order matters for durability: the turn is committed to PostgreSQL right after
+the LLM answers, before TTS and before anything is sent back, so an acknowledged
+turn is never lost. TTS is optional: if it fails the text still goes back, with a
+``warning``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from morgan.core.config import CoreSettings
+from morgan.core.exceptions import NotFoundError, StorageUnavailableError, TurnError
+from morgan.core.limiter import InflightLimiter
+from morgan.core.memory.store import Memory, MemoryStore
+from morgan.core.model_clients import ModelClients
+from morgan.core.sentences import SentenceSplitter
+from morgan.core.storage.context import ConversationStore
+from morgan.core.storage.conversations import ConversationNotFoundError, DatabaseUnavailableError
+from morgan.core.storage.models import Turn
+
+log = logging.getLogger(__name__)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+@dataclass
+class TurnResult:
+    conversation_id: str
+    turn_id: str
+    text: str
+    timings: dict[str, float]
+    transcription: str | None = None
+    audio: bytes | None = None
+    audio_format: str | None = None
+    warning: str | None = None
+    memories_used: int = 0
+
+    def to_response(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "turn_id": self.turn_id,
+            "text": self.text,
+            "transcription": self.transcription,
+            "audio_base64": base64.b64encode(self.audio).decode() if self.audio else None,
+            "audio_format": self.audio_format if self.audio else None,
+            "warning": self.warning,
+            "memories_used": self.memories_used,
+            "timings": self.timings,
+        }
+
+
+@dataclass
+class _Prepared:
+    conversation_id: str
+    turn_id: str
+    previous: list[Turn]
+    messages: list[dict[str, str]]
+    vector: list[float] | None
+    memories: list[Memory]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        settings: CoreSettings,
+        models: ModelClients,
+        store: ConversationStore,
+        memory: MemoryStore | None,
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self.store = store
+        self.memory = memory
+        self.limiter = InflightLimiter(settings.max_inflight, settings.retry_after_seconds)
+
+    # -- shared steps ----------------------------------------------------------------
+
+    async def _conversation(self, user_id: str, conversation_id: str | None) -> str:
+        try:
+            if conversation_id is None:
+                return await self.store.repo.create_conversation(user_id)
+            conv = await self.store.repo.get_conversation(conversation_id)
+        except DatabaseUnavailableError as exc:
+            raise StorageUnavailableError(str(exc), headers={"Retry-After": "2"}) from exc
+        if conv is None or conv.user_id != user_id:
+            raise NotFoundError(
+                f"conversation {conversation_id} does not exist for user {user_id}; "
+                "omit conversation_id to start a new one"
+            )
+        return conv.id
+
+    async def _prepare(self, user_id: str, text: str, conversation_id: str | None) -> _Prepared:
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        cid = await self._conversation(user_id, conversation_id)
+        try:
+            previous = await self.store.context(cid) if self.settings.context_turns else []
+        except DatabaseUnavailableError as exc:
+            raise StorageUnavailableError(str(exc), headers={"Retry-After": "2"}) from exc
+        timings["context_ms"] = _ms(t)
+
+        t = time.perf_counter()
+        vector: list[float] | None = None
+        memories: list[Memory] = []
+        if self.memory is not None:
+            try:
+                vector = await self.memory.embedder.embed(text)
+                if self.settings.memory_top_k:
+                    found = await self.memory.search_similar(
+                        user_id, text, self.settings.memory_top_k,
+                        vector=vector, exclude_conversation=cid,
+                    )  # fmt: skip
+                    memories = [m for m in found if m.score >= self.settings.memory_min_score]
+            except Exception as exc:  # memory only enriches a turn; never fail it
+                log.warning("memory search failed, answering without memories: %s", exc)
+        timings["memory_ms"] = _ms(t)
+        return _Prepared(
+            conversation_id=cid,
+            turn_id=str(uuid.uuid4()),
+            previous=previous,
+            messages=self._messages(previous, memories, text),
+            vector=vector,
+            memories=memories,
+            timings=timings,
+        )
+
+    def _messages(
+        self, previous: list[Turn], memories: list[Memory], text: str
+    ) -> list[dict[str, str]]:
+        system = self.settings.system_prompt
+        if memories:
+            facts = "\n".join(f"- {m.text}" for m in memories)
+            system += f"\n\nThings the user said in earlier conversations:\n{facts}"
+        messages = [{"role": "system", "content": system}]
+        for turn in previous[-self.settings.context_turns :] if self.settings.context_turns else []:
+            messages.append({"role": "user", "content": turn.user_text})
+            messages.append({"role": "assistant", "content": turn.assistant_text})
+        messages.append({"role": "user", "content": text})
+        return messages
+
+    async def _persist(
+        self, prep: _Prepared, user_id: str, user_text: str, reply: str, source: str
+    ) -> None:
+        t = time.perf_counter()
+        try:
+            await self.store.record_turn(
+                prep.conversation_id, prep.previous, user_text, reply,
+                source=source, timings=prep.timings, turn_id=prep.turn_id,
+            )  # fmt: skip
+        except ConversationNotFoundError as exc:
+            raise NotFoundError(str(exc)) from exc
+        except DatabaseUnavailableError as exc:
+            raise StorageUnavailableError(
+                f"the reply could not be saved, so it is not sent: {exc}",
+                headers={"Retry-After": "2"},
+            ) from exc
+        prep.timings["persist_ms"] = _ms(t)
+        if self.memory is not None:
+            t = time.perf_counter()
+            try:
+                await self.memory.store_memory(
+                    user_id, prep.conversation_id, user_text,
+                    vector=prep.vector, memory_id=prep.turn_id,
+                )  # fmt: skip
+            except Exception as exc:
+                log.warning("storing the turn in semantic memory failed: %s", exc)
+            prep.timings["memory_ms"] = prep.timings.get("memory_ms", 0.0) + _ms(t)
+
+    async def _speak(self, text: str, key: str) -> tuple[bytes | None, str | None, float]:
+        t = time.perf_counter()
+        try:
+            audio = await self.models.speak(text, self.settings.tts_timeout_seconds, key)
+        except TurnError as exc:
+            log.warning("tts failed, replying with text only: %s", exc.message)
+            return None, f"no audio: {exc.message}", _ms(t)
+        return audio, None, _ms(t)
+
+    # -- turns -----------------------------------------------------------------------
+
+    async def text_turn(
+        self,
+        user_id: str,
+        text: str,
+        conversation_id: str | None = None,
+        *,
+        want_audio: bool = False,
+        transcription: str | None = None,
+        source: str = "text",
+        stt_ms: float = 0.0,
+        started: float | None = None,
+    ) -> TurnResult:
+        start = started if started is not None else time.perf_counter()
+        prep = await self._prepare(user_id, text, conversation_id)
+        prep.timings["stt_ms"] = stt_ms
+        t = time.perf_counter()
+        reply = await self.models.complete(
+            prep.messages, self.settings.llm_timeout_seconds, f"{prep.turn_id}-llm"
+        )
+        prep.timings["llm_ms"] = _ms(t)
+        await self._persist(prep, user_id, text, reply, source)
+        result = TurnResult(
+            conversation_id=prep.conversation_id,
+            turn_id=prep.turn_id,
+            text=reply,
+            timings=prep.timings,
+            transcription=transcription,
+            memories_used=len(prep.memories),
+        )
+        prep.timings["tts_ms"] = 0.0
+        if want_audio and reply.strip():
+            audio, warning, tts_ms = await self._speak(reply, f"{prep.turn_id}-tts")
+            prep.timings["tts_ms"] = tts_ms
+            result.audio, result.warning = audio, warning
+            result.audio_format = "wav" if audio else None
+        prep.timings["total_ms"] = _ms(start)
+        return result
+
+    async def transcribe(
+        self, audio: bytes, filename: str, content_type: str, language: str | None
+    ) -> tuple[str, float]:
+        t = time.perf_counter()
+        text = await self.models.transcribe(
+            audio, filename, content_type, language,
+            self.settings.stt_timeout_seconds, uuid.uuid4().hex,
+        )  # fmt: skip
+        return text, _ms(t)
+
+    async def audio_turn(
+        self,
+        user_id: str,
+        audio: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        language: str | None = None,
+        conversation_id: str | None = None,
+        want_audio: bool = True,
+    ) -> TurnResult:
+        start = time.perf_counter()
+        text, stt_ms = await self.transcribe(audio, filename, content_type, language)
+        if not text:
+            from morgan.core.exceptions import InvalidInputError
+
+            raise InvalidInputError(
+                "no speech was recognised in the audio; speak closer to the microphone "
+                "or send a longer recording"
+            )
+        return await self.text_turn(
+            user_id, text, conversation_id,
+            want_audio=want_audio, transcription=text, source="audio",
+            stt_ms=stt_ms, started=start,
+        )  # fmt: skip
+
+    async def stream_turn(
+        self,
+        user_id: str,
+        text: str,
+        conversation_id: str | None,
+        *,
+        want_audio: bool = True,
+        transcription: str | None = None,
+        stt_ms: float = 0.0,
+        started: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events of a streamed turn: response_text deltas, response_audio per sentence,
+        then response_complete once the turn is committed."""
+        start = started if started is not None else time.perf_counter()
+        prep = await self._prepare(user_id, text, conversation_id)
+        prep.timings["stt_ms"] = stt_ms
+        splitter = SentenceSplitter()
+        speech: list[asyncio.Task[tuple[bytes | None, str | None, float]]] = []
+        sent_audio = 0
+        warnings: list[str] = []
+        tts_ms = 0.0
+        parts: list[str] = []
+
+        def queue_sentence(sentence: str) -> None:
+            key = f"{prep.turn_id}-tts-{len(speech)}"
+            speech.append(asyncio.create_task(self._speak(sentence, key)))
+
+        async def ready_audio(block: bool) -> AsyncIterator[dict[str, Any]]:
+            nonlocal sent_audio, tts_ms
+            while sent_audio < len(speech) and (block or speech[sent_audio].done()):
+                audio, warning, ms = await speech[sent_audio]
+                tts_ms += ms
+                if warning:
+                    warnings.append(warning)
+                elif audio:
+                    yield {
+                        "type": "response_audio",
+                        "conversation_id": prep.conversation_id,
+                        "index": sent_audio,
+                        "format": "wav",
+                        "data": base64.b64encode(audio).decode(),
+                    }
+                sent_audio += 1
+
+        t = time.perf_counter()
+        first_token_ms: float | None = None
+        try:
+            async for delta in self.models.stream(
+                prep.messages, self.settings.llm_timeout_seconds, f"{prep.turn_id}-llm"
+            ):
+                if first_token_ms is None:
+                    first_token_ms = _ms(start)
+                parts.append(delta)
+                yield {
+                    "type": "response_text",
+                    "conversation_id": prep.conversation_id,
+                    "delta": delta,
+                }
+                if want_audio:
+                    for sentence in splitter.feed(delta):
+                        queue_sentence(sentence)
+                    async for event in ready_audio(block=False):
+                        yield event
+            prep.timings["llm_ms"] = _ms(t)
+            reply = "".join(parts)
+            await self._persist(prep, user_id, text, reply, "stream")
+            if want_audio:
+                rest = splitter.flush()
+                if rest:
+                    queue_sentence(rest)
+                async for event in ready_audio(block=True):
+                    yield event
+        finally:
+            for task in speech:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+        prep.timings["tts_ms"] = round(tts_ms, 2)
+        if first_token_ms is not None:
+            prep.timings["first_token_ms"] = first_token_ms
+        prep.timings["total_ms"] = _ms(start)
+        yield {
+            "type": "response_complete",
+            "conversation_id": prep.conversation_id,
+            "turn_id": prep.turn_id,
+            "text": reply,
+            "transcription": transcription,
+            "warning": "; ".join(warnings) or None,
+            "memories_used": len(prep.memories),
+            "timings": prep.timings,
+        }

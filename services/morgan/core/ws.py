@@ -1,0 +1,153 @@
+"""WS /ws/stream: a spoken or typed turn, streamed back token by token and sentence by sentence.
+
+In:  {type: start, user_id, conversation_id?, want_audio?, language?}
+     {type: text, text} | {type: audio, data: <base64 chunk>} | {type: utterance_end}
+     {type: ping} | {type: stop}
+Out: transcription, response_text (deltas), response_audio (one per sentence, wav base64),
+     response_complete (after the turn is committed), error, pong.
+The API key comes in the handshake (X-API-Key / Authorization header, or ?api_key=).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from morgan.core.audio import inspect_audio
+from morgan.core.dependencies import get_orchestrator
+from morgan.core.exceptions import InvalidInputError, PayloadTooLargeError, TurnError
+from morgan.core.orchestrator import Orchestrator
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+_USER_ID = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.user_id: str | None = None
+        self.conversation_id: str | None = None
+        self.want_audio = True
+        self.language: str | None = None
+        self.audio = bytearray()
+
+
+async def _error(ws: WebSocket, status: int, message: str) -> None:
+    await ws.send_json({"type": "error", "status": status, "message": message})
+
+
+async def _run_turn(
+    ws: WebSocket, orch: Orchestrator, session: _Session, text: str,
+    transcription: str | None = None, stt_ms: float = 0.0, started: float | None = None,
+) -> None:  # fmt: skip
+    assert session.user_id is not None
+    with orch.limiter.slot():
+        async for event in orch.stream_turn(
+            session.user_id, text, session.conversation_id,
+            want_audio=session.want_audio, transcription=transcription,
+            stt_ms=stt_ms, started=started,
+        ):  # fmt: skip
+            if event["type"] == "response_complete":
+                session.conversation_id = event["conversation_id"]
+            await ws.send_json(event)
+
+
+async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any) -> bool:
+    """Handle one message; return False when the client asked to stop."""
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise InvalidInputError('each message must be a JSON object with a "type" field')
+    kind = msg["type"]
+    if kind == "ping":
+        await ws.send_json({"type": "pong"})
+        return True
+    if kind == "stop":
+        return False
+    if kind == "start":
+        user_id = msg.get("user_id")
+        if not isinstance(user_id, str) or not _USER_ID.match(user_id):
+            raise InvalidInputError("start needs user_id (letters, digits, _ . @ : -)")
+        session.user_id = user_id
+        cid = msg.get("conversation_id")
+        session.conversation_id = str(cid) if cid else None
+        session.want_audio = bool(msg.get("want_audio", True))
+        lang = msg.get("language")
+        session.language = str(lang) if lang else None
+        session.audio.clear()
+        return True
+    if session.user_id is None:
+        raise InvalidInputError('send {"type": "start", "user_id": ...} first')
+    s = orch.settings
+    if kind == "text":
+        text = msg.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError("text message needs a non-empty text field")
+        if len(text) > s.max_text_chars:
+            raise PayloadTooLargeError(
+                f"text is {len(text)} characters; the limit is {s.max_text_chars}"
+            )
+        await _run_turn(ws, orch, session, text)
+        return True
+    if kind == "audio":
+        data = msg.get("data")
+        try:
+            chunk = base64.b64decode(str(data), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInputError("audio data must be base64") from exc
+        if len(session.audio) + len(chunk) > s.max_audio_bytes:
+            session.audio.clear()
+            raise PayloadTooLargeError(
+                f"utterance exceeds {s.max_audio_bytes / 1e6:.0f} MB; send utterance_end sooner"
+            )
+        session.audio.extend(chunk)
+        return True
+    if kind == "utterance_end":
+        audio, session.audio = bytes(session.audio), bytearray()
+        started = time.perf_counter()
+        info = inspect_audio(
+            audio, content_type=None, filename=None,
+            max_bytes=s.max_audio_bytes, max_seconds=s.max_audio_seconds,
+        )  # fmt: skip
+        text, stt_ms = await orch.transcribe(
+            audio, f"utterance.{info.format}", f"audio/{info.format}", session.language
+        )
+        await ws.send_json({"type": "transcription", "text": text})
+        if not text:
+            raise InvalidInputError("no speech was recognised in the utterance")
+        await _run_turn(ws, orch, session, text, text, stt_ms, started)
+        return True
+    raise InvalidInputError(
+        f"unknown message type {kind!r}; use start, audio, text, utterance_end, ping or stop"
+    )
+
+
+@router.websocket("/ws/stream")
+async def stream(ws: WebSocket) -> None:
+    await ws.accept()
+    try:
+        orch = get_orchestrator(ws)
+    except Exception:
+        await _error(ws, 503, "core is starting up; retry in a few seconds")
+        await ws.close(code=1013)
+        return
+    session = _Session()
+    try:
+        while True:
+            try:
+                msg = await ws.receive_json()
+            except (ValueError, KeyError):
+                await _error(ws, 422, "messages must be JSON text frames")
+                continue
+            try:
+                if not await _handle(ws, orch, session, msg):
+                    break
+            except TurnError as exc:
+                await _error(ws, exc.status_code, exc.message)
+    except WebSocketDisconnect:
+        return
+    await ws.close(code=1000)
