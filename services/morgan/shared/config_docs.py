@@ -116,6 +116,23 @@ def render_markdown(classes: dict[str, type[BaseModel]]) -> str:
         "",
         "JSON Schemas: `docs/schemas/<service>.json`.",
         "",
+        "## API keys",
+        "",
+        "`morgan keys create --owner NAME [--expires-days N]` prints a key `mk_<id>_<secret>`",
+        "once; Consul KV keeps only a salted scrypt hash at `morgan/auth/keys/<id>` with owner,",
+        "created, expires and revoked. Clients send `X-API-Key: <key>` or",
+        "`Authorization: Bearer <key>` (WebSockets may also use `?api_key=`). `/health`,",
+        "`/ready` and `/metrics` are public. Each service trusts a verified key for",
+        "`api_key_cache_seconds` (30 s): `morgan keys revoke ID` takes effect everywhere",
+        "within that window.",
+        "",
+        "## TLS between services",
+        "",
+        "Set `tls_ca`, `tls_cert` and `tls_key` together: the service then serves HTTPS, requires",
+        "a client certificate signed by `tls_ca`, advertises `scheme=https` in Consul meta, and",
+        "calls other services with its own certificate. Consul's HTTP check then needs the agent",
+        "to present a certificate from the same CA (`enable_agent_tls_for_checks`).",
+        "",
     ]
     shared_fields = set(schema_for(classes["shared"])["properties"]) if "shared" in classes else (
         set()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import consul as consul_api
 import yaml
 from pydantic import ValidationError
 
@@ -225,6 +226,12 @@ class ConsulConfigLoader(Generic[S]):
             log.warning(
                 "Consul at %s unreachable (%s); %s starts from environment, %s and defaults",
                 self.consul.addr, exc, self.service, self.yaml_path or "no YAML file",
+            )
+            entries = None
+        except consul_api.ConsulException as exc:
+            log.warning(
+                "Consul at %s refused the config read (%s); check CONSUL_HTTP_TOKEN. %s starts "
+                "from environment, YAML and defaults", self.consul.addr, exc, self.service,
             )
             entries = None
         if entries is not None:
