@@ -50,7 +50,7 @@ class GpuConfig(StrictModel):
 
 
 class DockerTlsConfig(StrictModel):
-    """Client certificates for a `tcp://` Docker endpoint: a folder with ca.pem, cert.pem, key.pem."""
+    """Client certificates of a `tcp://` Docker endpoint: a folder with ca/cert/key.pem."""
 
     cert_path: Annotated[str, Field(min_length=1)]
 
@@ -162,7 +162,8 @@ class ServicesConfig(StrictModel):
     tts: ServiceConfig = ServiceConfig()
 
     def get(self, name: str) -> ServiceConfig:
-        return getattr(self, name)  # type: ignore[no-any-return]
+        service: ServiceConfig = getattr(self, name)
+        return service
 
 
 class ImageOverrides(StrictModel):
@@ -303,10 +304,7 @@ class MorganStackConfig(StrictModel):
                 f"consul.servers: {len(self.consul.servers)} servers cannot keep a quorum well;"
                 " list 1, 3 or 5 hosts"
             )
-        if (
-            self.postgres.standby is not None
-            and self.postgres.standby == self.postgres.primary
-        ):
+        if self.postgres.standby is not None and self.postgres.standby == self.postgres.primary:
             raise ValueError(
                 "postgres.standby: the standby must run on another host than the primary;"
                 " pick a different host or remove standby"
@@ -333,10 +331,14 @@ def format_validation_error(error: ValidationError) -> str:
     """One line per problem: the key's path, what is wrong, and what to write."""
     lines = []
     for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(
+            p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "is not a known key; remove it or check its spelling (see docs/infrastructure.md)"
+            message = (
+                "is not a known key; remove it or check its spelling (see docs/infrastructure.md)"
+            )
         elif item["type"] == "missing":
             message = "is required; add it (see stacks/Pulumi.homelab.yaml for an example)"
         elif item["type"].endswith("_type") or item["type"] == "literal_error":

@@ -65,12 +65,17 @@ def certificate_requests(plan: Plan) -> tuple[CertificateRequest, ...]:
         if spec.role in SERVICE_PORTS:
             names.update({f"morgan-{spec.role}", f"morgan-{spec.role}.service.consul"})
         if spec.role.startswith("consul-"):
-            names.update({f"server.{cfg.consul.datacenter}.consul", f"client.{cfg.consul.datacenter}.consul"})
+            names.update(
+                {f"server.{cfg.consul.datacenter}.consul", f"client.{cfg.consul.datacenter}.consul"}
+            )
         if spec.role == "traefik":
             names.update({cfg.domain, f"*.{cfg.domain}"})
     return tuple(
-        CertificateRequest(role=role, dns_names=tuple(sorted(n for n in names if not _is_ip(n))),
-                           ip_addresses=tuple(sorted({"127.0.0.1", *(n for n in names if _is_ip(n))})))
+        CertificateRequest(
+            role=role,
+            dns_names=tuple(sorted(n for n in names if not _is_ip(n))),
+            ip_addresses=tuple(sorted({"127.0.0.1", *(n for n in names if _is_ip(n))})),
+        )
         for role, names in sorted(roles.items())
     )
 
@@ -96,7 +101,9 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         volumes = tuple(dict.fromkeys(v.name for s in on_host for v in s.volumes))
         hosts[host.name] = Host(
             host.name,
-            HostArgs(host=host, volumes=volumes, pulled_images=pulled, node_labels=labels[host.name]),
+            HostArgs(
+                host=host, volumes=volumes, pulled_images=pulled, node_labels=labels[host.name]
+            ),
         )
 
     secrets = FleetSecrets("secrets", FleetSecretsArgs(dashboard_user=cfg.gateway.dashboard_user))
@@ -122,7 +129,9 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         )
         for (host_name, name), ref in sorted(morgan_images.items())
     )
-    images = Images("images", ImagesArgs(hosts=hosts, builds=builds, push=bool(cfg.images.registry)))
+    images = Images(
+        "images", ImagesArgs(hosts=hosts, builds=builds, push=bool(cfg.images.registry))
+    )
     ctx = DeployContext(hosts=hosts, secrets=secrets, pki=pki, built_images=dict(images.built))
 
     first_server = cfg.host(plan.consul_servers[0])

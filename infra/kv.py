@@ -100,7 +100,9 @@ def service_entries(plan: Plan, service: str) -> dict[str, str]:
         values = {
             k: v for k, v in dumped.items() if k not in PER_REPLICA_FIELDS and k not in secret
         }
-    return {f"{KV_ROOT}/{service}/{k}": json.dumps(v, sort_keys=True) for k, v in sorted(values.items())}
+    return {
+        f"{KV_ROOT}/{service}/{k}": json.dumps(v, sort_keys=True) for k, v in sorted(values.items())
+    }
 
 
 def kv_entries(plan: Plan) -> dict[str, str]:

@@ -10,6 +10,9 @@ from typing import Literal
 TLS_DIR = "/etc/morgan/tls"
 
 
+Encryption = Literal["tls", "gossip", "none"]
+
+
 @dataclass(frozen=True)
 class Port:
     """A port the container listens on (host networking: the same port on the host)."""
@@ -18,7 +21,7 @@ class Port:
     protocol: Literal["tcp", "udp"] = "tcp"
     # How traffic on it is protected: TLS, Consul's gossip encryption, or nothing
     # (only allowed for public redirect listeners and for loopback-only ports).
-    encryption: Literal["tls", "gossip", "none"] = "tls"
+    encryption: Encryption = "tls"
     purpose: str = ""
     public: bool = False
     loopback_only: bool = False

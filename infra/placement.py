@@ -77,7 +77,7 @@ class Plan:
         return hosts[0] if hosts else None
 
     def by_host(self) -> dict[str, list[str]]:
-        """Host name → sorted role names, one entry per replica (what `morgan plan --json` prints)."""
+        """Host name → sorted role names, one per replica (what `morgan plan --json` prints)."""
         return {h.name: sorted(r.role for r in self.on_host(h.name)) for h in self.hosts}
 
 
@@ -189,9 +189,9 @@ def make_plan(config: MorganStackConfig) -> Plan:
 
     counters: dict[str, int] = {}
     replicas: list[Replica] = []
-    for role, host in placed:
+    for role, host_name in placed:
         counters[role] = counters.get(role, 0) + 1
-        replicas.append(Replica(role=role, host=host, index=counters[role]))
+        replicas.append(Replica(role=role, host=host_name, index=counters[role]))
     return Plan(config=config, replicas=tuple(replicas), consul_servers=tuple(servers))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from infra.configs import consul as consul_cfg
 from infra.configs import data as data_cfg
@@ -20,6 +21,7 @@ from infra.model import (
     BindMount,
     ConfigFile,
     ContainerSpec,
+    Encryption,
     Healthcheck,
     Port,
     SecretEnv,
@@ -75,7 +77,7 @@ def _tls(plan: Plan, role: str) -> TlsFiles | None:
     return TlsFiles(role=role) if plan.config.security.internal_tls else None
 
 
-def _port_encryption(plan: Plan) -> str:
+def _port_encryption(plan: Plan) -> Encryption:
     return "tls" if plan.config.security.internal_tls else "none"
 
 
@@ -148,7 +150,7 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         platform=host.platform,
         env=env,
         secret_env=secret_env,
-        ports=(Port(port, encryption=_port_encryption(plan), purpose="http api"),),  # type: ignore[arg-type]
+        ports=(Port(port, encryption=_port_encryption(plan), purpose="http api"),),
         volumes=tuple(volumes),
         tls=_tls(plan, service),
         healthcheck=Healthcheck(test=_http_probe(port, "/health", tls), start_period="120s"),
@@ -216,7 +218,15 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     http_port = ports_cfg[http_key]
     ports.append(Port(http_port, encryption="tls" if tls else "none", purpose="http api"))
     if ports_cfg.get("dns", -1) > 0:
-        ports.append(Port(ports_cfg["dns"], protocol="udp", encryption="none", purpose="dns", loopback_only=False))
+        ports.append(
+            Port(
+                ports_cfg["dns"],
+                protocol="udp",
+                encryption="none",
+                purpose="dns",
+                loopback_only=False,
+            )
+        )
     env = {"CONSUL_HTTP_ADDR": f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"}
     if tls:
         env["CONSUL_CACERT"] = f"{TLS_DIR}/ca.pem"
@@ -247,14 +257,20 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     pg = cfg.postgres
     primary = replica.role == "postgres-primary"
     files = [ConfigFile("/etc/morgan/postgres/pg_hba.conf", data_cfg.pg_hba(plan))]
-    env = {"POSTGRES_USER": pg.user, "POSTGRES_DB": pg.database, "PGDATA": "/var/lib/postgresql/data/pgdata"}
+    env = {
+        "POSTGRES_USER": pg.user,
+        "POSTGRES_DB": pg.database,
+        "PGDATA": "/var/lib/postgresql/data/pgdata",
+    }
     secret_env = [
         SecretEnv("POSTGRES_PASSWORD", "{postgres_password}"),
         SecretEnv("REPLICATION_PASSWORD", "{replication_password}"),
     ]
     if primary:
         files.append(
-            ConfigFile("/docker-entrypoint-initdb.d/10-replication.sh", data_cfg.primary_init_script(plan))
+            ConfigFile(
+                "/docker-entrypoint-initdb.d/10-replication.sh", data_cfg.primary_init_script(plan)
+            )
         )
         command: tuple[str, ...] = ("postgres", *data_cfg.pg_settings(plan))
         entrypoint = None
@@ -271,7 +287,7 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         entrypoint=entrypoint,
         env=env,
         secret_env=tuple(secret_env),
-        ports=(Port(data_cfg.PG_PORT, encryption=_port_encryption(plan), purpose="sql"),),  # type: ignore[arg-type]
+        ports=(Port(data_cfg.PG_PORT, encryption=_port_encryption(plan), purpose="sql"),),
         volumes=(Volume(name=f"morgan-{replica.role}-data", path="/var/lib/postgresql/data"),),
         files=tuple(files),
         tls=_tls(plan, "postgres"),
@@ -287,13 +303,18 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
 def redis_specs(plan: Plan) -> list[ContainerSpec]:
     cfg = plan.config
     cluster = cfg.redis.mode == "cluster"
-    tls = cfg.security.internal_tls
     flags = data_cfg.redis_cli_flags(plan)
     specs = []
     for replica in plan.of_role("redis"):
-        ports = [Port(data_cfg.REDIS_PORT, encryption=_port_encryption(plan), purpose="resp")]  # type: ignore[arg-type]
+        ports = [Port(data_cfg.REDIS_PORT, encryption=_port_encryption(plan), purpose="resp")]
         if cluster:
-            ports.append(Port(data_cfg.REDIS_BUS_PORT, encryption=_port_encryption(plan), purpose="cluster bus"))  # type: ignore[arg-type]
+            ports.append(
+                Port(
+                    data_cfg.REDIS_BUS_PORT,
+                    encryption=_port_encryption(plan),
+                    purpose="cluster bus",
+                )
+            )
         specs.append(
             ContainerSpec(
                 name=f"morgan-redis-{replica.index}",
@@ -363,10 +384,14 @@ def qdrant_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         platform=cfg.host(replica.host).platform,
         env=env,
         secret_env=(SecretEnv("QDRANT__SERVICE__API_KEY", "{qdrant_api_key}"),),
-        ports=tuple(Port(p, encryption=_port_encryption(plan), purpose="api") for p in data_cfg.QDRANT_PORTS),  # type: ignore[arg-type]
+        ports=tuple(
+            Port(p, encryption=_port_encryption(plan), purpose="api") for p in data_cfg.QDRANT_PORTS
+        ),
         volumes=(Volume(name="morgan-qdrant-data", path="/qdrant/storage"),),
         tls=_tls(plan, "qdrant"),
-        healthcheck=Healthcheck(test=("CMD-SHELL", "bash -c ':> /dev/tcp/127.0.0.1/6333' || exit 1")),
+        healthcheck=Healthcheck(
+            test=("CMD-SHELL", "bash -c ':> /dev/tcp/127.0.0.1/6333' || exit 1")
+        ),
         memory_mb=cfg.qdrant.memory_mb,
         labels=_labels(replica, cfg.stack),
     )
@@ -376,7 +401,8 @@ def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     cfg = plan.config
     start = (
         f"mkdir -p /run/traefik && printf '%s\\n' \"$TRAEFIK_DASHBOARD_USERS\""
-        f" > {gateway_cfg.DASHBOARD_USERS_FILE} && exec traefik --configFile=/etc/traefik/traefik.yml"
+        f" > {gateway_cfg.DASHBOARD_USERS_FILE}"
+        " && exec traefik --configFile=/etc/traefik/traefik.yml"
     )
     return ContainerSpec(
         name="morgan-traefik",
@@ -388,12 +414,21 @@ def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         command=("-c", start),
         secret_env=(SecretEnv("TRAEFIK_DASHBOARD_USERS", "{traefik_dashboard_users}"),),
         ports=(
-            Port(cfg.gateway.http_port, encryption="none", purpose="redirect to https", public=True),
+            Port(
+                cfg.gateway.http_port, encryption="none", purpose="redirect to https", public=True
+            ),
             Port(cfg.gateway.https_port, encryption="tls", purpose="gateway", public=True),
-            Port(gateway_cfg.PING_PORT, encryption="none", purpose="ping, metrics", loopback_only=True),
+            Port(
+                gateway_cfg.PING_PORT,
+                encryption="none",
+                purpose="ping, metrics",
+                loopback_only=True,
+            ),
         ),
         files=(
-            ConfigFile("/etc/traefik/traefik.yml", gateway_cfg.to_yaml(gateway_cfg.static_config(plan))),
+            ConfigFile(
+                "/etc/traefik/traefik.yml", gateway_cfg.to_yaml(gateway_cfg.static_config(plan))
+            ),
             ConfigFile(
                 f"{gateway_cfg.DYNAMIC_DIR}/morgan.yml",
                 gateway_cfg.to_yaml(gateway_cfg.dynamic_config(plan)),
@@ -416,7 +451,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     tls = cfg.security.internal_tls
     port = obs_cfg.PORTS[role]
     enc = _port_encryption(plan)
-    base = {
+    base: dict[str, Any] = {
         "name": f"morgan-{role}" if role != "promtail" else f"morgan-promtail-{replica.host}",
         "role": role,
         "host": replica.host,
@@ -426,7 +461,9 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     }
     if role == "prometheus":
         files = [
-            ConfigFile("/etc/prometheus/prometheus.yml", obs_cfg.to_yaml(obs_cfg.prometheus_config(plan))),
+            ConfigFile(
+                "/etc/prometheus/prometheus.yml", obs_cfg.to_yaml(obs_cfg.prometheus_config(plan))
+            ),
             ConfigFile("/etc/prometheus/alerts.yml", obs_cfg.to_yaml(obs_cfg.alert_rules(plan))),
         ]
         command = [
@@ -436,20 +473,27 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             f"--web.listen-address=:{port}",
         ]
         if tls:
-            files.append(ConfigFile("/etc/prometheus/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan))))
+            files.append(
+                ConfigFile("/etc/prometheus/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan)))
+            )
             command.append("--web.config.file=/etc/prometheus/web.yml")
         return ContainerSpec(
             image=cfg.images.support.prometheus,
             command=tuple(command),
-            ports=(Port(port, encryption=enc, purpose="api"),),  # type: ignore[arg-type]
+            ports=(Port(port, encryption=enc, purpose="api"),),
             volumes=(Volume(name="morgan-prometheus-data", path="/prometheus"),),
             files=tuple(files),
             healthcheck=Healthcheck(test=_wget_probe(port, "/-/healthy", tls)),
             memory_mb=1024,
-            **base,  # type: ignore[arg-type]
+            **base,
         )
     if role == "alertmanager":
-        files = [ConfigFile("/etc/alertmanager/alertmanager.yml", obs_cfg.to_yaml(obs_cfg.alertmanager_config(plan)))]
+        files = [
+            ConfigFile(
+                "/etc/alertmanager/alertmanager.yml",
+                obs_cfg.to_yaml(obs_cfg.alertmanager_config(plan)),
+            )
+        ]
         command = [
             "--config.file=/etc/alertmanager/alertmanager.yml",
             "--storage.path=/alertmanager",
@@ -457,28 +501,40 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             "--cluster.listen-address=",
         ]
         if tls:
-            files.append(ConfigFile("/etc/alertmanager/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan))))
+            files.append(
+                ConfigFile("/etc/alertmanager/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan)))
+            )
             command.append("--web.config.file=/etc/alertmanager/web.yml")
         return ContainerSpec(
             image=cfg.images.support.alertmanager,
             command=tuple(command),
-            ports=(Port(port, encryption=enc, purpose="api"),),  # type: ignore[arg-type]
+            ports=(Port(port, encryption=enc, purpose="api"),),
             volumes=(Volume(name="morgan-alertmanager-data", path="/alertmanager"),),
             files=tuple(files),
             healthcheck=Healthcheck(test=_wget_probe(port, "/-/healthy", tls)),
             memory_mb=256,
-            **base,  # type: ignore[arg-type]
+            **base,
         )
     if role == "grafana":
         files = [
-            ConfigFile("/etc/grafana/provisioning/datasources/morgan.yml", obs_cfg.to_yaml(obs_cfg.grafana_datasources(plan))),
-            ConfigFile("/etc/grafana/provisioning/dashboards/morgan.yml", obs_cfg.to_yaml(obs_cfg.grafana_dashboard_provider())),
+            ConfigFile(
+                "/etc/grafana/provisioning/datasources/morgan.yml",
+                obs_cfg.to_yaml(obs_cfg.grafana_datasources(plan)),
+            ),
+            ConfigFile(
+                "/etc/grafana/provisioning/dashboards/morgan.yml",
+                obs_cfg.to_yaml(obs_cfg.grafana_dashboard_provider()),
+            ),
         ]
         files += [
             ConfigFile(f"/var/lib/grafana/dashboards/{name}", obs_cfg.to_json(board))
             for name, board in obs_cfg.dashboards(plan).items()
         ]
-        env = {"GF_SERVER_HTTP_PORT": str(port), "GF_USERS_ALLOW_SIGN_UP": "false", "GF_ANALYTICS_REPORTING_ENABLED": "false"}
+        env = {
+            "GF_SERVER_HTTP_PORT": str(port),
+            "GF_USERS_ALLOW_SIGN_UP": "false",
+            "GF_ANALYTICS_REPORTING_ENABLED": "false",
+        }
         if tls:
             env.update(
                 {
@@ -491,26 +547,26 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             image=cfg.images.support.grafana,
             env=env,
             secret_env=(SecretEnv("GF_SECURITY_ADMIN_PASSWORD", "{grafana_admin_password}"),),
-            ports=(Port(port, encryption=enc, purpose="ui"),),  # type: ignore[arg-type]
+            ports=(Port(port, encryption=enc, purpose="ui"),),
             volumes=(Volume(name="morgan-grafana-data", path="/var/lib/grafana"),),
             files=tuple(files),
             healthcheck=Healthcheck(test=_wget_probe(port, "/api/health", tls)),
             memory_mb=512,
-            **base,  # type: ignore[arg-type]
+            **base,
         )
     if role == "loki":
         return ContainerSpec(
             image=cfg.images.support.loki,
             command=("-config.file=/etc/loki/loki.yml",),
             ports=(
-                Port(port, encryption=enc, purpose="push, query"),  # type: ignore[arg-type]
+                Port(port, encryption=enc, purpose="push, query"),
                 Port(obs_cfg.LOKI_GRPC_PORT, encryption="none", purpose="grpc", loopback_only=True),
             ),
             volumes=(Volume(name="morgan-loki-data", path="/loki"),),
             files=(ConfigFile("/etc/loki/loki.yml", obs_cfg.to_yaml(obs_cfg.loki_config(plan))),),
             healthcheck=Healthcheck(test=_wget_probe(port, "/ready", tls), start_period="30s"),
             memory_mb=512,
-            **base,  # type: ignore[arg-type]
+            **base,
         )
     # promtail: ships every container's JSON log lines to Loki.
     return ContainerSpec(
@@ -519,10 +575,17 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         ports=(Port(port, encryption="none", purpose="status", loopback_only=True),),
         volumes=(Volume(name="morgan-promtail-positions", path="/promtail"),),
         binds=(BindMount("/var/run/docker.sock", "/var/run/docker.sock"),),
-        files=(ConfigFile("/etc/promtail/promtail.yml", obs_cfg.to_yaml(obs_cfg.promtail_config(plan, replica.host))),),
-        healthcheck=Healthcheck(test=("CMD-SHELL", f"bash -c ':> /dev/tcp/127.0.0.1/{port}' || exit 1")),
+        files=(
+            ConfigFile(
+                "/etc/promtail/promtail.yml",
+                obs_cfg.to_yaml(obs_cfg.promtail_config(plan, replica.host)),
+            ),
+        ),
+        healthcheck=Healthcheck(
+            test=("CMD-SHELL", f"bash -c ':> /dev/tcp/127.0.0.1/{port}' || exit 1")
+        ),
         memory_mb=128,
-        **base,  # type: ignore[arg-type]
+        **base,
     )
 
 

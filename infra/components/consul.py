@@ -33,7 +33,9 @@ class ConsulCluster(pulumi.ComponentResource):
         super().__init__("morgan:consul:ConsulCluster", name, None, opts)
         self.servers = [make_container(s, args.ctx, self) for s in args.servers]
         # Agents join through retry_join; starting them after the servers saves retries.
-        self.agents = [make_container(a, args.ctx, self, depends_on=self.servers) for a in args.agents]
+        self.agents = [
+            make_container(a, args.ctx, self, depends_on=self.servers) for a in args.agents
+        ]
         self.ui_url = pulumi.Output.from_input(args.ui_url)
         self.api_address = pulumi.Output.from_input(args.api_address)
         self.api_scheme = args.api_scheme

@@ -55,7 +55,11 @@ class ConsulKvProvider(ResourceProvider):
         return CreateResult(id_=f"kv-{props['prefix']}", outs=dict(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in ("entries", "address", "scheme", "token", "ca_pem") if olds.get(k) != news.get(k)]
+        changed = [
+            k
+            for k in ("entries", "address", "scheme", "token", "ca_pem")
+            if olds.get(k) != news.get(k)
+        ]
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -106,7 +110,9 @@ class ConsulKvArgs:
 class ConsulKv(pulumi.ComponentResource):
     keys: pulumi.Output[list[str]]
 
-    def __init__(self, name: str, args: ConsulKvArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: ConsulKvArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("morgan:consul:ConsulKv", name, None, opts)
         props = {
             "address": args.address,

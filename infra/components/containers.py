@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -27,9 +28,7 @@ def _envs(spec: ContainerSpec, ctx: DeployContext) -> pulumi.Input[list[str]]:
     plain = [f"{k}={v}" for k, v in sorted(spec.env.items())]
     if not spec.secret_env:
         return plain
-    secret = [
-        ctx.secrets.render(f"{e.name}={e.template}", e.secrets) for e in spec.secret_env
-    ]
+    secret = [ctx.secrets.render(f"{e.name}={e.template}", e.secrets) for e in spec.secret_env]
     return pulumi.Output.secret(pulumi.Output.all(*plain, *secret))
 
 
@@ -56,7 +55,7 @@ def make_container(
     spec: ContainerSpec,
     ctx: DeployContext,
     parent: pulumi.Resource,
-    depends_on: list[pulumi.Resource] | None = None,
+    depends_on: Sequence[pulumi.Resource] | None = None,
 ) -> docker.Container:
     host = ctx.hosts[spec.host]
     built = ctx.built_images.get((spec.host, spec.image))
@@ -102,7 +101,9 @@ def make_container(
         ]
         if spec.gpu
         else None,
-        labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(spec.labels.items())],
+        labels=[
+            docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(spec.labels.items())
+        ],
         log_opts={"max-size": "20m", "max-file": "5"},
         opts=pulumi.ResourceOptions(parent=parent, provider=host.provider, depends_on=deps),
     )

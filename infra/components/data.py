@@ -54,7 +54,9 @@ class RedisCluster(pulumi.ComponentResource):
     nodes: list[docker.Container]
     create: docker.Container | None
 
-    def __init__(self, name: str, args: RedisClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: RedisClusterArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("morgan:data:RedisCluster", name, None, opts)
         self.nodes = [make_container(n, args.ctx, self) for n in args.nodes]
         self.create = (
@@ -74,7 +76,9 @@ class QdrantArgs:
 class Qdrant(pulumi.ComponentResource):
     container: docker.Container
 
-    def __init__(self, name: str, args: QdrantArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: QdrantArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("morgan:data:Qdrant", name, None, opts)
         self.container = make_container(args.server, args.ctx, self)
         self.register_outputs({"host": args.server.host})

@@ -25,7 +25,9 @@ class Gateway(pulumi.ComponentResource):
     url: pulumi.Output[str]
     dashboard_password: pulumi.Output[str]
 
-    def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("morgan:gateway:Gateway", name, None, opts)
         self.container = make_container(args.traefik, args.ctx, self)
         self.url = pulumi.Output.from_input(args.url)
@@ -33,5 +35,9 @@ class Gateway(pulumi.ComponentResource):
         self.dashboard_user = args.dashboard_user
         self.dashboard_password = args.ctx.secrets.dashboard_password
         self.register_outputs(
-            {"url": self.url, "dashboard_url": self.dashboard_url, "dashboard_password": self.dashboard_password}
+            {
+                "url": self.url,
+                "dashboard_url": self.dashboard_url,
+                "dashboard_password": self.dashboard_password,
+            }
         )

@@ -27,7 +27,9 @@ class Host(pulumi.ComponentResource):
     images: dict[str, docker.RemoteImage]
     labels: pulumi.Output[dict[str, str]]
 
-    def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("morgan:host:Host", name, None, opts)
         host = args.host
         cert_path = os.path.expanduser(host.docker_tls.cert_path) if host.docker_tls else None

@@ -31,7 +31,9 @@ class ImagesArgs:
 class Images(pulumi.ComponentResource):
     built: dict[tuple[str, str], docker.Image]
 
-    def __init__(self, name: str, args: ImagesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: ImagesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("morgan:images:Images", name, None, opts)
         self.built = {}
         for build in args.builds:
@@ -48,6 +50,4 @@ class Images(pulumi.ComponentResource):
                 skip_push=not args.push,
                 opts=pulumi.ResourceOptions(parent=self, provider=host.provider),
             )
-        self.register_outputs(
-            {"images": sorted({f"{b.name} ({b.platform})" for b in args.builds})}
-        )
+        self.register_outputs({"images": sorted({f"{b.name} ({b.platform})" for b in args.builds})})

@@ -36,7 +36,9 @@ class Pki(pulumi.ComponentResource):
     ca_cert_pem: pulumi.Output[str]
     certificates: dict[str, IssuedCertificate]
 
-    def __init__(self, name: str, args: PkiArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: PkiArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("morgan:security:Pki", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)

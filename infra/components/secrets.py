@@ -43,7 +43,7 @@ class FleetSecrets(pulumi.ComponentResource):
         gossip = random.RandomId(f"{name}-consul-gossip-key", byte_length=32, opts=child)
         token = random.RandomUuid(f"{name}-consul-management-token", opts=child)
         dashboard = passwords.pop("traefik_dashboard_password")
-        self.dashboard_password = pulumi.Output.secret(dashboard.result)
+        self.dashboard_password: pulumi.Output[str] = pulumi.Output.secret(dashboard.result)
         self.values = {key: pulumi.Output.secret(p.result) for key, p in passwords.items()}
         self.values["consul_gossip_key"] = pulumi.Output.secret(gossip.b64_std)
         self.values["consul_management_token"] = pulumi.Output.secret(token.result)

@@ -144,7 +144,10 @@ def secret_config_template(*, server: bool) -> str:
     Client agents use the management token as their default token so that the services on
     the same host can register; docs/operations.md shows how to narrow it per service.
     """
-    tokens: dict[str, str] = {"agent": "{consul_management_token}", "default": "{consul_management_token}"}
+    tokens: dict[str, str] = {
+        "agent": "{consul_management_token}",
+        "default": "{consul_management_token}",
+    }
     if server:
         tokens["initial_management"] = "{consul_management_token}"
     body = {"encrypt": "{consul_gossip_key}", "acl": {"tokens": tokens}}

@@ -25,20 +25,31 @@ def pg_hba(plan: Plan) -> str:
 
 def pg_settings(plan: Plan) -> list[str]:
     args = [
-        "-c", "listen_addresses=*",
-        "-c", "wal_level=replica",
-        "-c", "max_wal_senders=10",
-        "-c", "max_replication_slots=10",
-        "-c", "hot_standby=on",
-        "-c", "hba_file=/etc/morgan/postgres/pg_hba.conf",
-        "-c", "password_encryption=scram-sha-256",
+        "-c",
+        "listen_addresses=*",
+        "-c",
+        "wal_level=replica",
+        "-c",
+        "max_wal_senders=10",
+        "-c",
+        "max_replication_slots=10",
+        "-c",
+        "hot_standby=on",
+        "-c",
+        "hba_file=/etc/morgan/postgres/pg_hba.conf",
+        "-c",
+        "password_encryption=scram-sha-256",
     ]
     if plan.config.security.internal_tls:
         args += [
-            "-c", "ssl=on",
-            "-c", f"ssl_cert_file={TLS_DIR}/cert.pem",
-            "-c", f"ssl_key_file={TLS_DIR}/key.pem",
-            "-c", f"ssl_ca_file={TLS_DIR}/ca.pem",
+            "-c",
+            "ssl=on",
+            "-c",
+            f"ssl_cert_file={TLS_DIR}/cert.pem",
+            "-c",
+            f"ssl_key_file={TLS_DIR}/key.pem",
+            "-c",
+            f"ssl_ca_file={TLS_DIR}/ca.pem",
         ]
     return args
 
@@ -70,8 +81,8 @@ def standby_entrypoint(plan: Plan, host: str) -> str:
         "set -eu\n"
         'if [ ! -s "$PGDATA/PG_VERSION" ]; then\n'
         '  mkdir -p "$PGDATA" && chown postgres "$PGDATA" && chmod 700 "$PGDATA"\n'
-        "  until gosu postgres env PGPASSWORD=\"$REPLICATION_PASSWORD\" pg_basebackup"
-        f" -h {address} -p {PG_PORT} -U replicator -D \"$PGDATA\" -X stream -R -S {slot}"
+        '  until gosu postgres env PGPASSWORD="$REPLICATION_PASSWORD" pg_basebackup'
+        f' -h {address} -p {PG_PORT} -U replicator -D "$PGDATA" -X stream -R -S {slot}'
         f" -d 'sslmode={sslmode} sslrootcert={TLS_DIR}/ca.pem'; do\n"
         '    echo "waiting for the primary to accept the standby"; sleep 5\n'
         "  done\n"
@@ -113,7 +124,9 @@ def redis_cluster_create(plan: Plan) -> str:
     nodes = [f"{plan.config.host(h).address}:{REDIS_PORT}" for h in plan.hosts_of("redis")]
     flags = redis_cli_flags(plan)
     first_host, first_port = nodes[0].rsplit(":", 1)
-    probe = f'redis-cli {flags} -h {first_host} -p {first_port} -a "$REDIS_PASSWORD" --no-auth-warning'
+    probe = (
+        f'redis-cli {flags} -h {first_host} -p {first_port} -a "$REDIS_PASSWORD" --no-auth-warning'
+    )
     return (
         "set -eu\n"
         f"for node in {' '.join(nodes)}; do\n"

@@ -144,7 +144,9 @@ def dynamic_config(plan: Plan) -> dict[str, Any]:
         http["serversTransports"] = {
             "morgan-internal": {
                 "rootCAs": [f"{TLS_DIR}/ca.pem"],
-                "certificates": [{"certFile": f"{TLS_DIR}/cert.pem", "keyFile": f"{TLS_DIR}/key.pem"}],
+                "certificates": [
+                    {"certFile": f"{TLS_DIR}/cert.pem", "keyFile": f"{TLS_DIR}/key.pem"}
+                ],
                 "serverName": "morgan-core",
             }
         }

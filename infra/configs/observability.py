@@ -99,7 +99,8 @@ def alert_rules(plan: Plan) -> dict[str, Any]:
                         "alert": "MorganHighErrorRate",
                         "expr": (
                             f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
-                            f" / sum by (service) (rate({REQUESTS}[5m])) > {obs.error_rate_threshold}"
+                            f" / sum by (service) (rate({REQUESTS}[5m]))"
+                            f" > {obs.error_rate_threshold}"
                         ),
                         "for": "5m",
                         "labels": {"severity": "warning"},
@@ -205,7 +206,9 @@ def grafana_dashboard_provider() -> dict[str, Any]:
     }
 
 
-def _panel(pid: int, title: str, exprs: list[tuple[str, str]], x: int, y: int, unit: str) -> dict[str, Any]:
+def _panel(
+    pid: int, title: str, exprs: list[tuple[str, str]], x: int, y: int, unit: str
+) -> dict[str, Any]:
     return {
         "id": pid,
         "title": title,
@@ -223,12 +226,31 @@ def _panel(pid: int, title: str, exprs: list[tuple[str, str]], x: int, y: int, u
 def dashboards(plan: Plan) -> dict[str, dict[str, Any]]:
     """Dashboard file name → Grafana dashboard JSON model."""
     overview_panels = [
-        _panel(1, "Service instances up", [('sum by (service) (up{job="morgan"})', "{{service}}")], 0, 0, "short"),
-        _panel(2, "Requests per second", [(f"sum by (service) (rate({REQUESTS}[5m]))", "{{service}}")], 12, 0, "reqps"),
+        _panel(
+            1,
+            "Service instances up",
+            [('sum by (service) (up{job="morgan"})', "{{service}}")],
+            0,
+            0,
+            "short",
+        ),
+        _panel(
+            2,
+            "Requests per second",
+            [(f"sum by (service) (rate({REQUESTS}[5m]))", "{{service}}")],
+            12,
+            0,
+            "reqps",
+        ),
         _panel(
             3,
             "p95 latency",
-            [(f"histogram_quantile(0.95, sum by (service, le) (rate({DURATION}[5m])))", "{{service}}")],
+            [
+                (
+                    f"histogram_quantile(0.95, sum by (service, le) (rate({DURATION}[5m])))",
+                    "{{service}}",
+                )
+            ],
             0,
             8,
             "s",
@@ -247,8 +269,22 @@ def dashboards(plan: Plan) -> dict[str, dict[str, Any]]:
             8,
             "percentunit",
         ),
-        _panel(5, "Instances per host", [('count by (host) (up{job="morgan"} == 1)', "{{host}}")], 0, 16, "short"),
-        _panel(6, "In-flight requests", [("sum by (service) (morgan_http_requests_in_flight)", "{{service}}")], 12, 16, "short"),
+        _panel(
+            5,
+            "Instances per host",
+            [('count by (host) (up{job="morgan"} == 1)', "{{host}}")],
+            0,
+            16,
+            "short",
+        ),
+        _panel(
+            6,
+            "In-flight requests",
+            [("sum by (service) (morgan_http_requests_in_flight)", "{{service}}")],
+            12,
+            16,
+            "short",
+        ),
     ]
     services_panels = [
         _panel(
@@ -263,7 +299,10 @@ def dashboards(plan: Plan) -> dict[str, dict[str, Any]]:
             2,
             "p50 / p95 / p99 by service",
             [
-                (f"histogram_quantile({q}, sum by (service, le) (rate({DURATION}[5m])))", f"p{int(q * 100)} {{{{service}}}}")
+                (
+                    f"histogram_quantile({q}, sum by (service, le) (rate({DURATION}[5m])))",
+                    f"p{int(q * 100)} {{{{service}}}}",
+                )
                 for q in (0.5, 0.95, 0.99)
             ],
             12,
@@ -273,7 +312,12 @@ def dashboards(plan: Plan) -> dict[str, dict[str, Any]]:
         _panel(
             3,
             "Upstream retries",
-            [("sum by (target, reason) (rate(morgan_upstream_retries_total[5m]))", "{{target}} {{reason}}")],
+            [
+                (
+                    "sum by (target, reason) (rate(morgan_upstream_retries_total[5m]))",
+                    "{{target}} {{reason}}",
+                )
+            ],
             0,
             8,
             "ops",
@@ -326,7 +370,9 @@ def loki_config(plan: Plan) -> dict[str, Any]:
             "path_prefix": "/loki",
             "replication_factor": 1,
             "ring": {"kvstore": {"store": "inmemory"}},
-            "storage": {"filesystem": {"chunks_directory": "/loki/chunks", "rules_directory": "/loki/rules"}},
+            "storage": {
+                "filesystem": {"chunks_directory": "/loki/chunks", "rules_directory": "/loki/rules"}
+            },
         },
         "schema_config": {
             "configs": [
@@ -367,18 +413,34 @@ def promtail_config(plan: Plan, host: str) -> dict[str, Any]:
             }
         clients.append(client)
     return {
-        "server": {"http_listen_address": "127.0.0.1", "http_listen_port": PORTS["promtail"], "grpc_listen_port": 0},
+        "server": {
+            "http_listen_address": "127.0.0.1",
+            "http_listen_port": PORTS["promtail"],
+            "grpc_listen_port": 0,
+        },
         "positions": {"filename": "/promtail/positions.yaml"},
         "clients": clients,
         "scrape_configs": [
             {
                 "job_name": "containers",
-                "docker_sd_configs": [{"host": "unix:///var/run/docker.sock", "refresh_interval": "15s"}],
-                "relabel_configs": [
-                    {"source_labels": ["__meta_docker_container_name"], "regex": "/(.*)", "target_label": "container"},
-                    {"source_labels": ["__meta_docker_container_label_morgan_role"], "target_label": "role"},
+                "docker_sd_configs": [
+                    {"host": "unix:///var/run/docker.sock", "refresh_interval": "15s"}
                 ],
-                "pipeline_stages": [{"json": {"expressions": {"level": "level", "service": "service"}}}, {"labels": {"level": None, "service": None}}],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_docker_container_name"],
+                        "regex": "/(.*)",
+                        "target_label": "container",
+                    },
+                    {
+                        "source_labels": ["__meta_docker_container_label_morgan_role"],
+                        "target_label": "role",
+                    },
+                ],
+                "pipeline_stages": [
+                    {"json": {"expressions": {"level": "level", "service": "service"}}},
+                    {"labels": {"level": None, "service": None}},
+                ],
             }
         ],
     }

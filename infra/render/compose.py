@@ -97,7 +97,11 @@ def _service(spec: ContainerSpec, *, swarm: bool) -> dict[str, Any]:
         service["volumes"] = volumes
     if spec.files:
         service["configs"] = [
-            {"source": _config_key(spec, f.path), "target": f.path, "mode": 0o555 if f.path.endswith(".sh") else 0o444}
+            {
+                "source": _config_key(spec, f.path),
+                "target": f.path,
+                "mode": 0o555 if f.path.endswith(".sh") else 0o444,
+            }
             for f in spec.files
         ]
     if spec.gpu:
@@ -189,7 +193,12 @@ def node_labels(plan: Plan) -> dict[str, dict[str, str]]:
     """Swarm node labels per host, for `docker node update --label-add`."""
     out = {}
     for host in plan.hosts:
-        labels = {"morgan.host": host.name, "os": host.os, "arch": host.arch, "gpu": str(host.has_gpu).lower()}
+        labels = {
+            "morgan.host": host.name,
+            "os": host.os,
+            "arch": host.arch,
+            "gpu": str(host.has_gpu).lower(),
+        }
         if host.gpu:
             labels["cuda"] = host.gpu.cuda
         labels.update(host.labels)
