@@ -1,0 +1,129 @@
+"""The dev stack's pure parts: rendering for this machine, endpoints, secrets, content tags."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from morgan.lab import images as img
+from morgan.lab import stack as st
+from morgan.lab.lock import Pin
+from morgan.lab.secrets import ensure_env, read_env
+from morgan.lab.wheelhouse import _has_wheel
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def rendered() -> tuple[Any, dict[str, Any], list[str]]:
+    config = st.with_support_images(
+        st.load_config("dev", ROOT), st.local_support_refs(list(img.SUPPORT_UPSTREAM))
+    )
+    doc, secrets = st.render(config)
+    return config, doc, secrets
+
+
+def test_dev_stack_renders_every_role_with_local_support_images(
+    rendered: tuple[Any, dict[str, Any], list[str]],
+) -> None:
+    _config, doc, _ = rendered
+    roles = {st.role_of(doc, name) for name in doc["services"]}
+    assert {"core", "llm", "stt", "tts", "consul-server", "traefik", "redis"} <= roles
+    assert "postgres-primary" in roles and "prometheus" in roles
+    images = {st.role_of(doc, n): s["image"] for n, s in doc["services"].items()}
+    assert images["consul-server"] == "morgan-local/consul:1.16.1"
+    assert images["redis"] == "morgan-local/redis:7"
+    assert images["core"] == "morgan-core:0.1.0"
+    for service in doc["services"].values():
+        assert service["pull_policy"] == "never", service["image"]
+
+
+def test_secrets_are_variables_not_values(rendered: tuple[Any, dict[str, Any], list[str]]) -> None:
+    _config, doc, secrets = rendered
+    assert "MORGAN_POSTGRES_PASSWORD" in secrets
+    core = next(s for n, s in doc["services"].items() if st.role_of(doc, n) == "core")
+    assert "${MORGAN_POSTGRES_PASSWORD}" in core["environment"]["MORGAN_CORE_POSTGRES_DSN"]
+
+
+def test_endpoints_point_at_consul_and_the_https_entry_point(
+    rendered: tuple[Any, dict[str, Any], list[str]],
+) -> None:
+    config, doc, _ = rendered
+    ep = st.endpoints(config, doc, {"MORGAN_CONSUL_MANAGEMENT_TOKEN": "t0k"})
+    assert ep.consul_addr == "127.0.0.1:8500"
+    assert ep.gateway_url == f"https://127.0.0.1:{config.gateway.https_port}"
+    assert ep.consul_token == "t0k"
+
+
+def test_published_port_reads_host_networking_and_port_mappings() -> None:
+    assert st.published_port({"network_mode": "host"}, 8500) == 8500
+    assert st.published_port({"ports": ["18500:8500"]}, 8500) == 18500
+    assert st.published_port({"ports": [{"target": 80, "published": "8081"}]}, 80) == 8081
+    with pytest.raises(st.StackError, match="not published"):
+        st.published_port({"ports": ["1:2"]}, 8500)
+
+
+def test_multi_host_stack_is_refused_with_the_fix() -> None:
+    config = st.load_config("homelab", ROOT)
+    with pytest.raises(st.StackError, match="pulumi up"):
+        st.render(config)
+
+
+def test_unknown_stack_names_the_file() -> None:
+    from infra.config import StackConfigError
+
+    with pytest.raises(StackConfigError, match="no such stack file"):
+        st.load_config("nosuch", ROOT)
+
+
+def test_secrets_are_generated_once_and_kept_private(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    names = [
+        "MORGAN_POSTGRES_PASSWORD",
+        "MORGAN_CONSUL_GOSSIP_KEY",
+        "MORGAN_TRAEFIK_DASHBOARD_USERS",
+    ]
+    first = ensure_env(path, names)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first["MORGAN_POSTGRES_PASSWORD"]) >= 24
+    import base64
+
+    assert len(base64.b64decode(first["MORGAN_CONSUL_GOSSIP_KEY"])) == 32
+    assert first["MORGAN_TRAEFIK_DASHBOARD_USERS"].startswith("admin:{SHA}")
+    again = ensure_env(path, [*names, "MORGAN_REDIS_PASSWORD"])
+    assert {k: again[k] for k in first} == first
+    assert read_env(path) == again
+
+
+def test_content_tag_changes_with_the_source(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM scratch\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x = 1\n")
+    spec = img.ImageSpec("t", dockerfile, ((src, "src"),))
+    builder = img.ImageBuilder(tmp_path, tmp_path / "state")
+    before = builder.content_tag(spec)
+    assert builder.content_tag(spec) == before
+    (src / "__pycache__").mkdir()
+    (src / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
+    assert builder.content_tag(spec) == before, "bytecode must not change the tag"
+    (src / "a.py").write_text("x = 2\n")
+    assert builder.content_tag(spec) != before
+
+
+def test_missing_staged_file_names_the_fix(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM scratch\n")
+    spec = img.ImageSpec("t", dockerfile, ((tmp_path / "consul", "consul"),))
+    with pytest.raises(img.ImageBuildError, match="run scripts/setup"):
+        img.ImageBuilder(tmp_path, tmp_path).content_tag(spec)
+
+
+def test_wheelhouse_recognises_wheels_by_normalised_name(tmp_path: Path) -> None:
+    (tmp_path / "typing_extensions-4.16.0-py3-none-any.whl").write_bytes(b"")
+    assert _has_wheel(tmp_path, Pin("typing-extensions", "4.16.0"))
+    assert not _has_wheel(tmp_path, Pin("typing-extensions", "4.15.0"))
