@@ -158,3 +158,27 @@ def test_keys_cli_create_list_revoke(consul: ConsulClientFactory) -> None:
     r = runner.invoke(cli, ["keys", "create", "--owner", "x", "--expires-days", "-1",
                             "--consul", consul.addr])
     assert r.exit_code == 2 and "positive" in r.output
+
+
+def test_websocket_needs_a_key_in_header_or_query(consul: ConsulClientFactory) -> None:
+    from fastapi import WebSocket
+    from starlette.websockets import WebSocketDisconnect
+
+    router = APIRouter()
+
+    @router.websocket("/api/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"user": websocket.scope["state"]["api_key"].owner})
+        await websocket.close()
+
+    _, key = ApiKeyStore(consul).create("wsuser")
+    settings = ServiceSettings(service_name=unique_name(), register_in_consul=False,
+                               consul_http_addr=consul.addr)
+    with TestClient(create_app(settings, routers=[router])) as c:
+        with pytest.raises(WebSocketDisconnect), c.websocket_connect("/api/ws") as s:
+            s.receive_json()
+        with c.websocket_connect(f"/api/ws?api_key={key}") as s:
+            assert s.receive_json() == {"user": "wsuser"}
+        with c.websocket_connect("/api/ws", headers={"X-API-Key": key}) as s:
+            assert s.receive_json() == {"user": "wsuser"}

@@ -143,3 +143,24 @@ def test_migrate_refuses_invalid_files(consul: ConsulClientFactory, tmp_path: Pa
     r = CliRunner().invoke(cli, ["config", "migrate", "--from", str(tmp_path / "missing"),
                                  "--consul", consul.addr])
     assert r.exit_code == 2 and "is not a directory" in r.output
+
+
+def test_create_app_follows_kv_changes_live(consul: ConsulClientFactory) -> None:
+    from fastapi.testclient import TestClient
+    from morgan.shared.app import create_app
+
+    svc = unique_name("kv")
+    put(consul, f"morgan/config/{svc}/register_in_consul", False)
+    put(consul, f"morgan/config/{svc}/consul_http_addr", consul.addr)
+    loader = ConsulConfigLoader(KVSettings, svc, consul, environ={}, watch_wait_seconds=5)
+    settings = loader.load()
+    assert settings.register_in_consul is False
+    app = create_app(settings, config_loader=loader)
+    with TestClient(app):
+        time.sleep(0.3)
+        put(consul, f"morgan/config/{svc}/model", "hot-swapped")
+        eventually(lambda: app.state.settings.model == "hot-swapped", timeout=5,
+                   what="app.state.settings to follow KV")
+        put(consul, f"morgan/config/{svc}/port", "not-a-port")
+        time.sleep(1)
+        assert app.state.settings.port == settings.port

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from fastapi import APIRouter, Request, Response
@@ -12,6 +11,7 @@ from morgan.shared.consul_client import ConsulClientFactory
 from morgan.shared.discovery import ConsulServiceDiscovery
 from morgan.shared.http_client import MorganHTTPClient, UpstreamError
 from morgan.shared.logging import request_id_var
+from morgan.shared.registry import ConsulRegistry
 from morgan.shared.settings import ServiceSettings
 
 from tests.harness.ports import LOOPBACK, free_port
@@ -41,21 +41,28 @@ def upstream_app(consul_addr: str, name: str, port: int, hits: dict[str, int],
 
 
 @pytest.fixture
-def two_instances(consul: ConsulClientFactory) -> Iterator[tuple[str, list[UvicornThread],
-                                                                 list[dict[str, int]]]]:
+async def two_instances(consul: ConsulClientFactory):  # type: ignore[no-untyped-def]
+    """Two real instances registered in Consul. Registration is done here, not by the apps, so
+    killing an instance leaves it in Consul the way a crash would."""
     name = unique_name()
     hits: list[dict[str, int]] = [{}, {}]
-    servers = []
+    servers: list[UvicornThread] = []
+    regs: list[ConsulRegistry] = []
     for i in range(2):
         port = free_port()
-        servers.append(UvicornThread(upstream_app(consul.addr, name, port, hits[i]),
-                                     port=port).start())
+        app = upstream_app(consul.addr, name, port, hits[i], register=False)
+        servers.append(UvicornThread(app, port=port).start())
+        reg = ConsulRegistry(consul, name=name, host=LOOPBACK, port=port, check_interval="1s")
+        await reg.register()
+        regs.append(reg)
     try:
         yield name, servers, hits
     finally:
         for s in servers:
             if s.thread.is_alive():
                 s.stop()
+        for r in regs:
+            await r.deregister()
 
 
 async def passing_count(d: ConsulServiceDiscovery, name: str, n: int) -> bool:

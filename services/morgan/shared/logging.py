@@ -84,8 +84,12 @@ def setup_logging(
     root.setLevel(level)
     for name in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "fastapi"):
+    for name in ("uvicorn", "uvicorn.error", "fastapi"):
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+    # The app's own access log (morgan.access) has the route template and duration.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
     return handler

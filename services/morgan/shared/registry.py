@@ -75,6 +75,7 @@ class ConsulRegistry:
         self._client = consul.client()
         self._task: asyncio.Task[None] | None = None
         self._registered = False
+        self._stopped = False
 
     @classmethod
     def from_settings(
@@ -171,7 +172,11 @@ class ConsulRegistry:
                 log.debug("anti-entropy check failed: %s", exc)
 
     async def stop(self) -> None:
-        """Stop the anti-entropy loop and deregister (errors are logged, not raised)."""
+        """Stop the anti-entropy loop and deregister (errors are logged, not raised).
+        Calling it again is a no-op."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self.stop_anti_entropy()
         try:
             await self.deregister()
