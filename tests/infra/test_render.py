@@ -1,0 +1,135 @@
+"""Rendered compose and Swarm files: valid YAML, the expected services, accepted by compose."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from infra.placement import Plan
+from infra.render.compose import (
+    render_compose,
+    render_swarm,
+    secret_variables,
+    write_renderings,
+)
+from infra.specs import build_specs
+
+COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
+
+
+def _compose_binary() -> list[str]:
+    if COMPOSE_PLUGIN.exists():
+        return [str(COMPOSE_PLUGIN)]
+    docker = shutil.which("docker")
+    assert docker, "docker compose is missing; run scripts/setup"
+    return [docker, "compose"]
+
+
+@pytest.mark.unit
+def test_compose_per_host_has_exactly_that_hosts_containers(homelab_plan: Plan) -> None:
+    for host in homelab_plan.hosts:
+        document = yaml.safe_load(yaml.safe_dump(render_compose(homelab_plan, host.name)))
+        expected = {s.name for s in build_specs(homelab_plan) if s.host == host.name}
+        assert set(document["services"]) == expected
+        for service in document["services"].values():
+            assert service["network_mode"] == "host"
+            assert service["healthcheck"]["test"]
+            assert service["mem_limit"].endswith("m")
+            assert service["platform"] == host.platform
+
+
+@pytest.mark.unit
+def test_compose_gpu_reservations_only_on_gpu_hosts(homelab_plan: Plan) -> None:
+    for host in homelab_plan.hosts:
+        services = render_compose(homelab_plan, host.name)["services"]
+        reserved = [n for n, s in services.items() if "deploy" in s]
+        assert bool(reserved) == host.has_gpu, host.name
+
+
+@pytest.mark.unit
+def test_secrets_stay_variables(homelab_plan: Plan) -> None:
+    text = yaml.safe_dump(render_compose(homelab_plan, "h1"))
+    assert "${MORGAN_POSTGRES_PASSWORD}" in text
+    assert set(secret_variables(homelab_plan, "h1")) >= {
+        "MORGAN_POSTGRES_PASSWORD",
+        "MORGAN_CONSUL_GOSSIP_KEY",
+        "MORGAN_TRAEFIK_DASHBOARD_USERS",
+    }
+
+
+@pytest.mark.unit
+def test_swarm_stack_pins_every_service_by_node_label(homelab_plan: Plan) -> None:
+    document = render_swarm(homelab_plan)
+    specs = {s.name: s for s in build_specs(homelab_plan)}
+    assert set(document["services"]) == set(specs)
+    for name, service in document["services"].items():
+        deploy = service["deploy"]
+        assert deploy["placement"]["constraints"] == [
+            f"node.labels.morgan.host == {specs[name].host}"
+        ]
+        assert deploy["resources"]["limits"]["memory"].endswith("M")
+        if not specs[name].one_shot:
+            assert deploy["update_config"]["failure_action"] == "rollback"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stack", ["homelab", "dev"])
+def test_docker_compose_accepts_every_rendered_file(
+    stack: str, homelab_plan: Plan, dev_plan: Plan, tmp_path: Path
+) -> None:
+    plan = homelab_plan if stack == "homelab" else dev_plan
+    written = write_renderings(plan, tmp_path)
+    env = {**os.environ, **{name: "x" for name in secret_variables(plan)}}
+    for path in written:
+        if path.suffix != ".yml":
+            continue
+        result = subprocess.run(
+            [*_compose_binary(), "-f", str(path), "config", "-q"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+
+
+@pytest.mark.integration
+def test_compose_rejects_a_broken_file(tmp_path: Path) -> None:
+    """The check above can fail: compose refuses a service without an image."""
+    path = tmp_path / "compose-bad.yml"
+    path.write_text(yaml.safe_dump({"services": {"x": {"restart": "always", "mem_limit": "lots"}}}))
+    result = subprocess.run(
+        [*_compose_binary(), "-f", str(path), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+
+
+@pytest.mark.unit
+def test_morgan_render_writes_the_files(tmp_path: Path) -> None:
+    from morgan.cli.main import app
+
+    result = CliRunner().invoke(app, ["render", "--stack", "homelab", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "compose-h1.yml",
+        "compose-h2.yml",
+        "compose-h3.yml",
+        "compose-h4.yml",
+        "configs",
+        "docker-stack.yml",
+        "secrets.env.example",
+    ]
+    stack = yaml.safe_load((tmp_path / "docker-stack.yml").read_text())
+    for config in stack["configs"].values():
+        assert (tmp_path / config["file"]).is_file()

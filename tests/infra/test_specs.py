@@ -1,0 +1,131 @@
+"""Invariants over every container spec of both stacks (plain Python, no Pulumi)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import pytest
+
+from infra.placement import Plan
+from infra.specs import SECRET_NAMES, build_specs, images_needed, service_port
+
+pytestmark = pytest.mark.unit
+
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://(?:[^@/\s]*@)?([^/:\s\"]+)")
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+
+
+def _plans(homelab_plan: Plan, dev_plan: Plan) -> list[Plan]:
+    return [homelab_plan, dev_plan]
+
+
+def test_every_container_has_healthcheck_restart_and_memory(
+    homelab_plan: Plan, dev_plan: Plan
+) -> None:
+    for plan in _plans(homelab_plan, dev_plan):
+        for spec in build_specs(plan):
+            assert spec.healthcheck.test and spec.healthcheck.test[0] in ("CMD", "CMD-SHELL")
+            assert spec.restart in ("unless-stopped", "on-failure")
+            assert spec.memory_mb > 0
+
+
+def test_no_service_url_or_host_ip_in_environment(homelab_plan: Plan, dev_plan: Plan) -> None:
+    for plan in _plans(homelab_plan, dev_plan):
+        addresses = {h.address for h in plan.hosts if h.address != "127.0.0.1"}
+        for spec in build_specs(plan):
+            values = list(spec.env.values()) + [e.template for e in spec.secret_env]
+            for value in values:
+                for host in _URL.findall(value):
+                    assert host == "127.0.0.1" or host.endswith(".service.consul"), (
+                        spec.name,
+                        value,
+                    )
+                for ip in _IPV4.findall(value):
+                    assert ipaddress.ip_address(ip).is_loopback, (spec.name, value)
+                for address in addresses:
+                    assert address not in value, (spec.name, value)
+
+
+def test_secrets_are_only_placeholders(homelab_plan: Plan) -> None:
+    for spec in build_specs(homelab_plan):
+        assert set(spec.secrets) <= set(SECRET_NAMES), spec.name
+        for name in ("PASSWORD", "TOKEN", "API_KEY", "DSN"):
+            for key in spec.env:
+                assert name not in key, f"{spec.name}: {key} holds a secret in plain env"
+
+
+def test_internal_listeners_use_tls_on_homelab(homelab_plan: Plan) -> None:
+    for spec in build_specs(homelab_plan):
+        for port in spec.ports:
+            if port.public or port.loopback_only:
+                continue
+            if port.protocol == "udp":  # Consul DNS answers only the local host's resolver
+                assert spec.role.startswith("consul"), spec.name
+                continue
+            assert port.encryption in ("tls", "gossip"), (spec.name, port)
+        if any(p.encryption == "tls" for p in spec.ports):
+            assert spec.tls is not None, spec.name
+
+
+def test_public_gateway_is_https_with_redirect(homelab_plan: Plan) -> None:
+    (traefik,) = [s for s in build_specs(homelab_plan) if s.role == "traefik"]
+    public = {p.number: p.encryption for p in traefik.ports if p.public}
+    assert public == {80: "none", 443: "tls"}
+
+
+def test_gpu_only_on_gpu_hosts(homelab_plan: Plan) -> None:
+    gpu_hosts = {h.name for h in homelab_plan.hosts if h.has_gpu}
+    gpu_specs = [s for s in build_specs(homelab_plan) if s.gpu]
+    assert {s.host for s in gpu_specs} == gpu_hosts
+    assert {s.role for s in gpu_specs} == {"stt", "tts"}
+
+
+def test_platform_matches_host_arch(homelab_plan: Plan) -> None:
+    for spec in build_specs(homelab_plan):
+        assert spec.platform == f"linux/{homelab_plan.config.host(spec.host).arch}"
+    arm = {host for (host, _), _ in images_needed(homelab_plan).items() if host == "h4"}
+    assert arm == {"h4"}
+
+
+def test_cuda_images_only_for_cuda_services(homelab_plan: Plan) -> None:
+    for (host, name), ref in images_needed(homelab_plan).items():
+        assert name.endswith("-cuda") == (ref.variant == "cuda")
+        if ref.variant == "cuda":
+            assert homelab_plan.config.host(host).has_gpu
+            assert ref.base_image(homelab_plan).startswith("nvidia/cuda")
+
+
+def test_replicas_on_one_host_get_distinct_ports(homelab_plan: Plan) -> None:
+    cores_on_h1 = [r for r in homelab_plan.of_role("core") if r.host == "h1"]
+    assert [service_port(homelab_plan, r) for r in cores_on_h1] == [8000, 8010]
+    for host in homelab_plan.hosts:
+        ports = [
+            (p.number, p.protocol)
+            for s in build_specs(homelab_plan)
+            if s.host == host.name and not s.one_shot
+            for p in s.ports
+        ]
+        assert len(ports) == len(set(ports)), f"port clash on {host.name}: {sorted(ports)}"
+
+
+def test_container_names_unique_per_host(homelab_plan: Plan) -> None:
+    names = [(s.host, s.name) for s in build_specs(homelab_plan)]
+    assert len(names) == len(set(names))
+
+
+def test_redis_cluster_has_a_one_shot_create_job(homelab_plan: Plan, dev_plan: Plan) -> None:
+    jobs = [s for s in build_specs(homelab_plan) if s.one_shot]
+    assert [j.role for j in jobs] == ["redis-cluster-create"]
+    assert "--cluster create h1.lan:6379 h3.lan:6379 h4.lan:6379" in jobs[0].command[1]
+    assert not [s for s in build_specs(dev_plan) if s.one_shot]
+
+
+def test_standby_clones_the_primary(homelab_plan: Plan) -> None:
+    (standby,) = [s for s in build_specs(homelab_plan) if s.role == "postgres-standby"]
+    script = standby.command[1]
+    assert "pg_basebackup -h h1.lan" in script and "-S standby_h3" in script
+    (primary,) = [s for s in build_specs(homelab_plan) if s.role == "postgres-primary"]
+    init = next(f for f in primary.files if f.path.endswith("10-replication.sh"))
+    assert "pg_create_physical_replication_slot('standby_h3')" in init.content
+    assert "wal_level=replica" in primary.command
