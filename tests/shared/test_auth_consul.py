@@ -6,13 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, WebSocket
 from fastapi.testclient import TestClient
 from morgan.cli.main import app as cli
 from morgan.shared.app import create_app
 from morgan.shared.auth import KEYS_PREFIX, ApiKeyRecord, ApiKeyStore, AuthError, require_api_key
 from morgan.shared.consul_client import ConsulClientFactory
 from morgan.shared.settings import ServiceSettings
+from starlette.websockets import WebSocketDisconnect
 from typer.testing import CliRunner
 
 from tests.shared.helpers import unique_name
@@ -161,9 +162,6 @@ def test_keys_cli_create_list_revoke(consul: ConsulClientFactory) -> None:
 
 
 def test_websocket_needs_a_key_in_header_or_query(consul: ConsulClientFactory) -> None:
-    from fastapi import WebSocket
-    from starlette.websockets import WebSocketDisconnect
-
     router = APIRouter()
 
     @router.websocket("/api/ws")

@@ -50,9 +50,8 @@ def test_app_registers_with_id_meta_and_http_check_then_deregisters(
         checks = consul.client().agent.checks()
         check = next(c for c in checks.values() if c["ServiceID"] == sid)
         assert check["Status"] == "passing"
-        definition = check.get("Definition") or {}
-        assert definition.get("HTTP", "").endswith(f":{port}/health")
-        assert definition.get("Timeout") in ("5s", 5_000_000_000)
+        assert (check["Type"], check["Interval"], check["Timeout"]) == ("http", "1s", "5s")
+        assert f"http://{LOOPBACK}:{port}/health" in check["Output"]
     assert sid not in consul.client().agent.services()
 
 
