@@ -113,9 +113,24 @@ def build_tiny_llm(target: Path) -> Path:
     return target
 
 
+# Whisper's own language token order (the order of ids after <|startoftranscript|>).
+_WHISPER_LANGUAGE_TABLE = (
+    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no "
+    "th ur hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw "
+    "gl mr pa si km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl "
+    "mg as tt haw ln ha ba jw su yue"
+)
+WHISPER_LANGUAGE_ORDER = _WHISPER_LANGUAGE_TABLE.split()
+
+
+def _whisper_languages() -> list[str]:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return [code for code in WHISPER_LANGUAGE_ORDER if code in _LANGUAGE_CODES]
+
+
 def _whisper_tokenizer_json(target: Path) -> list[str]:
     """Write tokenizer.json with Whisper's id layout; return the special tokens in id order."""
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -130,7 +145,7 @@ def _whisper_tokenizer_json(target: Path) -> list[str]:
         vocab.setdefault(word, len(vocab))
         index += 1
     specials = ["<|endoftext|>", "<|startoftranscript|>"]
-    specials += [f"<|{code}|>" for code in _LANGUAGE_CODES]
+    specials += [f"<|{code}|>" for code in _whisper_languages()]
     specials += [
         "<|translate|>",
         "<|transcribe|>",
@@ -182,7 +197,8 @@ def build_tiny_whisper(target: Path) -> Path:
         )
         model = WhisperForConditionalGeneration(config)
         generation: Any = model.generation_config
-        generation.lang_to_id = {tok: ids[tok] for tok in specials[2:102]}
+        language_tokens = specials[2 : 2 + len(_whisper_languages())]
+        generation.lang_to_id = {tok: ids[tok] for tok in language_tokens}
         generation.is_multilingual = True
         generation.no_timestamps_token_id = ids["<|notimestamps|>"]
         generation.alignment_heads = [[0, 0], [0, 1]]
@@ -197,8 +213,14 @@ def build_tiny_whisper(target: Path) -> Path:
     # depending on how the converter's transformers version reads generation configs.
     ct2_config_path = target / "config.json"
     ct2_config = json.loads(ct2_config_path.read_text())
-    ct2_config["lang_ids"] = sorted(ids[tok] for tok in specials[2:102])
+    ct2_config["lang_ids"] = sorted(ids[tok] for tok in language_tokens)
     ct2_config_path.write_text(json.dumps(ct2_config, indent=2))
+    # CTranslate2 treats a Whisper model as multilingual only when its vocabulary holds the
+    # empty token, as real Whisper vocabularies do; without it, language detection is refused.
+    vocabulary_path = target / "vocabulary.json"
+    vocabulary = json.loads(vocabulary_path.read_text())
+    vocabulary[50256] = ""
+    vocabulary_path.write_text(json.dumps(vocabulary))
     (target / "preprocessor_config.json").write_text(
         json.dumps(
             {

@@ -1,0 +1,5 @@
+"""python -m morgan.stt: serve morgan-stt."""
+
+from morgan.stt.app import main
+
+main()

@@ -1,0 +1,5 @@
+"""python -m morgan.tts: serve morgan-tts."""
+
+from morgan.tts.app import main
+
+main()
