@@ -1,0 +1,212 @@
+"""The Pulumi program under mocks: invariants over every resource of a type, both stacks."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pytest
+
+from infra.fleet import Fleet, build_fleet
+from infra.outputs import stack_outputs
+from infra.placement import Plan
+from infra.specs import build_specs
+from tests.infra.mocks import SECRET_MARK, RecordingMocks, is_secret, plain_strings, unwrap
+
+pytestmark = pytest.mark.unit
+
+CONTAINER = "docker:index/container:Container"
+
+
+@dataclass
+class Built:
+    plan: Plan
+    mocks: RecordingMocks
+    outputs: dict[str, tuple[Any, bool]]
+
+
+def _build(plan: Plan) -> Built:
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="morgan", stack=plan.config.stack, preview=False)
+    resolved: dict[str, tuple[Any, bool]] = {}
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[Any]:
+        fleet: Fleet = build_fleet(plan)
+        outputs = stack_outputs(fleet)
+
+        async def settle() -> None:
+            for key, value in outputs.items():
+                out = pulumi.Output.from_input(value)
+                resolved[key] = (await out.future(), bool(await out.is_secret()))
+
+        return pulumi.Output.from_input(asyncio.ensure_future(settle()))
+
+    program()
+    return Built(plan=plan, mocks=mocks, outputs=resolved)
+
+
+@pytest.fixture(scope="module")
+def built(homelab_plan: Plan, dev_plan: Plan) -> dict[str, Built]:
+    return {"homelab": _build(homelab_plan), "dev": _build(dev_plan)}
+
+
+@pytest.fixture(params=["homelab", "dev"])
+def stack(request: pytest.FixtureRequest, built: dict[str, Built]) -> Built:
+    return built[request.param]
+
+
+def _labels(inputs: dict[str, Any]) -> dict[str, str]:
+    return {item["label"]: item["value"] for item in unwrap(inputs.get("labels") or [])}
+
+
+def test_one_container_per_spec(stack: Built) -> None:
+    names = sorted(r.name for r in stack.mocks.of_type(CONTAINER))
+    assert names == sorted(s.name for s in build_specs(stack.plan))
+
+
+def test_every_container_has_healthcheck_restart_and_memory_limit(stack: Built) -> None:
+    for r in stack.mocks.of_type(CONTAINER):
+        hc = unwrap(r.inputs["healthcheck"])
+        assert hc["tests"] and hc["interval"] and hc["retries"] > 0, r.name
+        assert r.inputs["restart"] in ("unless-stopped", "on-failure"), r.name
+        assert r.inputs["memory"] > 0, r.name
+        assert r.inputs["networkMode"] == "host", r.name
+
+
+def test_every_docker_resource_uses_its_hosts_provider(stack: Built) -> None:
+    docker_types = (
+        CONTAINER,
+        "docker:index/volume:Volume",
+        "docker:index/remoteImage:RemoteImage",
+        "docker:index/image:Image",
+    )
+    hosts = {h.name for h in stack.plan.hosts}
+    for r in stack.mocks.resources:
+        if r.typ not in docker_types:
+            continue
+        assert "pulumi:providers:docker::" in r.provider, f"{r.name} uses a default provider"
+        provider_host = r.provider.split("::")[-2].removesuffix("-docker")
+        assert provider_host in hosts
+        if r.typ == CONTAINER:
+            assert _labels(r.inputs)["morgan.host"] == provider_host, r.name
+        elif r.typ != "docker:index/volume:Volume":
+            platform = unwrap(r.inputs.get("platform") or r.inputs.get("build", {}).get("platform"))
+            assert platform == stack.plan.config.host(provider_host).platform, r.name
+
+
+def test_one_explicit_provider_per_host(stack: Built) -> None:
+    providers = stack.mocks.of_type("pulumi:providers:docker")
+    assert sorted(p.name for p in providers) == sorted(f"{h.name}-docker" for h in stack.plan.hosts)
+    for p in providers:
+        host = stack.plan.config.host(p.name.removesuffix("-docker"))
+        assert p.inputs["host"] == host.docker
+
+
+def test_gpu_device_requests_only_on_gpu_hosts(stack: Built) -> None:
+    for r in stack.mocks.of_type(CONTAINER):
+        host = stack.plan.config.host(_labels(r.inputs)["morgan.host"])
+        requests = unwrap(r.inputs.get("deviceRequests") or [])
+        if requests:
+            assert host.has_gpu, r.name
+            assert requests == [{"driver": "nvidia", "count": -1, "capabilities": ["gpu"]}]
+    if stack.plan.config.stack == "homelab":
+        with_gpu = {
+            r.name for r in stack.mocks.of_type(CONTAINER) if r.inputs.get("deviceRequests")
+        }
+        assert with_gpu == {"morgan-stt-1", "morgan-stt-2", "morgan-tts-1", "morgan-tts-2"}
+
+
+def test_arm64_images_only_on_arm64_hosts(stack: Built) -> None:
+    for r in stack.mocks.of_type("docker:index/image:Image"):
+        build = unwrap(r.inputs["build"])
+        host = r.provider.split("::")[-2].removesuffix("-docker")
+        assert build["platform"] == f"linux/{stack.plan.config.host(host).arch}"
+        assert build["args"]["BASE_IMAGE"]
+        assert build["context"].endswith(f"images/{r.name.split('-')[1]}")
+
+
+def test_no_secret_in_plain_text_anywhere(stack: Built) -> None:
+    for r in stack.mocks.resources:
+        if r.typ.startswith(("random:", "tls:index/privateKey")):
+            continue
+        for text in plain_strings(r.inputs):
+            assert SECRET_MARK not in text, f"{r.typ} {r.name} holds a secret in plain text"
+
+
+def test_containers_with_secrets_get_a_secret_env(stack: Built) -> None:
+    specs = {s.name: s for s in build_specs(stack.plan)}
+    for r in stack.mocks.of_type(CONTAINER):
+        if specs[r.name].secret_env:
+            assert is_secret(r.inputs["envs"]), r.name
+            env = unwrap(r.inputs["envs"])
+            assert any(SECRET_MARK in e for e in env), r.name
+
+
+def test_tls_keys_are_uploaded_as_secrets(built: dict[str, Built]) -> None:
+    homelab = built["homelab"]
+    for r in homelab.mocks.of_type(CONTAINER):
+        raw = r.inputs.get("uploads") or []
+        uploads = raw["value"] if is_secret(raw) else raw
+        keys = [u for u in uploads if unwrap(u).get("file") == "/etc/morgan/tls/key.pem"]
+        assert len(keys) == 1, r.name
+        key = keys[0]
+        assert is_secret(raw) or is_secret(key) or is_secret(key.get("content")), r.name
+
+
+def test_stack_outputs(stack: Built) -> None:
+    out = stack.outputs
+    for key in ("traefik_dashboard_password", "consul_management_token", "grafana_admin_password"):
+        value, secret = out[key]
+        assert secret and value.startswith(SECRET_MARK), key
+    for key in ("gateway_url", "consul_ui_url", "services_by_host", "kv_keys", "ca_certificate"):
+        value, secret = out[key]
+        assert not secret, key
+        assert SECRET_MARK not in str(value), key
+    assert out["services_by_host"][0] == stack.plan.by_host()
+    assert out["gateway_url"][0].startswith("https://")
+    assert all(k.startswith("morgan/config/") for k in out["kv_keys"][0])
+
+
+def test_homelab_outputs_name_the_hosts(built: dict[str, Built]) -> None:
+    out = built["homelab"].outputs
+    assert out["gateway_url"][0] == "https://h1.lan/"
+    assert out["consul_ui_url"][0] == "https://h1.lan:8511/ui/"
+    assert out["grafana_url"][0] == "https://h3.lan:3000/"
+    assert out["ca_certificate"][0].startswith("CERT-")
+
+
+def test_components_use_morgan_type_tokens(stack: Built) -> None:
+    components = [r for r in stack.mocks.resources if r.typ.startswith("morgan:")]
+    expected = {
+        "morgan:host:Host",
+        "morgan:security:FleetSecrets",
+        "morgan:images:Images",
+        "morgan:consul:ConsulCluster",
+        "morgan:consul:ConsulKv",
+        "morgan:gateway:Gateway",
+        "morgan:data:PostgresCluster",
+        "morgan:data:RedisCluster",
+        "morgan:observability:Observability",
+        "morgan:services:MorganServices",
+    }
+    assert expected <= {c.typ for c in components}
+    for c in components:
+        assert len(c.typ.split(":")) == 3
+
+
+def test_homelab_has_pki_and_qdrant_dev_does_not(built: dict[str, Built]) -> None:
+    homelab = {r.typ for r in built["homelab"].mocks.resources}
+    dev = {r.typ for r in built["dev"].mocks.resources}
+    assert {"morgan:security:Pki", "morgan:data:Qdrant"} <= homelab
+    assert not {"morgan:security:Pki", "morgan:data:Qdrant"} & dev
+
+
+def test_kv_resource_writes_typed_entries(stack: Built) -> None:
+    (kv,) = stack.mocks.of_type("pulumi-python:dynamic:Resource")
+    assert is_secret(kv.inputs["token"])
+    entries = kv.inputs["entries"]
+    assert entries["morgan/config/core/llm_service"] == '"morgan-llm"'
+    assert not any("password" in k or "dsn" in k for k in entries)
