@@ -92,7 +92,7 @@ def test_service_images_are_multi_stage_and_run_their_module(service: str, suffi
     assert len(stages) == 2 and " AS build" in stages[0], f"{path}: stages {stages}"
     assert any(w == "COPY" and rest.startswith("--from=build") for w, rest in ins), path
     cmd = [rest for word, rest in ins if word == "CMD"][-1]
-    assert f'"morgan.{service}.main"' in cmd, f"{path}: CMD {cmd}"
+    assert f'"morgan.{service}' in cmd, f"{path}: CMD {cmd}"
     port = {"core": 8000, "llm": 8001, "tts": 8002, "stt": 8003}[service]
     assert ("EXPOSE", str(port)) in ins, f"{path}: does not EXPOSE {port}"
 

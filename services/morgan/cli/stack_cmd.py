@@ -9,12 +9,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from infra.config import StackConfigError
+from infra.placement import PlacementError
 from morgan.cli.main import app
 from morgan.lab import images as img
 from morgan.lab import stack as st
 from morgan.lab.secrets import ensure_env
+from morgan.lab.wheelhouse import WheelhouseError
 
 console = Console()
+# Failures with a message that names the fix: printed on one line, exit 1.
+STACK_ERRORS: tuple[type[Exception], ...] = (
+    img.ImageBuildError,
+    st.StackError,
+    StackConfigError,
+    PlacementError,
+    WheelhouseError,
+)
 STACK_OPTION = typer.Option("dev", "--stack", "-s", help="Stack to run (its Pulumi.<stack>.yaml).")
 
 
@@ -62,7 +73,7 @@ def build(
     """Build (or reuse) every image of the stack; unchanged images are skipped."""
     try:
         build_images(stack, img.repo_root(), True if local_support else None)
-    except (img.ImageBuildError, st.StackError) as err:
+    except STACK_ERRORS as err:
         _fail(str(err))
 
 
@@ -74,6 +85,7 @@ def up(stack: str = STACK_OPTION) -> None:
     t0 = time.monotonic()
     try:
         console.print(f"[bold]morgan up[/bold] — stack {stack}")
+        st.check_runnable(st.load_config(stack, root))
         local = build_images(stack, root)
         config = st.with_support_images(st.load_config(stack, root), local)
         doc, secret_names = st.render(config)
@@ -91,7 +103,7 @@ def up(stack: str = STACK_OPTION) -> None:
         ep = st.endpoints(config, doc, env)
         st.save_endpoints(p, ep)
         key = st.create_api_key(ep)
-    except (img.ImageBuildError, st.StackError) as err:
+    except STACK_ERRORS as err:
         _fail(str(err))
         return
     console.print(f"  [green]✓[/green] stack up in {time.monotonic() - t0:.0f}s")

@@ -74,6 +74,15 @@ def local_support_refs(servers: list[str]) -> dict[str, str]:
     return {s: f"{LOCAL_SUPPORT_REPO}/{s}:{SUPPORT_UPSTREAM[s].rsplit(':', 1)[1]}" for s in servers}
 
 
+def check_runnable(config: MorganStackConfig) -> None:
+    """`morgan up` runs stacks of one machine; fleets go through Pulumi."""
+    if len(config.hosts) != 1:
+        raise StackError(
+            f"stack {config.stack!r} has {len(config.hosts)} hosts; `morgan up` runs one-machine"
+            " stacks (use `pulumi up` for fleets)"
+        )
+
+
 def render(config: MorganStackConfig) -> tuple[dict[str, Any], list[str]]:
     """The compose document of the stack's (single) host and the secret variables it needs."""
     try:
@@ -84,11 +93,7 @@ def render(config: MorganStackConfig) -> tuple[dict[str, Any], list[str]]:
             f"the compose renderer is not importable ({err}); infra.render.compose must define"
             " render_compose(plan, host)"
         ) from err
-    if len(config.hosts) != 1:
-        raise StackError(
-            f"stack {config.stack!r} has {len(config.hosts)} hosts; `morgan up` runs one-machine"
-            " stacks (use `pulumi up` for fleets)"
-        )
+    check_runnable(config)
     plan = make_plan(config)
     host = config.hosts[0].name
     rendered: Any = render_compose(plan, host)
@@ -273,8 +278,8 @@ def seed_models(volume: str, base_image: str) -> list[str]:
         proc = subprocess.run(
             ["docker", "run", "--rm", "-v", f"{volume}:/models", "-v", f"{source}:/src:ro",
              base_image, "sh", "-c",
-             f"mkdir -p /models/{kind} && cp -a /src /models/{kind}/tiny"
-             f" && rm -f /models/{kind}/tiny/.complete && chown -R 10001:10001 /models"],
+             f"mkdir -p /models/{kind} && cp -a /src /models/{kind}/default"
+             f" && rm -f /models/{kind}/default/.complete && chown -R 10001:10001 /models"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:

@@ -1,0 +1,99 @@
+"""`morgan up`, `morgan status`, `morgan logs`, `morgan verify` and `morgan down` on this machine.
+
+These run the real commands against the local Docker engine, in order, on one
+stack: up once (module fixture), the checks, then down. A cold first run builds
+every image (PyTorch's runtime image dominates); later runs reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from morgan.lab import stack as st
+
+ROOT = Path(__file__).resolve().parents[2]
+MORGAN = str(ROOT / ".venv" / "bin" / "morgan")
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+
+def morgan(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    return subprocess.run(
+        [MORGAN, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def dev_stack() -> Iterator[subprocess.CompletedProcess[str]]:
+    result = morgan("up", "--stack", "dev")
+    try:
+        yield result
+    finally:
+        morgan("down", "--stack", "dev", "--volumes", timeout=300)
+
+
+def test_up_prints_gateway_key_and_curl(dev_stack: subprocess.CompletedProcess[str]) -> None:
+    out = dev_stack.stdout + dev_stack.stderr
+    assert dev_stack.returncode == 0, out[-3000:]
+    assert "Gateway: https://127.0.0.1:" in out
+    assert "API key: mk_" in out
+    assert "curl -sk https://127.0.0.1:" in out and "/api/text" in out
+
+
+def test_up_says_when_it_uses_tiny_models(dev_stack: subprocess.CompletedProcess[str]) -> None:
+    # The lab stack starts from empty volumes, so the tiny models are always seeded here.
+    assert st.TINY_MODEL_WARNING in dev_stack.stdout
+
+
+def test_status_lists_every_container_healthy(dev_stack: subprocess.CompletedProcess[str]) -> None:
+    result = morgan("status", "--stack", "dev")
+    assert result.returncode == 0, result.stdout + result.stderr
+    p = st.paths("dev")
+    rows = st.running_containers(p)
+    assert rows, "no containers after morgan up"
+    for row in rows:
+        assert row["State"] == "running", json.dumps(row)
+        assert row["Name"] in result.stdout
+    assert "morgan-core" in result.stdout and "passing" in result.stdout
+
+
+def test_logs_of_a_service_and_of_an_unknown_one(
+    dev_stack: subprocess.CompletedProcess[str],
+) -> None:
+    doc = st.paths("dev")
+    rows = st.running_containers(doc)
+    core = next(str(r["Service"]) for r in rows if "core" in str(r["Service"]))
+    result = morgan("logs", core, "--stack", "dev", "--tail", "50")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "core wrote no log lines"
+    bad = morgan("logs", "no-such-service", "--stack", "dev")
+    assert bad.returncode == 1
+    assert "no service 'no-such-service'" in bad.stdout and core in bad.stdout
+
+
+def test_verify_passes(dev_stack: subprocess.CompletedProcess[str]) -> None:
+    result = morgan("verify", "--stack", "dev", timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_up_again_reuses_every_image(dev_stack: subprocess.CompletedProcess[str]) -> None:
+    result = morgan("up", "--stack", "dev", timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "built in" not in result.stdout, "a second `morgan up` rebuilt an unchanged image"
+
+
+def test_down_keeps_volumes_unless_asked(dev_stack: subprocess.CompletedProcess[str]) -> None:
+    result = morgan("down", "--stack", "dev", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert st.running_containers(st.paths("dev")) == []
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "morgan-models" in volumes or any(v.endswith("_morgan-models") for v in volumes)
