@@ -107,7 +107,8 @@ def make_app(consul: ConsulClientFactory):  # type: ignore[no-untyped-def]
     return create_app(settings, routers=[router])
 
 
-def test_app_401s_and_public_paths(consul: ConsulClientFactory) -> None:
+def test_app_401s_and_public_paths(consul: ConsulClientFactory,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
     store = ApiKeyStore(consul)
     _, key = store.create("erin")
     expired_rec, expired_key = store.create("old", expires_days=1)
@@ -135,6 +136,9 @@ def test_app_401s_and_public_paths(consul: ConsulClientFactory) -> None:
             assert key not in r.text
         for path in ("/health", "/ready", "/metrics", "/open"):
             assert c.get(path).status_code == 200, path
+    logs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    served = [r for r in logs if r.get("route") == "/api/me" and r.get("status") == 200]
+    assert served and all(r["user_id"] == "erin" for r in served)
 
 
 def test_keys_cli_create_list_revoke(consul: ConsulClientFactory) -> None:
