@@ -124,7 +124,7 @@ def test_load_missing_file(tmp_path: Path) -> None:
 def test_load_file_without_fleet_key(tmp_path: Path) -> None:
     path = tmp_path / "Pulumi.x.yaml"
     path.write_text("config:\n  other:key: 1\n")
-    with pytest.raises(StackConfigError, match="has no config.morgan:fleet"):
+    with pytest.raises(StackConfigError, match=r"has no config\.morgan:fleet"):
         load_stack_file(path)
 
 

@@ -55,9 +55,7 @@ def test_create_update_read_delete(consul_server: Any, entries: dict[str, str]) 
     dropped = next(k for k in entries if k.endswith("core/system_prompt"))
     del changed[dropped]
     changed[some_key] = '"morgan-llm-canary"'
-    diff = provider.diff(
-        created.id, _props(consul_server, entries), _props(consul_server, changed)
-    )
+    diff = provider.diff(created.id, _props(consul_server, entries), _props(consul_server, changed))
     assert diff.changes
     provider.update(created.id, _props(consul_server, entries), _props(consul_server, changed))
     assert _kv(consul_server, some_key) == '"morgan-llm-canary"'

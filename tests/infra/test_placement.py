@@ -150,7 +150,7 @@ def test_redis_cluster_needs_three_hosts(homelab_raw: dict[str, Any]) -> None:
     homelab_raw["redis"] = {"mode": "cluster"}
     homelab_raw["postgres"] = {"primary": "h1"}
     homelab_raw["observability"] = {"host": "h1"}
-    with pytest.raises(PlacementError, match="redis.mode: 'cluster' needs three hosts"):
+    with pytest.raises(PlacementError, match=r"redis\.mode: 'cluster' needs three hosts"):
         plan_from(homelab_raw)
 
 
