@@ -97,8 +97,14 @@ def _wget_probe(port: int, path: str, tls: bool) -> tuple[str, ...]:
     return ("CMD-SHELL", f"wget -q {flags}-O /dev/null {scheme}://127.0.0.1:{port}{path} || exit 1")
 
 
-def _labels(replica: Replica, stack: str) -> dict[str, str]:
-    return {"morgan.role": replica.role, "morgan.stack": stack, "morgan.host": replica.host}
+def _labels(plan: Plan, replica: Replica) -> dict[str, str]:
+    return {
+        "morgan.role": replica.role,
+        "morgan.stack": plan.config.stack,
+        "morgan.host": replica.host,
+        # Read by the policy pack: GPU requests only where this is "true".
+        "morgan.host.gpu": str(plan.config.host(replica.host).has_gpu).lower(),
+    }
 
 
 def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
@@ -156,7 +162,7 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         healthcheck=Healthcheck(test=_http_probe(port, "/health", tls), start_period="120s"),
         memory_mb=svc.memory_mb,
         gpu=svc.device == "cuda" and host.has_gpu,
-        labels=_labels(replica, cfg.stack),
+        labels=_labels(plan, replica),
     )
 
 
@@ -248,7 +254,7 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         tls=_tls(plan, replica.role),
         healthcheck=Healthcheck(test=("CMD", "consul", "members"), start_period="20s"),
         memory_mb=256,
-        labels=_labels(replica, cfg.stack),
+        labels=_labels(plan, replica),
     )
 
 
@@ -296,7 +302,7 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             start_period="60s",
         ),
         memory_mb=pg.memory_mb,
-        labels=_labels(replica, cfg.stack),
+        labels=_labels(plan, replica),
     )
 
 
@@ -337,7 +343,7 @@ def redis_specs(plan: Plan) -> list[ContainerSpec]:
                     start_period="10s",
                 ),
                 memory_mb=cfg.redis.memory_mb,
-                labels=_labels(replica, cfg.stack),
+                labels=_labels(plan, replica),
             )
         )
     if cluster:
@@ -357,7 +363,7 @@ def redis_specs(plan: Plan) -> list[ContainerSpec]:
                 memory_mb=64,
                 restart="on-failure",
                 one_shot=True,
-                labels={**_labels(first, cfg.stack), "morgan.role": "redis-cluster-create"},
+                labels={**_labels(plan, first), "morgan.role": "redis-cluster-create"},
             )
         )
     return specs
@@ -393,7 +399,7 @@ def qdrant_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             test=("CMD-SHELL", "bash -c ':> /dev/tcp/127.0.0.1/6333' || exit 1")
         ),
         memory_mb=cfg.qdrant.memory_mb,
-        labels=_labels(replica, cfg.stack),
+        labels=_labels(plan, replica),
     )
 
 
@@ -440,7 +446,7 @@ def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             start_period="10s",
         ),
         memory_mb=256,
-        labels=_labels(replica, cfg.stack),
+        labels=_labels(plan, replica),
     )
 
 
@@ -457,7 +463,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         "host": replica.host,
         "platform": cfg.host(replica.host).platform,
         "tls": _tls(plan, role),
-        "labels": _labels(replica, cfg.stack),
+        "labels": _labels(plan, replica),
     }
     if role == "prometheus":
         files = [

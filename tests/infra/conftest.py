@@ -11,6 +11,7 @@ import yaml
 
 from infra.config import CONFIG_KEY, MorganStackConfig, load_stack_file, parse_stack_config
 from infra.placement import Plan, make_plan
+from tests.infra.program import Built, build_under_mocks
 
 ROOT = Path(__file__).resolve().parents[2]
 HOMELAB_FILE = ROOT / "stacks" / "Pulumi.homelab.yaml"
@@ -48,3 +49,9 @@ def homelab_raw() -> dict[str, Any]:
 
 def plan_from(raw: dict[str, Any]) -> Plan:
     return make_plan(parse_stack_config(raw))
+
+
+@pytest.fixture(scope="session")
+def built(homelab_plan: Plan, dev_plan: Plan) -> dict[str, Built]:
+    """Both stacks' programs run once under mocks, shared by the component and policy tests."""
+    return {"homelab": build_under_mocks(homelab_plan), "dev": build_under_mocks(dev_plan)}

@@ -2,55 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from typing import Any
 
-import pulumi
 import pytest
 
-from infra.fleet import Fleet, build_fleet
-from infra.outputs import stack_outputs
-from infra.placement import Plan
 from infra.specs import build_specs
-from tests.infra.mocks import SECRET_MARK, RecordingMocks, is_secret, plain_strings, unwrap
+from tests.infra.mocks import SECRET_MARK, is_secret, plain_strings, unwrap
+from tests.infra.program import Built
 
 pytestmark = pytest.mark.unit
 
 CONTAINER = "docker:index/container:Container"
-
-
-@dataclass
-class Built:
-    plan: Plan
-    mocks: RecordingMocks
-    outputs: dict[str, tuple[Any, bool]]
-
-
-def _build(plan: Plan) -> Built:
-    mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="morgan", stack=plan.config.stack, preview=False)
-    resolved: dict[str, tuple[Any, bool]] = {}
-
-    @pulumi.runtime.test
-    def program() -> pulumi.Output[Any]:
-        fleet: Fleet = build_fleet(plan)
-        outputs = stack_outputs(fleet)
-
-        async def settle() -> None:
-            for key, value in outputs.items():
-                out = pulumi.Output.from_input(value)
-                resolved[key] = (await out.future(), bool(await out.is_secret()))
-
-        return pulumi.Output.from_input(asyncio.ensure_future(settle()))
-
-    program()
-    return Built(plan=plan, mocks=mocks, outputs=resolved)
-
-
-@pytest.fixture(scope="module")
-def built(homelab_plan: Plan, dev_plan: Plan) -> dict[str, Built]:
-    return {"homelab": _build(homelab_plan), "dev": _build(dev_plan)}
 
 
 @pytest.fixture(params=["homelab", "dev"])

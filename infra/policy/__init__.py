@@ -1,0 +1,1 @@
+"""CrossGuard policy pack with the fleet invariants: pulumi preview --policy-pack infra/policy."""
