@@ -72,9 +72,9 @@ async def test_keys_are_required_and_revoked_keys_refused(core: CoreServer, api_
     async with httpx.AsyncClient(base_url=core.url) as anon:
         assert (await anon.get("/health")).status_code == 200
         missing = await anon.post("/api/text", json=body)
-        assert missing.status_code == 401 and "missing API key" in missing.json()["error"]
+        assert missing.status_code == 401 and "missing API key" in missing.json()["detail"]
         revoked = await anon.post("/api/text", json=body, headers={"X-API-Key": api_keys.revoked})
-        assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]
+        assert revoked.status_code == 401 and "revoked" in revoked.json()["detail"]
         bogus = await anon.get("/api/conversations?user_id=x", headers={"X-API-Key": "nope"})
         assert bogus.status_code == 401
         bearer = await anon.get(

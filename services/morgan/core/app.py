@@ -80,6 +80,7 @@ async def start_core(app: FastAPI) -> None:
         llm=s.llm_service, stt=s.stt_service, tts=s.tts_service,
         llm_model=s.llm_model, max_tokens=s.llm_max_tokens,
         temperature=s.llm_temperature, voice=s.tts_voice,
+        api_key=s.service_api_key.get_secret_value() or None,
     )  # fmt: skip
     app.state.orchestrator = Orchestrator(s, models, store, memory)
 

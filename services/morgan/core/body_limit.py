@@ -7,6 +7,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# Past this much, stop reading a refused body and just close the connection.
+_DRAIN_CAP = 128 * 1024 * 1024
+
 
 class BodyLimitMiddleware:
     """``limits(path) -> max bytes or None``; checks Content-Length, then counts chunks."""
@@ -14,6 +17,17 @@ class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, *, limits: Callable[[str], int | None]) -> None:
         self.app = app
         self.limits = limits
+
+    async def _drain(self, receive: Receive, more: bool = True) -> None:
+        """Read and drop the rest of the body (up to a cap) so the client sees our 413
+        instead of a connection reset from unread data."""
+        dropped = 0
+        while more and dropped < _DRAIN_CAP:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            more = message.get("more_body", False)
 
     async def _reject(self, send: Send, limit: int, size: int | None) -> None:
         got = f"{size / 1e6:.1f} MB" if size is not None else "more"
@@ -45,6 +59,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     size = 0
                 if size > limit:
+                    await self._drain(receive)
                     await self._reject(send, limit, size)
                     return
                 # The server enforces Content-Length, so the body cannot grow beyond it.
@@ -60,6 +75,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > limit:
+                await self._drain(receive, message.get("more_body", False))
                 await self._reject(send, limit, None)
                 return
             chunks.append(chunk)

@@ -26,6 +26,11 @@ class CoreSettings(ServiceSettings):
         "You are Morgan, a helpful voice assistant. Answer briefly and clearly.",
         description="System message of every conversation.",
     )
+    service_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="API key core sends to the model services (their /v1 routes need one "
+        "unless they run with auth_enabled=false); create it with `morgan keys create`.",
+    )
     tts_voice: str = Field("default", description="`voice` sent to /v1/audio/speech.")
     stt_timeout_seconds: float = Field(30.0, gt=0, description="Limit of the STT stage.")
     llm_timeout_seconds: float = Field(60.0, gt=0, description="Limit of the LLM stage.")

@@ -40,8 +40,10 @@ class ModelClients:
         max_tokens: int,
         temperature: float,
         voice: str,
+        api_key: str | None = None,
     ) -> None:
         self.http = http
+        self.headers = {"X-API-Key": api_key} if api_key else {}
         self.llm, self.stt, self.tts = llm, stt, tts
         self.llm_model = llm_model
         self.max_tokens = max_tokens
@@ -53,7 +55,9 @@ class ModelClients:
     ) -> httpx.Response:
         try:
             async with asyncio.timeout(timeout_s):
-                resp = await self.http.request(service, "POST", timeout=timeout_s, **kwargs)
+                resp = await self.http.request(
+                    service, "POST", timeout=timeout_s, headers=self.headers, **kwargs
+                )
         except TimeoutError as exc:
             raise StageTimeoutError(
                 f"{stage}: {service} did not answer within {timeout_s:.0f}s "
@@ -131,6 +135,7 @@ class ModelClients:
             async with asyncio.timeout(timeout_s), self.http.stream(
                 self.llm, "POST", "/v1/chat/completions",
                 json=self._chat_body(messages, stream=True),
+                headers=self.headers,
                 idempotency_key=idempotency_key,
                 timeout=timeout_s,
             ) as resp:  # fmt: skip

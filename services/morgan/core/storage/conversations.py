@@ -11,10 +11,11 @@ unknown commit outcome never duplicates a turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -33,6 +34,9 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.InterfaceError,  # "connection is closed", pool closing mid-call
+    # A backend killed mid-statement can leave the client protocol confused
+    # ("cannot switch to state ..."); the connection is dropped and a fresh one used.
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
@@ -109,7 +113,7 @@ class ConversationRepository:
             return False
 
     async def _select_one(self) -> None:
-        async with self.pool.acquire() as conn:
+        async with self._acquire() as conn:
             await conn.fetchval("SELECT 1")
 
     async def _ensure_pool(self) -> asyncpg.Pool:
@@ -129,6 +133,18 @@ class ConversationRepository:
         if pool is None:  # asyncpg types allow it; never happens for an awaited create_pool
             raise DatabaseUnavailableError("asyncpg.create_pool returned no pool")
         return pool
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; one that failed with a connection error is closed for good
+        instead of going back to the pool."""
+        async with self.pool.acquire() as conn:
+            try:
+                yield conn
+            except _CONNECTION_ERRORS:
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+                raise
 
     # -- retry ---------------------------------------------------------------
 
@@ -150,6 +166,10 @@ class ConversationRepository:
                 return await fn()
             except _CONNECTION_ERRORS as exc:
                 last = exc
+                if self._pool is not None:
+                    # One lost connection usually means the server restarted or killed
+                    # backends: every idle connection is suspect, so reopen them lazily.
+                    await self._pool.expire_connections()
                 if attempt == tries:
                     break
                 delay = min(self._max_delay_s, self._base_delay_s * 2 ** (attempt - 1))
@@ -175,7 +195,7 @@ class ConversationRepository:
         cid = conversation_id or str(uuid.uuid4())
 
         async def op() -> None:
-            async with self.pool.acquire() as conn:
+            async with self._acquire() as conn:
                 await conn.execute(
                     "INSERT INTO conversations (id, user_id) VALUES ($1, $2) "
                     "ON CONFLICT (id) DO NOTHING",
@@ -192,7 +212,7 @@ class ConversationRepository:
             return None
 
         async def op() -> asyncpg.Record | None:
-            async with self.pool.acquire() as conn:
+            async with self._acquire() as conn:
                 return await conn.fetchrow(
                     "SELECT c.id, c.user_id, c.created_at, c.updated_at, "
                     "(SELECT count(*) FROM turns t WHERE t.conversation_id = c.id) AS n "
@@ -205,7 +225,7 @@ class ConversationRepository:
 
     async def list_conversations(self, user_id: str, limit: int = 100) -> list[Conversation]:
         async def op() -> list[asyncpg.Record]:
-            async with self.pool.acquire() as conn:
+            async with self._acquire() as conn:
                 return await conn.fetch(
                     "SELECT c.id, c.user_id, c.created_at, c.updated_at, "
                     "(SELECT count(*) FROM turns t WHERE t.conversation_id = c.id) AS n "
@@ -221,7 +241,7 @@ class ConversationRepository:
         """The ``limit`` most recently active conversations (for cache warming)."""
 
         async def op() -> list[asyncpg.Record]:
-            async with self.pool.acquire() as conn:
+            async with self._acquire() as conn:
                 return await conn.fetch(
                     "SELECT id FROM conversations ORDER BY updated_at DESC LIMIT $1", limit
                 )
@@ -234,7 +254,7 @@ class ConversationRepository:
             return False
 
         async def op() -> str:
-            async with self.pool.acquire() as conn:
+            async with self._acquire() as conn:
                 return str(await conn.execute("DELETE FROM conversations WHERE id = $1", cid))
 
         # A retried DELETE may report 0 rows if the first attempt committed; both mean gone.
@@ -247,7 +267,7 @@ class ConversationRepository:
             return 0
 
         async def op() -> str:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self._acquire() as conn, conn.transaction():
                 status = await conn.execute("DELETE FROM turns WHERE conversation_id = $1", cid)
                 await conn.execute("UPDATE conversations SET updated_at = now() WHERE id = $1", cid)
                 return str(status)
@@ -273,7 +293,7 @@ class ConversationRepository:
         timings_json = json.dumps(timings or {})
 
         async def op() -> asyncpg.Record:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self._acquire() as conn, conn.transaction():
                 await conn.execute(
                     "INSERT INTO turns (id, conversation_id, user_text, assistant_text, "
                     "source, timings) VALUES ($1, $2, $3, $4, $5, $6::jsonb) "
@@ -308,7 +328,7 @@ class ConversationRepository:
             return []
 
         async def op() -> list[asyncpg.Record]:
-            async with self.pool.acquire() as conn:
+            async with self._acquire() as conn:
                 return await conn.fetch(
                     "SELECT * FROM (SELECT id, conversation_id, user_text, assistant_text, "
                     "source, timings, created_at, seq FROM turns WHERE conversation_id = $1 "
@@ -325,7 +345,7 @@ class ConversationRepository:
             return []
 
         async def op() -> list[asyncpg.Record]:
-            async with self.pool.acquire() as conn:
+            async with self._acquire() as conn:
                 return await conn.fetch(
                     "SELECT id, conversation_id, user_text, assistant_text, source, timings, "
                     "created_at FROM turns WHERE conversation_id = $1 ORDER BY seq",
