@@ -124,7 +124,8 @@ class ChatService:
             raise ModelRequestError(
                 413, f"messages hold {chars} characters, over the limit of "
                 f"{s.max_prompt_chars}; shorten the conversation", param="messages")
-        max_tokens = request.max_completion_tokens or request.max_tokens or s.default_max_tokens
+        max_tokens = (request.max_completion_tokens or request.max_tokens
+                      or min(s.default_max_tokens, s.max_tokens_limit))
         if max_tokens > s.max_tokens_limit:
             raise ModelRequestError(
                 400, f"max_tokens {max_tokens} is over this server's limit of "

@@ -5,7 +5,8 @@ handling) without any model hub. Each builder writes a complete model
 directory in the same layout as a real model of its kind:
 
 - ``build_tiny_llm``: a 2-layer Llama with a byte-level BPE tokenizer and a
-  ChatML chat template (transformers format, safetensors weights).
+  ChatML chat template (transformers format, safetensors weights); it never emits
+  its end token, so every reply is exactly ``max_tokens`` long.
 - ``build_tiny_whisper``: a 1-layer Whisper converted to CTranslate2 with a
   tokenizer that follows Whisper's id layout (faster-whisper format).
 - ``build_tiny_vits``: a small VITS with espeak-ng phonemes (Coqui format).
@@ -31,7 +32,7 @@ from typing import Any, Literal
 ModelKind = Literal["llm", "stt", "tts"]
 
 # Bump a version when its builder changes so cached copies are rebuilt.
-BUILDER_VERSIONS: dict[str, int] = {"llm": 1, "stt": 1, "tts": 1}
+BUILDER_VERSIONS: dict[str, int] = {"llm": 2, "stt": 1, "tts": 1}
 
 _CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -108,6 +109,9 @@ def build_tiny_llm(target: Path) -> Path:
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
+    # Random weights would end a reply at a random point; suppressing the end token makes
+    # every reply run to max_tokens, so tests and benchmarks control its length exactly.
+    model.generation_config.suppress_tokens = [raw.token_to_id("<|im_end|>")]
     model.save_pretrained(target)
     model.generation_config.save_pretrained(target)
     return target

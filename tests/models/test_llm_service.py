@@ -1,0 +1,200 @@
+"""morgan-llm in process with the tiny model on the transformers engine (CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from morgan.llm.app import build_app
+from morgan.llm.config import LLMSettings
+
+from tests.models.conftest import local_settings, running
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+in_session_loop = pytest.mark.asyncio(loop_scope="session")
+
+HELLO = [{"role": "user", "content": "Hello, who are you?"}]
+
+
+def settings(model_dir: Path, **overrides: Any) -> LLMSettings:
+    values: dict[str, Any] = {"model_dir": model_dir, "model": "tiny", **local_settings()}
+    values.update(overrides)
+    return LLMSettings(**values)
+
+
+def sse_events(body: str) -> list[Any]:
+    events = []
+    for block in body.split("\n\n"):
+        if not block.strip():
+            continue
+        assert block.startswith("data: "), block
+        payload = block[len("data: "):]
+        events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+@in_session_loop
+async def test_completion_models_and_metrics(model_dir: Path) -> None:
+    async with running(build_app(settings(model_dir))) as client:
+        models = (await client.get("/v1/models")).json()
+        assert models["object"] == "list"
+        assert [m["id"] for m in models["data"]] == ["tiny"]
+
+        reply = await client.post("/v1/chat/completions", json={
+            "model": "tiny", "messages": HELLO, "max_tokens": 6, "temperature": 0})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["object"] == "chat.completion" and body["model"] == "tiny"
+        choice = body["choices"][0]
+        assert choice["message"]["role"] == "assistant"
+        assert isinstance(choice["message"]["content"], str)
+        assert choice["finish_reason"] == "length"  # the tiny model never ends on its own
+        usage = body["usage"]
+        assert usage["completion_tokens"] == 6
+        assert usage["prompt_tokens"] > 5
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+        again = await client.post("/v1/chat/completions", json={
+            "messages": HELLO, "max_tokens": 6, "temperature": 0})
+        assert again.json()["choices"][0]["message"] == choice["message"], "greedy is repeatable"
+
+        metrics = (await client.get("/metrics")).text
+        assert 'morgan_model_load_seconds{model="tiny",service="morgan-llm"}' in metrics
+        assert 'morgan_llm_tokens_total{kind="completion",model="tiny"}' in metrics
+        assert "morgan_llm_tokens_per_second_count" in metrics
+        assert 'morgan_model_queue_depth{service="morgan-llm"} 0.0' in metrics
+
+
+@in_session_loop
+async def test_streaming_is_openai_sse_ending_in_done(model_dir: Path) -> None:
+    async with running(build_app(settings(model_dir))) as client:
+        reply = await client.post("/v1/chat/completions", json={
+            "messages": HELLO, "max_tokens": 5, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}})
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(reply.text)
+        assert events[-1] == "[DONE]"
+        chunks = events[:-1]
+        assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+        assert len({c["id"] for c in chunks}) == 1
+        assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+        finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+        assert finishes[-1] == "length" and all(f is None for f in finishes[:-1])
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 5
+
+        streamed = "".join(c["choices"][0]["delta"].get("content", "")
+                           for c in chunks if c["choices"])
+        whole = await client.post("/v1/chat/completions", json={
+            "messages": HELLO, "max_tokens": 5, "temperature": 0})
+        assert streamed == whole.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"messages": []}, 400, "messages is empty"),
+        ({"messages": [{"role": "user", "content": "  "}]}, 400, "every message is empty"),
+        ({"messages": HELLO, "max_tokens": 100000}, 400, "over this server's limit of 64"),
+        ({"messages": HELLO, "model": "gpt-4"}, 404, "not served here"),
+        ({"messages": HELLO, "n": 2}, 400, "n must be 1"),
+        ({"messages": [{"role": "user", "content": "x" * 5000}]}, 413, "over the limit"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
+         "text parts only"),
+        ({"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, 400, "at most 4"),
+        ({"messages": HELLO, "temperature": 9}, 422, "temperature"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, 422, "role"),
+        ({"messages": HELLO, "tools": [{"type": "function"}]}, 400, "tools are not supported"),
+    ],
+)
+@in_session_loop
+async def test_bad_requests_get_4xx_naming_the_problem(
+    model_dir: Path, body: dict[str, Any], status: int, needle: str
+) -> None:
+    app = build_app(settings(model_dir, max_tokens_limit=64, max_prompt_chars=4000))
+    async with running(app) as client:
+        for stream in (False, True):
+            reply = await client.post("/v1/chat/completions", json={**body, "stream": stream})
+            assert reply.status_code == status, reply.text
+            assert needle in reply.json()["error"]
+
+
+@in_session_loop
+async def test_prompt_plus_max_tokens_over_context_is_400(model_dir: Path) -> None:
+    app = build_app(settings(model_dir, max_context_tokens=40, max_tokens_limit=64))
+    async with running(app) as client:
+        reply = await client.post("/v1/chat/completions", json={
+            "messages": HELLO, "max_tokens": 30})
+        assert reply.status_code == 400
+        assert "over the context limit of 40" in reply.json()["error"]
+
+
+@in_session_loop
+async def test_invalid_json_is_422(model_dir: Path) -> None:
+    async with running(build_app(settings(model_dir))) as client:
+        reply = await client.post("/v1/chat/completions", content=b"{not json",
+                                  headers={"content-type": "application/json"})
+        assert reply.status_code == 422
+        assert "error" in reply.json()
+
+
+@in_session_loop
+async def test_full_queue_answers_503_with_retry_after(model_dir: Path) -> None:
+    app = build_app(settings(model_dir, max_concurrency=1, max_queue=0, max_tokens_limit=4096))
+    async with running(app) as client:
+        service = app.state.chat_service
+        long_run = asyncio.create_task(client.post("/v1/chat/completions", json={
+            "messages": HELLO, "max_tokens": 400, "temperature": 0}))
+        for _ in range(400):
+            if service.limiter.running == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert service.limiter.running == 1
+        refused = await client.post("/v1/chat/completions", json={"messages": HELLO,
+                                                                    "max_tokens": 2})
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "busy" in refused.json()["error"]
+        assert (await long_run).status_code == 200
+        metrics = (await client.get("/metrics")).text
+        assert 'morgan_model_requests_rejected_total{service="morgan-llm"}' in metrics
+
+
+@in_session_loop
+async def test_request_timeout_stops_generation(model_dir: Path) -> None:
+    app = build_app(settings(model_dir, request_timeout_seconds=0.3, max_tokens_limit=4096,
+                             max_context_tokens=8192))
+    async with running(app) as client:
+        reply = await client.post("/v1/chat/completions", json={
+            "messages": HELLO, "max_tokens": 3000})
+        assert reply.status_code == 504
+        assert "request_timeout_seconds" in reply.json()["error"]
+
+        streamed = await client.post("/v1/chat/completions", json={
+            "messages": HELLO, "max_tokens": 3000, "stream": True})
+        events = sse_events(streamed.text)
+        assert events[-1] == "[DONE]"
+        assert "request_timeout_seconds" in events[-2]["error"]
+        assert app.state.chat_service.limiter.running == 0
+
+
+@in_session_loop
+async def test_idle_model_is_unloaded_and_reloaded(model_dir: Path) -> None:
+    app = build_app(settings(model_dir, idle_unload_seconds=0.3))
+    async with running(app) as client:
+        holder = app.state.model_holder
+        for _ in range(100):
+            if not holder.loaded:
+                break
+            await asyncio.sleep(0.05)
+        assert not holder.loaded
+        assert (await client.get("/ready")).status_code == 200
+        assert 'morgan_model_loaded{model="tiny",service="morgan-llm"} 0.0' in (
+            await client.get("/metrics")).text
+        reply = await client.post("/v1/chat/completions", json={"messages": HELLO,
+                                                                "max_tokens": 2})
+        assert reply.status_code == 200
+        assert holder.loads == 2
