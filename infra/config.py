@@ -185,8 +185,9 @@ class ImagesConfig(StrictModel):
     registry: str = ""
     version: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] = "0.1.0"
     build: bool = True
-    base_image_cpu: str = "debian:bookworm-slim"
-    base_image_cuda: str = "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
+    # scripts/setup builds morgan-base (Debian bookworm with Python 3.11) on every machine.
+    base_image_cpu: str = "morgan-base:py3.11-bookworm"
+    base_image_cuda: str = "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"
     support: ImageOverrides = ImageOverrides()
 
 

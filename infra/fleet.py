@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pulumi
 
+from infra.builds import build_steps
 from infra.components.consul import ConsulCluster, ConsulClusterArgs
 from infra.components.consul_kv import ConsulKv, ConsulKvArgs
 from infra.components.containers import DeployContext
@@ -20,7 +21,7 @@ from infra.components.data import (
 )
 from infra.components.gateway import Gateway, GatewayArgs
 from infra.components.host import Host, HostArgs
-from infra.components.images import ImageBuild, Images, ImagesArgs
+from infra.components.images import Images, ImagesArgs
 from infra.components.observability import Observability, ObservabilityArgs
 from infra.components.pki import CertificateRequest, Pki, PkiArgs
 from infra.components.secrets import FleetSecrets, FleetSecretsArgs
@@ -118,19 +119,14 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
             ),
         )
 
-    builds = tuple(
-        ImageBuild(
-            host=host_name,
-            name=name,
-            ref=ref,
-            base_image=ref.base_image(plan),
-            platform=cfg.host(host_name).platform,
-            context=str(root / "images" / ref.service),
-        )
-        for (host_name, name), ref in sorted(morgan_images.items())
-    )
     images = Images(
-        "images", ImagesArgs(hosts=hosts, builds=builds, push=bool(cfg.images.registry))
+        "images",
+        ImagesArgs(
+            hosts=hosts,
+            steps=build_steps(plan, root),
+            context=str(root),
+            push=bool(cfg.images.registry),
+        ),
     )
     ctx = DeployContext(hosts=hosts, secrets=secrets, pki=pki, built_images=dict(images.built))
 

@@ -242,7 +242,8 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         host=replica.host,
         image=cfg.images.support.consul,
         platform=cfg.host(replica.host).platform,
-        command=("agent", "-config-dir=/consul/config"),
+        # The image entrypoint adds -data-dir and -config-dir=/consul/config.
+        command=("agent",),
         env=env,
         secret_env=(
             SecretEnv("CONSUL_LOCAL_CONFIG", consul_cfg.secret_config_template(server=server)),

@@ -7,24 +7,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from infra.builds import BuildStep
 from infra.components.host import Host
-from infra.specs import ImageRef
-
-
-@dataclass(frozen=True)
-class ImageBuild:
-    host: str
-    name: str
-    ref: ImageRef
-    base_image: str
-    platform: str
-    context: str
 
 
 @dataclass(frozen=True)
 class ImagesArgs:
     hosts: dict[str, Host]
-    builds: tuple[ImageBuild, ...]
+    steps: tuple[BuildStep, ...]
+    context: str
     push: bool = False
 
 
@@ -36,18 +27,20 @@ class Images(pulumi.ComponentResource):
     ) -> None:
         super().__init__("morgan:images:Images", name, None, opts)
         self.built = {}
-        for build in args.builds:
-            host = args.hosts[build.host]
-            self.built[(build.host, build.name)] = docker.Image(
-                f"{build.host}-{build.ref.service}-{build.ref.variant}",
-                image_name=build.name,
+        for step in args.steps:  # runtime images come first: services start FROM them
+            host = args.hosts[step.host]
+            after = [self.built[(step.host, n)] for n in step.after]
+            resource_name = f"{step.host}-{step.name.rsplit('/', 1)[-1].replace(':', '-')}"
+            self.built[step.key] = docker.Image(
+                resource_name,
+                image_name=step.name,
                 build=docker.DockerBuildArgs(
-                    context=build.context,
-                    dockerfile=f"{build.context}/Dockerfile",
-                    platform=build.platform,
-                    args={"BASE_IMAGE": build.base_image, "MORGAN_DEVICE": build.ref.variant},
+                    context=args.context,
+                    dockerfile=f"{args.context}/{step.dockerfile}",
+                    platform=step.platform,
+                    args=step.args,
                 ),
                 skip_push=not args.push,
-                opts=pulumi.ResourceOptions(parent=self, provider=host.provider),
+                opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=after),
             )
-        self.register_outputs({"images": sorted({f"{b.name} ({b.platform})" for b in args.builds})})
+        self.register_outputs({"images": sorted({f"{s.name} ({s.platform})" for s in args.steps})})

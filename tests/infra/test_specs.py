@@ -129,3 +129,23 @@ def test_standby_clones_the_primary(homelab_plan: Plan) -> None:
     init = next(f for f in primary.files if f.path.endswith("10-replication.sh"))
     assert "pg_create_physical_replication_slot('standby_h3')" in init.content
     assert "wal_level=replica" in primary.command
+
+
+def test_build_steps_runtime_first_then_services(homelab_plan: Plan) -> None:
+    from infra.builds import build_steps
+    from tests.infra.conftest import ROOT
+
+    steps = build_steps(homelab_plan, ROOT)
+    built: set[tuple[str, str]] = set()
+    for step in steps:
+        for name in step.after:
+            assert (step.host, name) in built, f"{step.name} on {step.host} built before {name}"
+        built.add(step.key)
+        assert step.args["BASE_IMAGE"]
+        assert (ROOT / step.dockerfile).is_file(), step.dockerfile
+        assert step.platform == homelab_plan.config.host(step.host).platform
+    h4 = {s.name for s in steps if s.host == "h4"}
+    assert h4 == {"morgan-runtime-torch:0.1.0", "morgan-core:0.1.0", "morgan-llm:0.1.0"}
+    stt_cuda = next(s for s in steps if s.host == "h2" and s.name == "morgan-stt:0.1.0-cuda")
+    assert stt_cuda.dockerfile == "images/stt/Dockerfile.cuda"
+    assert stt_cuda.args["CUDA_BASE_IMAGE"].startswith("nvidia/cuda")
