@@ -1,0 +1,126 @@
+"""Consul agent configs (servers, client agents, the secret part) through `consul validate`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra.configs import consul as consul_cfg
+from infra.model import TLS_DIR
+from infra.placement import Plan
+from tests.harness.binaries import find_binary
+
+pytestmark = pytest.mark.integration
+
+
+def _tls_files(tmp_path: Path) -> Path:
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=server.morgan.consul",
+            "-keyout",
+            str(tls / "key.pem"),
+            "-out",
+            str(tls / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    (tls / "ca.pem").write_text((tls / "cert.pem").read_text())
+    return tls
+
+
+def _validate(
+    plan: Plan, host: str, server: bool, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    config_dir = tmp_path / f"{host}-{'server' if server else 'agent'}"
+    config_dir.mkdir()
+    text = consul_cfg.render(consul_cfg.agent_config(plan, host, server=server))
+    if plan.config.security.internal_tls:
+        text = text.replace(TLS_DIR, str(_tls_files(config_dir)))
+    document = json.loads(text)
+    document["data_dir"] = str(config_dir / "data")
+    (config_dir / "morgan.json").write_text(json.dumps(document))
+    secret = consul_cfg.secret_config_template(server=server).format(
+        consul_gossip_key="pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=",
+        consul_management_token="0b0a0a4e-51a5-4f1f-9b6c-2f1d0c4b8e11",
+    )
+    (config_dir / "local.json").write_text(secret)
+    return subprocess.run(
+        [find_binary("consul"), "validate", str(config_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "server"), [("h1", True), ("h1", False), ("h2", False), ("h4", True)]
+)
+def test_homelab_agent_configs_validate(
+    homelab_plan: Plan, host: str, server: bool, tmp_path: Path
+) -> None:
+    result = _validate(homelab_plan, host, server, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dev_server_doubles_as_agent_and_validates(dev_plan: Plan, tmp_path: Path) -> None:
+    document = consul_cfg.agent_config(dev_plan, "local", server=True)
+    assert document["ports"]["http"] == 8500 and document["ports"]["dns"] == 8600
+    assert {s["name"] for s in document["services"]} == {"postgres-primary", "redis", "prometheus"}
+    result = _validate(dev_plan, "local", True, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_consul_validate_rejects_a_broken_config(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text(
+        json.dumps({"ports": {"http": "x"}, "data_dir": str(tmp_path)})
+    )
+    result = subprocess.run(
+        [find_binary("consul"), "validate", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+
+
+@pytest.mark.unit
+def test_servers_expect_each_other_and_agents_join_them(homelab_plan: Plan) -> None:
+    server = consul_cfg.agent_config(homelab_plan, "h3", server=True)
+    agent = consul_cfg.agent_config(homelab_plan, "h2", server=False)
+    assert server["bootstrap_expect"] == 3
+    joins = ["h1.lan:8301", "h3.lan:8301", "h4.lan:8301"]
+    assert server["retry_join"] == joins and agent["retry_join"] == joins
+    assert server["acl"]["default_policy"] == "deny"
+    assert server["tls"]["defaults"]["verify_incoming"] is True
+    assert agent["ports"]["http"] == -1 and agent["ports"]["https"] == 8501
+    # The server and the agent on one host use different gossip ports.
+    h1_server = consul_cfg.agent_config(homelab_plan, "h1", server=True)["ports"]["serf_lan"]
+    h1_agent = consul_cfg.agent_config(homelab_plan, "h1", server=False)["ports"]["serf_lan"]
+    assert h1_server != h1_agent
+
+
+@pytest.mark.unit
+def test_agents_register_the_supporting_servers_of_their_host(homelab_plan: Plan) -> None:
+    h3 = consul_cfg.agent_config(homelab_plan, "h3", server=False)
+    names = {s["name"] for s in h3["services"]}
+    assert names == {"postgres-standby", "redis", "prometheus", "alertmanager", "grafana", "loki"}
+    assert all(s["address"] == "h3.lan" for s in h3["services"])
+    assert "services" not in consul_cfg.agent_config(homelab_plan, "h3", server=True)
