@@ -32,7 +32,7 @@ from typing import Any, Literal
 ModelKind = Literal["llm", "stt", "tts"]
 
 # Bump a version when its builder changes so cached copies are rebuilt.
-BUILDER_VERSIONS: dict[str, int] = {"llm": 2, "stt": 1, "tts": 1}
+BUILDER_VERSIONS: dict[str, int] = {"llm": 2, "stt": 2, "tts": 2}
 
 _CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -272,6 +272,9 @@ def build_tiny_vits(target: Path) -> Path:
         resblock_kernel_sizes_decoder=[3],
         resblock_dilation_sizes_decoder=[[1, 3, 5]],
         init_discriminator=False,
+        # No sampling noise: the same text always gives the same audio (repeatable tests).
+        inference_noise_scale=0.0,
+        inference_noise_scale_dp=0.0,
     )
     config = VitsConfig(
         model_args=model_args,
@@ -314,6 +317,7 @@ def cached_tiny_model(kind: ModelKind, cache_root: Path | None = None) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
         try:
             BUILDERS[kind](staging)
+            staging.chmod(0o755)  # mkdtemp makes it private; images and other users read it
             if final.exists():
                 shutil.rmtree(final)
             staging.rename(final)
