@@ -41,17 +41,34 @@ def _client(props: dict[str, Any]) -> Any:
     )
 
 
-def _put_all(client: Any, entries: dict[str, str]) -> None:
-    for key, value in sorted(entries.items()):
-        if not client.kv.put(key, value):
-            raise RuntimeError(f"Consul refused to write {key}; check the ACL token's key policy")
+# Consul accepts at most 64 operations per transaction.
+TXN_LIMIT = 64
+
+
+def _apply(client: Any, sets: dict[str, str], deletes: list[str]) -> None:
+    """Write and delete in transactions: a batch lands whole or not at all."""
+    import base64
+
+    ops = [
+        {"KV": {"Verb": "set", "Key": k, "Value": base64.b64encode(v.encode()).decode()}}
+        for k, v in sorted(sets.items())
+    ] + [{"KV": {"Verb": "delete", "Key": k}} for k in sorted(deletes)]
+    for start in range(0, len(ops), TXN_LIMIT):
+        try:
+            client.txn.put(ops[start : start + TXN_LIMIT])
+        except Exception as error:
+            raise RuntimeError(
+                f"Consul refused the KV transaction ({error}); check that the token may write"
+                " morgan/config/ and that the servers have a leader (consul operator raft"
+                " list-peers)"
+            ) from error
 
 
 class ConsulKvProvider(ResourceProvider):
     """CRUD of a set of KV entries. Inputs: address, scheme, token, ca_pem, entries."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        _put_all(_client(props), dict(props["entries"]))
+        _apply(_client(props), dict(props["entries"]), [])
         return CreateResult(id_=f"kv-{props['prefix']}", outs=dict(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -63,17 +80,13 @@ class ConsulKvProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        client = _client(news)
         new_entries = dict(news["entries"])
-        for key in sorted(set(olds.get("entries", {})) - set(new_entries)):
-            client.kv.delete(key)
-        _put_all(client, new_entries)
+        gone = sorted(set(olds.get("entries", {})) - set(new_entries))
+        _apply(_client(news), new_entries, gone)
         return UpdateResult(outs=dict(news))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        client = _client(props)
-        for key in sorted(props.get("entries", {})):
-            client.kv.delete(key)
+        _apply(_client(props), {}, sorted(props.get("entries", {})))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         client = _client(props)

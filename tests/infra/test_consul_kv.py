@@ -86,7 +86,7 @@ def test_unreachable_consul_fails_loudly(entries: dict[str, str]) -> None:
         "entries": entries,
         "prefix": "test",
     }
-    with pytest.raises(Exception):  # noqa: B017 - any transport error from python-consul2
+    with pytest.raises(RuntimeError, match="Consul refused the KV transaction"):
         ConsulKvProvider().create(props)
 
 
