@@ -1,0 +1,103 @@
+"""The three model services as real processes, registered in a real Consul with their meta."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.ports import free_ports
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SERVICES = {"llm": "morgan-llm", "stt": "morgan-stt", "tts": "morgan-tts"}
+ENGINES = {"llm": "transformers", "stt": "faster-whisper", "tts": "coqui"}
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def test_services_register_with_model_meta_and_become_ready(
+    consul_server: Any, model_dir: Path, tmp_path: Path
+) -> None:
+    ports = dict(zip(SERVICES, free_ports(3), strict=True))
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for kind, port in ports.items():
+            prefix = f"MORGAN_{kind.upper()}_"
+            env = {
+                **os.environ,
+                "CONSUL_HTTP_ADDR": consul_server.addr,
+                "MORGAN_ADVERTISE_HOST": "127.0.0.1",
+                "HF_HUB_OFFLINE": "1",
+                f"{prefix}PORT": str(port),
+                f"{prefix}BIND_HOST": "127.0.0.1",
+                f"{prefix}MODEL_DIR": str(model_dir),
+            }
+            if kind != "tts":
+                env[f"{prefix}MODEL"] = "tiny"
+            log = (tmp_path / f"{kind}.log").open("wb")
+            procs[kind] = subprocess.Popen(
+                [sys.executable, "-m", f"morgan.{kind}"], env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+
+        deadline = time.monotonic() + 120
+        pending = set(SERVICES)
+        while pending and time.monotonic() < deadline:
+            for kind in list(pending):
+                assert procs[kind].poll() is None, (tmp_path / f"{kind}.log").read_text()[-3000:]
+                if status_of(f"http://127.0.0.1:{ports[kind]}/ready") == 200:
+                    pending.discard(kind)
+            time.sleep(0.2)
+        assert not pending, f"not ready: {pending}"
+
+        registered = get_json(f"{consul_server.url}/v1/agent/services")
+        for kind, name in SERVICES.items():
+            service_id = f"{name}-127.0.0.1-{ports[kind]}"
+            assert service_id in registered, sorted(registered)
+            entry = registered[service_id]
+            assert entry["Service"] == name and entry["Port"] == ports[kind]
+            meta = entry["Meta"]
+            assert meta["engine"] == ENGINES[kind]
+            assert meta["model"] == "tiny"
+            assert meta["device"] == "cpu"
+            assert meta["vram_mb"] == "0"
+            assert meta["arch"] == platform.machine().lower()
+
+        metrics = urllib.request.urlopen(
+            f"http://127.0.0.1:{ports['stt']}/metrics", timeout=5).read().decode()
+        assert 'morgan_model_load_seconds{model="tiny",service="morgan-stt"}' in metrics
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+    remaining = get_json(f"{consul_server.url}/v1/agent/services")
+    for kind, name in SERVICES.items():
+        assert f"{name}-127.0.0.1-{ports[kind]}" not in remaining, "deregistered on SIGTERM"
