@@ -82,7 +82,7 @@ def standby_entrypoint(plan: Plan, host: str) -> str:
         'if [ ! -s "$PGDATA/PG_VERSION" ]; then\n'
         '  mkdir -p "$PGDATA" && chown postgres "$PGDATA" && chmod 700 "$PGDATA"\n'
         '  until gosu postgres env PGPASSWORD="$REPLICATION_PASSWORD" pg_basebackup'
-        f' -h {address} -p {PG_PORT} -U replicator -D "$PGDATA" -X stream -R -S {slot}'
+        f' -h {address} -p {PG_PORT} -U replicator -D "$PGDATA" -X stream -R -c fast -S {slot}'
         f" -d 'sslmode={sslmode} sslrootcert={TLS_DIR}/ca.pem'; do\n"
         '    echo "waiting for the primary to accept the standby"; sleep 5\n'
         "  done\n"
