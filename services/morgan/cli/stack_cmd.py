@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -92,16 +93,25 @@ def up(stack: str = STACK_OPTION) -> None:
         env = ensure_env(p.env_file, secret_names)
         path = st.write_compose(p, doc)
         console.print(f"  [green]✓[/green] rendered {len(doc['services'])} services to {path}")
-        seeded = st.seed_models(config.services.llm.models_volume, img.base_image())
+        with console.status("creating containers and volumes"):
+            st.compose(p, "create", "--remove-orphans")
+        volume = st.project_volume(p, config.services.llm.models_volume)
+        seeded = st.seed_models(volume, img.base_image())
         if seeded:
             console.print(
                 f"  [bold yellow]![/bold yellow] [yellow]{st.TINY_MODEL_WARNING}[/yellow]"
                 f" (kinds: {', '.join(seeded)})"
             )
-        with console.status("starting containers (docker compose up -d --wait)"):
-            st.compose(p, "up", "-d", "--wait", "--remove-orphans")
         ep = st.endpoints(config, doc, env)
         st.save_endpoints(p, ep)
+        consul = st.service_of_role(doc, "consul-server") or st.service_of_role(doc, "consul-agent")
+        if consul is not None:
+            with console.status("starting Consul"):
+                st.compose(p, "up", "-d", "--wait", consul[0])
+            if st.ensure_service_key(ep):
+                console.print("  [green]✓[/green] created core's key for the model services")
+        with console.status("starting containers (docker compose up -d --wait)"):
+            st.compose(p, "up", "-d", "--wait", "--remove-orphans")
         key = st.create_api_key(ep)
     except STACK_ERRORS as err:
         _fail(str(err))
@@ -153,19 +163,19 @@ def status(stack: str = STACK_OPTION) -> None:
     except Exception as err:  # Consul down is a status to show, not a crash.
         health = {}
         console.print(f"[yellow]Consul at {ep.consul_addr} does not answer ({err})[/yellow]")
+    doc = yaml.safe_load(p.compose_file.read_text())
     table = Table(title=f"stack {stack}")
-    for column in ("container", "state", "docker health", "consul service", "consul health"):
+    table.add_column("container", no_wrap=True)
+    for column in ("state", "docker health", "consul service", "consul health"):
         table.add_column(column)
     for row in rows:
-        name = str(row.get("Service", ""))
-        consul_name = next(
-            (c for c in health if c.removeprefix("morgan-") == name.split("-")[0]), ""
-        )
+        service = str(row.get("Service", ""))
+        consul_name = st.consul_name(doc, service)
         table.add_row(
             str(row.get("Name", "")),
             str(row.get("State", "")),
             str(row.get("Health", "")) or "-",
-            consul_name or "-",
+            consul_name,
             health.get(consul_name, "-"),
         )
     console.print(table)

@@ -259,7 +259,17 @@ class ImageBuilder:
                 f" see {log_path}"
             )
         shutil.rmtree(context, ignore_errors=True)
+        self.remove_older(spec.name, tag)
         return BuildResult(spec, ref, True, time.monotonic() - start)
+
+    def remove_older(self, name: str, keep: str) -> None:
+        """Drop earlier content tags of `name` so rebuilds do not fill the disk (~8 GB each)."""
+        proc = docker("images", name, "--format", "{{.Tag}}", check=False)
+        old = [f"{name}:{t}" for t in proc.stdout.split() if t.startswith("h-") and t != keep]
+        if old:
+            # Fails harmlessly for an image a container still uses.
+            docker("rmi", *old, check=False)
+        docker("image", "prune", "-f", check=False)
 
     def build_all(
         self, specs: list[ImageSpec], on_done: Callable[[BuildResult], None] | None = None
@@ -274,7 +284,7 @@ class ImageBuilder:
             for spec in specs:
                 cached = image_id(f"{spec.name}:{self.content_tag(spec)}") is not None
                 if not cached and spec.uses_wheelhouse and url is None:
-                    self.log("filling the wheelhouse from PyPI (once per lock)")
+                    self.log("checking the wheelhouse (PyPI is asked only for missing wheels)")
                     wheelhouse.ensure_wheels(locks)
                     url = stack.enter_context(wheelhouse.serve())
                 results.append(self.build(spec, url))

@@ -9,6 +9,7 @@ lives under `.morgan/` (gitignored).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from infra.config import MorganStackConfig, load_stack_file, stack_file_for
 from morgan.lab.images import LOCAL_SUPPORT_REPO, SUPPORT_UPSTREAM, repo_root
 
 MODELS_VOLUME_DEFAULT = "morgan-models"
+TINY_MARKER = ".morgan-tiny-test-model"
 TINY_MODEL_WARNING = "using tiny test models; run `morgan models fetch` for real ones"
 
 
@@ -108,13 +110,78 @@ def post_process(doc: dict[str, Any]) -> dict[str, Any]:
 
     Kept thin and listed here so the renderer can absorb them:
     - `pull_policy: never` on images built here, so compose never asks a registry
-      for them (no registry answers on an offline machine).
+      for them (no registry answers on an offline machine);
+    - with the local Prometheus image (Debian's build has no Consul service
+      discovery), Consul SD jobs get the stack's static targets instead;
+    - a `morgan.config-hash` label per service, so a changed config file
+      recreates its container on the next `morgan up`.
     """
     for service in doc.get("services", {}).values():
         image = str(service.get("image", ""))
         if image.startswith(("morgan-", f"{LOCAL_SUPPORT_REPO}/")):
             service.setdefault("pull_policy", "never")
+    prometheus = service_of_role(doc, "prometheus")
+    if prometheus and str(prometheus[1].get("image", "")).startswith(f"{LOCAL_SUPPORT_REPO}/"):
+        for mount in prometheus[1].get("configs") or []:
+            config = doc.get("configs", {}).get(mount.get("source"), {})
+            if "content" in config and str(mount.get("target", "")).endswith("prometheus.yml"):
+                config["content"] = consul_sd_to_static(str(config["content"]), doc)
+    for service in doc.get("services", {}).values():
+        # Compose does not recreate a container when only a config's content changed;
+        # a label with their hash makes it.
+        contents = [
+            str(doc.get("configs", {}).get(m.get("source"), {}).get("content", ""))
+            for m in service.get("configs") or []
+        ]
+        if contents:
+            digest = hashlib.sha256("\0".join(contents).encode()).hexdigest()[:16]
+            service.setdefault("labels", {})["morgan.config-hash"] = digest
     return doc
+
+
+def _morgan_targets(doc: dict[str, Any]) -> dict[str, list[str]]:
+    """Consul service name -> host:port of its containers in this (one-machine) stack."""
+    out: dict[str, list[str]] = {}
+    for name, service in doc.get("services", {}).items():
+        role = role_of(doc, name)
+        env = service.get("environment") or {}
+        port = env.get(f"MORGAN_{role.upper()}_PORT") if isinstance(env, dict) else None
+        consul_name = env.get(f"MORGAN_{role.upper()}_SERVICE_NAME") if port else None
+        if consul_name:
+            out.setdefault(str(consul_name), []).append(f"127.0.0.1:{port}")
+    return out
+
+
+def consul_sd_to_static(content: str, doc: dict[str, Any]) -> str:
+    """Replace Consul service discovery in a Prometheus config with the stack's static targets.
+
+    Debian's Prometheus (the local equivalent of prom/prometheus) is built without
+    Consul service discovery and refuses such a config. On one machine the targets
+    are known from the rendering, so the same scrape jobs get static targets with
+    the labels the Consul relabelling would have set (service, host, instance).
+    """
+    prom = yaml.safe_load(content)
+    if not isinstance(prom, dict):
+        return content
+    targets = _morgan_targets(doc)
+    for job in prom.get("scrape_configs") or []:
+        sd = job.pop("consul_sd_configs", None)
+        if sd is None:
+            continue
+        names = [n for entry in sd for n in entry.get("services") or []] or sorted(targets)
+        job["relabel_configs"] = [
+            r
+            for r in job.get("relabel_configs") or []
+            if not any(str(s).startswith("__meta_consul") for s in r.get("source_labels") or [])
+        ]
+        if not job["relabel_configs"]:
+            job.pop("relabel_configs")
+        job["static_configs"] = [
+            {"targets": [t], "labels": {"service": n, "host": "local", "instance": f"{n}-{t}"}}
+            for n in names
+            for t in targets.get(n, [])
+        ]
+    return yaml.safe_dump(prom, sort_keys=False)
 
 
 def write_compose(p: StackPaths, doc: dict[str, Any]) -> Path:
@@ -159,6 +226,16 @@ def role_of(doc: dict[str, Any], service: str) -> str:
     """The plan role of a compose service (label `morgan.role`), e.g. `core`, `traefik`."""
     labels = doc.get("services", {}).get(service, {}).get("labels") or {}
     return str(labels.get("morgan.role", service)) if isinstance(labels, dict) else service
+
+
+def consul_name(doc: dict[str, Any], service: str) -> str:
+    """The name a compose service's container is registered under in Consul."""
+    role = role_of(doc, service)
+    env = doc.get("services", {}).get(service, {}).get("environment") or {}
+    name = env.get(f"MORGAN_{role.upper()}_SERVICE_NAME") if isinstance(env, dict) else None
+    if name:
+        return str(name)
+    return "consul" if role.startswith("consul-") else role
 
 
 def service_of_role(doc: dict[str, Any], role: str) -> tuple[str, dict[str, Any]] | None:
@@ -256,48 +333,92 @@ def consul_health(consul_addr: str, token: str | None = None) -> dict[str, str]:
     return out
 
 
+def project_volume(p: StackPaths, volume: str) -> str:
+    """The engine's name of a compose volume: compose prefixes it with the project."""
+    return f"{p.project}_{volume}"
+
+
 def seed_models(volume: str, base_image: str) -> list[str]:
     """Put the tiny test models in the model volume for every kind that has no model yet.
 
-    Returns the kinds that got a tiny model (empty when real models are present).
+    Returns the kinds served by a tiny model (empty when real models are present).
     """
+    from morgan.models.directory import KINDS
     from morgan.models.testing import cached_tiny_model
 
+    # One line per installed model: "<kind> <name> tiny|real".
     present = subprocess.run(
-        ["docker", "run", "--rm", "-v", f"{volume}:/models", base_image,
-         "sh", "-c", "for k in llm stt tts; do ls -A /models/$k 2>/dev/null | head -1 | "
-         "sed \"s/^/$k /\"; done"],
+        ["docker", "run", "--rm", "-v", f"{volume}:/models", base_image, "sh", "-c",
+         "for d in /models/llm/* /models/stt/* /models/tts/*; do [ -d \"$d\" ] || continue;"
+         f" k=$(basename $(dirname $d)); [ -e $d/{TINY_MARKER} ] && echo $k tiny || echo $k real;"
+         " done"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    have = {line.split()[0] for line in present.stdout.splitlines() if line.strip()}
-    seeded = []
-    for kind in ("llm", "stt", "tts"):
-        if kind in have:
+    found: dict[str, set[str]] = {}
+    for line in present.stdout.splitlines():
+        kind, _, what = line.partition(" ")
+        found.setdefault(kind, set()).add(what)
+    seeded: list[str] = []
+    for kind in KINDS:
+        if "real" in found.get(kind, set()):
+            continue
+        seeded.append(kind)
+        if "tiny" in found.get(kind, set()):
             continue
         source = cached_tiny_model(kind)
         proc = subprocess.run(
             ["docker", "run", "--rm", "-v", f"{volume}:/models", "-v", f"{source}:/src:ro",
              base_image, "sh", "-c",
              f"mkdir -p /models/{kind} && cp -a /src /models/{kind}/default"
-             f" && rm -f /models/{kind}/default/.complete && chown -R 10001:10001 /models"],
+             f" && rm -f /models/{kind}/default/.complete"
+             f" && touch /models/{kind}/default/{TINY_MARKER}"
+             " && chown -R 10001:10001 /models"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
             raise StackError(
                 f"could not copy the tiny {kind} model into volume {volume}: {proc.stderr.strip()}"
             )
-        seeded.append(kind)
     return seeded
 
 
-def create_api_key(ep: Endpoints, owner: str = "dev") -> str:
-    """A new API key in the stack's Consul KV (the `morgan keys create` logic)."""
+def _key_store(ep: Endpoints) -> Any:
     from morgan.shared.auth import ApiKeyStore
     from morgan.shared.consul_client import ConsulClientFactory
 
     factory = ConsulClientFactory.from_env(ep.consul_addr)
     if ep.consul_token:
         factory = dataclasses.replace(factory, token=ep.consul_token)
-    store = ApiKeyStore(factory)
-    _record, key = store.create(owner)
-    return key
+    return ApiKeyStore(factory)
+
+
+def create_api_key(ep: Endpoints, owner: str = "dev") -> str:
+    """A new API key in the stack's Consul KV (the `morgan keys create` logic)."""
+    _record, key = _key_store(ep).create(owner)
+    return str(key)
+
+
+SERVICE_KEY_KV = "morgan/config/core/service_api_key"
+
+
+def ensure_service_key(ep: Endpoints) -> bool:
+    """Give core the API key it sends to the model services (their /v1 routes need one).
+
+    Stored as core's `service_api_key` in Consul KV before core starts; kept while
+    it still verifies (Consul's data volume persists across `morgan down`).
+    Returns True when a new key was made.
+    """
+    from morgan.shared.auth import AuthError
+
+    store = _key_store(ep)
+    client = store.consul.client()
+    _index, item = client.kv.get(SERVICE_KEY_KV)
+    if item and item.get("Value"):
+        try:
+            store.verify(json.loads(item["Value"]))
+            return False
+        except (AuthError, ValueError):
+            pass
+    _record, key = store.create("morgan-core (service key)")
+    client.kv.put(SERVICE_KEY_KV, json.dumps(key))
+    return True
