@@ -146,3 +146,18 @@ def test_secret_setting_cannot_go_to_shared_kv(homelab_raw: dict[str, Any]) -> N
     homelab_raw["services"]["core"]["settings"] = {"postgres_dsn": "postgresql://x"}
     with pytest.raises(KvConfigError, match="secret or per-replica"):
         kv_entries(plan_from(homelab_raw))
+
+
+def test_pulumi_project_points_at_the_program_and_the_stacks() -> None:
+    import yaml
+
+    from tests.infra.conftest import ROOT
+
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "morgan"  # the `morgan:` config namespace
+    assert project["runtime"]["name"] == "python"
+    assert (ROOT / project["main"] / "__main__.py").is_file()
+    stacks = ROOT / project["stackConfigDir"]
+    assert (stacks / "Pulumi.homelab.yaml").is_file()
+    # The dev stack lives at the root; stacks/ holds a link so Pulumi reads the same file.
+    assert (stacks / "Pulumi.dev.yaml").resolve() == (ROOT / "Pulumi.dev.yaml").resolve()
