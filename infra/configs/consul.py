@@ -68,6 +68,9 @@ def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
         ports.update(http=-1, https=https)
     else:
         ports.update(http=http)
+    # No service mesh: gRPC (8502/8503 by default) would collide between a server and the
+    # client agent on the same host.
+    ports.update(grpc=-1, grpc_tls=-1)
     document: dict[str, Any] = {
         "datacenter": cfg.consul.datacenter,
         "node_name": f"{host}-server" if server and not acts_as_agent else host,

@@ -124,3 +124,17 @@ def test_agents_register_the_supporting_servers_of_their_host(homelab_plan: Plan
     assert names == {"postgres-standby", "redis", "prometheus", "alertmanager", "grafana", "loki"}
     assert all(s["address"] == "h3.lan" for s in h3["services"])
     assert "services" not in consul_cfg.agent_config(homelab_plan, "h3", server=True)
+
+
+@pytest.mark.unit
+def test_server_and_agent_on_one_host_share_no_port(homelab_plan: Plan) -> None:
+    server = consul_cfg.agent_config(homelab_plan, "h1", server=True)["ports"]
+    agent = consul_cfg.agent_config(homelab_plan, "h1", server=False)["ports"]
+    used_by_server = {p for p in server.values() if p > 0}
+    used_by_agent = {p for p in agent.values() if p > 0}
+    assert not used_by_server & used_by_agent
+    # Consul's defaults (8500-8503, 8600, 8300-8302) must not sneak in twice: every port
+    # either side leaves out is switched off explicitly or not used by that role.
+    assert server["grpc"] == agent["grpc"] == -1
+    assert server["grpc_tls"] == agent["grpc_tls"] == -1
+    assert server["dns"] == -1 and agent["dns"] == 8600
