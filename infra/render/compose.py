@@ -142,7 +142,14 @@ def _swarm_service(plan: Plan, spec: ContainerSpec) -> dict[str, Any]:
     deploy["mode"] = "replicated"
     deploy["replicas"] = 1
     deploy["placement"] = {"constraints": [f"node.labels.morgan.host == {spec.host}"]}
-    deploy.setdefault("resources", {})["limits"] = {"memory": f"{spec.memory_mb}M"}
+    resources = deploy.setdefault("resources", {})
+    resources["limits"] = {"memory": f"{spec.memory_mb}M"}
+    if spec.gpu:
+        # Swarm has no device requests: GPU nodes advertise NVIDIA-GPU as a generic resource
+        # (daemon.json "node-generic-resources", see docs/infrastructure.md).
+        resources["reservations"] = {
+            "generic_resources": [{"discrete_resource_spec": {"kind": "NVIDIA-GPU", "value": 1}}]
+        }
     if spec.one_shot:
         deploy["restart_policy"] = {"condition": "on-failure", "max_attempts": 10, "delay": "10s"}
     else:

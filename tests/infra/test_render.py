@@ -133,3 +133,39 @@ def test_morgan_render_writes_the_files(tmp_path: Path) -> None:
     stack = yaml.safe_load((tmp_path / "docker-stack.yml").read_text())
     for config in stack["configs"].values():
         assert (tmp_path / config["file"]).is_file()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stack", ["homelab", "dev"])
+def test_docker_stack_config_accepts_the_swarm_file(
+    stack: str, homelab_plan: Plan, dev_plan: Plan, tmp_path: Path
+) -> None:
+    """`docker stack config` applies Swarm's schema (stricter than compose's) without a swarm."""
+    plan = homelab_plan if stack == "homelab" else dev_plan
+    write_renderings(plan, tmp_path)
+    docker = shutil.which("docker")
+    assert docker, "the docker CLI is missing; run scripts/setup"
+    env = {**os.environ, **{name: "x" for name in secret_variables(plan)}}
+    result = subprocess.run(
+        [docker, "stack", "config", "-c", "docker-stack.yml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    merged = yaml.safe_load(result.stdout)
+    assert set(merged["services"]) == {s.name for s in build_specs(plan)}
+
+
+@pytest.mark.unit
+def test_swarm_gpu_services_reserve_a_generic_gpu(homelab_plan: Plan) -> None:
+    services = render_swarm(homelab_plan)["services"]
+    for spec in build_specs(homelab_plan):
+        reservations = services[spec.name]["deploy"]["resources"].get("reservations")
+        if spec.gpu:
+            kinds = [r["discrete_resource_spec"]["kind"] for r in reservations["generic_resources"]]
+            assert kinds == ["NVIDIA-GPU"]
+        else:
+            assert reservations is None, spec.name
