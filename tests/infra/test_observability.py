@@ -146,3 +146,103 @@ def test_promtail_ships_to_the_loki_host(homelab_plan: Plan) -> None:
     loki = obs.loki_config(homelab_plan)
     assert loki["limits_config"]["retention_period"] == "720h"
     assert loki["compactor"]["retention_enabled"] is True
+
+
+def test_alert_rules_fire_on_the_conditions_they_name(homelab_plan: Plan, tmp_path: Path) -> None:
+    """promtool's rule unit tests: a down target, 10% 5xx, and a 3 s p95 each raise their alert;
+    a healthy service raises none."""
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(obs.to_yaml(obs.alert_rules(homelab_plan)))
+    core = 'service="morgan-core"'
+    ok = 'service="morgan-llm"'
+    series = [
+        {"series": f'up{{job="morgan",{core},host="h1",instance="core-h1"}}', "values": "0x20"},
+        {"series": f'up{{job="morgan",{ok},host="h3",instance="llm-h3"}}', "values": "1x20"},
+        # 100 requests a minute, 10 of them 5xx (10% > 5%); llm: no errors.
+        {"series": f'{obs.REQUESTS}{{{core},status="200"}}', "values": "0+90x20"},
+        {"series": f'{obs.REQUESTS}{{{core},status="500"}}', "values": "0+10x20"},
+        {"series": f'{obs.REQUESTS}{{{ok},status="200"}}', "values": "0+100x20"},
+        # Every core request takes 2.5-5 s: p95 about 4.9 s > 2 s. llm answers in under 0.1 s.
+        {"series": f'{obs.DURATION}{{{core},le="2.5"}}', "values": "0x20"},
+        {"series": f'{obs.DURATION}{{{core},le="5"}}', "values": "0+100x20"},
+        {"series": f'{obs.DURATION}{{{core},le="+Inf"}}', "values": "0+100x20"},
+        {"series": f'{obs.DURATION}{{{ok},le="0.1"}}', "values": "0+100x20"},
+        {"series": f'{obs.DURATION}{{{ok},le="+Inf"}}', "values": "0+100x20"},
+    ]
+
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {
+                        "eval_time": "15m",
+                        "alertname": "MorganServiceDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": "morgan",
+                                    "service": "morgan-core",
+                                    "host": "h1",
+                                    "instance": "core-h1",
+                                },
+                                "exp_annotations": {
+                                    "summary": "morgan-core on h1 is down",
+                                    "description": "Prometheus cannot scrape core-h1 for 1 minute;"
+                                    " check `docker ps` on h1 and Consul health.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "15m",
+                        "alertname": "MorganHighErrorRate",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "service": "morgan-core"},
+                                "exp_annotations": {
+                                    "summary": "morgan-core answers more than 5% of requests"
+                                    " with 5xx",
+                                    "description": "Error ratio 10%; read its logs in Grafana"
+                                    " (Loki) for the failing route.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "15m",
+                        "alertname": "MorganHighLatencyP95",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "service": "morgan-core"},
+                                "exp_annotations": {
+                                    "summary": "morgan-core p95 latency above 2.0s",
+                                    "description": "p95 is 4.875s; add a replica or check the"
+                                    " GPU/CPU load of its hosts.",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "alerts_test.yml"
+    test_file.write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = _run("test", "rules", str(test_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_web_config_serves_tls_per_promtool(homelab_plan: Plan, tmp_path: Path) -> None:
+    from infra.model import TLS_DIR
+    from tests.infra.test_gateway import _cert
+
+    tls = _cert(tmp_path)
+    web = tmp_path / "web.yml"
+    web.write_text(obs.to_yaml(obs.web_config(homelab_plan)).replace(TLS_DIR, str(tls)))
+    result = _run("check", "web-config", str(web))
+    assert result.returncode == 0, result.stdout + result.stderr
