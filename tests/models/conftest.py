@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -58,8 +58,3 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def local_settings() -> dict[str, object]:
     """Settings for an in-process app: no Consul registration, no API keys."""
     return {"register_in_consul": False, "auth_enabled": False, "host": "127.0.0.1"}
-
-
-@pytest.fixture(scope="session")
-def test_models_ready(model_dir: Path) -> Iterator[Path]:
-    yield model_dir

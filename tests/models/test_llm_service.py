@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from morgan.llm.app import build_app
 from morgan.llm.config import LLMSettings
+from morgan.llm.transformers_engine import TransformersEngine
+from morgan.models.directory import ModelDirectoryError
 
 from tests.models.conftest import local_settings, running
 
@@ -198,3 +203,59 @@ async def test_idle_model_is_unloaded_and_reloaded(model_dir: Path) -> None:
                                                                 "max_tokens": 2})
         assert reply.status_code == 200
         assert holder.loads == 2
+
+
+class GatedEngine(TransformersEngine):
+    """The real engine whose load waits until the test opens the gate."""
+
+    def __init__(self, path: Path, gate: threading.Event) -> None:
+        super().__init__(path)
+        self.gate = gate
+
+    def load(self) -> TransformersEngine:
+        assert self.gate.wait(30)
+        return super().load()
+
+
+@in_session_loop
+async def test_ready_only_once_the_model_is_loaded(model_dir: Path) -> None:
+    gate = threading.Event()
+    app = build_app(settings(model_dir), engine=GatedEngine(model_dir / "llm" / "tiny", gate))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/ready")).status_code == 503
+            waiting = asyncio.create_task(client.post("/v1/chat/completions", json={
+                "messages": HELLO, "max_tokens": 2}))
+            await asyncio.sleep(0.2)
+            assert not waiting.done(), "a request waits for the load instead of failing"
+            gate.set()
+            assert (await waiting).status_code == 200
+            assert (await client.get("/ready")).status_code == 200
+
+
+@in_session_loop
+async def test_unloadable_model_is_never_ready_and_requests_get_503(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "llm" / "broken"
+    shutil.copytree(model_dir / "llm" / "tiny", broken)
+    (broken / "model.safetensors").write_bytes(b"this is not a safetensors file")
+    app = build_app(settings(tmp_path, model="broken"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            for _ in range(100):
+                if app.state.model_holder.last_error:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await client.get("/ready")).status_code == 503
+            reply = await client.post("/v1/chat/completions", json={"messages": HELLO})
+            assert reply.status_code == 503
+            assert "model is not loaded" in reply.json()["error"]
+
+
+def test_missing_model_fails_at_start_naming_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirectoryError, match="morgan models import"):
+        build_app(settings(tmp_path, model="absent"))
