@@ -8,6 +8,7 @@ Consul, and the local Consul agent is always on the container's loopback.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,14 @@ def _tls(plan: Plan, role: str) -> TlsFiles | None:
     return TlsFiles(role=role) if plan.config.security.internal_tls else None
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _port_encryption(plan: Plan) -> Encryption:
     return "tls" if plan.config.security.internal_tls else "none"
 
@@ -128,6 +137,10 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         "MORGAN_MODELS_DIR": "/models",
         "CONSUL_HTTP_ADDR": consul_cfg.local_agent_addr(plan),
     }
+    if not _is_ip(host.address) or host.address.startswith("127."):
+        # The name this replica registers in Consul (its certificate carries it too). A bare
+        # IP is left out: the service then registers its hostname.
+        env["MORGAN_ADVERTISE_HOST"] = host.address
     if tls:
         env.update(
             {

@@ -166,6 +166,8 @@ def web_config(plan: Plan) -> dict[str, Any]:
 def grafana_datasources(plan: Plan) -> dict[str, Any]:
     scheme = "https" if plan.config.security.internal_tls else "http"
     json_data: dict[str, Any] = {"tlsAuthWithCACert": True} if scheme == "https" else {}
+    # Grafana expands $__file{} in provisioning files: the CA is read from the mounted file.
+    secure: dict[str, Any] = {"tlsCACert": f"$__file{{{TLS_DIR}/ca.pem}}"} if json_data else {}
     sources = [
         {
             "name": "Prometheus",
@@ -175,6 +177,7 @@ def grafana_datasources(plan: Plan) -> dict[str, Any]:
             "url": f"{scheme}://127.0.0.1:{PORTS['prometheus']}",
             "isDefault": True,
             "jsonData": json_data,
+            "secureJsonData": secure,
         }
     ]
     if plan.of_role("loki"):
@@ -186,6 +189,7 @@ def grafana_datasources(plan: Plan) -> dict[str, Any]:
                 "access": "proxy",
                 "url": f"{scheme}://127.0.0.1:{PORTS['loki']}",
                 "jsonData": json_data,
+                "secureJsonData": secure,
             }
         )
     return {"apiVersion": 1, "datasources": sources}

@@ -34,7 +34,10 @@ def test_no_service_url_or_host_ip_in_environment(homelab_plan: Plan, dev_plan: 
     for plan in _plans(homelab_plan, dev_plan):
         addresses = {h.address for h in plan.hosts if h.address != "127.0.0.1"}
         for spec in build_specs(plan):
-            values = list(spec.env.values()) + [e.template for e in spec.secret_env]
+            # MORGAN_ADVERTISE_HOST is the replica's own name, not where another service is.
+            own = {"MORGAN_ADVERTISE_HOST"}
+            values = [v for k, v in spec.env.items() if k not in own]
+            values += [e.template for e in spec.secret_env]
             for value in values:
                 for host in _URL.findall(value):
                     assert host == "127.0.0.1" or host.endswith(".service.consul"), (
@@ -149,3 +152,9 @@ def test_build_steps_runtime_first_then_services(homelab_plan: Plan) -> None:
     stt_cuda = next(s for s in steps if s.host == "h2" and s.name == "morgan-stt:0.1.0-cuda")
     assert stt_cuda.dockerfile == "images/stt/Dockerfile.cuda"
     assert stt_cuda.args["CUDA_BASE_IMAGE"].startswith("nvidia/cuda")
+
+
+def test_services_advertise_their_hosts_dns_name(homelab_plan: Plan) -> None:
+    for spec in build_specs(homelab_plan):
+        if spec.role in ("core", "llm", "stt", "tts"):
+            assert spec.env["MORGAN_ADVERTISE_HOST"] == homelab_plan.config.host(spec.host).address
