@@ -16,6 +16,8 @@ from infra.placement import Plan
 
 pytestmark = pytest.mark.integration
 
+CHECK_HOST = "infra-check.morgan.test"
+
 
 def _for_test_traefik(document: dict[str, Any], tmp_path: Path, backend: str) -> dict[str, Any]:
     """Point the config at what the test Traefik has: its `web` entrypoint, a file-provider
@@ -27,6 +29,9 @@ def _for_test_traefik(document: dict[str, Any], tmp_path: Path, backend: str) ->
     http["middlewares"]["dashboard-auth"]["basicAuth"]["usersFile"] = str(users)
     for router in http["routers"].values():
         router["entryPoints"] = ["web"]
+        if "Host(" not in router["rule"]:
+            # Only requests for CHECK_HOST reach these routers: the Traefik is shared.
+            router["rule"] = f"Host(`{CHECK_HOST}`) && ({router['rule']})"
         if router["service"] == gateway.CORE_SERVICE:
             router["service"] = "morgan-core-check"
     http["services"] = {
@@ -158,9 +163,11 @@ def test_audio_rate_limit_applies_per_client(
             f"{traefik_server.api_url}/api/http/routers",
             lambda rs: any(r["name"] == "morgan-audio@file" for r in rs),
         )
-        _wait_routed(f"{traefik_server.url}/health")
+        host = {"Host": CHECK_HOST}
+        _wait_routed(f"{traefik_server.url}/health", host)
         codes = [
-            httpx.post(f"{traefik_server.url}/api/audio", timeout=5).status_code for _ in range(11)
+            httpx.post(f"{traefik_server.url}/api/audio", headers=host, timeout=5).status_code
+            for _ in range(11)
         ]
         # The backend is a closed port (502); the limiter answers 429 once the burst is used.
         assert codes[:10].count(429) == 0, codes
