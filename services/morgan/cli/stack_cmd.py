@@ -112,6 +112,8 @@ def up(stack: str = STACK_OPTION) -> None:
                 console.print("  [green]✓[/green] created core's key for the model services")
         with console.status("starting containers (docker compose up -d --wait)"):
             st.compose(p, "up", "-d", "--wait", "--remove-orphans")
+        with console.status("waiting for the gateway to route to core"):
+            st.wait_for_gateway(ep)
         key = st.create_api_key(ep)
     except STACK_ERRORS as err:
         _fail(str(err))

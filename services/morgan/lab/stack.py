@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -390,6 +391,30 @@ def _key_store(ep: Endpoints) -> Any:
     if ep.consul_token:
         factory = dataclasses.replace(factory, token=ep.consul_token)
     return ApiKeyStore(factory)
+
+
+def wait_for_gateway(ep: Endpoints, timeout: float = 120) -> float:
+    """Wait until Traefik routes to a healthy core (its Consul catalog refreshes every ~15 s).
+
+    Returns the seconds waited.
+    """
+    import httpx
+
+    start = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - start < timeout:
+        try:
+            resp = httpx.get(f"{ep.gateway_url}/health", verify=False, timeout=5)
+            if resp.status_code == 200:
+                return time.monotonic() - start
+            last = f"HTTP {resp.status_code}: {resp.text[:80].strip()}"
+        except httpx.HTTPError as err:
+            last = str(err) or type(err).__name__
+        time.sleep(1)
+    raise StackError(
+        f"the gateway {ep.gateway_url} did not route to core within {timeout:.0f} s ({last});"
+        " see `morgan status` and `morgan logs morgan-traefik`"
+    )
 
 
 def create_api_key(ep: Endpoints, owner: str = "dev") -> str:

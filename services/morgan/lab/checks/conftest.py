@@ -26,7 +26,9 @@ def compose_doc(stack_paths: st.StackPaths) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def endpoints(stack_paths: st.StackPaths) -> st.Endpoints:
-    return st.load_endpoints(stack_paths)
+    ep = st.load_endpoints(stack_paths)
+    st.wait_for_gateway(ep)
+    return ep
 
 
 @pytest.fixture(scope="session")
