@@ -35,7 +35,8 @@ def dev_stack() -> Iterator[subprocess.CompletedProcess[str]]:
     try:
         yield result
     finally:
-        morgan("down", "--stack", "dev", "--volumes", timeout=300)
+        # Volumes stay: a developer's dev stack data survives `make test`.
+        morgan("down", "--stack", "dev", timeout=300)
 
 
 def test_up_prints_gateway_key_and_curl(dev_stack: subprocess.CompletedProcess[str]) -> None:

@@ -90,7 +90,10 @@ def up(stack: str = STACK_OPTION) -> None:
         local = build_images(stack, root)
         config = st.with_support_images(st.load_config(stack, root), local)
         doc, secret_names = st.render(config)
+        fresh_secrets = not p.env_file.exists()
         env = ensure_env(p.env_file, secret_names)
+        if fresh_secrets:
+            st.check_no_stale_volumes(p)
         path = st.write_compose(p, doc)
         console.print(f"  [green]✓[/green] rendered {len(doc['services'])} services to {path}")
         with console.status("creating containers and volumes"):

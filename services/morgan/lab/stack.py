@@ -334,6 +334,23 @@ def consul_health(consul_addr: str, token: str | None = None) -> dict[str, str]:
     return out
 
 
+def check_no_stale_volumes(p: StackPaths) -> None:
+    """New secrets cannot open old data: refuse volumes made with secrets that are gone."""
+    label = f"label=com.docker.compose.project={p.project}"
+    proc = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", label],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    volumes = proc.stdout.split()
+    if volumes:
+        p.env_file.unlink(missing_ok=True)
+        raise StackError(
+            f"{p.env_file} (the stack's secrets) is gone but its data volumes remain"
+            f" ({', '.join(volumes)}); PostgreSQL and Consul would refuse the new secrets."
+            f" Restore the file, or delete the data with `docker volume rm {' '.join(volumes)}`"
+        )
+
+
 def project_volume(p: StackPaths, volume: str) -> str:
     """The engine's name of a compose volume: compose prefixes it with the project."""
     return f"{p.project}_{volume}"
