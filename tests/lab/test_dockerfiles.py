@@ -40,7 +40,7 @@ def args_before_first_from(ins: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def all_dockerfiles() -> list[Path]:
-    return sorted(IMAGES.glob("*/Dockerfile*"))
+    return sorted(p for p in IMAGES.glob("*/Dockerfile*") if p.suffix != ".dockerignore")
 
 
 def test_every_image_folder_has_a_dockerfile() -> None:
@@ -109,3 +109,19 @@ def test_entrypoint_scripts_exec_their_command(path: Path) -> None:
     text = path.read_text()
     assert text.startswith("#!/bin/"), path
     assert 'exec "$@"' in text, f"{path}: the server must replace the shell (signals reach it)"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in all_dockerfiles() if p.parent.name in ("runtime", *SERVICES)],
+    ids=lambda p: str(p.relative_to(IMAGES)),
+)
+def test_repo_root_builds_send_only_what_the_dockerfile_copies(path: Path) -> None:
+    ignore = path.with_name(path.name + ".dockerignore").read_text().splitlines()
+    assert "*" in ignore, f"{path}: its .dockerignore must exclude everything by default"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for word, rest in instructions(path):
+        if word == "COPY" and not rest.startswith("--from"):
+            sources = rest.split()[:-1]
+            for source in sources:
+                assert any(source.startswith(a) for a in allowed), f"{path}: {source} ignored"

@@ -322,8 +322,6 @@ def consul_health(consul_addr: str, token: str | None = None) -> dict[str, str]:
     order = {"passing": 0, "warning": 1, "critical": 2}
     out: dict[str, str] = {}
     for name in services:
-        if name == "consul":
-            continue
         _, nodes = client.health.service(name)
         worst = "critical" if not nodes else "passing"
         for node in nodes:
