@@ -186,7 +186,7 @@ class ChatService:
     async def complete(self, request: ChatCompletionRequest) -> dict[str, Any]:
         messages, params = self.check(request)
         async with self.limiter.slot(), self.holder.use() as engine:
-            prompt_ids = engine.prompt_token_ids(messages)
+            prompt_ids = await asyncio.to_thread(engine.prompt_token_ids, messages)
             self.check_context(prompt_ids, params)
             parts: list[str] = []
             last = GenerationChunk("", 0, "stop")
@@ -222,7 +222,7 @@ class ChatService:
         try:
             await stack.enter_async_context(self.limiter.slot())
             engine = await stack.enter_async_context(self.holder.use())
-            prompt_ids = engine.prompt_token_ids(messages)
+            prompt_ids = await asyncio.to_thread(engine.prompt_token_ids, messages)
             self.check_context(prompt_ids, params)
         except BaseException:
             await stack.aclose()
