@@ -19,7 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import websockets
-from morgan.models.testing import cached_tiny_model
+from morgan.models.testing import install_tiny_model
 
 from tests.core.audio_samples import espeak_wav
 from tests.core.conftest import ApiKeys, make_database
@@ -31,14 +31,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.asyncio(loop_scope="session")]  # fmt: skip
 
 
-def model_instance(kind: str, consul: ConsulServer, logs: Path) -> ModelInstance:
+def model_instance(kind: str, consul: ConsulServer, logs: Path, model_dir: Path) -> ModelInstance:
+    install_tiny_model(kind, model_dir, name="default")  # type: ignore[arg-type]
     port = free_port()
     prefix = f"MORGAN_{kind.upper()}_"
     env = {
         "MORGAN_ADVERTISE_HOST": "127.0.0.1",
+        "MORGAN_MODEL_DIR": str(model_dir),
         f"{prefix}BIND_HOST": "127.0.0.1",
         f"{prefix}PORT": str(port),
-        f"{prefix}MODEL": str(cached_tiny_model(kind)),  # type: ignore[arg-type]
         f"{prefix}CONSUL_CHECK_INTERVAL": "1s",
         f"{prefix}SHUTDOWN_DRAIN_SECONDS": "1",
     }
@@ -52,11 +53,12 @@ def real_models(
     consul_server: ConsulServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, ModelInstance]]:
     logs = tmp_path_factory.mktemp("model-services")
+    models = tmp_path_factory.mktemp("models")
     instances = {
-        "llm": model_instance("llm", consul_server, logs),
-        "llm2": model_instance("llm", consul_server, logs),
-        "stt": model_instance("stt", consul_server, logs),
-        "tts": model_instance("tts", consul_server, logs),
+        "llm": model_instance("llm", consul_server, logs, models),
+        "llm2": model_instance("llm", consul_server, logs, models),
+        "stt": model_instance("stt", consul_server, logs, models),
+        "tts": model_instance("tts", consul_server, logs, models),
     }
     for inst in instances.values():
         inst.process.start()  # start all, then wait: they load in parallel

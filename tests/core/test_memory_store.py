@@ -78,16 +78,16 @@ async def test_memories_survive_reopening_the_directory(
 async def test_wrong_dimension_collection_is_refused(
     embedder: SentenceEmbedder, qdrant_path: Path
 ) -> None:
-    from qdrant_client import AsyncQdrantClient, models
+    from qdrant_client import QdrantClient, models
 
-    client = AsyncQdrantClient(path=str(qdrant_path))
-    await client.create_collection(
+    client = QdrantClient(path=str(qdrant_path))
+    client.create_collection(
         "old", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE)
     )
     store = MemoryStore(client, embedder, collection="old")
     with pytest.raises(RuntimeError, match=r"8-dimensional.*makes 384"):
         await store.start()
-    await client.close()
+    await store.close()
 
 
 @pytest.mark.unit

@@ -14,6 +14,13 @@ from morgan.core.exceptions import StageFailedError, StageTimeoutError, StageUna
 from morgan.shared.discovery import DiscoveryError
 from morgan.shared.http_client import MorganHTTPClient, UpstreamError
 
+_CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\n\t")
+
+
+def clean_text(text: str) -> str:
+    """Model output without control characters (PostgreSQL text cannot hold NUL at all)."""
+    return text.translate(_CONTROL)
+
 
 def _upstream_message(resp: httpx.Response) -> str:
     try:
@@ -96,7 +103,7 @@ class ModelClients:
             raise StageFailedError(f"stt: {self.stt} answered {resp.status_code}: "
                                    f"{_upstream_message(resp)}")  # fmt: skip
         try:
-            return str(resp.json()["text"]).strip()
+            return clean_text(str(resp.json()["text"])).strip()
         except (ValueError, KeyError, TypeError) as exc:
             raise StageFailedError(f"stt: {self.stt} answered without a text field") from exc
 
@@ -122,7 +129,7 @@ class ModelClients:
             raise StageFailedError(f"llm: {self.llm} answered {resp.status_code}: "
                                    f"{_upstream_message(resp)}")  # fmt: skip
         try:
-            return str(resp.json()["choices"][0]["message"]["content"])
+            return clean_text(str(resp.json()["choices"][0]["message"]["content"]))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise StageFailedError(f"llm: {self.llm} answered without choices[0].message") from exc
 
@@ -155,8 +162,9 @@ class ModelClients:
                     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                         continue
                     content = delta.get("content") if isinstance(delta, dict) else None
-                    if content:
-                        yield str(content)
+                    text = clean_text(str(content)) if content else ""
+                    if text:
+                        yield text
         except TimeoutError as exc:
             raise StageTimeoutError(
                 f"llm: the stream did not finish within {timeout_s:.0f}s (llm_timeout_seconds)"

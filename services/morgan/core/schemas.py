@@ -39,6 +39,8 @@ class TextTurnRequest(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text is blank; send what the user said")
+        if "\x00" in value:
+            raise ValueError("text contains NUL (\\u0000) characters; remove them")
         return value
 
 

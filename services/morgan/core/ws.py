@@ -87,6 +87,8 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         text = msg.get("text")
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("text message needs a non-empty text field")
+        if "\x00" in text:
+            raise InvalidInputError("text contains NUL (\\u0000) characters; remove them")
         if len(text) > s.max_text_chars:
             raise PayloadTooLargeError(
                 f"text is {len(text)} characters; the limit is {s.max_text_chars}"

@@ -1,18 +1,28 @@
-"""MemoryStore: per-user semantic memory in Qdrant (server URL or embedded local mode)."""
+"""MemoryStore: per-user semantic memory in Qdrant (server URL or embedded local mode).
+
+Embedded local mode runs Qdrant inside this process and is synchronous (numpy and
+SQLite), so every Qdrant call and every embedding runs in worker threads, never on
+the event loop. Local mode allows one thread at a time; a server allows several.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
-from qdrant_client import AsyncQdrantClient, models
+from qdrant_client import QdrantClient, models
 
 from morgan.core.memory.embedder import SentenceEmbedder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,14 +38,16 @@ class Memory:
 class MemoryStore:
     def __init__(
         self,
-        client: AsyncQdrantClient,
+        client: QdrantClient,
         embedder: SentenceEmbedder,
         *,
         collection: str = "morgan_memory",
+        workers: int = 1,
     ) -> None:
         self._client = client
         self.embedder = embedder
         self.collection = collection
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qdrant")
 
     @classmethod
     def open(
@@ -49,24 +61,27 @@ class MemoryStore:
     ) -> MemoryStore:
         """A Qdrant server at ``url``, else embedded local mode in the directory ``path``."""
         if url:
-            client = AsyncQdrantClient(url=url, api_key=api_key)
-        elif path:
+            return cls(QdrantClient(url=url, api_key=api_key), embedder,
+                       collection=collection, workers=4)  # fmt: skip
+        if path:
             Path(path).mkdir(parents=True, exist_ok=True)
-            client = AsyncQdrantClient(path=str(path))
-        else:
-            raise ValueError(
-                "semantic memory needs qdrant_url (a Qdrant server) or qdrant_path "
-                "(a directory for embedded local mode); set one of them"
-            )
-        return cls(client, embedder, collection=collection)
+            return cls(QdrantClient(path=str(path)), embedder, collection=collection)
+        raise ValueError(
+            "semantic memory needs qdrant_url (a Qdrant server) or qdrant_path "
+            "(a directory for embedded local mode); set one of them"
+        )
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def start(self) -> None:
         """Create the collection with the embedding model's dimension if it is missing."""
+        await self._run(self._start_sync)
+
+    def _start_sync(self) -> None:
         dim = self.embedder.dimension
-        if await self._client.collection_exists(self.collection):
-            info = await self._client.get_collection(self.collection)
-            vectors = info.config.params.vectors
-            size = vectors.size if isinstance(vectors, models.VectorParams) else None
+        if self._client.collection_exists(self.collection):
+            size = self._vector_size_sync()
             if size is not None and size != dim:
                 raise RuntimeError(
                     f"qdrant collection {self.collection!r} holds {size}-dimensional vectors "
@@ -74,16 +89,21 @@ class MemoryStore:
                     "collection or delete the old one"
                 )
             return
-        await self._client.create_collection(
+        self._client.create_collection(
             self.collection,
             vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
         )
         log.info("qdrant: created collection %s (dim %d)", self.collection, dim)
 
-    async def vector_size(self) -> int | None:
-        info = await self._client.get_collection(self.collection)
-        vectors = info.config.params.vectors
+    def _vector_size_sync(self) -> int | None:
+        vectors = self._client.get_collection(self.collection).config.params.vectors
         return vectors.size if isinstance(vectors, models.VectorParams) else None
+
+    async def vector_size(self) -> int | None:
+        return await self._run(self._vector_size_sync)
+
+    async def embed(self, text: str) -> list[float]:
+        return await self.embedder.embed(text)
 
     async def store_memory(
         self,
@@ -96,21 +116,17 @@ class MemoryStore:
     ) -> str:
         mid = memory_id or str(uuid.uuid4())
         vec = vector if vector is not None else await self.embedder.embed(text)
-        await self._client.upsert(
-            self.collection,
-            points=[
-                models.PointStruct(
-                    id=mid,
-                    vector=vec,
-                    payload={
-                        "user_id": user_id,
-                        "conversation_id": conversation_id,
-                        "text": text,
-                        "created_at": datetime.now(UTC).isoformat(),
-                    },
-                )
-            ],
+        point = models.PointStruct(
+            id=mid,
+            vector=vec,
+            payload={
+                "user_id": user_id,
+                "conversation_id": conversation_id,
+                "text": text,
+                "created_at": datetime.now(UTC).isoformat(),
+            },
         )
+        await self._run(lambda: self._client.upsert(self.collection, points=[point]))
         return mid
 
     async def search_similar(
@@ -132,16 +148,16 @@ class MemoryStore:
             if exclude_conversation
             else None
         )
-        result = await self._client.query_points(
-            self.collection,
-            query=vec,
-            limit=k,
-            query_filter=models.Filter(
-                must=[models.FieldCondition(key="user_id", match=models.MatchValue(value=user_id))],
-                must_not=must_not,
-            ),
-            with_payload=True,
+        query_filter = models.Filter(
+            must=[models.FieldCondition(key="user_id", match=models.MatchValue(value=user_id))],
+            must_not=must_not,
         )
+        result = await self._run(
+            lambda: self._client.query_points(
+                self.collection, query=vec, limit=k, query_filter=query_filter,
+                with_payload=True,
+            )
+        )  # fmt: skip
         memories: list[Memory] = []
         for point in result.points:
             payload = point.payload or {}
@@ -158,18 +174,17 @@ class MemoryStore:
         return memories
 
     async def delete_conversation(self, conversation_id: str) -> None:
-        await self._client.delete(
-            self.collection,
-            points_selector=models.FilterSelector(
-                filter=models.Filter(
-                    must=[
-                        models.FieldCondition(
-                            key="conversation_id", match=models.MatchValue(value=conversation_id)
-                        )
-                    ]
-                )
-            ),
+        selector = models.FilterSelector(
+            filter=models.Filter(
+                must=[
+                    models.FieldCondition(
+                        key="conversation_id", match=models.MatchValue(value=conversation_id)
+                    )
+                ]
+            )
         )
+        await self._run(lambda: self._client.delete(self.collection, points_selector=selector))
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._run(self._client.close)
+        self._executor.shutdown(wait=True)

@@ -19,7 +19,6 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from morgan.core.storage.models import Turn
 
@@ -67,7 +66,7 @@ class ContextCache:
         nodes: Sequence[tuple[str, int]],
         *,
         ttl_s: int = 3600,
-        timeout_s: float = 0.5,
+        timeout_s: float = 1.0,
         password: str | None = None,
     ) -> ContextCache:
         client = RedisCluster(
@@ -81,7 +80,7 @@ class ContextCache:
         return cls(client, ttl_s=ttl_s)
 
     @classmethod
-    def standalone(cls, url: str, *, ttl_s: int = 3600, timeout_s: float = 0.5) -> ContextCache:
+    def standalone(cls, url: str, *, ttl_s: int = 3600, timeout_s: float = 1.0) -> ContextCache:
         client = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         return cls(client, ttl_s=ttl_s)
 
@@ -116,7 +115,7 @@ class ContextCache:
         assert self._client is not None
         try:
             raw = await self._client.get(context_key(conversation_id))
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # any cache failure is a miss (redis-py can raise oddities)
             self._failed("get", exc)
             self.misses += 1
             return None
@@ -140,7 +139,7 @@ class ContextCache:
         payload: list[dict[str, Any]] = [t.to_cache() for t in turns]
         try:
             await self._client.set(context_key(conversation_id), json.dumps(payload), ex=self.ttl_s)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # any cache failure is a miss (redis-py can raise oddities)
             self._failed("set", exc)
             return False
         return True
@@ -151,7 +150,7 @@ class ContextCache:
         assert self._client is not None
         try:
             await self._client.delete(context_key(conversation_id))
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # any cache failure is a miss (redis-py can raise oddities)
             self._failed("delete", exc)
             return False
         return True
@@ -162,7 +161,7 @@ class ContextCache:
         assert self._client is not None
         try:
             return int(await self._client.ttl(context_key(conversation_id)))
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # any cache failure is a miss (redis-py can raise oddities)
             self._failed("ttl", exc)
             return None
 
@@ -171,7 +170,7 @@ class ContextCache:
             return False
         try:
             return bool(await self._client.ping())
-        except (RedisError, OSError):
+        except Exception:
             return False
 
     def take_hot(self, n: int) -> list[str]:
@@ -184,5 +183,5 @@ class ContextCache:
         if self._client is not None:
             try:
                 await self._client.aclose()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # any cache failure is a miss (redis-py can raise oddities)
                 log.debug("redis: close failed: %s", exc)
