@@ -91,31 +91,38 @@ async def test_terminated_backends_mid_run_lose_no_turn(
         stop = asyncio.Event()
 
         async def killer() -> int:
-            kills = 0
-            while not stop.is_set():
+            kills = rounds = 0
+            while rounds < 4:  # writers keep going until four rounds have killed backends
                 out = await asyncio.to_thread(
                     postgres_server.psql,
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()",
                 )
-                kills += int(out.strip() or 0)
-                await asyncio.sleep(0.05)
+                killed = int(out.strip() or 0)
+                kills += killed
+                rounds += 1 if killed else 0
+                await asyncio.sleep(0.1)
+            stop.set()
             return kills
 
-        async def writer(n: int) -> None:
-            for i in range(10):
+        async def writer(n: int) -> list[str]:
+            acked: list[str] = []
+            i = 0
+            while not stop.is_set() or i < 5:
                 await repo.add_turn(cid, f"w{n}-{i}", "ok", source="text")
+                acked.append(f"w{n}-{i}")
+                i += 1
+                await asyncio.sleep(0.01)
+            return acked
 
         kill_task = asyncio.create_task(killer())
-        await asyncio.gather(*(writer(n) for n in range(8)))
-        stop.set()
+        batches = await asyncio.gather(*(writer(n) for n in range(8)))
         kills = await kill_task
         turns = await repo.all_turns(cid)
         assert kills > 0, "the test never terminated a backend"
         assert repo.retries > 0, "no statement was retried; the drop was not exercised"
-        assert sorted(t.user_text for t in turns) == sorted(
-            f"w{n}-{i}" for n in range(8) for i in range(10)
-        )
+        acked = [t for batch in batches for t in batch]
+        assert sorted(t.user_text for t in turns) == sorted(acked)  # all acked, none twice
     finally:
         await repo.close()
 

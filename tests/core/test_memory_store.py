@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 
@@ -94,3 +95,16 @@ async def test_wrong_dimension_collection_is_refused(
 def test_open_without_url_or_path_says_what_to_set(embedder: SentenceEmbedder) -> None:
     with pytest.raises(ValueError, match=r"qdrant_url.*qdrant_path"):
         MemoryStore.open(embedder)
+
+
+async def test_concurrent_embeddings_are_batched_and_match_single_ones(
+    embedder: SentenceEmbedder,
+) -> None:
+    texts = [f"note number {i} about the garden" for i in range(20)]
+    before = embedder.batches
+    vectors = await asyncio.gather(*(embedder.embed(t) for t in texts))
+    used = embedder.batches - before
+    assert 1 <= used < len(texts)  # fewer model calls than texts
+    for text, vector in zip(texts[:3], vectors[:3], strict=True):
+        single = embedder.embed_sync(text)
+        assert sum(a * b for a, b in zip(single, vector, strict=True)) > 0.999

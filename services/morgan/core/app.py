@@ -61,7 +61,9 @@ async def start_core(app: FastAPI) -> None:
     store = ConversationStore(repo, cache, context_turns=max(1, s.context_turns))
     memory: MemoryStore | None = None
     if s.memory_enabled:
-        embedder = await asyncio.to_thread(SentenceEmbedder, s.memory_model_path)
+        embedder = await asyncio.to_thread(
+            SentenceEmbedder, s.memory_model_path, threads=s.memory_threads
+        )
         memory = MemoryStore.open(
             embedder,
             url=s.qdrant_url or None,

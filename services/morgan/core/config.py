@@ -90,6 +90,9 @@ class CoreSettings(ServiceSettings):
         Path("data/qdrant"), description="Directory of embedded Qdrant (local mode)."
     )
     memory_collection: str = Field("morgan_memory", min_length=1, description="Collection.")
+    memory_threads: int = Field(
+        0, ge=0, description="CPU threads for embeddings (0: all cores but one)."
+    )
     memory_model_path: Path | None = Field(
         None, description="sentence-transformers model dir; empty: the bundled MiniLM."
     )
