@@ -31,13 +31,14 @@ def run(*cmd: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
-def timed_up() -> float:
+def timed_up() -> tuple[float, list[str]]:
+    """Seconds `morgan up` took and the lines of the images it had to build."""
     start = time.monotonic()
     proc = subprocess.run([MORGAN, "up"], capture_output=True, text=True, check=False)
     took = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"morgan up failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return took
+    return took, [line.strip() for line in proc.stdout.splitlines() if "built in" in line]
 
 
 def mib(text: str) -> float:
@@ -53,14 +54,21 @@ def main() -> None:
     args = parser.parse_args()
     subprocess.run([MORGAN, "down", "--volumes"], capture_output=True, check=False)
     if args.cold:
-        refs = [r for repo in REPOS for r in run("docker", "images", "-q", repo).split()]
-        if refs:
-            subprocess.run(["docker", "rmi", "-f", *set(refs)], capture_output=True, check=False)
+        # Service images first: a runtime image with children cannot be removed.
+        for repo in sorted(REPOS, key=lambda r: r.startswith("morgan-runtime")):
+            refs = [f"{repo}:{tag}" for tag in run("docker", "images", repo, "--format",
+                                                    "{{.Tag}}").split()]  # fmt: skip
+            if refs:
+                subprocess.run(["docker", "rmi", "-f", *refs], capture_output=True, check=False)
         subprocess.run(["docker", "image", "prune", "-f"], capture_output=True, check=False)
-    first = timed_up()
+    first, built = timed_up()
     print(f"morgan up ({'cold' if args.cold else 'warm'}, empty volumes): {first:.0f} s")
-    second = timed_up()
-    print(f"morgan up again (warm, stack running): {second:.0f} s")
+    for line in built:
+        print(f"  {line}")
+    second, built = timed_up()
+    print(f"morgan up again (warm, stack running): {second:.0f} s, {len(built)} images rebuilt")
+    for line in built:
+        print(f"  {line}")
     time.sleep(20)  # let the services settle after start-up
     total = 0.0
     for line in run("docker", "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}")\
