@@ -428,3 +428,9 @@ async def test_sixty_concurrent_turns_over_max_inflight_get_503_never_500(
             assert r.headers["Retry-After"] == "1"
             assert "max_inflight=50" in r.json()["error"]
     assert orch.limiter.inflight == 0
+    async with httpx.AsyncClient(base_url=core.url) as anon:
+        metrics = (await anon.get("/metrics")).text
+    rejected = [line for line in metrics.splitlines()
+                if line.startswith("morgan_core_turns_rejected_total ")]  # fmt: skip
+    assert rejected and float(rejected[0].split()[1]) >= 10
+    assert 'morgan_core_stage_seconds_count{stage="llm"}' in metrics

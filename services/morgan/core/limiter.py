@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterator
 
 from morgan.core.exceptions import OverloadedError
+from morgan.core.metrics import TURNS_REJECTED_TOTAL
 
 
 class InflightLimiter:
@@ -24,6 +25,7 @@ class InflightLimiter:
         # No await between the check and the increment: on one event loop this is atomic.
         if self.inflight >= self.limit:
             self.rejected += 1
+            TURNS_REJECTED_TOTAL.inc()
             raise OverloadedError(
                 f"core is serving {self.inflight} turns, its limit (max_inflight="
                 f"{self.limit}); retry after {self.retry_after_s}s or add a core instance",

@@ -22,6 +22,7 @@ from morgan.core.config import CoreSettings
 from morgan.core.exceptions import NotFoundError, StorageUnavailableError, TurnError
 from morgan.core.limiter import InflightLimiter
 from morgan.core.memory.store import Memory, MemoryStore
+from morgan.core.metrics import observe_turn
 from morgan.core.model_clients import ModelClients
 from morgan.core.sentences import SentenceSplitter
 from morgan.core.storage.context import ConversationStore
@@ -226,6 +227,7 @@ class Orchestrator:
             result.audio, result.warning = audio, warning
             result.audio_format = "wav" if audio else None
         prep.timings["total_ms"] = _ms(start)
+        observe_turn(source, prep.timings, result.audio is not None)
         return result
 
     async def transcribe(
@@ -346,6 +348,7 @@ class Orchestrator:
         if first_token_ms is not None:
             prep.timings["first_token_ms"] = first_token_ms
         prep.timings["total_ms"] = _ms(start)
+        observe_turn("stream", prep.timings, sent_audio > 0 and not warnings)
         yield {
             "type": "response_complete",
             "conversation_id": prep.conversation_id,

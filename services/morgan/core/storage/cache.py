@@ -20,6 +20,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from morgan.core.metrics import CACHE_REQUESTS_TOTAL
 from morgan.core.storage.models import Turn
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class ContextCache:
 
     def _failed(self, op: str, exc: BaseException) -> None:
         self.errors += 1
+        CACHE_REQUESTS_TOTAL.labels("error").inc()
         self._down_until = time.monotonic() + self._cooldown_s
         log.warning(
             "redis: %s failed (%s: %s); serving from PostgreSQL for the next %.0fs",
@@ -121,6 +123,7 @@ class ContextCache:
             return None
         if raw is None:
             self.misses += 1
+            CACHE_REQUESTS_TOTAL.labels("miss").inc()
             return None
         try:
             turns = [Turn.from_cache(item) for item in json.loads(raw)]
@@ -130,6 +133,7 @@ class ContextCache:
             self.misses += 1
             return None
         self.hits += 1
+        CACHE_REQUESTS_TOTAL.labels("hit").inc()
         return turns
 
     async def set_context(self, conversation_id: str, turns: Sequence[Turn]) -> bool:
