@@ -118,7 +118,7 @@ class CoreServer:
         self.app = build_app(self.settings)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.settings.port, log_config=None,
-            access_log=False, lifespan="on", ws="websockets", timeout_graceful_shutdown=2,
+            access_log=False, lifespan="on", ws="websockets-sansio", timeout_graceful_shutdown=2,
         )  # fmt: skip
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve())
