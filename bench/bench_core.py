@@ -45,8 +45,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run_load(url: str, key: str, users: int, turns: int) -> tuple[list[float], list[float],
-                                                                         int]:  # fmt: skip
+async def run_load(
+    url: str, key: str, users: int, turns: int
+) -> tuple[list[float], list[float], int, list[dict[str, float]]]:
+    stages: list[dict[str, float]] = []
     overhead: list[float] = []
     latency: list[float] = []
     errors = 0
@@ -71,12 +73,13 @@ async def run_load(url: str, key: str, users: int, turns: int) -> tuple[list[flo
                 data = resp.json()
                 cid = data["conversation_id"]
                 tm = data["timings"]
+                stages.append(tm)
                 model = tm.get("stt_ms", 0) + tm.get("llm_ms", 0) + tm.get("tts_ms", 0)
                 overhead.append(tm["total_ms"] - model)
                 latency.append(elapsed)
 
         await asyncio.gather(*(user(n) for n in range(users)))
-    return overhead, latency, errors
+    return overhead, latency, errors, stages
 
 
 def main() -> None:
@@ -124,13 +127,17 @@ def main() -> None:
                       f"{'p95':>8} {'latency p50':>12} {'p95':>8} {'turns/s':>8}")  # fmt: skip
                 for users in [int(u) for u in args.users.split(",")]:
                     t = time.perf_counter()
-                    over, lat, errors = asyncio.run(run_load(url, key, users, args.turns))
+                    over, lat, errors, stages = asyncio.run(run_load(url, key, users, args.turns))
                     wall = time.perf_counter() - t
                     print(f"{users:>6} {len(over):>6} {errors:>4} {pct(over, .5):>11.1f}ms "
                           f"{pct(over, .95):>6.1f}ms {pct(lat, .5):>10.1f}ms "
                           f"{pct(lat, .95):>6.1f}ms {len(over) / wall:>8.1f}")  # fmt: skip
                     if over:
-                        print(f"{'':>6} mean overhead {statistics.mean(over):.1f} ms")
+                        print(f"{'':>6} mean overhead {statistics.mean(over):.1f} ms; "
+                              "stage p50: " + ", ".join(
+                                  f"{k.removesuffix('_ms')} {pct([t[k] for t in stages], .5):.1f}"
+                                  for k in ("context_ms", "memory_ms", "llm_ms", "persist_ms")
+                              ) + " ms")  # fmt: skip
             finally:
                 core.stop()
                 llm.stop()
