@@ -1,4 +1,4 @@
-"""Secrets of the local dev stack: generated once, kept in .morgan/<stack>/.env (mode 0600).
+"""Secrets of a local stack: generated once, kept per machine in ~/.local/state/morgan/ (0600).
 
 The compose renderer leaves every secret as a `${MORGAN_...}` variable; compose
 reads them from this file. They persist so that data volumes (PostgreSQL's

@@ -51,7 +51,10 @@ class StackPaths:
 
     @property
     def env_file(self) -> Path:
-        return self.state / ".env"
+        # The data volumes belong to the Docker engine, not to a checkout: their secrets
+        # live per machine too, so a fresh clone (CI) opens volumes an earlier one made.
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "morgan" / f"{self.project}.env"
 
     @property
     def project(self) -> str:
