@@ -35,8 +35,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def build_images(stack: str, root: Path, offline_support: bool | None = None) -> dict[str, str]:
-    """Build every image the stack needs; returns the support images to use (server -> ref)."""
+def build_images(
+    stack: str, root: Path, offline_support: bool | None = None, built: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Build every image the stack needs; returns the support images to use (server -> ref).
+
+    `built`, when given, receives image name -> current content-tagged ref.
+    """
     config = st.load_config(stack, root)
     p = st.paths(stack, root)
     builder = img.ImageBuilder(root, p.state, log=lambda m: console.print(f"  [dim]{m}[/dim]"))
@@ -59,6 +64,8 @@ def build_images(stack: str, root: Path, offline_support: bool | None = None) ->
 
     with console.status("building images"):
         builder.build_all(specs, on_done=report)
+    if built is not None:
+        built.update(builder.tags)
     return st.local_support_refs(local)
 
 
@@ -87,7 +94,8 @@ def up(stack: str = STACK_OPTION) -> None:
     try:
         console.print(f"[bold]morgan up[/bold] — stack {stack}")
         st.check_runnable(st.load_config(stack, root))
-        local = build_images(stack, root)
+        current: dict[str, str] = {}
+        local = build_images(stack, root, built=current)
         config = st.with_support_images(st.load_config(stack, root), local)
         doc, secret_names = st.render(config)
         fresh_secrets = not p.env_file.exists()
@@ -118,6 +126,7 @@ def up(stack: str = STACK_OPTION) -> None:
         with console.status("waiting for the gateway to route to core"):
             st.wait_for_gateway(ep)
         key = st.create_api_key(ep)
+        img.prune_stale(current)
     except STACK_ERRORS as err:
         _fail(str(err))
         return

@@ -293,6 +293,24 @@ class ImageBuilder:
         return results
 
 
+def prune_stale(current: dict[str, str]) -> list[str]:
+    """Remove content tags of Morgan's images other than the current ones (children first).
+
+    A rebuild cannot drop an image a running container still uses; once the stack runs
+    on the new images, the old ones (a stale torch runtime weighs ~8 GB) can go.
+    """
+    removed = []
+    names = sorted(current, key=lambda n: n.startswith("morgan-runtime-"))
+    for name in names:
+        keep = current[name].rsplit(":", 1)[1]
+        proc = docker("images", name, "--format", "{{.Tag}}", check=False)
+        old = [f"{name}:{t}" for t in proc.stdout.split() if t.startswith("h-") and t != keep]
+        if old and docker("rmi", *old, check=False).returncode == 0:
+            removed += old
+    docker("image", "prune", "-f", check=False)
+    return removed
+
+
 def upstream_available(ref: str, timeout: float = 60) -> bool:
     """An official image is usable when it is already here or a registry hands it over."""
     if image_id(ref) is not None:
