@@ -22,6 +22,9 @@ class Built:
 
 
 def build_under_mocks(plan: Plan) -> Built:
+    # Pulumi's mock runtime runs on the thread's current event loop; async tests
+    # that ran earlier in the session may have closed or unset it.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="morgan", stack=plan.config.stack, preview=False)
     resolved: dict[str, tuple[Any, bool]] = {}
