@@ -25,6 +25,7 @@ from infra.components.images import Images, ImagesArgs
 from infra.components.observability import Observability, ObservabilityArgs
 from infra.components.pki import CertificateRequest, Pki, PkiArgs
 from infra.components.secrets import FleetSecrets, FleetSecretsArgs
+from infra.components.service_key import KEYS_PREFIX as SERVICE_KEYS_PREFIX
 from infra.components.services import MorganServices, MorganServicesArgs
 from infra.configs import consul as consul_cfg
 from infra.configs.observability import PORTS as OBS_PORTS
@@ -45,6 +46,7 @@ class Fleet:
     images: Images
     consul: ConsulCluster
     kv: ConsulKv
+    service_key_kv: ConsulKv
     gateway: Gateway
     postgres: PostgresCluster
     redis: RedisCluster
@@ -160,6 +162,20 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         ),
         opts=pulumi.ResourceOptions(depends_on=[*consul.servers]),
     )
+    # The record (salted hash) of core's service key, so the model services accept it.
+    service_key_kv = ConsulKv(
+        "service-key",
+        ConsulKvArgs(
+            address=consul.api_address,
+            scheme=scheme,
+            token=consul.management_token,
+            ca_pem=pki.ca_cert_pem if pki else None,
+            entries=secrets.service_key.entries,
+            prefix=SERVICE_KEYS_PREFIX,
+            secret=True,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[*consul.servers]),
+    )
 
     gateway_host = cfg.host(plan.host_of("traefik") or cfg.hosts[0].name)
     port = "" if cfg.gateway.https_port == 443 else f":{cfg.gateway.https_port}"
@@ -207,7 +223,14 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         ),
         opts=pulumi.ResourceOptions(depends_on=[*consul.agents, *consul.servers]),
     )
-    data_deps: list[pulumi.Resource] = [postgres, redis, kv, *consul.agents, *consul.servers]
+    data_deps: list[pulumi.Resource] = [
+        postgres,
+        redis,
+        kv,
+        service_key_kv,
+        *consul.agents,
+        *consul.servers,
+    ]
     if qdrant is not None:
         data_deps.append(qdrant)
     services = MorganServices(
@@ -223,6 +246,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         images=images,
         consul=consul,
         kv=kv,
+        service_key_kv=service_key_kv,
         gateway=gateway,
         postgres=postgres,
         redis=redis,

@@ -44,6 +44,7 @@ SECRET_NAMES: tuple[str, ...] = (
     "consul_management_token",
     "grafana_admin_password",
     "traefik_dashboard_users",
+    "core_service_api_key",
 )
 
 
@@ -199,6 +200,8 @@ def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, st
             f":{data_cfg.PG_PORT}/{pg.database}?sslmode={sslmode}",
         ),
         SecretEnv("MORGAN_CORE_REDIS_PASSWORD", "{redis_password}"),
+        # Sent to the model services' /v1 routes; its hash is in KV (components/service_key.py).
+        SecretEnv("MORGAN_CORE_SERVICE_API_KEY", "{core_service_api_key}"),
     ]
     env: dict[str, str] = {}
     volumes: list[Volume] = []

@@ -59,7 +59,7 @@ def _apply(client: Any, sets: dict[str, str], deletes: list[str]) -> None:
         except Exception as error:
             raise RuntimeError(
                 f"Consul refused the KV transaction ({error}); check that the token may write"
-                " morgan/config/ and that the servers have a leader (consul operator raft"
+                " the keys' prefix and that the servers have a leader (consul operator raft"
                 " list-peers)"
             ) from error
 
@@ -116,8 +116,10 @@ class ConsulKvArgs:
     scheme: str
     token: pulumi.Input[str]
     ca_pem: pulumi.Input[str] | None
-    entries: dict[str, str]
+    entries: pulumi.Input[dict[str, str]]
     prefix: str = "morgan/config"
+    # Values kept secret in state (and key names known only once the entries resolve).
+    secret: bool = False
 
 
 class ConsulKv(pulumi.ComponentResource):
@@ -132,13 +134,17 @@ class ConsulKv(pulumi.ComponentResource):
             "scheme": args.scheme,
             "token": pulumi.Output.secret(args.token),
             "ca_pem": args.ca_pem or "",
-            "entries": args.entries,
+            "entries": pulumi.Output.secret(args.entries) if args.secret else args.entries,
             "prefix": args.prefix,
         }
+        secret_outputs = ["token", "entries"] if args.secret else ["token"]
         self.resource = ConsulKvEntries(
             f"{name}-entries",
             props,
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["token"]),
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=secret_outputs),
         )
-        self.keys = pulumi.Output.from_input(sorted(args.entries))
+        # The key names are not secret even when the values are.
+        self.keys = pulumi.Output.unsecret(
+            pulumi.Output.from_input(args.entries).apply(lambda e: sorted(e))
+        )
         self.register_outputs({"keys": self.keys})

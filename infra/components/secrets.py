@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_random as random
 
+from infra.components.service_key import ServiceKey
+
 
 @dataclass(frozen=True)
 class FleetSecretsArgs:
@@ -47,6 +49,9 @@ class FleetSecrets(pulumi.ComponentResource):
         self.values = {key: pulumi.Output.secret(p.result) for key, p in passwords.items()}
         self.values["consul_gossip_key"] = pulumi.Output.secret(gossip.b64_std)
         self.values["consul_management_token"] = pulumi.Output.secret(token.result)
+        # The key core sends to the model services; its KV record is `service_key.entries`.
+        self.service_key = ServiceKey(f"{name}-core-service-key", opts=child)
+        self.values["core_service_api_key"] = self.service_key.key
         self.values["traefik_dashboard_users"] = pulumi.Output.secret(
             dashboard.bcrypt_hash.apply(lambda h: f"{args.dashboard_user}:{h}")
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "random:index/randomPassword:RandomPassword":
             outs.update(result=f"{SECRET_MARK}{args.name}", bcryptHash=f"{SECRET_MARK}bcrypt")
         elif args.typ == "random:index/randomId:RandomId":
-            outs.update(b64Std=f"{SECRET_MARK}gossip")
+            # hex: a valid, distinct value per resource (key ids and salts are parsed from it).
+            digest = hashlib.sha256(args.name.encode()).hexdigest()
+            outs.update(
+                b64Std=f"{SECRET_MARK}gossip", hex=digest[: 2 * int(args.inputs["byteLength"])]
+            )
         elif args.typ == "random:index/randomUuid:RandomUuid":
             outs.update(result=f"{SECRET_MARK}uuid")
         elif args.typ == "tls:index/privateKey:PrivateKey":

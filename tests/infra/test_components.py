@@ -13,6 +13,7 @@ from tests.infra.program import Built
 pytestmark = pytest.mark.unit
 
 CONTAINER = "docker:index/container:Container"
+DYNAMIC = "pulumi-python:dynamic:Resource"
 
 
 @pytest.fixture(params=["homelab", "dev"])
@@ -167,7 +168,7 @@ def test_homelab_has_pki_and_qdrant_dev_does_not(built: dict[str, Built]) -> Non
 
 
 def test_kv_resource_writes_typed_entries(stack: Built) -> None:
-    (kv,) = stack.mocks.of_type("pulumi-python:dynamic:Resource")
+    (kv,) = [r for r in stack.mocks.of_type(DYNAMIC) if r.name == "config-entries"]
     assert is_secret(kv.inputs["token"])
     entries = kv.inputs["entries"]
     assert entries["morgan/config/core/llm_service"] == '"morgan-llm"'

@@ -70,6 +70,36 @@ def hash_secret(secret: str, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R,
                           maxmem=256 * 1024 * 1024)
 
 
+def compose_key(key_id: str, secret: str) -> str:
+    """The key as clients send it; `parse_key` takes it apart again."""
+    key = f"mk_{key_id}_{secret}"
+    if not KEY_PATTERN.match(key):
+        raise ValueError("an API key needs a 12-hex-digit id and a secret of at least 20 "
+                         "characters from A-Z a-z 0-9 _ -")
+    return key
+
+
+def make_record(key_id: str, secret: str, owner: str, created: datetime,
+                expires: datetime | None = None, salt: bytes | None = None) -> ApiKeyRecord:
+    """The KV record of a key: its salted hash, never the secret (a fresh salt unless given)."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    return ApiKeyRecord(
+        key_id=key_id,
+        owner=owner,
+        created=created,
+        expires=expires,
+        salt=base64.b64encode(salt).decode(),
+        hash=base64.b64encode(hash_secret(secret, salt)).decode(),
+    )
+
+
+def secret_matches(record: ApiKeyRecord, secret: str) -> bool:
+    """Whether `secret` hashes to the record's hash (constant-time compare)."""
+    expected = base64.b64decode(record.hash)
+    got = hash_secret(secret, base64.b64decode(record.salt), record.n, record.r, record.p)
+    return hmac.compare_digest(expected, got)
+
+
 def parse_key(key: str) -> tuple[str, str]:
     m = KEY_PATTERN.match(key.strip())
     if not m:
@@ -111,18 +141,16 @@ class ApiKeyStore:
             raise ValueError("expires_days must be positive (or left out for no expiry)")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        salt = secrets.token_bytes(16)
         created = self.now()
-        record = ApiKeyRecord(
-            key_id=key_id,
-            owner=owner.strip(),
-            created=created,
-            expires=created + timedelta(days=expires_days) if expires_days else None,
-            salt=base64.b64encode(salt).decode(),
-            hash=base64.b64encode(hash_secret(secret, salt)).decode(),
+        record = make_record(
+            key_id,
+            secret,
+            owner.strip(),
+            created,
+            created + timedelta(days=expires_days) if expires_days else None,
         )
         self._put(record)
-        return record, f"mk_{key_id}_{secret}"
+        return record, compose_key(key_id, secret)
 
     def _put(self, record: ApiKeyRecord) -> None:
         self._client.kv.put(KEYS_PREFIX + record.key_id, record.model_dump_json())
@@ -166,9 +194,7 @@ class ApiKeyStore:
             found = self.get(key_id)
             if found is None:
                 raise AuthError("unknown", "unknown API key; create one with `morgan keys create`")
-            expected = base64.b64decode(found.hash)
-            got = hash_secret(secret, base64.b64decode(found.salt), found.n, found.r, found.p)
-            if not hmac.compare_digest(expected, got):
+            if not secret_matches(found, secret):
                 raise AuthError("wrong", "wrong API key secret; check the key you were given")
             record = found
             with self._lock:
