@@ -11,10 +11,8 @@ from morgan.llm.config import LLMSettings
 from morgan.llm.engine import LLMEngine, make_engine
 from morgan.llm.router import router
 from morgan.llm.service import ChatService
-from morgan.models.holder import ModelHolder
-from morgan.models.service_app import BackgroundLoad, install_model_error_handler, model_meta
-from morgan.models.slots import MeteredLimiter
-from morgan.shared.app import create_app, run
+from morgan.models.service_app import build_model_app
+from morgan.shared.app import run
 from morgan.shared.config_loader import ConsulConfigLoader
 
 YAML_PATH = Path("/etc/morgan/llm.yaml")
@@ -30,27 +28,12 @@ def build_app(
         loader = loader or ConsulConfigLoader(LLMSettings, "llm", yaml_path=YAML_PATH)
         settings = loader.load()
     engine = engine or make_engine(settings)
-    holder: ModelHolder[LLMEngine] = ModelHolder(
-        engine.load, unloader=lambda e: e.unload(), service=settings.service_name,
-        model=settings.model_id, idle_unload_seconds=settings.idle_unload_seconds,
+    parts = build_model_app(
+        settings, engine=engine, load=engine.load, model_name=settings.model_id,
+        router=router, loader=loader,
     )
-    limiter = MeteredLimiter(settings.max_concurrency, settings.max_queue,
-                             service=settings.service_name)
-    background = BackgroundLoad(holder)
-    app = create_app(
-        settings,
-        routers=[router],
-        ready_check=background.ready,
-        on_startup=[background.start],
-        on_shutdown=[background.stop],
-        meta=model_meta(engine=engine.engine_name, model=settings.model_id,
-                        device=engine.device, vram_mb=settings.vram_mb),
-        config_loader=loader,
-    )
-    install_model_error_handler(app)
-    app.state.model_holder = holder
-    app.state.chat_service = ChatService(settings, holder, limiter)
-    return app
+    parts.app.state.chat_service = ChatService(settings, parts.holder, parts.limiter)
+    return parts.app
 
 
 def main() -> None:

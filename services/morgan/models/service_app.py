@@ -6,13 +6,19 @@ import asyncio
 import contextlib
 import logging
 import platform
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from morgan.models.errors import ModelRequestError
 from morgan.models.holder import ModelHolder
+from morgan.models.slots import MeteredLimiter
+from morgan.shared.app import create_app
+from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +77,64 @@ class BackgroundLoad:
 
     async def ready(self) -> bool:
         return self.holder.ready
+
+
+class ModelEngine(Protocol):
+    engine_name: str
+    device: str
+
+    def unload(self) -> None: ...
+
+
+class ModelServiceSettings(Protocol):
+    service_name: str
+    max_concurrency: int
+    max_queue: int
+    idle_unload_seconds: float
+    vram_mb: int
+
+
+E = TypeVar("E", bound=ModelEngine)
+
+
+@dataclass(frozen=True)
+class ModelApp(Generic[E]):
+    app: FastAPI
+    holder: ModelHolder[E]
+    limiter: MeteredLimiter
+
+
+def build_model_app(
+    settings: ServiceSettings,
+    *,
+    engine: E,
+    load: Any,
+    model_name: str,
+    router: APIRouter,
+    loader: ConsulConfigLoader[Any] | None,
+    auth_required_prefixes: Sequence[str] = ("/v1",),
+) -> ModelApp[E]:
+    """The app of one model service: the model loads in the background after start-up
+    (/ready waits for it), requests queue on a bounded limiter, and the instance is
+    registered with its engine, model and device."""
+    tuned: ModelServiceSettings = settings  # type: ignore[assignment]
+    holder: ModelHolder[E] = ModelHolder(
+        load, unloader=lambda e: e.unload(), service=tuned.service_name,
+        model=model_name, idle_unload_seconds=tuned.idle_unload_seconds,
+    )
+    limiter = MeteredLimiter(tuned.max_concurrency, tuned.max_queue, service=tuned.service_name)
+    background = BackgroundLoad(holder)
+    app = create_app(
+        settings,
+        routers=[router],
+        ready_check=background.ready,
+        on_startup=[background.start],
+        on_shutdown=[background.stop],
+        meta=model_meta(engine=engine.engine_name, model=model_name, device=engine.device,
+                        vram_mb=tuned.vram_mb),
+        config_loader=loader,
+        auth_required_prefixes=auth_required_prefixes,
+    )
+    install_model_error_handler(app)
+    app.state.model_holder = holder
+    return ModelApp(app=app, holder=holder, limiter=limiter)

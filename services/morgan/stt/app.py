@@ -8,10 +8,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from morgan.models.directory import resolve_model
-from morgan.models.holder import ModelHolder
-from morgan.models.service_app import BackgroundLoad, install_model_error_handler, model_meta
-from morgan.models.slots import MeteredLimiter
-from morgan.shared.app import create_app, run
+from morgan.models.service_app import build_model_app
+from morgan.shared.app import run
 from morgan.shared.config_loader import ConsulConfigLoader
 from morgan.stt.config import STTSettings
 from morgan.stt.engine import WhisperEngine
@@ -32,28 +30,14 @@ def build_app(
     path = resolve_model(settings.model_dir, "stt", settings.model)
     engine = WhisperEngine(path, device=settings.device, compute_type=settings.compute_type,
                            cpu_threads=settings.cpu_threads, beam_size=settings.beam_size)
-    holder: ModelHolder[WhisperEngine] = ModelHolder(
-        engine.load, unloader=lambda e: e.unload(), service=settings.service_name,
-        model=path.name, idle_unload_seconds=settings.idle_unload_seconds,
+    parts = build_model_app(
+        settings, engine=engine, load=engine.load, model_name=path.name, router=router,
+        loader=loader, auth_required_prefixes=("/v1", "/transcribe", "/ws"),
     )
-    limiter = MeteredLimiter(settings.max_concurrency, settings.max_queue,
-                             service=settings.service_name)
-    background = BackgroundLoad(holder)
-    app = create_app(
-        settings,
-        routers=[router],
-        ready_check=background.ready,
-        on_startup=[background.start],
-        on_shutdown=[background.stop],
-        meta=model_meta(engine=engine.engine_name, model=path.name, device=engine.device,
-                        vram_mb=settings.vram_mb),
-        config_loader=loader,
-        auth_required_prefixes=("/v1", "/transcribe", "/ws"),
+    parts.app.state.transcription_service = TranscriptionService(
+        settings, parts.holder, parts.limiter
     )
-    install_model_error_handler(app)
-    app.state.model_holder = holder
-    app.state.transcription_service = TranscriptionService(settings, holder, limiter)
-    return app
+    return parts.app
 
 
 def main() -> None:

@@ -8,10 +8,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from morgan.models.directory import ModelDirectoryError, list_models, resolve_model
-from morgan.models.holder import ModelHolder
-from morgan.models.service_app import BackgroundLoad, install_model_error_handler, model_meta
-from morgan.models.slots import MeteredLimiter
-from morgan.shared.app import create_app, run
+from morgan.models.service_app import build_model_app
+from morgan.shared.app import run
 from morgan.shared.config_loader import ConsulConfigLoader
 from morgan.tts.config import TTSSettings
 from morgan.tts.engine import CoquiEngine
@@ -40,28 +38,12 @@ def build_app(
         settings = loader.load()
     engine = CoquiEngine(voice_paths(settings), device=settings.device)
     model_name = ",".join(sorted(engine.voice_paths))
-    holder: ModelHolder[CoquiEngine] = ModelHolder(
-        engine.load, unloader=lambda e: e.unload(), service=settings.service_name,
-        model=model_name, idle_unload_seconds=settings.idle_unload_seconds,
+    parts = build_model_app(
+        settings, engine=engine, load=engine.load, model_name=model_name, router=router,
+        loader=loader, auth_required_prefixes=("/v1", "/voices"),
     )
-    limiter = MeteredLimiter(settings.max_concurrency, settings.max_queue,
-                             service=settings.service_name)
-    background = BackgroundLoad(holder)
-    app = create_app(
-        settings,
-        routers=[router],
-        ready_check=background.ready,
-        on_startup=[background.start],
-        on_shutdown=[background.stop],
-        meta=model_meta(engine=engine.engine_name, model=model_name, device=engine.device,
-                        vram_mb=settings.vram_mb),
-        config_loader=loader,
-        auth_required_prefixes=("/v1", "/voices"),
-    )
-    install_model_error_handler(app)
-    app.state.model_holder = holder
-    app.state.speech_service = SpeechService(settings, engine, holder, limiter)
-    return app
+    parts.app.state.speech_service = SpeechService(settings, engine, parts.holder, parts.limiter)
+    return parts.app
 
 
 def main() -> None:
