@@ -21,6 +21,7 @@ def stack_outputs(fleet: Fleet) -> dict[str, Any]:
         "services_by_host": fleet.plan.by_host(),
         "ca_certificate": fleet.pki.ca_cert_pem if fleet.pki else None,
         "kv_keys": fleet.kv.keys,
+        "core_service_key_id": fleet.secrets.service_key.key_id,
     }
 
 

@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from morgan.shared.auth import ApiKeyRecord, ApiKeyStore, AuthError, parse_key, secret_matches
+from morgan.shared.auth import (
+    ApiKeyRecord,
+    ApiKeyStore,
+    AuthError,
+    compose_key,
+    parse_key,
+    secret_matches,
+)
 from morgan.shared.consul_client import ConsulClientFactory
 
 from infra.components.consul_kv import ConsulKvProvider
@@ -85,6 +92,8 @@ def test_key_is_nowhere_in_plain_text(stack: Built) -> None:
             assert secret not in text, f"{r.typ} {r.name} holds the service key in plain text"
     for name, (value, is_secret_output) in stack.outputs.items():
         assert is_secret_output or secret not in json.dumps(value), name
+    key_id_output, key_id_secret = stack.outputs["core_service_key_id"]
+    assert not key_id_secret and key_id_output == parse_key(key)[0]
     kv_keys, kv_keys_secret = stack.outputs["kv_keys"]
     assert not kv_keys_secret and not any(k.startswith(KEYS_PREFIX) for k in kv_keys)
 
@@ -153,3 +162,14 @@ def test_written_record_lets_the_key_store_verify_the_key(consul_server: Any) ->
     with pytest.raises(AuthError) as gone:
         store.verify(f"mk_{key_id}_{secret}")
     assert gone.value.reason == "unknown"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("key_id", "secret"),
+    [("core-service", "A" * 40), ("0123456789ab", "short"), ("0123456789ab", "A" * 39 + "!")],
+)
+def test_compose_key_refuses_what_parse_key_would_not_accept(key_id: str, secret: str) -> None:
+    with pytest.raises(ValueError, match="12-hex-digit id"):
+        compose_key(key_id, secret)
+    assert compose_key("0123456789ab", "A" * 40) == "mk_0123456789ab_" + "A" * 40
