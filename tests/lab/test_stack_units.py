@@ -48,6 +48,17 @@ def test_secrets_are_variables_not_values(rendered: tuple[Any, dict[str, Any], l
     assert "${MORGAN_POSTGRES_PASSWORD}" in core["environment"]["MORGAN_CORE_POSTGRES_DSN"]
 
 
+def test_core_takes_its_service_key_from_kv_not_the_environment(
+    rendered: tuple[Any, dict[str, Any], list[str]],
+) -> None:
+    # The environment overrides KV, where `morgan up` puts the key it makes.
+    _config, doc, secrets = rendered
+    core = next(s for n, s in doc["services"].items() if st.role_of(doc, n) == "core")
+    assert st.SERVICE_KEY_ENV not in core["environment"]
+    assert st.SERVICE_KEY_ENV not in secrets
+    assert "MORGAN_CORE_REDIS_PASSWORD" in core["environment"]
+
+
 def test_endpoints_point_at_consul_and_the_https_entry_point(
     rendered: tuple[Any, dict[str, Any], list[str]],
 ) -> None:

@@ -106,7 +106,8 @@ def render(config: MorganStackConfig) -> tuple[dict[str, Any], list[str]]:
     doc = yaml.safe_load(rendered) if isinstance(rendered, str) else rendered
     if not isinstance(doc, dict) or not doc.get("services"):
         raise StackError("the compose renderer returned no services; check infra.render.compose")
-    return post_process(doc), list(secret_variables(plan, host))
+    names = [n for n in secret_variables(plan, host) if n != SERVICE_KEY_ENV]
+    return post_process(doc), names
 
 
 def post_process(doc: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +119,13 @@ def post_process(doc: dict[str, Any]) -> dict[str, Any]:
     - with the local Prometheus image (Debian's build has no Consul service
       discovery), Consul SD jobs get the stack's static targets instead;
     - a `morgan.config-hash` label per service, so a changed config file
-      recreates its container on the next `morgan up`.
+      recreates its container on the next `morgan up`;
+    - no `MORGAN_CORE_SERVICE_API_KEY` in core's environment: here the key is made by
+      `ensure_service_key` and read from KV (the environment would override it).
     """
+    core = service_of_role(doc, "core")
+    if core is not None and isinstance(core[1].get("environment"), dict):
+        core[1]["environment"].pop(SERVICE_KEY_ENV, None)
     for service in doc.get("services", {}).values():
         image = str(service.get("image", ""))
         if image.startswith(("morgan-", f"{LOCAL_SUPPORT_REPO}/")):
@@ -442,6 +448,8 @@ def create_api_key(ep: Endpoints, owner: str = "dev") -> str:
 
 
 SERVICE_KEY_KV = "morgan/config/core/service_api_key"
+# What a Pulumi stack gives core instead (infra/components/service_key.py).
+SERVICE_KEY_ENV = "MORGAN_CORE_SERVICE_API_KEY"
 
 
 def ensure_service_key(ep: Endpoints) -> bool:
