@@ -123,9 +123,9 @@ def post_process(doc: dict[str, Any]) -> dict[str, Any]:
     - no `MORGAN_CORE_SERVICE_API_KEY` in core's environment: here the key is made by
       `ensure_service_key` and read from KV (the environment would override it).
     """
-    core = service_of_role(doc, "core")
-    if core is not None and isinstance(core[1].get("environment"), dict):
-        core[1]["environment"].pop(SERVICE_KEY_ENV, None)
+    for name, service in doc.get("services", {}).items():
+        if role_of(doc, name) == "core" and isinstance(service.get("environment"), dict):
+            service["environment"].pop(SERVICE_KEY_ENV, None)
     for service in doc.get("services", {}).values():
         image = str(service.get("image", ""))
         if image.startswith(("morgan-", f"{LOCAL_SUPPORT_REPO}/")):
