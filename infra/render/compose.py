@@ -20,6 +20,13 @@ from infra.specs import build_specs
 _CONFIG_NAME = re.compile(r"[^a-z0-9]+")
 
 
+# Lines written above a variable in secrets.env.example where filling it needs more than a value.
+ENV_NOTES = {
+    "MORGAN_CORE_SERVICE_API_KEY": "# An API key whose record is in Consul KV: once Consul runs,"
+    " `morgan keys create --owner morgan-core` prints one.\n",
+}
+
+
 def secret_variable(secret: str) -> str:
     return f"MORGAN_{secret.upper()}"
 
@@ -232,7 +239,7 @@ def write_renderings(plan: Plan, out_dir: str | Path) -> list[Path]:
     env_example = out / "secrets.env.example"
     env_example.write_text(
         "# Fill these (e.g. from `pulumi stack output --show-secrets`) and pass with --env-file.\n"
-        + "".join(f"{name}=\n" for name in secret_variables(plan))
+        + "".join(f"{ENV_NOTES.get(name, '')}{name}=\n" for name in secret_variables(plan))
     )
     written.append(env_example)
     return written

@@ -21,7 +21,12 @@ from morgan.shared.consul_client import ConsulClientFactory
 from infra.components.consul_kv import ConsulKvProvider
 from infra.components.service_key import KEYS_PREFIX, CreatedAtProvider, record_entries
 from infra.placement import Plan
-from infra.render.compose import render_compose, secret_variables
+from infra.render.compose import (
+    render_compose,
+    render_swarm,
+    secret_variables,
+    write_renderings,
+)
 from tests.infra.mocks import SECRET_MARK, is_secret, plain_strings, unwrap
 from tests.infra.program import Built
 
@@ -106,6 +111,13 @@ def test_renderers_carry_the_key_as_a_variable(homelab_plan: Plan, tmp_path: Any
     services = render_compose(homelab_plan, core_host)["services"]
     core = next(s for n, s in services.items() if n.startswith("morgan-core-"))
     assert core["environment"][ENV_NAME] == "${" + ENV_NAME + "}"
+    swarm = render_swarm(homelab_plan)["services"]
+    swarm_core = next(s for n, s in swarm.items() if n.startswith("morgan-core-"))
+    assert swarm_core["environment"][ENV_NAME] == "${" + ENV_NAME + "}"
+    write_renderings(homelab_plan, tmp_path)
+    lines = (tmp_path / "secrets.env.example").read_text().splitlines()
+    at = lines.index(f"{ENV_NAME}=")
+    assert "morgan keys create" in lines[at - 1] and lines[at - 1].startswith("#")
 
 
 @pytest.mark.unit
