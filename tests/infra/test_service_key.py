@@ -60,6 +60,15 @@ def _record_resource(stack: Built) -> Any:
 
 
 @pytest.mark.unit
+def test_the_variable_is_the_one_core_reads_its_service_key_from() -> None:
+    from morgan.core.config import CoreSettings
+    from morgan.shared.config_loader import env_prefix
+
+    assert "service_api_key" in CoreSettings.model_fields
+    assert env_prefix("core") + "SERVICE_API_KEY" == ENV_NAME
+
+
+@pytest.mark.unit
 def test_every_core_replica_gets_the_same_key_as_a_secret(stack: Built) -> None:
     keys = _core_keys(stack)
     assert len(keys) == len([r for r in stack.plan.replicas if r.role == "core"]) >= 1
