@@ -132,10 +132,9 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         f"{prefix}ENGINE": svc.engine,
         f"{prefix}VRAM_MB": str(host.gpu.vram_mb if host.gpu and svc.device == "cuda" else 0),
         f"{prefix}VERSION": cfg.images.version,
-        "MORGAN_NODE": host.name,
         "MORGAN_HOST_OS": host.os,
         "MORGAN_HOST_ARCH": host.arch,
-        "MORGAN_MODELS_DIR": "/models",
+        "MORGAN_MODEL_DIR": "/models",
         "CONSUL_HTTP_ADDR": consul_cfg.local_agent_addr(plan),
     }
     if not _is_ip(host.address) or host.address.startswith("127."):

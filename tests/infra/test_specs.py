@@ -158,3 +158,25 @@ def test_services_advertise_their_hosts_dns_name(homelab_plan: Plan) -> None:
     for spec in build_specs(homelab_plan):
         if spec.role in ("core", "llm", "stt", "tts"):
             assert spec.env["MORGAN_ADVERTISE_HOST"] == homelab_plan.config.host(spec.host).address
+
+
+# Process-wide variables the services read besides their settings fields.
+_SERVICE_WIDE_ENV = {"MORGAN_ADVERTISE_HOST", "MORGAN_MODEL_DIR", "MORGAN_HOST_OS", "MORGAN_HOST_ARCH"}
+
+
+def test_every_morgan_variable_given_to_a_service_is_one_it_reads(
+    homelab_plan: Plan, dev_plan: Plan
+) -> None:
+    from morgan.shared.config_loader import env_prefix
+
+    from infra.kv import settings_model
+
+    for plan in _plans(homelab_plan, dev_plan):
+        for spec in build_specs(plan):
+            model = settings_model(spec.role) if spec.role in ("core", "llm", "stt", "tts") else None
+            if model is None:
+                continue
+            read = {env_prefix(spec.role) + name.upper() for name in model.model_fields}
+            given = set(spec.env) | {s.name for s in spec.secret_env}
+            unread = {n for n in given if n.startswith("MORGAN_")} - read - _SERVICE_WIDE_ENV
+            assert not unread, f"{spec.name}: nothing reads {sorted(unread)}"

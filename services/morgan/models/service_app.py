@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ def model_meta(*, engine: str, model: str, device: str, vram_mb: int) -> dict[st
         "model": model,
         "device": device,
         "vram_mb": str(vram_mb or detect_vram_mb(device)),
-        "arch": platform.machine().lower(),
+        "arch": os.environ.get("MORGAN_HOST_ARCH") or platform.machine().lower(),
     }
 
 

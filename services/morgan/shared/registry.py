@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import platform
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,8 +35,10 @@ def default_meta(
         "engine": engine,
         "device": device,
         "vram_mb": str(vram_mb),
-        "arch": platform.machine().lower(),
-        "os": platform.system().lower(),
+        # Inside a container these would describe the container's Linux, not the host (a
+        # Mac or a Windows PC): the deployment passes the host's own values.
+        "arch": os.environ.get("MORGAN_HOST_ARCH") or platform.machine().lower(),
+        "os": os.environ.get("MORGAN_HOST_OS") or platform.system().lower(),
     }
 
 
