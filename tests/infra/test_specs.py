@@ -161,7 +161,12 @@ def test_services_advertise_their_hosts_dns_name(homelab_plan: Plan) -> None:
 
 
 # Process-wide variables the services read besides their settings fields.
-_SERVICE_WIDE_ENV = {"MORGAN_ADVERTISE_HOST", "MORGAN_MODEL_DIR", "MORGAN_HOST_OS", "MORGAN_HOST_ARCH"}
+_SERVICE_WIDE_ENV = {
+    "MORGAN_ADVERTISE_HOST",
+    "MORGAN_MODEL_DIR",
+    "MORGAN_HOST_OS",
+    "MORGAN_HOST_ARCH",
+}
 
 
 def test_every_morgan_variable_given_to_a_service_is_one_it_reads(
@@ -173,7 +178,9 @@ def test_every_morgan_variable_given_to_a_service_is_one_it_reads(
 
     for plan in _plans(homelab_plan, dev_plan):
         for spec in build_specs(plan):
-            model = settings_model(spec.role) if spec.role in ("core", "llm", "stt", "tts") else None
+            if spec.role not in ("core", "llm", "stt", "tts"):
+                continue
+            model = settings_model(spec.role)
             if model is None:
                 continue
             read = {env_prefix(spec.role) + name.upper() for name in model.model_fields}
