@@ -157,15 +157,34 @@ def test_request_without_key_is_401(endpoints: st.Endpoints) -> None:
     assert resp.json().get("error"), resp.text
 
 
+# With the tiny test models the reply is random text, and now and then none of it can be
+# spoken (TTS rightly refuses, core answers with text and a `warning`). A turn is tried a
+# few times; one of them must come back with audio, and every failure's warning is shown.
+TURN_TRIES = 3
+
+
+def _turn_with_audio(send: Any) -> dict[str, Any]:
+    warnings = []
+    for _ in range(TURN_TRIES):
+        resp = send()
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        assert isinstance(body["text"], str) and body["text"].strip()
+        assert body["conversation_id"]
+        if body.get("audio_base64"):
+            assert _is_wav(base64.b64decode(body["audio_base64"]))
+            return body
+        assert body.get("warning"), f"no audio and no warning: {body}"
+        warnings.append(body["warning"])
+    raise AssertionError(f"no turn of {TURN_TRIES} came back with audio: {warnings}")
+
+
 def test_text_turn_returns_text_and_audio(api: httpx.Client) -> None:
-    resp = api.post(
-        "/api/text", json={"text": "Hello Morgan", "user_id": "verify", "want_audio": True}
+    _turn_with_audio(
+        lambda: api.post(
+            "/api/text", json={"text": "Hello Morgan", "user_id": "verify", "want_audio": True}
+        )
     )
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert isinstance(body["text"], str) and body["text"].strip()
-    assert body["conversation_id"]
-    assert _is_wav(base64.b64decode(body["audio_base64"]))
 
 
 def test_audio_turn_transcribes_and_answers(api: httpx.Client, tmp_path: Path) -> None:
@@ -173,15 +192,15 @@ def test_audio_turn_transcribes_and_answers(api: httpx.Client, tmp_path: Path) -
     subprocess.run(
         ["espeak-ng", "-w", str(speech), "what is the weather like tomorrow"], check=True
     )
-    with speech.open("rb") as f:
-        resp = api.post(
-            "/api/audio", files={"file": ("speech.wav", f, "audio/wav")}, data={"user_id": "verify"}
+    audio = speech.read_bytes()
+    body = _turn_with_audio(
+        lambda: api.post(
+            "/api/audio",
+            files={"file": ("speech.wav", audio, "audio/wav")},
+            data={"user_id": "verify"},
         )
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
+    )
     assert isinstance(body["transcription"], str)
-    assert isinstance(body["text"], str) and body["text"].strip()
-    assert _is_wav(base64.b64decode(body["audio_base64"]))
 
 
 def test_conversation_survives_core_restart(
