@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: up test setup check lint typecheck down
+.PHONY: up test setup check lint typecheck down lock
 
 ## make up: set up this machine, then run Morgan's dev stack locally
 up: setup
@@ -20,6 +20,12 @@ setup:
 
 check:
 	scripts/setup --check
+
+## make lock: re-resolve every dependency to its newest allowed release, rewrite
+## uv.lock and images/lock/, then install the result (the one deliberate upgrade)
+lock: setup
+	$(VENV)/bin/morgan lock --upgrade
+	scripts/setup
 
 lint:
 	$(VENV)/bin/ruff check .

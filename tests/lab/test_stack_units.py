@@ -11,7 +11,7 @@ from morgan.lab import images as img
 from morgan.lab import stack as st
 from morgan.lab.lock import Pin
 from morgan.lab.secrets import ensure_env, read_env
-from morgan.lab.wheelhouse import _has_wheel
+from morgan.lab.wheelhouse import _has_file
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.unit
@@ -136,5 +136,14 @@ def test_missing_staged_file_names_the_fix(tmp_path: Path) -> None:
 
 def test_wheelhouse_recognises_wheels_by_normalised_name(tmp_path: Path) -> None:
     (tmp_path / "typing_extensions-4.16.0-py3-none-any.whl").write_bytes(b"")
-    assert _has_wheel(tmp_path, Pin("typing-extensions", "4.16.0"))
-    assert not _has_wheel(tmp_path, Pin("typing-extensions", "4.15.0"))
+    (tmp_path / "PyYAML-6.0.3-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"")
+    assert _has_file(tmp_path, Pin("typing-extensions", "4.16.0"))
+    assert _has_file(tmp_path, Pin("pyyaml", "6.0.3"))
+    assert not _has_file(tmp_path, Pin("typing-extensions", "4.15.0"))
+
+
+def test_wheelhouse_recognises_an_sdist(tmp_path: Path) -> None:
+    (tmp_path / "docopt-0.6.2.tar.gz").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a distribution")
+    assert _has_file(tmp_path, Pin("docopt", "0.6.2"))
+    assert not _has_file(tmp_path, Pin("docopt", "0.6.1"))

@@ -218,17 +218,25 @@ def logs(
 
 
 @app.command()
-def lock() -> None:
-    """Rewrite images/lock/ from the versions installed in this virtualenv."""
-    from morgan.lab.lock import LockError, write_locks
+def lock(
+    upgrade: bool = typer.Option(
+        False, "--upgrade", help="Re-resolve every pin to the newest release pyproject.toml allows."
+    ),
+) -> None:
+    """Rewrite uv.lock for pyproject.toml and export images/lock/ from it."""
+    from morgan.lab.lock import LockError, lock_file, write_locks
 
+    root = img.repo_root()
+    console.print(f"{'upgrading' if upgrade else 'updating'} {lock_file(root)} (asks PyPI)…")
     try:
-        written = write_locks(img.repo_root())
+        written = write_locks(root, upgrade=upgrade)
     except LockError as err:
         _fail(str(err))
         return
+    console.print(f"  [green]✓[/green] lock: {lock_file(root)}")
     for flavour, path in written.items():
         console.print(f"  [green]✓[/green] {flavour}: {path}")
+    console.print("Next: scripts/setup installs the new lock; commit uv.lock and images/lock/.")
 
 
 @app.command()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from morgan.lab import wheelhouse
-from morgan.lab.lock import RUNTIME_EXTRAS, lock_path
+from morgan.lab.lock import BUILD_GROUP, RUNTIME_EXTRAS, lock_path
 
 BASE_IMAGE_DEFAULT = "morgan-base:py3.11-bookworm"
 # Service images are tagged with the stack's image version too (what the plan names).
@@ -83,7 +83,10 @@ def runtime_specs(root: Path) -> list[ImageSpec]:
         ImageSpec(
             name=f"morgan-runtime-{flavour}",
             dockerfile=root / "images/runtime/Dockerfile",
-            files=((lock_path(root, flavour), f"images/lock/runtime-{flavour}.txt"),),
+            files=(
+                (lock_path(root, BUILD_GROUP), "images/lock/build.txt"),
+                (lock_path(root, flavour), f"images/lock/runtime-{flavour}.txt"),
+            ),
             build_args={"FLAVOUR": flavour, "BASE_IMAGE": base_image()},
             uses_wheelhouse=True,
         )
@@ -99,7 +102,7 @@ def service_specs(root: Path, version: str) -> list[ImageSpec]:
                 name=f"morgan-{service}",
                 dockerfile=root / f"images/{service}/Dockerfile",
                 files=(
-                    (root / "images/lock/build.txt", "images/lock/build.txt"),
+                    (lock_path(root, BUILD_GROUP), "images/lock/build.txt"),
                     (root / "pyproject.toml", "pyproject.toml"),
                     (root / "README.md", "README.md"),
                     (root / "services/morgan", "services/morgan"),

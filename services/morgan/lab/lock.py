@@ -1,22 +1,24 @@
-"""Pinned dependency sets for the images, taken from the tested virtualenv.
+"""The lock: one pinned, hashed dependency closure (uv.lock) and the image locks taken from it.
 
-The images must install exactly the versions the test suite ran against. The
-lock is the dependency closure of some of morgan's extras, resolved against
-the distributions installed in the running interpreter (the project's .venv),
-written as ``name==version`` lines. ``morgan lock`` rewrites images/lock/.
+``uv.lock`` at the repository root pins every extra for Linux x86_64 and aarch64 with
+Python 3.11, each file with its sha256. ``scripts/setup`` installs the dev virtualenv
+from it exactly; the images install ``images/lock/*.txt``, which are ``uv export``s of
+the same lock (one per runtime flavour, plus the build tools), with the same hashes.
+``morgan lock`` rewrites the exports (and the lock where pyproject.toml changed);
+``morgan lock --upgrade`` (``make lock``) re-resolves everything to the newest releases.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Iterable
+import platform
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
+from packaging.markers import Marker, default_environment
 
 # Each runtime image installs one closure; services pick the runtime they need.
 RUNTIME_EXTRAS: dict[str, tuple[str, ...]] = {
@@ -25,96 +27,126 @@ RUNTIME_EXTRAS: dict[str, tuple[str, ...]] = {
     # sentence-transformers (core), coqui-tts (tts) and transformers (llm) need torch.
     "torch": ("service", "core", "tts", "llm"),
 }
+# The dependency group of the tools that build the morgan wheel (and docopt's sdist).
+BUILD_GROUP = "build"
 
-
-# The images run Debian bookworm's Python, which can be older than the virtualenv's:
-# markers are evaluated for both, so a dependency only the image's Python needs
-# is locked too.
+# The images run Debian bookworm's Python: markers are evaluated for it when the
+# wheelhouse is filled (redis needs async-timeout below 3.11.3, for example).
 IMAGE_PYTHON = "3.11.2"
-# Dependencies only the image's Python needs, hence not installed in the virtualenv.
-IMAGE_ONLY_PINS: dict[str, str] = {
-    # redis>=5 needs it below Python 3.11.3.
-    "async-timeout": "5.0.1",
-}
 
 
 class LockError(RuntimeError):
-    """A dependency of the lock is not installed in the interpreter computing it."""
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """The lock could not be read, exported or rewritten; the message names the fix."""
 
 
 @dataclass(frozen=True)
 class Pin:
     name: str
     version: str
+    marker: str | None = None
+    hashes: tuple[str, ...] = ()
 
     def line(self) -> str:
         return f"{self.name}=={self.version}"
 
+    def hashed_line(self) -> str:
+        """A requirement pip installs with --require-hashes (markers left out)."""
+        return " ".join([self.line(), *(f"--hash={h}" for h in self.hashes)])
 
-def closure(root: str, extras: Iterable[str]) -> list[Pin]:
-    """Every installed distribution that `root[extras]` needs, the root itself excluded."""
-    seen: dict[str, Pin] = {}
-    # A queue of (distribution name, extras requested of it).
-    queue: list[tuple[str, frozenset[str]]] = [(root, frozenset(extras))]
-    done: set[tuple[str, frozenset[str]]] = set()
-    host_env = {k: str(v) for k, v in default_environment().items()}
-    image_env = dict(host_env, python_full_version=IMAGE_PYTHON, python_version="3.11")
-    while queue:
-        name, want = queue.pop()
-        key = (_canonical(name), want)
-        if key in done:
-            continue
-        done.add(key)
-        if _canonical(name) in IMAGE_ONLY_PINS:
-            seen[_canonical(name)] = Pin(_canonical(name), IMAGE_ONLY_PINS[_canonical(name)])
-            continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError as err:
-            raise LockError(
-                f"lock: {name} is required but not installed in this interpreter; "
-                "run scripts/setup (it installs morgan[dev] into .venv) and retry, or add it to"
-                " IMAGE_ONLY_PINS in morgan/lab/lock.py if only the image's Python needs it"
-            ) from err
-        canon = _canonical(dist.metadata["Name"])
-        if canon != _canonical(root):
-            seen[canon] = Pin(canon, dist.version)
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is not None:
-                envs = [dict(env, extra=e) for e in (want or {""}) for env in (host_env, image_env)]
-                if not any(req.marker.evaluate(env) for env in envs):
-                    continue
-            if _canonical(req.name) == _canonical(root):
-                queue.append((root, frozenset(req.extras)))
-                continue
-            queue.append((req.name, frozenset(req.extras)))
-    return sorted(seen.values(), key=lambda p: p.name)
+    def applies(self, env: dict[str, str]) -> bool:
+        return self.marker is None or Marker(self.marker).evaluate(env)
 
 
-def render(pins: Iterable[Pin], flavour: str) -> str:
-    head = (
-        f"# morgan-runtime ({flavour}): pinned from the tested virtualenv by `morgan lock`.\n"
-        "# Do not edit by hand; regenerate after changing pyproject.toml.\n"
+def image_environment(machine: str | None = None) -> dict[str, str]:
+    """Marker values of the images' Python on `machine` (default: this one's)."""
+    env = {k: str(v) for k, v in default_environment().items()}
+    env.update(
+        python_full_version=IMAGE_PYTHON,
+        python_version="3.11",
+        sys_platform="linux",
+        platform_system="Linux",
+        platform_machine=machine or platform.machine(),
     )
-    return head + "".join(p.line() + "\n" for p in pins)
+    return env
+
+
+def lock_file(root: Path) -> Path:
+    return root / "uv.lock"
 
 
 def lock_path(root: Path, flavour: str) -> Path:
+    """The image lock of a runtime flavour, or of the build tools (`BUILD_GROUP`)."""
+    if flavour == BUILD_GROUP:
+        return root / "images" / "lock" / "build.txt"
     return root / "images" / "lock" / f"runtime-{flavour}.txt"
 
 
-def write_locks(root: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for flavour, extras in RUNTIME_EXTRAS.items():
-        path = lock_path(root, flavour)
+def image_locks(root: Path) -> dict[str, Path]:
+    return {f: lock_path(root, f) for f in (*RUNTIME_EXTRAS, BUILD_GROUP)}
+
+
+def uv_binary() -> str:
+    """The virtualenv's uv (installed from the lock), else one on PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("uv")
+    if found is None:
+        raise LockError("lock: uv is not installed; run scripts/setup (it installs the locked uv)")
+    return found
+
+
+def _uv(root: Path, *args: str) -> str:
+    cmd = [uv_binary(), *args]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise LockError(f"lock: `uv {' '.join(args)}` failed: {last}")
+    return proc.stdout
+
+
+def export_args(flavour: str) -> list[str]:
+    """`uv export` arguments of one image lock: no project, no dev tools, only that closure."""
+    args = ["export", "--frozen", "--format", "requirements-txt", "--no-emit-project"]
+    args.append("--no-header")
+    if flavour == BUILD_GROUP:
+        return [*args, "--only-group", BUILD_GROUP]
+    if flavour not in RUNTIME_EXTRAS:
+        known = ", ".join([*RUNTIME_EXTRAS, BUILD_GROUP])
+        raise LockError(f"lock: unknown image lock {flavour!r}; known: {known}")
+    extras = [a for extra in RUNTIME_EXTRAS[flavour] for a in ("--extra", extra)]
+    return [*args, "--no-default-groups", *extras]
+
+
+def header(flavour: str) -> str:
+    what = "build tools" if flavour == BUILD_GROUP else f"morgan-runtime ({flavour})"
+    return (
+        f"# {what}: exported from uv.lock by `morgan lock`, with the lock's hashes.\n"
+        "# Do not edit by hand: change pyproject.toml, then run `morgan lock`.\n"
+    )
+
+
+def export(root: Path, flavour: str) -> str:
+    """The image lock of `flavour` as `morgan lock` writes it."""
+    return header(flavour) + _uv(root, *export_args(flavour))
+
+
+def relock(root: Path, upgrade: bool = False) -> None:
+    """Rewrite uv.lock: keep every pin that still fits pyproject.toml, or upgrade them all."""
+    _uv(root, "lock", *(["--upgrade"] if upgrade else []))
+
+
+def check_lock(root: Path) -> None:
+    """Raise unless uv.lock answers pyproject.toml as it stands (offline, nothing resolved)."""
+    _uv(root, "lock", "--check", "--offline")
+
+
+def write_locks(root: Path, upgrade: bool = False) -> dict[str, Path]:
+    relock(root, upgrade)
+    out = image_locks(root)
+    for flavour, path in out.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(closure("morgan", extras), flavour))
-        out[flavour] = path
+        path.write_text(export(root, flavour))
     return out
 
 
@@ -122,12 +154,24 @@ def lock_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def read_pins(path: Path) -> list[Pin]:
+def parse_pins(text: str) -> list[Pin]:
+    """The pins of a requirements file in `uv export` form (markers, hash continuations)."""
+    joined = text.replace("\\\n", " ")
     pins = []
-    for raw in path.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+    for raw in joined.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
             continue
-        name, _, version = line.partition("==")
-        pins.append(Pin(name, version))
+        words = line.split()
+        hashes = tuple(w.removeprefix("--hash=") for w in words if w.startswith("--hash="))
+        spec = " ".join(w for w in words if not w.startswith("--hash="))
+        requirement, _, marker = spec.partition(";")
+        name, sep, version = requirement.strip().partition("==")
+        if not sep:
+            raise LockError(f"lock: {line!r} is not pinned with ==; run `morgan lock`")
+        pins.append(Pin(name.strip(), version.strip(), marker.strip() or None, hashes))
     return pins
+
+
+def read_pins(path: Path) -> list[Pin]:
+    return parse_pins(path.read_text())

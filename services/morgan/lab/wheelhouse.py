@@ -1,9 +1,10 @@
-"""The local wheelhouse: every locked wheel downloaded once per machine, served to image builds.
+"""The local wheelhouse: every locked file downloaded once per machine, served to image builds.
 
 PyTorch and its CUDA libraries weigh ~3 GB. They are fetched once into
 $MORGAN_CACHE/wheelhouse (a stamp per lock hash records a complete fetch), and
 each `docker build` installs from a loopback HTTP server over that folder
-(classic builder, `--network host`), so no build downloads them again.
+(classic builder, `--network host`), so no build downloads them again. pip checks
+each download against the lock's hashes, and the images check them again.
 """
 
 from __future__ import annotations
@@ -13,12 +14,22 @@ import http.server
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from morgan.lab.lock import Pin, lock_hash, read_pins
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import Version
+
+from morgan.lab.lock import Pin, image_environment, lock_hash, read_pins
 
 
 class WheelhouseError(RuntimeError):
@@ -34,7 +45,7 @@ def wheelhouse_dir() -> Path:
 
 
 def ensure_wheels(locks: list[Path], directory: Path | None = None) -> list[Path]:
-    """Download (or build, for sdists) every pinned wheel not yet in the wheelhouse.
+    """Download every pinned file (a wheel, or docopt's sdist) not yet in the wheelhouse.
 
     Returns the locks that had to be fetched; an up-to-date lock costs one stat.
     """
@@ -45,17 +56,24 @@ def ensure_wheels(locks: list[Path], directory: Path | None = None) -> list[Path
         stamp = target / f".lock-{lock.stem}-{lock_hash(lock)}"
         if stamp.exists():
             continue
-        missing = [p for p in read_pins(lock) if not _has_wheel(target, p)]
+        env = image_environment()
+        wanted = [p for p in read_pins(lock) if p.applies(env)]
+        missing = [p for p in wanted if not _has_file(target, p)]
         if not missing:
             stamp.touch()
             continue
         log = target / f".pip-{lock.stem}.log"
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", dir=target, delete=False) as req:
+            req.write("".join(p.hashed_line() + "\n" for p in missing))
         cmd = [
-            sys.executable, "-m", "pip", "wheel", "--no-deps", "--progress-bar", "off",
-            "--find-links", str(target), "--wheel-dir", str(target), *(p.line() for p in missing),
+            sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+            "--progress-bar", "off", "--dest", str(target), "-r", req.name,
         ]  # fmt: skip
-        with log.open("w") as out:
-            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
+        try:
+            with log.open("w") as out:
+                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
+        finally:
+            os.unlink(req.name)
         if proc.returncode != 0:
             last = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
             raise WheelhouseError(
@@ -67,12 +85,26 @@ def ensure_wheels(locks: list[Path], directory: Path | None = None) -> list[Path
     return fetched
 
 
-def _has_wheel(directory: Path, pin: Pin) -> bool:
-    # Wheel file names use the normalised name with underscores (PEP 427/491).
-    stem = f"{pin.name.replace('-', '_')}-{pin.version}-"
-    return any(directory.glob(f"{stem}*.whl")) or any(
-        f.name.lower().startswith(stem.lower()) for f in directory.glob("*.whl")
-    )
+def _has_file(directory: Path, pin: Pin) -> bool:
+    want = (canonicalize_name(pin.name), Version(pin.version))
+    return want in _files(directory)
+
+
+def _files(directory: Path) -> set[tuple[str, Version]]:
+    """(name, version) of every wheel and sdist in `directory`."""
+    found: set[tuple[str, Version]] = set()
+    for item in directory.iterdir():
+        try:
+            if item.name.endswith(".whl"):
+                name, version, _build, _tags = parse_wheel_filename(item.name)
+            elif item.name.endswith((".tar.gz", ".zip")):
+                name, version = parse_sdist_filename(item.name)
+            else:
+                continue
+        except (InvalidWheelFilename, InvalidSdistFilename):
+            continue
+        found.add((str(name), version))
+    return found
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -111,9 +111,12 @@ def build_tiny_llm(target: Path) -> Path:
     model = LlamaForCausalLM(config)
     # Random weights would end a reply at a random point; suppressing the end token makes
     # every reply run to max_tokens, so tests and benchmarks control its length exactly.
-    model.generation_config.suppress_tokens = [raw.token_to_id("<|im_end|>")]
+    generation = model.generation_config
+    if generation is None:
+        raise RuntimeError("transformers made no generation config for the tiny LLM; pin it back")
+    generation.suppress_tokens = [raw.token_to_id("<|im_end|>")]
     model.save_pretrained(target)
-    model.generation_config.save_pretrained(target)
+    generation.save_pretrained(target)
     return target
 
 
