@@ -21,7 +21,8 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from morgan.shared.app import create_app, run
+from morgan.shared.app import create_app
+from morgan.shared.server import run
 from morgan.shared.settings import ServiceSettings
 
 router = APIRouter()

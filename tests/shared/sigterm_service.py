@@ -1,7 +1,7 @@
 """A service process for the graceful-shutdown test: `python -m tests.shared.sigterm_service`.
 
 Reads CONSUL_HTTP_ADDR, MORGAN_SIGTEST_PORT and MORGAN_SIGTEST_SERVICE_NAME; serves
-GET /api/slow?seconds=N (no auth) and runs through morgan.shared.app.run.
+GET /api/slow?seconds=N (no auth) and runs through morgan.shared.server.run.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from morgan.shared.app import create_app, run
+from morgan.shared.app import create_app
 from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.server import run
 from morgan.shared.settings import ServiceSettings
 
 router = APIRouter()

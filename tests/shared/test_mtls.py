@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import APIRouter
-from morgan.shared.app import create_app, server_config
+from morgan.shared.app import create_app
 from morgan.shared.discovery import ConsulServiceDiscovery, ServiceEndpoint, _CacheEntry
 from morgan.shared.http_client import MorganHTTPClient, UpstreamError
 from morgan.shared.registry import ConsulRegistry
+from morgan.shared.server import server_config
 from morgan.shared.settings import ServiceSettings
 
 from tests.harness.ports import LOOPBACK, free_port

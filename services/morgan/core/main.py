@@ -7,8 +7,8 @@ from pathlib import Path
 
 from morgan.core.app import build_app
 from morgan.core.config import CoreSettings
-from morgan.shared.app import run
 from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.server import run
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ from morgan.llm.engine import LLMEngine, make_engine
 from morgan.llm.router import router
 from morgan.llm.service import ChatService
 from morgan.models.service_app import build_model_app
-from morgan.shared.app import run
 from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.server import run
 
 YAML_PATH = Path("/etc/morgan/llm.yaml")
 

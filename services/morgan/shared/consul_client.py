@@ -116,8 +116,3 @@ def parse_consul_addr(raw: str) -> tuple[str, str, int]:
             "127.0.0.1:8500"
         ) from exc
     return parts.scheme, parts.hostname, port
-
-
-def make_consul_client(addr: str | None = None) -> consul.Consul:
-    """Shortcut: `ConsulClientFactory.from_env(addr).client()`."""
-    return ConsulClientFactory.from_env(addr).client()

@@ -9,8 +9,8 @@ from fastapi import FastAPI
 
 from morgan.models.directory import ModelDirectoryError, list_models, resolve_model
 from morgan.models.service_app import build_model_app
-from morgan.shared.app import run
 from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.server import run
 from morgan.tts.config import TTSSettings
 from morgan.tts.engine import CoquiEngine
 from morgan.tts.router import router
