@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pulumi
 
-from infra.builds import build_steps
 from infra.components.consul import ConsulCluster, ConsulClusterArgs
 from infra.components.consul_kv import ConsulKv, ConsulKvArgs
 from infra.components.containers import DeployContext
@@ -25,14 +24,10 @@ from infra.components.images import Images, ImagesArgs
 from infra.components.observability import Observability, ObservabilityArgs
 from infra.components.pki import CertificateRequest, Pki, PkiArgs
 from infra.components.secrets import FleetSecrets, FleetSecretsArgs
-from infra.components.service_key import KEYS_PREFIX as SERVICE_KEYS_PREFIX
 from infra.components.services import MorganServices, MorganServicesArgs
-from infra.configs import consul as consul_cfg
-from infra.configs.observability import PORTS as OBS_PORTS
-from infra.kv import kv_entries
+from infra.deployment import Deployment, build_deployment
 from infra.placement import Plan
-from infra.render.compose import node_labels
-from infra.specs import SERVICE_PORTS, build_specs, images_needed
+from infra.specs import SERVICE_PORTS
 
 OBSERVABILITY_ROLES = ("prometheus", "alertmanager", "grafana", "loki", "promtail")
 
@@ -40,6 +35,7 @@ OBSERVABILITY_ROLES = ("prometheus", "alertmanager", "grafana", "loki", "promtai
 @dataclass(frozen=True)
 class Fleet:
     plan: Plan
+    deployment: Deployment
     hosts: dict[str, Host]
     secrets: FleetSecrets
     pki: Pki | None
@@ -55,11 +51,11 @@ class Fleet:
     services: MorganServices
 
 
-def certificate_requests(plan: Plan) -> tuple[CertificateRequest, ...]:
+def certificate_requests(deployment: Deployment) -> tuple[CertificateRequest, ...]:
     """One certificate per TLS role, valid for every name the role is reached by."""
-    cfg = plan.config
+    cfg = deployment.plan.config
     roles: dict[str, set[str]] = {}
-    for spec in build_specs(plan):
+    for spec in deployment.specs:
         if spec.tls is None:
             continue
         names = roles.setdefault(spec.tls.role, {"localhost", spec.tls.role})
@@ -90,17 +86,17 @@ def _is_ip(value: str) -> bool:
 
 def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
     cfg = plan.config
-    specs = build_specs(plan)
     root = Path(project_root)
+    deployment = build_deployment(plan, root)
+    specs = deployment.specs
+    endpoints = deployment.endpoints
 
     hosts: dict[str, Host] = {}
-    labels = node_labels(plan)
-    morgan_images = images_needed(plan)
+    labels = deployment.node_labels
     for host in cfg.hosts:
-        on_host = [s for s in specs if s.host == host.name]
-        pulled = tuple(
-            dict.fromkeys(s.image for s in on_host if (host.name, s.image) not in morgan_images)
-        )
+        on_host = deployment.on_host(host.name)
+        built = {step.name for step in deployment.images_on(host.name)}
+        pulled = tuple(dict.fromkeys(s.image for s in on_host if s.image not in built))
         volumes = tuple(dict.fromkeys(v.name for s in on_host for v in s.volumes))
         hosts[host.name] = Host(
             host.name,
@@ -116,7 +112,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
             "pki",
             PkiArgs(
                 organization=f"Morgan {cfg.stack}",
-                requests=certificate_requests(plan),
+                requests=certificate_requests(deployment),
                 docker_hosts=tuple(h.address for h in cfg.hosts if h.docker.startswith("tcp://")),
             ),
         )
@@ -125,29 +121,22 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         "images",
         ImagesArgs(
             hosts=hosts,
-            steps=build_steps(plan, root),
+            steps=deployment.images,
             context=str(root),
             push=bool(cfg.images.registry),
         ),
     )
     ctx = DeployContext(hosts=hosts, secrets=secrets, pki=pki, built_images=dict(images.built))
 
-    first_server = cfg.host(plan.consul_servers[0])
-    tls = cfg.security.internal_tls
-    acts_as_agent = consul_cfg.server_acts_as_agent(plan, first_server.name)
-    if acts_as_agent:
-        api_port = consul_cfg.AGENT_PORTS["https" if tls else "http"]
-    else:
-        api_port = consul_cfg.SERVER_PORTS["https" if tls else "http"]
-    scheme = "https" if tls else "http"
+    scheme = endpoints.consul.scheme
     consul = ConsulCluster(
         "consul",
         ConsulClusterArgs(
             ctx=ctx,
             servers=tuple(s for s in specs if s.role == "consul-server"),
             agents=tuple(s for s in specs if s.role == "consul-agent"),
-            ui_url=f"{scheme}://{first_server.address}:{api_port}/ui/",
-            api_address=f"{first_server.address}:{api_port}",
+            ui_url=f"{endpoints.consul.url}/ui/",
+            api_address=endpoints.consul.address,
             api_scheme=scheme,
         ),
     )
@@ -158,7 +147,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
             scheme=scheme,
             token=consul.management_token,
             ca_pem=pki.ca_cert_pem if pki else None,
-            entries=kv_entries(plan),
+            entries=deployment.kv,
         ),
         opts=pulumi.ResourceOptions(depends_on=[*consul.servers]),
     )
@@ -171,21 +160,19 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
             token=consul.management_token,
             ca_pem=pki.ca_cert_pem if pki else None,
             entries=secrets.service_key.entries,
-            prefix=SERVICE_KEYS_PREFIX,
+            prefix=deployment.service_key.record_prefix,
             secret=True,
         ),
         opts=pulumi.ResourceOptions(depends_on=[*consul.servers]),
     )
 
-    gateway_host = cfg.host(plan.host_of("traefik") or cfg.hosts[0].name)
-    port = "" if cfg.gateway.https_port == 443 else f":{cfg.gateway.https_port}"
     gateway = Gateway(
         "gateway",
         GatewayArgs(
             ctx=ctx,
             traefik=next(s for s in specs if s.role == "traefik"),
-            url=f"https://{gateway_host.address}{port}/",
-            dashboard_url=f"https://traefik.{cfg.domain}{port}/dashboard/",
+            url=f"{endpoints.gateway_url}/",
+            dashboard_url=endpoints.dashboard_url,
             dashboard_user=cfg.gateway.dashboard_user,
         ),
         opts=pulumi.ResourceOptions(depends_on=[*consul.agents, *consul.servers]),
@@ -209,17 +196,12 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
     qdrant_spec = next((s for s in specs if s.role == "qdrant"), None)
     qdrant = Qdrant("qdrant", QdrantArgs(ctx=ctx, server=qdrant_spec)) if qdrant_spec else None
 
-    grafana_host = plan.host_of("grafana")
     observability = Observability(
         "observability",
         ObservabilityArgs(
             ctx=ctx,
             containers=tuple(s for s in specs if s.role in OBSERVABILITY_ROLES),
-            grafana_url=(
-                f"{scheme}://{cfg.host(grafana_host).address}:{OBS_PORTS['grafana']}/"
-                if grafana_host
-                else None
-            ),
+            grafana_url=f"{endpoints.grafana.url}/" if endpoints.grafana else None,
         ),
         opts=pulumi.ResourceOptions(depends_on=[*consul.agents, *consul.servers]),
     )
@@ -240,6 +222,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
     )
     return Fleet(
         plan=plan,
+        deployment=deployment,
         hosts=hosts,
         secrets=secrets,
         pki=pki,

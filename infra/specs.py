@@ -35,19 +35,6 @@ SERVICE_PORTS = {"core": 8000, "llm": 8001, "tts": 8002, "stt": 8003}
 # Several replicas of one service on a host listen 10 ports apart: 8000, 8010, ...
 REPLICA_PORT_STEP = 10
 
-SECRET_NAMES: tuple[str, ...] = (
-    "postgres_password",
-    "replication_password",
-    "redis_password",
-    "qdrant_api_key",
-    "consul_gossip_key",
-    "consul_management_token",
-    "grafana_admin_password",
-    "traefik_dashboard_users",
-    "core_service_api_key",
-)
-
-
 @dataclass(frozen=True)
 class ImageRef:
     """A Morgan image this plan needs, and which base it builds from."""
@@ -630,10 +617,6 @@ def build_specs(plan: Plan) -> tuple[ContainerSpec, ...]:
             specs.append(observability_spec(plan, replica))
     specs += redis_specs(plan)
     return tuple(specs)
-
-
-def specs_on_host(plan: Plan, host: str) -> tuple[ContainerSpec, ...]:
-    return tuple(s for s in build_specs(plan) if s.host == host)
 
 
 def images_needed(plan: Plan) -> dict[tuple[str, str], ImageRef]:

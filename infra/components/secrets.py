@@ -8,6 +8,7 @@ import pulumi
 import pulumi_random as random
 
 from infra.components.service_key import ServiceKey
+from infra.deployment import SECRETS
 
 
 @dataclass(frozen=True)
@@ -31,30 +32,28 @@ class FleetSecrets(pulumi.ComponentResource):
                 f"{name}-{key}", length=args.password_length, special=False, opts=child
             )
 
-        passwords = {
-            key: password(key)
-            for key in (
-                "postgres_password",
-                "replication_password",
-                "redis_password",
-                "qdrant_api_key",
-                "grafana_admin_password",
-                "traefik_dashboard_password",
-            )
-        }
-        gossip = random.RandomId(f"{name}-consul-gossip-key", byte_length=32, opts=child)
-        token = random.RandomUuid(f"{name}-consul-management-token", opts=child)
-        dashboard = passwords.pop("traefik_dashboard_password")
-        self.dashboard_password: pulumi.Output[str] = pulumi.Output.secret(dashboard.result)
-        self.values = {key: pulumi.Output.secret(p.result) for key, p in passwords.items()}
-        self.values["consul_gossip_key"] = pulumi.Output.secret(gossip.b64_std)
-        self.values["consul_management_token"] = pulumi.Output.secret(token.result)
-        # The key core sends to the model services; its KV record is `service_key.entries`.
-        self.service_key = ServiceKey(f"{name}-core-service-key", opts=child)
-        self.values["core_service_api_key"] = self.service_key.key
-        self.values["traefik_dashboard_users"] = pulumi.Output.secret(
-            dashboard.bcrypt_hash.apply(lambda h: f"{args.dashboard_user}:{h}")
-        )
+        # One resource per secret of infra.deployment.SECRETS, made the way its kind says.
+        self.values = {}
+        for key, kind in SECRETS:
+            if kind == "password":
+                self.values[key] = pulumi.Output.secret(password(key).result)
+            elif kind == "gossip-key":
+                gossip = random.RandomId(
+                    f"{name}-{key.replace('_', '-')}", byte_length=32, opts=child
+                )
+                self.values[key] = pulumi.Output.secret(gossip.b64_std)
+            elif kind == "token":
+                token = random.RandomUuid(f"{name}-{key.replace('_', '-')}", opts=child)
+                self.values[key] = pulumi.Output.secret(token.result)
+            elif kind == "htpasswd":
+                dashboard = password("traefik_dashboard_password")
+                self.dashboard_password: pulumi.Output[str] = pulumi.Output.secret(dashboard.result)
+                self.values[key] = pulumi.Output.secret(
+                    dashboard.bcrypt_hash.apply(lambda h: f"{args.dashboard_user}:{h}")
+                )
+            else:  # api-key: core's service key, whose KV record is `service_key.entries`.
+                self.service_key = ServiceKey(f"{name}-core-service-key", opts=child)
+                self.values[key] = self.service_key.key
         self.register_outputs({"names": sorted(self.values)})
 
     def render(self, template: str, names: tuple[str, ...]) -> pulumi.Output[str]:

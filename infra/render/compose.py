@@ -1,8 +1,9 @@
-"""Render the plan as per-host compose files and one Swarm stack file.
+"""Render the deployment as per-host compose files and one Swarm stack file.
 
-Both read the same container specs as the Pulumi program. Secrets never appear
-in the files: they are `${MORGAN_...}` variables (see `secret_variables`), and
-TLS material is mounted from `./tls/<role>/` next to the file.
+Both read the same `Deployment` as the Pulumi program, plus its one-shot KV seed
+(Pulumi writes the KV entries itself). Secrets never appear in the files: they are
+`${MORGAN_...}` variables (`Deployment.secret_variables`), and TLS material is
+mounted from `./tls/<role>/` next to the file.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from typing import Any
 
 import yaml
 
+from infra.deployment import Deployment, secret_variable
 from infra.model import ContainerSpec, SecretEnv
-from infra.placement import Plan
-from infra.specs import build_specs
 
 _CONFIG_NAME = re.compile(r"[^a-z0-9]+")
 
@@ -27,21 +27,8 @@ ENV_NOTES = {
 }
 
 
-def secret_variable(secret: str) -> str:
-    return f"MORGAN_{secret.upper()}"
-
-
 def _env_with_variables(env: SecretEnv) -> str:
     return env.render({name: "${" + secret_variable(name) + "}" for name in env.secrets})
-
-
-def secret_variables(plan: Plan, host: str | None = None) -> list[str]:
-    """Variables a rendered file needs in its environment (or .env), sorted."""
-    names: set[str] = set()
-    for spec in build_specs(plan):
-        if host is None or spec.host == host:
-            names.update(secret_variable(s) for s in spec.secrets)
-    return sorted(names)
 
 
 def _duration(value: str) -> str:
@@ -121,12 +108,16 @@ def _volumes(specs: list[ContainerSpec]) -> dict[str, Any]:
     return {v.name: {} for s in specs for v in s.volumes}
 
 
-def render_compose(plan: Plan, host: str) -> dict[str, Any]:
-    """The compose document for one host: its containers, on the host's network."""
-    plan.config.host(host)  # KeyError for an unknown host
-    specs = [s for s in build_specs(plan) if s.host == host]
+def render_compose(deployment: Deployment, host: str, kv_seed: bool = True) -> dict[str, Any]:
+    """The compose document for one host: its containers, on the host's network.
+
+    `kv_seed=False` leaves the KV seed out, for a deploy command that writes the
+    entries itself (`morgan up`).
+    """
+    deployment.on_host(host)  # KeyError for an unknown host
+    specs = list(deployment.rendered_specs(host, kv_seed=kv_seed))
     document: dict[str, Any] = {
-        "name": f"morgan-{plan.config.stack}-{host}",
+        "name": f"morgan-{deployment.plan.config.stack}-{host}",
         "services": {s.name: _service(s, swarm=False) for s in specs},
     }
     volumes = _volumes(specs)
@@ -142,7 +133,7 @@ def render_compose(plan: Plan, host: str) -> dict[str, Any]:
     return document
 
 
-def _swarm_service(plan: Plan, spec: ContainerSpec) -> dict[str, Any]:
+def _swarm_service(spec: ContainerSpec) -> dict[str, Any]:
     service = _service(spec, swarm=True)
     service["networks"] = ["hostnet"]
     deploy = service.setdefault("deploy", {})
@@ -172,15 +163,15 @@ def _swarm_service(plan: Plan, spec: ContainerSpec) -> dict[str, Any]:
     return service
 
 
-def render_swarm(plan: Plan) -> dict[str, Any]:
+def render_swarm(deployment: Deployment) -> dict[str, Any]:
     """docker-stack.yml: one Swarm service per replica, pinned by node label morgan.host.
 
     Label the nodes first (docs/infrastructure.md): `docker node update --label-add
     morgan.host=h1 <node>`, plus gpu/os/arch labels from the stack's hosts.
     """
-    specs = list(build_specs(plan))
+    specs = list(deployment.rendered_specs())
     document: dict[str, Any] = {
-        "services": {s.name: _swarm_service(plan, s) for s in specs},
+        "services": {s.name: _swarm_service(s) for s in specs},
         "networks": {"hostnet": {"external": True, "name": "host"}},
     }
     volumes = _volumes(specs)
@@ -196,50 +187,35 @@ def render_swarm(plan: Plan) -> dict[str, Any]:
     return document
 
 
-def swarm_config_files(plan: Plan) -> dict[str, str]:
+def swarm_config_files(deployment: Deployment) -> dict[str, str]:
     """Relative path → content of the config files docker-stack.yml refers to."""
     return {
-        f"configs/{_config_key(s, f.path)}": f.content for s in build_specs(plan) for f in s.files
+        f"configs/{_config_key(s, f.path)}": f.content
+        for s in deployment.rendered_specs()
+        for f in s.files
     }
 
 
-def node_labels(plan: Plan) -> dict[str, dict[str, str]]:
-    """Swarm node labels per host, for `docker node update --label-add`."""
-    out = {}
-    for host in plan.hosts:
-        labels = {
-            "morgan.host": host.name,
-            "os": host.os,
-            "arch": host.arch,
-            "gpu": str(host.has_gpu).lower(),
-        }
-        if host.gpu:
-            labels["cuda"] = host.gpu.cuda
-        labels.update(host.labels)
-        out[host.name] = labels
-    return out
-
-
-def write_renderings(plan: Plan, out_dir: str | Path) -> list[Path]:
+def write_renderings(deployment: Deployment, out_dir: str | Path) -> list[Path]:
     """Write docker-stack.yml, its configs, and compose-<host>.yml for every host."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     stack = out / "docker-stack.yml"
-    stack.write_text(yaml.safe_dump(render_swarm(plan), sort_keys=False))
+    stack.write_text(yaml.safe_dump(render_swarm(deployment), sort_keys=False))
     written.append(stack)
-    for rel, content in swarm_config_files(plan).items():
+    for rel, content in swarm_config_files(deployment).items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
-    for host in plan.hosts:
-        path = out / f"compose-{host.name}.yml"
-        path.write_text(yaml.safe_dump(render_compose(plan, host.name), sort_keys=False))
+    for host in deployment.hosts:
+        path = out / f"compose-{host}.yml"
+        path.write_text(yaml.safe_dump(render_compose(deployment, host), sort_keys=False))
         written.append(path)
     env_example = out / "secrets.env.example"
     env_example.write_text(
         "# Fill these (e.g. from `pulumi stack output --show-secrets`) and pass with --env-file.\n"
-        + "".join(f"{ENV_NOTES.get(name, '')}{name}=\n" for name in secret_variables(plan))
+        + "".join(f"{ENV_NOTES.get(name, '')}{name}=\n" for name in deployment.secret_variables())
     )
     written.append(env_example)
     return written

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from infra.deployment import build_deployment
 from infra.placement import Plan
 from infra.render.compose import (
     render_compose,
     render_swarm,
-    secret_variables,
     write_renderings,
 )
 from infra.specs import build_specs
@@ -33,9 +33,12 @@ def _compose_binary() -> list[str]:
 
 @pytest.mark.unit
 def test_compose_per_host_has_exactly_that_hosts_containers(homelab_plan: Plan) -> None:
+    deployment = build_deployment(homelab_plan)
     for host in homelab_plan.hosts:
-        document = yaml.safe_load(yaml.safe_dump(render_compose(homelab_plan, host.name)))
+        document = yaml.safe_load(yaml.safe_dump(render_compose(deployment, host.name)))
         expected = {s.name for s in build_specs(homelab_plan) if s.host == host.name}
+        if host.name == homelab_plan.consul_servers[0]:
+            expected.add("morgan-kv-seed")
         assert set(document["services"]) == expected
         for service in document["services"].values():
             assert service["network_mode"] == "host"
@@ -47,16 +50,16 @@ def test_compose_per_host_has_exactly_that_hosts_containers(homelab_plan: Plan) 
 @pytest.mark.unit
 def test_compose_gpu_reservations_only_on_gpu_hosts(homelab_plan: Plan) -> None:
     for host in homelab_plan.hosts:
-        services = render_compose(homelab_plan, host.name)["services"]
+        services = render_compose(build_deployment(homelab_plan), host.name)["services"]
         reserved = [n for n, s in services.items() if "deploy" in s]
         assert bool(reserved) == host.has_gpu, host.name
 
 
 @pytest.mark.unit
 def test_secrets_stay_variables(homelab_plan: Plan) -> None:
-    text = yaml.safe_dump(render_compose(homelab_plan, "h1"))
+    text = yaml.safe_dump(render_compose(build_deployment(homelab_plan), "h1"))
     assert "${MORGAN_POSTGRES_PASSWORD}" in text
-    assert set(secret_variables(homelab_plan, "h1")) >= {
+    assert set(build_deployment(homelab_plan).secret_variables("h1")) >= {
         "MORGAN_POSTGRES_PASSWORD",
         "MORGAN_CONSUL_GOSSIP_KEY",
         "MORGAN_TRAEFIK_DASHBOARD_USERS",
@@ -65,8 +68,9 @@ def test_secrets_stay_variables(homelab_plan: Plan) -> None:
 
 @pytest.mark.unit
 def test_swarm_stack_pins_every_service_by_node_label(homelab_plan: Plan) -> None:
-    document = render_swarm(homelab_plan)
-    specs = {s.name: s for s in build_specs(homelab_plan)}
+    deployment = build_deployment(homelab_plan)
+    document = render_swarm(deployment)
+    specs = {s.name: s for s in deployment.rendered_specs()}
     assert set(document["services"]) == set(specs)
     for name, service in document["services"].items():
         deploy = service["deploy"]
@@ -84,8 +88,8 @@ def test_docker_compose_accepts_every_rendered_file(
     stack: str, homelab_plan: Plan, dev_plan: Plan, tmp_path: Path
 ) -> None:
     plan = homelab_plan if stack == "homelab" else dev_plan
-    written = write_renderings(plan, tmp_path)
-    env = {**os.environ, **{name: "x" for name in secret_variables(plan)}}
+    written = write_renderings(build_deployment(plan), tmp_path)
+    env = {**os.environ, **{name: "x" for name in build_deployment(plan).secret_variables()}}
     for path in written:
         if path.suffix != ".yml":
             continue
@@ -142,10 +146,10 @@ def test_docker_stack_config_accepts_the_swarm_file(
 ) -> None:
     """`docker stack config` applies Swarm's schema (stricter than compose's) without a swarm."""
     plan = homelab_plan if stack == "homelab" else dev_plan
-    write_renderings(plan, tmp_path)
+    write_renderings(build_deployment(plan), tmp_path)
     docker = shutil.which("docker")
     assert docker, "the docker CLI is missing; run scripts/setup"
-    env = {**os.environ, **{name: "x" for name in secret_variables(plan)}}
+    env = {**os.environ, **{name: "x" for name in build_deployment(plan).secret_variables()}}
     result = subprocess.run(
         [docker, "stack", "config", "-c", "docker-stack.yml"],
         cwd=tmp_path,
@@ -156,12 +160,12 @@ def test_docker_stack_config_accepts_the_swarm_file(
     )
     assert result.returncode == 0, result.stderr
     merged = yaml.safe_load(result.stdout)
-    assert set(merged["services"]) == {s.name for s in build_specs(plan)}
+    assert set(merged["services"]) == {s.name for s in build_specs(plan)} | {"morgan-kv-seed"}
 
 
 @pytest.mark.unit
 def test_swarm_gpu_services_reserve_a_generic_gpu(homelab_plan: Plan) -> None:
-    services = render_swarm(homelab_plan)["services"]
+    services = render_swarm(build_deployment(homelab_plan))["services"]
     for spec in build_specs(homelab_plan):
         reservations = services[spec.name]["deploy"]["resources"].get("reservations")
         if spec.gpu:

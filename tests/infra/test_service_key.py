@@ -20,11 +20,11 @@ from morgan.shared.consul_client import ConsulClientFactory
 
 from infra.components.consul_kv import ConsulKvProvider
 from infra.components.service_key import KEYS_PREFIX, CreatedAtProvider, record_entries
+from infra.deployment import build_deployment
 from infra.placement import Plan
 from infra.render.compose import (
     render_compose,
     render_swarm,
-    secret_variables,
     write_renderings,
 )
 from tests.infra.mocks import SECRET_MARK, is_secret, plain_strings, unwrap
@@ -115,15 +115,15 @@ def test_key_is_nowhere_in_plain_text(stack: Built) -> None:
 @pytest.mark.unit
 def test_renderers_carry_the_key_as_a_variable(homelab_plan: Plan, tmp_path: Any) -> None:
     core_host = next(r.host for r in homelab_plan.replicas if r.role == "core")
-    assert ENV_NAME in secret_variables(homelab_plan, core_host)
-    assert ENV_NAME in secret_variables(homelab_plan)
-    services = render_compose(homelab_plan, core_host)["services"]
+    assert ENV_NAME in build_deployment(homelab_plan).secret_variables(core_host)
+    assert ENV_NAME in build_deployment(homelab_plan).secret_variables()
+    services = render_compose(build_deployment(homelab_plan), core_host)["services"]
     core = next(s for n, s in services.items() if n.startswith("morgan-core-"))
     assert core["environment"][ENV_NAME] == "${" + ENV_NAME + "}"
-    swarm = render_swarm(homelab_plan)["services"]
+    swarm = render_swarm(build_deployment(homelab_plan))["services"]
     swarm_core = next(s for n, s in swarm.items() if n.startswith("morgan-core-"))
     assert swarm_core["environment"][ENV_NAME] == "${" + ENV_NAME + "}"
-    write_renderings(homelab_plan, tmp_path)
+    write_renderings(build_deployment(homelab_plan), tmp_path)
     lines = (tmp_path / "secrets.env.example").read_text().splitlines()
     at = lines.index(f"{ENV_NAME}=")
     assert "morgan keys create" in lines[at - 1] and lines[at - 1].startswith("#")

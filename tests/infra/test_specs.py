@@ -7,8 +7,9 @@ import re
 
 import pytest
 
+from infra.deployment import SECRET_NAMES
 from infra.placement import Plan
-from infra.specs import SECRET_NAMES, build_specs, images_needed, service_port
+from infra.specs import build_specs, images_needed, service_port
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from morgan.lab import compose_runner as cr
+from morgan.lab import endpoints as eps
+from morgan.lab import model_seed
 from morgan.lab import stack as st
+from morgan.lab.secrets import read_env
 
 ROOT = Path(__file__).resolve().parents[2]
 MORGAN = str(ROOT / ".venv" / "bin" / "morgan")
@@ -49,14 +53,14 @@ def test_up_prints_gateway_key_and_curl(dev_stack: subprocess.CompletedProcess[s
 
 def test_up_says_when_it_uses_tiny_models(dev_stack: subprocess.CompletedProcess[str]) -> None:
     # The lab stack starts from empty volumes, so the tiny models are always seeded here.
-    assert st.TINY_MODEL_WARNING in dev_stack.stdout
+    assert model_seed.TINY_MODEL_WARNING in dev_stack.stdout
 
 
 def test_status_lists_every_container_healthy(dev_stack: subprocess.CompletedProcess[str]) -> None:
     result = morgan("status", "--stack", "dev")
     assert result.returncode == 0, result.stdout + result.stderr
     p = st.paths("dev")
-    rows = st.running_containers(p)
+    rows = cr.running_containers(p)
     assert rows, "no containers after morgan up"
     for row in rows:
         assert row["State"] == "running", json.dumps(row)
@@ -68,7 +72,7 @@ def test_logs_of_a_service_and_of_an_unknown_one(
     dev_stack: subprocess.CompletedProcess[str],
 ) -> None:
     doc = st.paths("dev")
-    rows = st.running_containers(doc)
+    rows = cr.running_containers(doc)
     core = next(str(r["Service"]) for r in rows if "core" in str(r["Service"]))
     result = morgan("logs", core, "--stack", "dev", "--tail", "50")
     assert result.returncode == 0, result.stderr
@@ -76,6 +80,46 @@ def test_logs_of_a_service_and_of_an_unknown_one(
     bad = morgan("logs", "no-such-service", "--stack", "dev")
     assert bad.returncode == 1
     assert "no service 'no-such-service'" in bad.stdout and core in bad.stdout
+
+
+def _whole_kv() -> dict[str, str]:
+    import base64
+
+    import httpx
+
+    ep = eps.load_endpoints(st.paths("dev"))
+    headers = {"X-Consul-Token": ep.consul_token} if ep.consul_token else {}
+    resp = httpx.get(f"http://{ep.consul_addr}/v1/kv/?recurse=true", headers=headers, timeout=10)
+    resp.raise_for_status()
+    return {e["Key"]: base64.b64decode(e["Value"] or "").decode() for e in resp.json()}
+
+
+def test_up_writes_the_deployments_settings_to_kv(
+    dev_stack: subprocess.CompletedProcess[str],
+) -> None:
+    deployment = st.render(st.load_config("dev", ROOT)).deployment
+    kv = _whole_kv()
+    assert {k: kv.get(k) for k in deployment.kv} == deployment.kv
+    assert kv["morgan/config/core/llm_service"] == '"morgan-llm"'
+
+
+def test_no_secret_value_of_the_stack_is_in_kv(
+    dev_stack: subprocess.CompletedProcess[str],
+) -> None:
+    secrets = read_env(st.paths("dev").env_file)
+    assert "MORGAN_CORE_SERVICE_API_KEY" in secrets and "MORGAN_POSTGRES_PASSWORD" in secrets
+    kv = _whole_kv()
+    assert len(kv) > 20
+    key = secrets["MORGAN_CORE_SERVICE_API_KEY"]
+    # Every secret, and the secret part of core's service key (mk_<id>_<secret>).
+    values = {**secrets, "the service key's secret": key.split("_", 2)[2]}
+    for name, value in values.items():
+        assert len(value) >= 16, name
+        leaks = [k for k, v in kv.items() if value in v or value in k]
+        assert not leaks, f"{name} appears in KV at {leaks}"
+    # The key's salted record is there, so the model services accept it.
+    key_id = secrets["MORGAN_CORE_SERVICE_API_KEY"].split("_")[1]
+    assert json.loads(kv[f"morgan/auth/keys/{key_id}"])["owner"] == "morgan-core (service key)"
 
 
 def test_verify_passes(dev_stack: subprocess.CompletedProcess[str]) -> None:
@@ -93,7 +137,7 @@ def test_up_again_reuses_every_image(dev_stack: subprocess.CompletedProcess[str]
 def test_down_keeps_volumes_unless_asked(dev_stack: subprocess.CompletedProcess[str]) -> None:
     result = morgan("down", "--stack", "dev", timeout=300)
     assert result.returncode == 0, result.stderr
-    assert st.running_containers(st.paths("dev")) == []
+    assert cr.running_containers(st.paths("dev")) == []
     volumes = subprocess.run(
         ["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True
     ).stdout.split()

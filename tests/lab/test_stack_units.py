@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from morgan.lab import endpoints as eps
 from morgan.lab import images as img
 from morgan.lab import stack as st
 from morgan.lab.lock import Pin
@@ -18,12 +19,16 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
-def rendered() -> tuple[Any, dict[str, Any], list[str]]:
+def stack() -> st.RenderedStack:
     config = st.with_support_images(
         st.load_config("dev", ROOT), st.local_support_refs(list(img.SUPPORT_UPSTREAM))
     )
-    doc, secrets = st.render(config)
-    return config, doc, secrets
+    return st.render(config)
+
+
+@pytest.fixture(scope="module")
+def rendered(stack: st.RenderedStack) -> tuple[Any, dict[str, Any], list[str]]:
+    return stack.deployment.plan.config, stack.doc, stack.secret_names
 
 
 def test_dev_stack_renders_every_role_with_local_support_images(
@@ -48,33 +53,37 @@ def test_secrets_are_variables_not_values(rendered: tuple[Any, dict[str, Any], l
     assert "${MORGAN_POSTGRES_PASSWORD}" in core["environment"]["MORGAN_CORE_POSTGRES_DSN"]
 
 
-def test_core_takes_its_service_key_from_kv_not_the_environment(
-    rendered: tuple[Any, dict[str, Any], list[str]],
-) -> None:
-    # The environment overrides KV, where `morgan up` puts the key it makes.
-    _config, doc, secrets = rendered
+def test_core_takes_its_service_key_as_a_secret_like_every_path(stack: st.RenderedStack) -> None:
+    # One way everywhere: the key as a secret variable, its salted record in KV.
+    doc, key = stack.doc, stack.deployment.service_key
     core = next(s for n, s in doc["services"].items() if st.role_of(doc, n) == "core")
-    assert st.SERVICE_KEY_ENV not in core["environment"]
-    assert st.SERVICE_KEY_ENV not in secrets
+    assert core["environment"][key.variable] == "${" + key.variable + "}"
+    assert key.variable in stack.secret_names
     assert "MORGAN_CORE_REDIS_PASSWORD" in core["environment"]
 
 
-def test_endpoints_point_at_consul_and_the_https_entry_point(
-    rendered: tuple[Any, dict[str, Any], list[str]],
-) -> None:
-    config, doc, _ = rendered
-    ep = st.endpoints(config, doc, {"MORGAN_CONSUL_MANAGEMENT_TOKEN": "t0k"})
+def test_morgan_up_writes_kv_itself_so_its_file_has_no_seed(stack: st.RenderedStack) -> None:
+    assert not [n for n in stack.doc["services"] if st.role_of(stack.doc, n) == "kv-seed"]
+    assert stack.deployment.kv["morgan/config/core/llm_service"] == '"morgan-llm"'
+
+
+def test_endpoints_point_at_consul_and_the_https_entry_point(stack: st.RenderedStack) -> None:
+    config = stack.deployment.plan.config
+    ep = eps.endpoints(stack.deployment, {"MORGAN_CONSUL_MANAGEMENT_TOKEN": "t0k"})
     assert ep.consul_addr == "127.0.0.1:8500"
     assert ep.gateway_url == f"https://127.0.0.1:{config.gateway.https_port}"
     assert ep.consul_token == "t0k"
 
 
-def test_published_port_reads_host_networking_and_port_mappings() -> None:
-    assert st.published_port({"network_mode": "host"}, 8500) == 8500
-    assert st.published_port({"ports": ["18500:8500"]}, 8500) == 18500
-    assert st.published_port({"ports": [{"target": 80, "published": "8081"}]}, 80) == 8081
-    with pytest.raises(st.StackError, match="not published"):
-        st.published_port({"ports": ["1:2"]}, 8500)
+def test_prometheus_gets_the_deployment_targets(stack: st.RenderedStack) -> None:
+    doc = stack.doc
+    _name, prometheus = st.service_of_role(doc, "prometheus") or ("", {})
+    (mount,) = [m for m in prometheus["configs"] if m["target"].endswith("prometheus.yml")]
+    content = doc["configs"][mount["source"]]["content"]
+    assert "consul_sd_configs" not in content
+    for service, endpoints in stack.deployment.endpoints.services.items():
+        for endpoint in endpoints:
+            assert endpoint.address in content, (service, endpoint)
 
 
 def test_multi_host_stack_is_refused_with_the_fix() -> None:
@@ -103,7 +112,13 @@ def test_secrets_are_generated_once_and_kept_private(tmp_path: Path) -> None:
     import base64
 
     assert len(base64.b64decode(first["MORGAN_CONSUL_GOSSIP_KEY"])) == 32
-    assert first["MORGAN_TRAEFIK_DASHBOARD_USERS"].startswith("admin:{SHA}")
+    import bcrypt
+
+    user, _, digest = first["MORGAN_TRAEFIK_DASHBOARD_USERS"].partition(":")
+    assert user == "admin" and digest.startswith("$2a$")
+    password = first["MORGAN_TRAEFIK_DASHBOARD_PASSWORD"]
+    assert bcrypt.checkpw(password.encode(), digest.encode())
+    assert not bcrypt.checkpw(b"not-the-password", digest.encode())
     again = ensure_env(path, [*names, "MORGAN_REDIS_PASSWORD"])
     assert {k: again[k] for k in first} == first
     assert read_env(path) == again

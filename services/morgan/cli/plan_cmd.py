@@ -66,10 +66,11 @@ def render_command(
     stack_file: Path | None = typer.Option(None, "--file", help="Read this stack file instead."),
 ) -> None:
     """Write docker-stack.yml (Swarm) and compose-<host>.yml for every host of the stack."""
+    from infra.deployment import build_deployment
     from infra.render.compose import write_renderings
 
     plan = _load_plan(stack, stack_file)
-    for path in write_renderings(plan, out):
+    for path in write_renderings(build_deployment(plan), out):
         console.print(f"wrote {path}")
     console.print(
         "Next: fill secrets.env.example, then `docker stack deploy -c docker-stack.yml morgan`"

@@ -13,7 +13,10 @@ from rich.table import Table
 from infra.config import StackConfigError
 from infra.placement import PlacementError
 from morgan.cli.main import app
+from morgan.lab import compose_runner as cr
+from morgan.lab import endpoints as eps
 from morgan.lab import images as img
+from morgan.lab import keys, model_seed
 from morgan.lab import stack as st
 from morgan.lab.secrets import ensure_env
 from morgan.lab.wheelhouse import WheelhouseError
@@ -97,35 +100,38 @@ def up(stack: str = STACK_OPTION) -> None:
         current: dict[str, str] = {}
         local = build_images(stack, root, built=current)
         config = st.with_support_images(st.load_config(stack, root), local)
-        doc, secret_names = st.render(config)
+        rendered = st.render(config)
+        deployment, doc = rendered.deployment, rendered.doc
         fresh_secrets = not p.env_file.exists()
-        env = ensure_env(p.env_file, secret_names)
+        env = ensure_env(p.env_file, rendered.secret_names)
         if fresh_secrets:
-            st.check_no_stale_volumes(p)
-        path = st.write_compose(p, doc)
+            cr.check_no_stale_volumes(p)
+        path = cr.write_compose(p, doc)
         console.print(f"  [green]✓[/green] rendered {len(doc['services'])} services to {path}")
         with console.status("creating containers and volumes"):
-            st.compose(p, "create", "--remove-orphans")
-        volume = st.project_volume(p, config.services.llm.models_volume)
-        seeded = st.seed_models(volume, img.base_image())
+            cr.compose(p, "create", "--remove-orphans")
+        volume = cr.project_volume(p, config.services.llm.models_volume)
+        seeded = model_seed.seed_models(volume, img.base_image())
         if seeded:
             console.print(
-                f"  [bold yellow]![/bold yellow] [yellow]{st.TINY_MODEL_WARNING}[/yellow]"
+                f"  [bold yellow]![/bold yellow] [yellow]{model_seed.TINY_MODEL_WARNING}[/yellow]"
                 f" (kinds: {', '.join(seeded)})"
             )
-        ep = st.endpoints(config, doc, env)
-        st.save_endpoints(p, ep)
-        consul = st.service_of_role(doc, "consul-server") or st.service_of_role(doc, "consul-agent")
-        if consul is not None:
-            with console.status("starting Consul"):
-                st.compose(p, "up", "-d", "--wait", consul[0])
-            if st.ensure_service_key(ep):
-                console.print("  [green]✓[/green] created core's key for the model services")
+        ep = eps.endpoints(deployment, env)
+        eps.save_endpoints(p, ep)
+        # The first start phase: Consul, then what Pulumi's ConsulKv resources write on a fleet.
+        with console.status("starting Consul"):
+            cr.compose(p, "up", "-d", "--wait", *deployment.start_order[0])
+        written = keys.write_kv(ep, deployment.kv)
+        console.print(f"  [green]✓[/green] wrote {written} settings to Consul KV")
+        service_key = deployment.service_key
+        if keys.ensure_service_key_record(ep, env[service_key.variable], service_key):
+            console.print("  [green]✓[/green] stored the record of core's model-service key")
         with console.status("starting containers (docker compose up -d --wait)"):
-            st.compose(p, "up", "-d", "--wait", "--remove-orphans")
+            cr.compose(p, "up", "-d", "--wait", "--remove-orphans")
         with console.status("waiting for the gateway to route to core"):
-            st.wait_for_gateway(ep)
-        key = st.create_api_key(ep)
+            eps.wait_for_gateway(ep)
+        key = keys.create_api_key(ep)
         img.prune_stale(current)
     except STACK_ERRORS as err:
         _fail(str(err))
@@ -156,7 +162,7 @@ def down(
     try:
         args = ["down", "--remove-orphans", *(["--volumes"] if volumes else [])]
         with console.status("stopping containers"):
-            st.compose(p, *args)
+            cr.compose(p, *args)
     except st.StackError as err:
         _fail(str(err))
     console.print(f"stack {stack} is down" + ("; volumes deleted" if volumes else "; data kept"))
@@ -167,13 +173,13 @@ def status(stack: str = STACK_OPTION) -> None:
     """A table of the stack's containers and their services' health in Consul."""
     p = st.paths(stack)
     try:
-        rows = st.running_containers(p)
-        ep = st.load_endpoints(p)
+        rows = cr.running_containers(p)
+        ep = eps.load_endpoints(p)
     except st.StackError as err:
         _fail(str(err))
         return
     try:
-        health = st.consul_health(ep.consul_addr, ep.consul_token)
+        health = eps.consul_health(ep.consul_addr, ep.consul_token)
     except Exception as err:  # Consul down is a status to show, not a crash.
         health = {}
         console.print(f"[yellow]Consul at {ep.consul_addr} does not answer ({err})[/yellow]")
@@ -208,11 +214,11 @@ def logs(
     """Print one service's logs."""
     p = st.paths(stack)
     try:
-        names = [str(r.get("Service")) for r in st.running_containers(p)]
+        names = [str(r.get("Service")) for r in cr.running_containers(p)]
         if service not in names:
             _fail(f"no service {service!r} in stack {stack}; choose one of {', '.join(names)}")
         args = ["logs", "--no-color", "--tail", str(tail), *(["-f"] if follow else []), service]
-        st.compose(p, *args, check=True, capture=False)
+        cr.compose(p, *args, check=True, capture=False)
     except st.StackError as err:
         _fail(str(err))
 

@@ -8,22 +8,48 @@ password, Consul's gossip key) keep working across `morgan down` / `morgan up`.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import secrets
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from morgan.shared.auth import compose_key
+
+if TYPE_CHECKING:
+    from infra.deployment import SecretKind
+
+DASHBOARD_PASSWORD = "MORGAN_TRAEFIK_DASHBOARD_PASSWORD"
 
 
-def _value(name: str) -> dict[str, str]:
-    if name == "MORGAN_CONSUL_GOSSIP_KEY":
+def kinds() -> dict[str, SecretKind]:
+    """Variable name → kind, for every secret of infra.deployment.SECRETS."""
+    from infra.deployment import SECRETS, secret_variable
+
+    return {secret_variable(name): kind for name, kind in SECRETS}
+
+
+def _value(name: str, dashboard_user: str = "admin") -> dict[str, str]:
+    """A fresh value for the variable `name`, made the way its kind in SECRETS says."""
+    table = kinds()
+    kind = table.get(name)
+    if kind is None:
+        known = ", ".join(sorted(table))
+        raise KeyError(f"{name} is not a secret of infra.deployment.SECRETS (known: {known})")
+    if kind == "gossip-key":
         return {name: base64.b64encode(secrets.token_bytes(32)).decode()}
-    if name.endswith("_TOKEN"):
+    if kind == "token":
         return {name: str(uuid.uuid4())}
-    if name == "MORGAN_TRAEFIK_DASHBOARD_USERS":
+    if kind == "htpasswd":
+        import bcrypt
+
         password = secrets.token_urlsafe(18)
-        digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
-        return {name: f"admin:{{SHA}}{digest}", "MORGAN_TRAEFIK_DASHBOARD_PASSWORD": password}
+        # bcrypt, as Pulumi's stacks: Traefik accepts the $2a$ form.
+        digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(prefix=b"2a")).decode()
+        return {name: f"{dashboard_user}:{digest}", DASHBOARD_PASSWORD: password}
+    if kind == "api-key":
+        # Core's service key; `morgan up` writes only its salted record to Consul KV.
+        return {name: compose_key(secrets.token_hex(6), secrets.token_urlsafe(32))}
     # Passwords end up inside URLs (DSNs): URL-safe characters only.
     return {name: secrets.token_urlsafe(24)}
 

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from morgan.lab import compose_runner as cr
+from morgan.lab import endpoints as eps
 from morgan.lab import stack as st
 
 
@@ -25,14 +27,14 @@ def compose_doc(stack_paths: st.StackPaths) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def endpoints(stack_paths: st.StackPaths) -> st.Endpoints:
-    ep = st.load_endpoints(stack_paths)
-    st.wait_for_gateway(ep)
+def endpoints(stack_paths: st.StackPaths) -> eps.Endpoints:
+    ep = eps.load_endpoints(stack_paths)
+    eps.wait_for_gateway(ep)
     return ep
 
 
 @pytest.fixture(scope="session")
 def containers(stack_paths: st.StackPaths) -> dict[str, str]:
     """Compose service name -> container name, for every running container."""
-    rows = st.running_containers(stack_paths)
+    rows = cr.running_containers(stack_paths)
     return {str(r["Service"]): str(r["Name"]) for r in rows if r.get("State") == "running"}

@@ -15,6 +15,9 @@ import httpx
 import pytest
 import testinfra
 
+from morgan.lab import compose_runner as cr
+from morgan.lab import endpoints as eps
+from morgan.lab import keys
 from morgan.lab import stack as st
 from morgan.lab.probes import listening_ports, processes
 
@@ -37,7 +40,7 @@ MODEL_SERVICES = ("core", "llm", "stt", "tts")
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "service" in metafunc.fixturenames:
         p = st.paths(os.environ.get("MORGAN_STACK", "dev"))
-        rows = st.running_containers(p) if p.compose_file.exists() else []
+        rows = cr.running_containers(p) if p.compose_file.exists() else []
         names = sorted(str(r["Service"]) for r in rows)
         metafunc.parametrize("service", names or ["(no running container)"])
 
@@ -107,7 +110,7 @@ def _bind(mount: Any) -> tuple[str | None, str]:
 
 
 @pytest.mark.parametrize("name", [f"morgan-{s}" for s in MODEL_SERVICES])
-def test_passing_in_consul(name: str, endpoints: st.Endpoints) -> None:
+def test_passing_in_consul(name: str, endpoints: eps.Endpoints) -> None:
     health = _wait_passing(endpoints.consul_addr, endpoints.consul_token, name, timeout=120)
     assert health.get(name) == "passing", f"{name}: Consul says {health.get(name, 'absent')}"
 
@@ -116,7 +119,7 @@ def _wait_passing(consul_addr: str, token: str | None, name: str, timeout: float
     deadline = time.monotonic() + timeout
     health: dict[str, str] = {}
     while time.monotonic() < deadline:
-        health = st.consul_health(consul_addr, token)
+        health = eps.consul_health(consul_addr, token)
         if health.get(name) == "passing":
             break
         time.sleep(2)
@@ -127,12 +130,12 @@ def _wait_passing(consul_addr: str, token: str | None, name: str, timeout: float
 
 
 @pytest.fixture(scope="session")
-def api_key(endpoints: st.Endpoints) -> str:
-    return st.create_api_key(endpoints, owner="verify")
+def api_key(endpoints: eps.Endpoints) -> str:
+    return keys.create_api_key(endpoints, owner="verify")
 
 
 @pytest.fixture(scope="session")
-def api(endpoints: st.Endpoints, api_key: str) -> httpx.Client:
+def api(endpoints: eps.Endpoints, api_key: str) -> httpx.Client:
     return httpx.Client(
         base_url=endpoints.gateway_url,
         headers={"X-API-Key": api_key},
@@ -146,7 +149,7 @@ def _is_wav(data: bytes) -> bool:
         return w.getnframes() > 0
 
 
-def test_request_without_key_is_401(endpoints: st.Endpoints) -> None:
+def test_request_without_key_is_401(endpoints: eps.Endpoints) -> None:
     resp = httpx.post(
         f"{endpoints.gateway_url}/api/text",
         json={"text": "hi", "user_id": "u"},
