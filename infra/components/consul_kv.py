@@ -7,11 +7,16 @@ delete removes all of them.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+import tenacity
 from pulumi.dynamic import (
     CreateResult,
     DiffResult,
@@ -21,24 +26,77 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+log = logging.getLogger(__name__)
 
-def _client(props: dict[str, Any]) -> Any:
+# How long the provider waits for the Consul servers to elect a leader before its
+# first write (a fresh fleet's first KV write can race the election), and the cap
+# on the exponential pause between two tries.
+LEADER_WAIT_S = 60.0
+LEADER_RETRY_MAX_S = 4.0
+
+
+@contextlib.contextmanager
+def _client(props: dict[str, Any]) -> Iterator[Any]:
+    """A python-consul2 client for the props' Consul; its CA file lives only as long."""
     import consul
 
     host, _, port = str(props["address"]).rpartition(":")
-    verify: bool | str = True
-    if props.get("ca_pem"):
-        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
-            handle.write(props["ca_pem"])
-            verify = handle.name
-    return consul.Consul(
-        host=host,
-        port=int(port),
-        scheme=props.get("scheme") or "http",
-        verify=verify,
-        token=props.get("token") or None,
-        timeout=10,
+    with contextlib.ExitStack() as cleanup:
+        verify: bool | str = True
+        if props.get("ca_pem"):
+            # requests verifies against a file path only; mkstemp makes it 0600.
+            fd, path = tempfile.mkstemp(prefix="consul-ca-", suffix=".pem")
+            cleanup.callback(_remove, path)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(props["ca_pem"])
+            verify = path
+        yield consul.Consul(
+            host=host,
+            port=int(port),
+            scheme=props.get("scheme") or "http",
+            verify=verify,
+            token=props.get("token") or None,
+            timeout=10,
+        )
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+class _NoLeader(Exception):
+    pass
+
+
+def _wait_for_leader(client: Any, address: str, timeout_s: float, max_pause_s: float) -> str:
+    """Return the leader's address once Consul reports one; retry for up to timeout_s."""
+
+    def leader() -> str:
+        elected = client.status.leader()
+        if not elected:
+            raise _NoLeader("the servers answer but have not elected a leader yet")
+        return str(elected)
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(timeout_s),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=max_pause_s),
+        retry=tenacity.retry_if_exception_type(Exception),
+        before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+        reraise=False,
     )
+    try:
+        return retrying(leader)
+    except tenacity.RetryError as error:
+        attempt = error.last_attempt
+        cause = attempt.exception()
+        raise RuntimeError(
+            f"Consul at {address} has no leader after {attempt.attempt_number} tries in"
+            f" {timeout_s:g} s (last: {cause!r}); KV was left unchanged. Check that the"
+            " Consul servers run and reach each other: `consul operator raft list-peers` on a"
+            " server lists the voters and the leader, and the servers' addresses (retry_join,"
+            " the address this stack writes to) must be right"
+        ) from cause
 
 
 # Consul accepts at most 64 operations per transaction.
@@ -65,10 +123,27 @@ def _apply(client: Any, sets: dict[str, str], deletes: list[str]) -> None:
 
 
 class ConsulKvProvider(ResourceProvider):
-    """CRUD of a set of KV entries. Inputs: address, scheme, token, ca_pem, entries."""
+    """CRUD of a set of KV entries. Inputs: address, scheme, token, ca_pem, entries.
+
+    Writes wait for a Consul leader for up to leader_wait_s seconds first.
+    """
+
+    def __init__(
+        self, leader_wait_s: float = LEADER_WAIT_S, leader_retry_max_s: float = LEADER_RETRY_MAX_S
+    ) -> None:
+        super().__init__()
+        self.leader_wait_s = leader_wait_s
+        self.leader_retry_max_s = leader_retry_max_s
+
+    def _write(self, props: dict[str, Any], sets: dict[str, str], deletes: list[str]) -> None:
+        with _client(props) as client:
+            _wait_for_leader(
+                client, str(props["address"]), self.leader_wait_s, self.leader_retry_max_s
+            )
+            _apply(client, sets, deletes)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        _apply(_client(props), dict(props["entries"]), [])
+        self._write(props, dict(props["entries"]), [])
         return CreateResult(id_=f"kv-{props['prefix']}", outs=dict(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -82,19 +157,19 @@ class ConsulKvProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         new_entries = dict(news["entries"])
         gone = sorted(set(olds.get("entries", {})) - set(new_entries))
-        _apply(_client(news), new_entries, gone)
+        self._write(news, new_entries, gone)
         return UpdateResult(outs=dict(news))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        _apply(_client(props), {}, sorted(props.get("entries", {})))
+        self._write(props, {}, sorted(props.get("entries", {})))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        client = _client(props)
         found = {}
-        for key in props.get("entries", {}):
-            _, item = client.kv.get(key)
-            if item is not None and item.get("Value") is not None:
-                found[key] = item["Value"].decode()
+        with _client(props) as client:
+            for key in props.get("entries", {}):
+                _, item = client.kv.get(key)
+                if item is not None and item.get("Value") is not None:
+                    found[key] = item["Value"].decode()
         return ReadResult(id_=id_, outs={**props, "entries": found})
 
 
