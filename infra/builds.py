@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from morgan.catalog import RUNTIME_FLAVOUR
+
 from infra.placement import Plan
 from infra.specs import images_needed
-
-# Which runtime each service's CPU image builds on (see docs/images.md).
-RUNTIME_FLAVOUR = {"core": "torch", "llm": "torch", "tts": "torch", "stt": "slim"}
 
 
 @dataclass(frozen=True)

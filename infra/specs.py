@@ -13,6 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+# Several replicas of one service on a host listen REPLICA_PORT_STEP apart: 8000, 8010, ...
+from morgan.catalog import REPLICA_PORT_STEP, SERVICE_PORTS
+
 from infra.configs import consul as consul_cfg
 from infra.configs import data as data_cfg
 from infra.configs import gateway as gateway_cfg
@@ -31,9 +34,6 @@ from infra.model import (
 )
 from infra.placement import Plan, Replica
 
-SERVICE_PORTS = {"core": 8000, "llm": 8001, "tts": 8002, "stt": 8003}
-# Several replicas of one service on a host listen 10 ports apart: 8000, 8010, ...
-REPLICA_PORT_STEP = 10
 
 @dataclass(frozen=True)
 class ImageRef:

@@ -19,18 +19,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from morgan.catalog import RUNTIME_FLAVOUR
 from morgan.lab import wheelhouse
 from morgan.lab.lock import BUILD_GROUP, RUNTIME_EXTRAS, lock_path
 
 BASE_IMAGE_DEFAULT = "morgan-base:py3.11-bookworm"
-# Service images are tagged with the stack's image version too (what the plan names).
-SERVICES: dict[str, tuple[str, int]] = {
-    # service -> (runtime flavour, port)
-    "core": ("torch", 8000),
-    "llm": ("torch", 8001),
-    "tts": ("torch", 8002),
-    "stt": ("slim", 8003),
-}
 # Supporting servers the dev stack runs, and the official image each one stands in for.
 SUPPORT_UPSTREAM: dict[str, str] = {
     "consul": "hashicorp/consul:1.16.1",
@@ -96,7 +89,8 @@ def runtime_specs(root: Path) -> list[ImageSpec]:
 
 def service_specs(root: Path, version: str) -> list[ImageSpec]:
     specs = []
-    for service, (flavour, _port) in SERVICES.items():
+    # Service images are tagged with the stack's image version too (what the plan names).
+    for service, flavour in RUNTIME_FLAVOUR.items():
         specs.append(
             ImageSpec(
                 name=f"morgan-{service}",

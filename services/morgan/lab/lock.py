@@ -20,13 +20,10 @@ from pathlib import Path
 
 from packaging.markers import Marker, default_environment
 
-# Each runtime image installs one closure; services pick the runtime they need.
-RUNTIME_EXTRAS: dict[str, tuple[str, ...]] = {
-    # faster-whisper runs on CTranslate2 and needs no torch: a small image.
-    "slim": ("service", "stt"),
-    # sentence-transformers (core), coqui-tts (tts) and transformers (llm) need torch.
-    "torch": ("service", "core", "tts", "llm"),
-}
+from morgan.catalog import RUNTIME_EXTRAS
+
+__all__ = ["BUILD_GROUP", "IMAGE_PYTHON", "RUNTIME_EXTRAS", "LockError", "Pin"]
+
 # The dependency group of the tools that build the morgan wheel (and docopt's sdist).
 BUILD_GROUP = "build"
 

@@ -15,6 +15,10 @@ import httpx
 import pytest
 import testinfra
 
+from infra.configs import consul as consul_cfg
+from infra.configs import data as data_cfg
+from infra.configs import observability as obs_cfg
+from morgan.catalog import SERVICE_PORTS
 from morgan.lab import compose_runner as cr
 from morgan.lab import endpoints as eps
 from morgan.lab import keys
@@ -23,18 +27,16 @@ from morgan.lab.probes import listening_ports, processes
 
 # The port each role listens on inside its container (host networking: on the host too).
 ROLE_PORTS: dict[str, int] = {
-    "core": 8000,
-    "llm": 8001,
-    "tts": 8002,
-    "stt": 8003,
-    "consul-server": 8500,
-    "consul-agent": 8500,
-    "postgres-primary": 5432,
-    "postgres-standby": 5432,
-    "redis": 6379,
-    "prometheus": 9090,
+    **SERVICE_PORTS,
+    # The dev stack's one server serves the local agent's API.
+    "consul-server": consul_cfg.AGENT_PORTS["http"],
+    "consul-agent": consul_cfg.AGENT_PORTS["http"],
+    "postgres-primary": data_cfg.PG_PORT,
+    "postgres-standby": data_cfg.PG_PORT,
+    "redis": data_cfg.REDIS_PORT,
+    **obs_cfg.PORTS,
 }
-MODEL_SERVICES = ("core", "llm", "stt", "tts")
+MODEL_SERVICES = tuple(SERVICE_PORTS)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

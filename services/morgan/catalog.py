@@ -1,0 +1,36 @@
+"""Morgan's own services: the one table of their ports, Consul names and runtime images.
+
+The deploy paths (`infra`), the image builds (`morgan.lab.images`, `infra.builds`),
+the image locks (`morgan.lab.lock`) and `morgan verify` read it. Where a Dockerfile
+or a settings default must repeat a value, tests/lab/test_catalog.py proves they agree.
+Kept free of imports so that every part of the package can read it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Service -> the port its first replica listens on (more replicas on a host: +10 each).
+SERVICE_PORTS: Final[dict[str, int]] = {"core": 8000, "llm": 8001, "tts": 8002, "stt": 8003}
+REPLICA_PORT_STEP: Final = 10
+
+# Service -> the runtime image its CPU image builds FROM (see docs/images.md).
+RUNTIME_FLAVOUR: Final[dict[str, str]] = {
+    "core": "torch",
+    "llm": "torch",
+    "tts": "torch",
+    "stt": "slim",
+}
+
+# Runtime flavour -> the extras of pyproject.toml its image installs (from uv.lock).
+RUNTIME_EXTRAS: Final[dict[str, tuple[str, ...]]] = {
+    # faster-whisper runs on CTranslate2 and needs no torch: a small image.
+    "slim": ("service", "stt"),
+    # sentence-transformers (core), coqui-tts (tts) and transformers (llm) need torch.
+    "torch": ("service", "core", "tts", "llm"),
+}
+
+
+def consul_name(service: str) -> str:
+    """The name a service registers under in Consul, e.g. `morgan-core`."""
+    return f"morgan-{service}"
