@@ -1,0 +1,1 @@
+"""Container specs by role, each next to its role's config builder (infra/configs/)."""

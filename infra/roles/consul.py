@@ -1,0 +1,71 @@
+"""Container specs of consul servers and client agents."""
+
+from __future__ import annotations
+
+from infra.configs import consul as consul_cfg
+from infra.model import (
+    TLS_DIR,
+    ConfigFile,
+    ContainerSpec,
+    Healthcheck,
+    Port,
+    SecretEnv,
+    Volume,
+)
+from infra.placement import Plan, Replica
+from infra.spec_common import (
+    role_labels,
+    tls_files,
+)
+
+
+def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
+    cfg = plan.config
+    server = replica.role == "consul-server"
+    tls = cfg.security.internal_tls
+    document = consul_cfg.agent_config(plan, replica.host, server=server)
+    ports_cfg = document["ports"]
+    ports = [
+        Port(p, encryption="gossip", purpose=k)
+        for k, p in ports_cfg.items()
+        if k in ("serf_lan", "serf_wan") and p > 0
+    ]
+    if server:
+        ports.append(Port(ports_cfg["server"], encryption="tls" if tls else "none", purpose="rpc"))
+    http_key = "https" if tls else "http"
+    http_port = ports_cfg[http_key]
+    ports.append(Port(http_port, encryption="tls" if tls else "none", purpose="http api"))
+    if ports_cfg.get("dns", -1) > 0:
+        ports.append(
+            Port(
+                ports_cfg["dns"],
+                protocol="udp",
+                encryption="none",
+                purpose="dns",
+                loopback_only=False,
+            )
+        )
+    env = {"CONSUL_HTTP_ADDR": f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"}
+    if tls:
+        env["CONSUL_CACERT"] = f"{TLS_DIR}/ca.pem"
+    return ContainerSpec(
+        name=f"{replica.role}-{replica.host}",
+        role=replica.role,
+        host=replica.host,
+        image=cfg.images.support.consul,
+        platform=cfg.host(replica.host).platform,
+        # The image entrypoint adds -data-dir and -config-dir=/consul/config.
+        command=("agent",),
+        env=env,
+        secret_env=(
+            SecretEnv("CONSUL_LOCAL_CONFIG", consul_cfg.secret_config_template(server=server)),
+            SecretEnv("CONSUL_HTTP_TOKEN", "{consul_management_token}"),
+        ),
+        ports=tuple(ports),
+        volumes=(Volume(name=f"morgan-{replica.role}-data", path="/consul/data"),),
+        files=(ConfigFile("/consul/config/morgan.json", consul_cfg.render(document)),),
+        tls=tls_files(plan, replica.role),
+        healthcheck=Healthcheck(test=("CMD", "consul", "members"), start_period="20s"),
+        memory_mb=256,
+        labels=role_labels(plan, replica),
+    )

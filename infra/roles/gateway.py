@@ -1,0 +1,64 @@
+"""Container specs of traefik, the gateway."""
+
+from __future__ import annotations
+
+from infra.configs import gateway as gateway_cfg
+from infra.model import (
+    ConfigFile,
+    ContainerSpec,
+    Healthcheck,
+    Port,
+    SecretEnv,
+)
+from infra.placement import Plan, Replica
+from infra.spec_common import (
+    role_labels,
+    tls_files,
+)
+
+
+def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
+    cfg = plan.config
+    start = (
+        f"mkdir -p /run/traefik && printf '%s\\n' \"$TRAEFIK_DASHBOARD_USERS\""
+        f" > {gateway_cfg.DASHBOARD_USERS_FILE}"
+        " && exec traefik --configFile=/etc/traefik/traefik.yml"
+    )
+    return ContainerSpec(
+        name="morgan-traefik",
+        role="traefik",
+        host=replica.host,
+        image=cfg.images.support.traefik,
+        platform=cfg.host(replica.host).platform,
+        entrypoint=("/bin/sh",),
+        command=("-c", start),
+        secret_env=(SecretEnv("TRAEFIK_DASHBOARD_USERS", "{traefik_dashboard_users}"),),
+        ports=(
+            Port(
+                cfg.gateway.http_port, encryption="none", purpose="redirect to https", public=True
+            ),
+            Port(cfg.gateway.https_port, encryption="tls", purpose="gateway", public=True),
+            Port(
+                gateway_cfg.PING_PORT,
+                encryption="none",
+                purpose="ping, metrics",
+                loopback_only=True,
+            ),
+        ),
+        files=(
+            ConfigFile(
+                "/etc/traefik/traefik.yml", gateway_cfg.to_yaml(gateway_cfg.static_config(plan))
+            ),
+            ConfigFile(
+                f"{gateway_cfg.DYNAMIC_DIR}/morgan.yml",
+                gateway_cfg.to_yaml(gateway_cfg.dynamic_config(plan)),
+            ),
+        ),
+        tls=tls_files(plan, "traefik"),
+        healthcheck=Healthcheck(
+            test=("CMD", "traefik", "healthcheck", "--configFile=/etc/traefik/traefik.yml"),
+            start_period="10s",
+        ),
+        memory_mb=256,
+        labels=role_labels(plan, replica),
+    )

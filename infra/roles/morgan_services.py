@@ -1,0 +1,125 @@
+"""Container specs of morgan's own services: core, llm, stt and tts."""
+
+from __future__ import annotations
+
+import json
+
+from infra.configs import consul as consul_cfg
+from infra.configs import data as data_cfg
+from infra.configs import gateway as gateway_cfg
+from infra.model import (
+    TLS_DIR,
+    ContainerSpec,
+    Healthcheck,
+    Port,
+    SecretEnv,
+    Volume,
+)
+from infra.placement import Plan, Replica
+from infra.spec_common import (
+    http_probe,
+    image_for,
+    infra_name,
+    is_ip,
+    port_encryption,
+    role_labels,
+    service_port,
+    tls_files,
+)
+
+
+def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
+    cfg = plan.config
+    service = replica.role
+    svc = cfg.services.get(service)
+    host = cfg.host(replica.host)
+    port = service_port(plan, replica)
+    tls = cfg.security.internal_tls
+    prefix = f"MORGAN_{service.upper()}_"
+    env = {
+        f"{prefix}SERVICE_NAME": f"morgan-{service}",
+        f"{prefix}PORT": str(port),
+        f"{prefix}DEVICE": svc.device,
+        f"{prefix}ENGINE": svc.engine,
+        f"{prefix}VRAM_MB": str(host.gpu.vram_mb if host.gpu and svc.device == "cuda" else 0),
+        f"{prefix}VERSION": cfg.images.version,
+        "MORGAN_HOST_OS": host.os,
+        "MORGAN_HOST_ARCH": host.arch,
+        "MORGAN_MODEL_DIR": "/models",
+        "CONSUL_HTTP_ADDR": consul_cfg.local_agent_addr(plan),
+    }
+    if not is_ip(host.address) or host.address.startswith("127."):
+        # The name this replica registers in Consul (its certificate carries it too). A bare
+        # IP is left out: the service then registers its hostname.
+        env["MORGAN_ADVERTISE_HOST"] = host.address
+    if tls:
+        env.update(
+            {
+                f"{prefix}TLS_CA": f"{TLS_DIR}/ca.pem",
+                f"{prefix}TLS_CERT": f"{TLS_DIR}/cert.pem",
+                f"{prefix}TLS_KEY": f"{TLS_DIR}/key.pem",
+                "CONSUL_CACERT": f"{TLS_DIR}/ca.pem",
+            }
+        )
+    if service == "core":
+        env[f"{prefix}TAGS"] = json.dumps(gateway_cfg.core_consul_tags(plan))
+    if svc.device == "cuda":
+        env["NVIDIA_VISIBLE_DEVICES"] = "all"
+        env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
+    secret_env: tuple[SecretEnv, ...] = ()
+    volumes = [Volume(name=svc.models_volume, path="/models")]
+    if service == "core":
+        secret_env, core_env, core_volumes = _core_data_settings(plan)
+        env.update(core_env)
+        volumes += core_volumes
+    return ContainerSpec(
+        name=f"morgan-{service}-{replica.index}",
+        role=service,
+        host=replica.host,
+        image=image_for(plan, service).name(plan),
+        platform=host.platform,
+        env=env,
+        secret_env=secret_env,
+        ports=(Port(port, encryption=port_encryption(plan), purpose="http api"),),
+        volumes=tuple(volumes),
+        tls=tls_files(plan, service),
+        healthcheck=Healthcheck(test=http_probe(port, "/health", tls), start_period="120s"),
+        memory_mb=svc.memory_mb,
+        gpu=svc.device == "cuda" and host.has_gpu,
+        labels=role_labels(plan, replica),
+    )
+
+
+def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, str], list[Volume]]:
+    cfg = plan.config
+    tls = cfg.security.internal_tls
+    pg = cfg.postgres
+    sslmode = f"verify-full&sslrootcert={TLS_DIR}/ca.pem" if tls else "prefer"
+    secret_env = [
+        SecretEnv(
+            "MORGAN_CORE_POSTGRES_DSN",
+            f"postgresql://{pg.user}:{{postgres_password}}@{infra_name(plan, 'postgres-primary')}"
+            f":{data_cfg.PG_PORT}/{pg.database}?sslmode={sslmode}",
+        ),
+        SecretEnv("MORGAN_CORE_REDIS_PASSWORD", "{redis_password}"),
+        # Sent to the model services' /v1 routes; its hash is in KV (components/service_key.py).
+        SecretEnv("MORGAN_CORE_SERVICE_API_KEY", "{core_service_api_key}"),
+    ]
+    env: dict[str, str] = {}
+    volumes: list[Volume] = []
+    redis_at = f"{infra_name(plan, 'redis')}:{data_cfg.REDIS_PORT}"
+    if cfg.redis.mode == "cluster":
+        env["MORGAN_CORE_REDIS_CLUSTER_NODES"] = json.dumps([redis_at])
+    else:
+        scheme = "rediss" if tls else "redis"
+        secret_env.append(
+            SecretEnv("MORGAN_CORE_REDIS_URL", f"{scheme}://:{{redis_password}}@{redis_at}/0")
+        )
+    if cfg.qdrant.mode == "local":
+        volumes.append(Volume(name="morgan-qdrant-local", path="/data/qdrant"))
+        env["MORGAN_CORE_QDRANT_PATH"] = "/data/qdrant"
+    else:
+        scheme = "https" if tls else "http"
+        env["MORGAN_CORE_QDRANT_URL"] = f"{scheme}://{infra_name(plan, 'qdrant')}:6333"
+        secret_env.append(SecretEnv("MORGAN_CORE_QDRANT_API_KEY", "{qdrant_api_key}"))
+    return tuple(secret_env), env, volumes

@@ -1,0 +1,169 @@
+"""Container specs of prometheus, Alertmanager, Grafana, Loki and Promtail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.configs import observability as obs_cfg
+from infra.model import (
+    TLS_DIR,
+    BindMount,
+    ConfigFile,
+    ContainerSpec,
+    Healthcheck,
+    Port,
+    SecretEnv,
+    Volume,
+)
+from infra.placement import Plan, Replica
+from infra.spec_common import (
+    port_encryption,
+    role_labels,
+    tls_files,
+    wget_probe,
+)
+
+
+def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
+    cfg = plan.config
+    obs = cfg.observability
+    role = replica.role
+    tls = cfg.security.internal_tls
+    port = obs_cfg.PORTS[role]
+    enc = port_encryption(plan)
+    base: dict[str, Any] = {
+        "name": f"morgan-{role}" if role != "promtail" else f"morgan-promtail-{replica.host}",
+        "role": role,
+        "host": replica.host,
+        "platform": cfg.host(replica.host).platform,
+        "tls": tls_files(plan, role),
+        "labels": role_labels(plan, replica),
+    }
+    if role == "prometheus":
+        files = [
+            ConfigFile(
+                "/etc/prometheus/prometheus.yml", obs_cfg.to_yaml(obs_cfg.prometheus_config(plan))
+            ),
+            ConfigFile("/etc/prometheus/alerts.yml", obs_cfg.to_yaml(obs_cfg.alert_rules(plan))),
+        ]
+        command = [
+            "--config.file=/etc/prometheus/prometheus.yml",
+            "--storage.tsdb.path=/prometheus",
+            f"--storage.tsdb.retention.time={obs.metrics_retention}",
+            f"--web.listen-address=:{port}",
+        ]
+        if tls:
+            files.append(
+                ConfigFile("/etc/prometheus/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan)))
+            )
+            command.append("--web.config.file=/etc/prometheus/web.yml")
+        return ContainerSpec(
+            image=cfg.images.support.prometheus,
+            command=tuple(command),
+            ports=(Port(port, encryption=enc, purpose="api"),),
+            volumes=(Volume(name="morgan-prometheus-data", path="/prometheus"),),
+            files=tuple(files),
+            healthcheck=Healthcheck(test=wget_probe(port, "/-/healthy", tls)),
+            memory_mb=1024,
+            **base,
+        )
+    if role == "alertmanager":
+        files = [
+            ConfigFile(
+                "/etc/alertmanager/alertmanager.yml",
+                obs_cfg.to_yaml(obs_cfg.alertmanager_config(plan)),
+            )
+        ]
+        command = [
+            "--config.file=/etc/alertmanager/alertmanager.yml",
+            "--storage.path=/alertmanager",
+            f"--web.listen-address=:{port}",
+            "--cluster.listen-address=",
+        ]
+        if tls:
+            files.append(
+                ConfigFile("/etc/alertmanager/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan)))
+            )
+            command.append("--web.config.file=/etc/alertmanager/web.yml")
+        return ContainerSpec(
+            image=cfg.images.support.alertmanager,
+            command=tuple(command),
+            ports=(Port(port, encryption=enc, purpose="api"),),
+            volumes=(Volume(name="morgan-alertmanager-data", path="/alertmanager"),),
+            files=tuple(files),
+            healthcheck=Healthcheck(test=wget_probe(port, "/-/healthy", tls)),
+            memory_mb=256,
+            **base,
+        )
+    if role == "grafana":
+        files = [
+            ConfigFile(
+                "/etc/grafana/provisioning/datasources/morgan.yml",
+                obs_cfg.to_yaml(obs_cfg.grafana_datasources(plan)),
+            ),
+            ConfigFile(
+                "/etc/grafana/provisioning/dashboards/morgan.yml",
+                obs_cfg.to_yaml(obs_cfg.grafana_dashboard_provider()),
+            ),
+        ]
+        files += [
+            ConfigFile(f"/var/lib/grafana/dashboards/{name}", obs_cfg.to_json(board))
+            for name, board in obs_cfg.dashboards(plan).items()
+        ]
+        env = {
+            "GF_SERVER_HTTP_PORT": str(port),
+            "GF_USERS_ALLOW_SIGN_UP": "false",
+            "GF_ANALYTICS_REPORTING_ENABLED": "false",
+        }
+        if tls:
+            env.update(
+                {
+                    "GF_SERVER_PROTOCOL": "https",
+                    "GF_SERVER_CERT_FILE": f"{TLS_DIR}/cert.pem",
+                    "GF_SERVER_CERT_KEY": f"{TLS_DIR}/key.pem",
+                }
+            )
+        return ContainerSpec(
+            image=cfg.images.support.grafana,
+            env=env,
+            secret_env=(SecretEnv("GF_SECURITY_ADMIN_PASSWORD", "{grafana_admin_password}"),),
+            ports=(Port(port, encryption=enc, purpose="ui"),),
+            volumes=(Volume(name="morgan-grafana-data", path="/var/lib/grafana"),),
+            files=tuple(files),
+            healthcheck=Healthcheck(test=wget_probe(port, "/api/health", tls)),
+            memory_mb=512,
+            **base,
+        )
+    if role == "loki":
+        return ContainerSpec(
+            image=cfg.images.support.loki,
+            command=("-config.file=/etc/loki/loki.yml",),
+            ports=(
+                Port(port, encryption=enc, purpose="push, query"),
+                Port(obs_cfg.LOKI_GRPC_PORT, encryption="none", purpose="grpc", loopback_only=True),
+            ),
+            volumes=(Volume(name="morgan-loki-data", path="/loki"),),
+            files=(ConfigFile("/etc/loki/loki.yml", obs_cfg.to_yaml(obs_cfg.loki_config(plan))),),
+            healthcheck=Healthcheck(test=wget_probe(port, "/ready", tls), start_period="30s"),
+            memory_mb=512,
+            **base,
+        )
+    # promtail: ships every container's JSON log lines to Loki.
+    return ContainerSpec(
+        image=cfg.images.support.promtail,
+        command=("-config.file=/etc/promtail/promtail.yml",),
+        ports=(Port(port, encryption="none", purpose="status", loopback_only=True),),
+        volumes=(Volume(name="morgan-promtail-positions", path="/promtail"),),
+        binds=(BindMount("/var/run/docker.sock", "/var/run/docker.sock"),),
+        files=(
+            ConfigFile(
+                "/etc/promtail/promtail.yml",
+                obs_cfg.to_yaml(obs_cfg.promtail_config(plan, replica.host)),
+            ),
+        ),
+        healthcheck=Healthcheck(
+            test=("CMD-SHELL", f"bash -c ':> /dev/tcp/127.0.0.1/{port}' || exit 1")
+        ),
+        memory_mb=128,
+        **base,
+    )
