@@ -20,7 +20,8 @@ from infra.configs import consul as consul_cfg
 from infra.configs.observability import PORTS as OBS_PORTS
 from infra.kv import kv_entries
 from infra.model import TLS_DIR, ConfigFile, ContainerSpec, Healthcheck, SecretEnv, TlsFiles
-from infra.placement import Plan
+from infra.placement import Plan, Replica
+from infra.spec_common import role_labels
 from infra.specs import SERVICE_PORTS, build_specs, service_port
 
 SecretKind = Literal["password", "gossip-key", "token", "htpasswd", "api-key"]
@@ -207,12 +208,7 @@ def kv_seed_spec(plan: Plan, entries: dict[str, str]) -> ContainerSpec:
         memory_mb=64,
         restart="on-failure",
         one_shot=True,
-        labels={
-            "morgan.role": "kv-seed",
-            "morgan.stack": cfg.stack,
-            "morgan.host": host,
-            "morgan.host.gpu": str(cfg.host(host).has_gpu).lower(),
-        },
+        labels=role_labels(plan, Replica("kv-seed", host, 0)),
     )
 
 
