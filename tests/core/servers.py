@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 from morgan.core.app import build_app
 from morgan.core.config import CoreSettings
+from morgan.shared.config_loader import ConsulConfigLoader
 
 from tests.harness.ports import free_port
 from tests.harness.process import ManagedProcess
@@ -98,10 +99,14 @@ class _QuietServer(uvicorn.Server):
 
 
 class CoreServer:
-    """core served over real HTTP from this test process (same event loop as the test)."""
+    """core served over real HTTP from this test process (same event loop as the test);
+    with `config_loader` it follows Consul KV like a deployed core."""
 
-    def __init__(self, settings: CoreSettings) -> None:
+    def __init__(
+        self, settings: CoreSettings, config_loader: ConsulConfigLoader[CoreSettings] | None = None
+    ) -> None:
         self.settings = settings
+        self.config_loader = config_loader
         self.app: Any = None
         self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -115,7 +120,7 @@ class CoreServer:
         return f"ws://127.0.0.1:{self.settings.port}/ws/stream"
 
     async def start(self, timeout: float = 60.0) -> CoreServer:
-        self.app = build_app(self.settings)
+        self.app = build_app(self.settings, config_loader=self.config_loader)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.settings.port, log_config=None,
             access_log=False, lifespan="on", ws="websockets-sansio", timeout_graceful_shutdown=2,
@@ -144,6 +149,16 @@ class CoreServer:
     @property
     def orchestrator(self) -> Any:
         return self.app.state.orchestrator
+
+    @contextlib.contextmanager
+    def settings_changed(self, **changes: Any) -> Iterator[None]:
+        """Run the block with these settings changed, as a KV change would change them."""
+        before = self.app.state.settings
+        self.app.state.settings = before.model_copy(update=changes)
+        try:
+            yield
+        finally:
+            self.app.state.settings = before
 
 
 def core_settings(consul_addr: str, dsn: str, qdrant_path: Path, **overrides: Any) -> CoreSettings:

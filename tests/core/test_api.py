@@ -22,7 +22,6 @@ import websockets
 from tests.core.audio_samples import corrupted_wav, encode, espeak_wav, silence_wav
 from tests.core.conftest import (
     ECHO_LLM_SLOW,
-    ECHO_TTS,
     ECHO_TTS_BROKEN,
     ApiKeys,
     echo_settings_overrides,
@@ -141,12 +140,9 @@ async def test_text_turn_with_audio_returns_wav(client: httpx.AsyncClient) -> No
 async def test_failed_tts_still_returns_text_with_warning(
     client: httpx.AsyncClient, core: CoreServer
 ) -> None:
-    core.orchestrator.models.tts = ECHO_TTS_BROKEN
-    try:
+    with core.settings_changed(tts_service=ECHO_TTS_BROKEN):
         resp = await client.post("/api/text", json={"text": "speak", "user_id": _user(),
                                                     "want_audio": True})  # fmt: skip
-    finally:
-        core.orchestrator.models.tts = ECHO_TTS
     body = resp.json()
     assert resp.status_code == 200
     assert body["text"].startswith("You said: speak.")
@@ -408,18 +404,18 @@ async def test_sixty_concurrent_turns_over_max_inflight_get_503_never_500(
     client: httpx.AsyncClient, core: CoreServer, echo_models: dict[str, ModelInstance]
 ) -> None:
     orch = core.orchestrator
-    orch.models.llm = ECHO_LLM_SLOW  # every turn holds its slot for >= 2 s
     memory, orch.memory = orch.memory, None  # keep the burst about admission, not embedding
     try:
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
         async with httpx.AsyncClient(base_url=core.url, headers=client.headers, timeout=60,
                                      limits=limits) as burst:  # fmt: skip
-            responses = await asyncio.gather(*(
-                burst.post("/api/text", json={"text": f"turn {i}", "user_id": "burst"})
-                for i in range(60)
-            ))  # fmt: skip
+            # every turn holds its slot for >= 2 s
+            with core.settings_changed(llm_service=ECHO_LLM_SLOW):
+                responses = await asyncio.gather(*(
+                    burst.post("/api/text", json={"text": f"turn {i}", "user_id": "burst"})
+                    for i in range(60)
+                ))  # fmt: skip
     finally:
-        orch.models.llm = echo_settings_overrides()["llm_service"]
         orch.memory = memory
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(200) == 50 and statuses.count(503) == 10, statuses

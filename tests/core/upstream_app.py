@@ -45,6 +45,7 @@ async def chat(request: Request) -> Any:
     body = await request.json()
     request.app.state.calls += 1
     request.app.state.last_messages = body.get("messages", [])
+    request.app.state.last_params = {k: v for k, v in body.items() if k != "messages"}
     await asyncio.sleep(_delay(request))
     reply = _reply_for(body.get("messages", []))
     if not body.get("stream"):
@@ -65,7 +66,10 @@ async def chat(request: Request) -> Any:
 
 @router.get("/test/last")
 async def last(request: Request) -> dict[str, Any]:
-    return {"calls": request.app.state.calls, "messages": request.app.state.last_messages}
+    """The last chat request: its messages, and its other fields (model, max_tokens,
+    temperature, stream) as `params`."""
+    state = request.app.state
+    return {"calls": state.calls, "messages": state.last_messages, "params": state.last_params}
 
 
 @router.post("/v1/audio/transcriptions")
@@ -108,6 +112,7 @@ def build(name: str, port: int, consul: str, delay_s: float, fail_tts: bool) -> 
     app.state.fail_tts = fail_tts
     app.state.calls = 0
     app.state.last_messages = []
+    app.state.last_params = {}
     return app
 
 

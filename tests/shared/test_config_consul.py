@@ -1,10 +1,11 @@
-"""ConsulConfigLoader and `morgan config migrate` against a real Consul agent."""
+"""ConsulConfigLoader, `morgan config set` and `migrate` against a real Consul agent."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,8 @@ def rejected(service: str) -> float:
 
 
 def test_precedence_env_over_kv_over_yaml_over_defaults(
-    consul: ConsulClientFactory, tmp_path: Path,
+    consul: ConsulClientFactory,
+    tmp_path: Path,
 ) -> None:
     svc = unique_name("kv")
     yml = tmp_path / "svc.yaml"
@@ -48,18 +50,18 @@ def test_precedence_env_over_kv_over_yaml_over_defaults(
     put(consul, "morgan/config/global/kvtest_shared_flag", True)
     env = {f"MORGAN_{svc.upper().replace('-', '_')}_PORT": "8300"}
     s = ConsulConfigLoader(KVSettings, svc, consul, yaml_path=yml, environ=env).load()
-    assert s.port == 8300                  # env beats KV and YAML
-    assert s.temperature == 0.5            # KV beats YAML
-    assert s.model == "yaml-model"         # YAML beats default
+    assert s.port == 8300  # env beats KV and YAML
+    assert s.temperature == 0.5  # KV beats YAML
+    assert s.model == "yaml-model"  # YAML beats default
     assert s.log_level == "WARNING"
-    assert s.kvtest_shared_flag is True    # global KV
-    assert s.version                       # default
+    assert s.kvtest_shared_flag is True  # global KV
+    assert s.version  # default
     consul.client().kv.delete("morgan/config/global/kvtest_shared_flag")
 
 
 def test_invalid_kv_key_at_start_is_left_out_and_counted(consul: ConsulClientFactory) -> None:
     svc = unique_name("kv")
-    put(consul, f"morgan/config/{svc}/temperature", 9.0)   # out of range
+    put(consul, f"morgan/config/{svc}/temperature", 9.0)  # out of range
     put(consul, f"morgan/config/{svc}/model", "kv-model")
     before = rejected(svc)
     s = ConsulConfigLoader(KVSettings, svc, consul, environ={}).load()
@@ -68,7 +70,8 @@ def test_invalid_kv_key_at_start_is_left_out_and_counted(consul: ConsulClientFac
 
 
 def test_watch_applies_changes_live_and_rejects_invalid_ones(
-    consul: ConsulClientFactory, caplog: pytest.LogCaptureFixture,
+    consul: ConsulClientFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     svc = unique_name("kv")
     loader = ConsulConfigLoader(KVSettings, svc, consul, environ={}, watch_wait_seconds=5)
@@ -135,13 +138,15 @@ def test_migrate_dry_run_apply_and_prune(consul: ConsulClientFactory, tmp_path: 
 def test_migrate_refuses_invalid_files(consul: ConsulClientFactory, tmp_path: Path) -> None:
     (tmp_path / "core.yaml").write_text("port: not-a-port\n")
     (tmp_path / "global.yaml").write_text("no_such_setting_anywhere: 1\n")
-    r = CliRunner().invoke(cli, ["config", "migrate", "--from", str(tmp_path), "--consul",
-                                 consul.addr])
+    r = CliRunner().invoke(
+        cli, ["config", "migrate", "--from", str(tmp_path), "--consul", consul.addr]
+    )
     assert r.exit_code == 2
     assert "refusing to upload invalid configuration" in r.output
     assert "no_such_setting_anywhere" in r.output
-    r = CliRunner().invoke(cli, ["config", "migrate", "--from", str(tmp_path / "missing"),
-                                 "--consul", consul.addr])
+    r = CliRunner().invoke(
+        cli, ["config", "migrate", "--from", str(tmp_path / "missing"), "--consul", consul.addr]
+    )
     assert r.exit_code == 2 and "is not a directory" in r.output
 
 
@@ -159,8 +164,112 @@ def test_create_app_follows_kv_changes_live(consul: ConsulClientFactory) -> None
     with TestClient(app):
         time.sleep(0.3)
         put(consul, f"morgan/config/{svc}/model", "hot-swapped")
-        eventually(lambda: app.state.settings.model == "hot-swapped", timeout=5,
-                   what="app.state.settings to follow KV")
+        eventually(
+            lambda: app.state.settings.model == "hot-swapped",
+            timeout=5,
+            what="app.state.settings to follow KV",
+        )
         put(consul, f"morgan/config/{svc}/port", "not-a-port")
         time.sleep(1)
         assert app.state.settings.port == settings.port
+
+
+@pytest.fixture
+def restore_keys(consul: ConsulClientFactory) -> Iterator[Callable[[str], str]]:
+    """`remember(key)`: the key's value now is put back (or the key deleted) after the test."""
+    kv = consul.client().kv
+    saved: dict[str, bytes | None] = {}
+
+    def remember(key: str) -> str:
+        if key not in saved:
+            entry = kv.get(key)[1]
+            saved[key] = entry["Value"] if entry else None
+        return key
+
+    yield remember
+    for key, value in saved.items():
+        if value is None:
+            kv.delete(key)
+        else:
+            kv.put(key, value)
+
+
+def test_config_set_says_live_or_restart_per_setting(
+    consul: ConsulClientFactory,
+    restore_keys: Callable[[str], str],
+) -> None:
+    kv = consul.client().kv
+    prompt = restore_keys("morgan/config/core/system_prompt")
+    port = restore_keys("morgan/config/core/port")
+    run = CliRunner().invoke
+    base = ["config", "set", "--consul", consul.addr]
+
+    r = run(cli, [*base, "core", "system_prompt", "You are a pirate."])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == f'{prompt} = "You are a pirate.": picked up live by core'
+    assert json.loads(kv.get(prompt)[1]["Value"]) == "You are a pirate."
+
+    r = run(cli, [*base, "core", "port", "8100"])
+    assert r.exit_code == 0, r.output
+    assert "needs a restart of core" in r.output and "picked up live" not in r.output
+    assert json.loads(kv.get(port)[1]["Value"]) == 8100
+
+    restore_keys("morgan/config/llm/max_tokens_limit")
+    restore_keys("morgan/config/stt/model")
+    r = run(cli, [*base, "llm", "max_tokens_limit", "1024"])
+    assert r.exit_code == 0 and "picked up live by llm" in r.output, r.output
+    r = run(cli, [*base, "stt", "model", "small"])
+    assert r.exit_code == 0 and "needs a restart of stt (model" in r.output, r.output
+
+
+def test_config_set_global_names_every_service_and_the_keys_that_win(
+    consul: ConsulClientFactory,
+    restore_keys: Callable[[str], str],
+) -> None:
+    restore_keys("morgan/config/global/log_level")
+    restore_keys("morgan/config/global/bind_host")
+    own = restore_keys("morgan/config/tts/log_level")
+    put(consul, own, "ERROR")
+    base = ["config", "set", "--consul", consul.addr, "global"]
+    r = CliRunner().invoke(cli, [*base, "log_level", "DEBUG"])
+    assert r.exit_code == 0, r.output
+    assert "picked up live by core, llm, stt, tts" in r.output
+    assert f"{own} is set too and wins for tts" in r.output
+    r = CliRunner().invoke(cli, [*base, "bind_host", "127.0.0.1"])
+    assert r.exit_code == 0 and "needs a restart of core, llm, stt, tts" in r.output, r.output
+
+
+def test_config_set_refuses_what_the_service_would_reject_and_writes_nothing(
+    consul: ConsulClientFactory,
+    restore_keys: Callable[[str], str],
+) -> None:
+    kv = consul.client().kv
+    key = restore_keys("morgan/config/core/llm_max_tokens")
+    kv.delete(key)
+    base = ["config", "set", "--consul", consul.addr]
+    r = CliRunner().invoke(cli, [*base, "core", "llm_max_tokens", "99999"])
+    assert r.exit_code == 2
+    assert "core would reject" in r.output and "Nothing was written" in r.output
+    assert kv.get(key)[1] is None
+    r = CliRunner().invoke(cli, [*base, "core", "llm_max_token", "5"])
+    assert r.exit_code == 2 and "did you mean llm_max_tokens" in r.output
+    r = CliRunner().invoke(cli, [*base, "nosuch", "port", "1"])
+    assert r.exit_code == 2 and "unknown service 'nosuch'" in r.output
+    r = CliRunner().invoke(cli, [*base, "core", "postgres_dsn", "postgresql://u:p@h/db"])
+    assert r.exit_code == 2 and "MORGAN_CORE_POSTGRES_DSN" in r.output
+    assert kv.get("morgan/config/core/postgres_dsn")[1] is None
+
+
+def test_migrate_names_the_services_that_need_a_restart(
+    consul: ConsulClientFactory,
+    tmp_path: Path,
+    restore_keys: Callable[[str], str],
+) -> None:
+    restore_keys("morgan/config/core/context_turns")
+    restore_keys("morgan/config/core/postgres_pool_max")
+    (tmp_path / "core.yaml").write_text("context_turns: 7\npostgres_pool_max: 9\n")
+    r = CliRunner().invoke(cli, ["config", "migrate", "--from", str(tmp_path), "--consul",
+                                 consul.addr])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "needs a restart of core (postgres_pool_max)" in r.output
+    assert "the other changes are picked up live" in r.output

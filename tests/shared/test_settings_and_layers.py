@@ -44,12 +44,15 @@ def test_bad_port_and_unknown_field_are_rejected() -> None:
         ServiceSettings.model_validate({"prot": 1})
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("127.0.0.1:8500", ("http", "127.0.0.1", 8500)),
-    ("http://consul.lan:8501", ("http", "consul.lan", 8501)),
-    ("https://consul.lan", ("https", "consul.lan", 443)),
-    ("consul.lan", ("http", "consul.lan", 8500)),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("127.0.0.1:8500", ("http", "127.0.0.1", 8500)),
+        ("http://consul.lan:8501", ("http", "consul.lan", 8501)),
+        ("https://consul.lan", ("https", "consul.lan", 443)),
+        ("consul.lan", ("http", "consul.lan", 8500)),
+    ],
+)
 def test_consul_addr_forms(raw: str, expected: tuple[str, str, int]) -> None:
     assert parse_consul_addr(raw) == expected
 
@@ -73,8 +76,9 @@ def test_factory_honours_consul_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert client.http.cert == ("/c.pem", "/k.pem")
     assert client.token == "tok"
     # An explicit address wins over the environment.
-    assert ConsulClientFactory.from_env("127.0.0.1:9").client().http.base_uri == \
-        "http://127.0.0.1:9"
+    assert (
+        ConsulClientFactory.from_env("127.0.0.1:9").client().http.base_uri == "http://127.0.0.1:9"
+    )
 
 
 def test_kv_layers_split_scopes_parse_json_and_nest() -> None:
@@ -95,7 +99,9 @@ def test_kv_layers_split_scopes_parse_json_and_nest() -> None:
 
 def test_deep_merge_keeps_nested_keys() -> None:
     assert deep_merge({"a": {"x": 1, "y": 2}, "b": 1}, {"a": {"y": 3}}) == {
-        "a": {"x": 1, "y": 3}, "b": 1}
+        "a": {"x": 1, "y": 3},
+        "b": 1,
+    }
 
 
 def test_env_beats_yaml_beats_defaults_when_consul_is_down(
@@ -103,32 +109,89 @@ def test_env_beats_yaml_beats_defaults_when_consul_is_down(
 ) -> None:
     yml = tmp_path / "demo.yaml"
     yml.write_text("model: from-yaml\ntemperature: 1.5\nport: 8200\n")
-    env = {"MORGAN_DEMO_PORT": "8300", "MORGAN_DEMO_SAMPLING": '{"top_k": 5}',
-           "MORGAN_OTHER_PORT": "1"}
+    env = {
+        "MORGAN_DEMO_PORT": "8300",
+        "MORGAN_DEMO_SAMPLING": '{"top_k": 5}',
+        "MORGAN_OTHER_PORT": "1",
+    }
     loader = ConsulConfigLoader(
-        DemoSettings, "demo", ConsulClientFactory.from_env(f"127.0.0.1:{free_port()}"),
-        yaml_path=yml, environ=env)
+        DemoSettings,
+        "demo",
+        ConsulClientFactory.from_env(f"127.0.0.1:{free_port()}"),
+        yaml_path=yml,
+        environ=env,
+    )
     s = loader.load()
-    assert s.port == 8300                      # env
-    assert s.model == "from-yaml"              # yaml
-    assert s.temperature == 1.5                # yaml
-    assert s.sampling == {"top_k": 5.0}        # env JSON
-    assert s.service_name == "morgan-demo"     # default
+    assert s.port == 8300  # env
+    assert s.model == "from-yaml"  # yaml
+    assert s.temperature == 1.5  # yaml
+    assert s.sampling == {"top_k": 5.0}  # env JSON
+    assert s.service_name == "morgan-demo"  # default
     assert any("unreachable" in r.getMessage() for r in caplog.records)
 
 
 def test_invalid_yaml_is_a_clear_error(tmp_path: Path) -> None:
     yml = tmp_path / "demo.yaml"
     yml.write_text("- just\n- a list\n")
-    loader = ConsulConfigLoader(DemoSettings, "demo",
-                                ConsulClientFactory.from_env(f"127.0.0.1:{free_port()}"),
-                                yaml_path=yml, environ={})
+    loader = ConsulConfigLoader(
+        DemoSettings,
+        "demo",
+        ConsulClientFactory.from_env(f"127.0.0.1:{free_port()}"),
+        yaml_path=yml,
+        environ={},
+    )
     with pytest.raises(ConfigError, match="expected a mapping"):
         loader.load()
 
 
 def test_generic_settings_get_a_service_name_from_the_service() -> None:
-    loader = ConsulConfigLoader(ServiceSettings, "stt",
-                                ConsulClientFactory.from_env(f"127.0.0.1:{free_port()}"),
-                                environ={})
+    loader = ConsulConfigLoader(
+        ServiceSettings, "stt", ConsulClientFactory.from_env(f"127.0.0.1:{free_port()}"), environ={}
+    )
     assert loader.load().service_name == "morgan-stt"
+
+
+def test_restart_only_settings_are_marked_in_every_service_model() -> None:
+    from morgan.shared.config_docs import load_known_settings
+    from morgan.shared.settings import RESTART_NOTE, needs_restart, restart_fields
+
+    classes = load_known_settings()
+    core, llm, stt, tts = (classes[k] for k in ("core", "llm", "stt", "tts"))
+    for name in ("port", "bind_host", "service_name", "tls_cert", "consul_http_addr"):
+        assert all(needs_restart(cls, name) for cls in classes.values()), name
+    assert {"postgres_dsn", "redis_url", "memory_enabled", "qdrant_path"} <= restart_fields(core)
+    assert {"engine", "model", "model_dir", "vllm_max_model_len"} <= restart_fields(llm)
+    assert {"model", "compute_type", "cpu_threads"} <= restart_fields(stt)
+    assert {"voices", "model_dir"} <= restart_fields(tts)
+    live = {
+        core: ["system_prompt", "llm_max_tokens", "llm_temperature", "llm_service", "tts_voice",
+               "max_inflight", "context_turns", "memory_top_k", "log_level", "auth_enabled"],
+        llm: ["max_tokens_limit", "default_max_tokens", "max_concurrency", "max_queue"],
+        stt: ["beam_size", "vad_filter", "max_upload_bytes", "idle_unload_seconds"],
+        tts: ["voice_aliases", "default_voice", "max_input_chars"],
+    }  # fmt: skip
+    for cls, names in live.items():
+        assert not restart_fields(cls) & set(names), cls.__name__
+    # A service model redefining a shared field keeps its marker, and the marker reaches the
+    # JSON Schema and the description (so docs/configuration.md shows it).
+    base = classes["shared"]
+    for service, cls in classes.items():
+        schema = cls.model_json_schema()["properties"]
+        for name in cls.model_fields:
+            if name in base.model_fields:
+                assert needs_restart(cls, name) == needs_restart(base, name), (service, name)
+            marked = needs_restart(cls, name)
+            assert (schema[name].get("restart") is True) == marked, (service, name)
+            assert schema[name]["description"].endswith(RESTART_NOTE) == marked, (service, name)
+    assert not needs_restart(core, "no_such_setting")
+
+
+def test_settings_source_reads_a_callable_each_time_or_fixes_an_object() -> None:
+    from morgan.shared.settings import settings_source
+
+    fixed = DemoSettings(model="a")
+    assert settings_source(fixed)() is fixed
+    holder = {"now": DemoSettings(model="a")}
+    source = settings_source(lambda: holder["now"])
+    holder["now"] = DemoSettings(model="b")
+    assert source().model == "b"

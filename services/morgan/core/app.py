@@ -23,6 +23,7 @@ from morgan.core.ws import router as ws_router
 from morgan.shared.app import create_app
 from morgan.shared.auth import ApiKeyStore
 from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +78,24 @@ async def start_core(app: FastAPI) -> None:
     except Exception as exc:  # a cold cache is slower, not broken
         log.warning("cache warming failed: %s", exc)
     store.start_background_refresh(s.cache_refresh_seconds, s.cache_refresh_count)
-    models = ModelClients(
-        app.state.http_client,
-        llm=s.llm_service, stt=s.stt_service, tts=s.tts_service,
-        llm_model=s.llm_model, max_tokens=s.llm_max_tokens,
-        temperature=s.llm_temperature, voice=s.tts_voice,
-        api_key=s.service_api_key.get_secret_value() or None,
-    )  # fmt: skip
-    app.state.orchestrator = Orchestrator(s, models, store, memory)
+
+    def current() -> CoreSettings:
+        settings: CoreSettings = app.state.settings
+        return settings
+
+    models = ModelClients(app.state.http_client, current)
+    app.state.orchestrator = Orchestrator(current, models, store, memory)
+
+
+async def apply_core_settings(app: FastAPI, new: ServiceSettings) -> None:
+    """The loader reported a change: bring the running orchestrator in line."""
+    orch: Orchestrator | None = getattr(app.state, "orchestrator", None)
+    if orch is None or not isinstance(new, CoreSettings):
+        return
+    try:
+        await orch.apply(new)
+    except Exception:
+        log.exception("applying the new core settings failed; the previous limits stay")
 
 
 async def stop_core(app: FastAPI) -> None:
@@ -120,6 +131,7 @@ def build_app(
         config_loader=config_loader,
         auth_required_prefixes=("/api", "/ws"),
         api_key_store=api_key_store,
+        on_config_change=apply_core_settings,
     )
     app.title = "Morgan core"
     app.description = "Text and voice turns, conversations and memory."

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
-from morgan.shared.settings import ServiceSettings
+from morgan.shared.settings import ServiceSettings, restart_field
 
 AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
 
 
 class CoreSettings(ServiceSettings):
-    service_name: str = Field("morgan-core", description="Consul name of core.")
-    port: int = Field(8000, ge=1, le=65535, description="TCP port core listens on.")
+    service_name: str = restart_field("morgan-core", description="Consul name of core.")
+    port: int = restart_field(8000, ge=1, le=65535, description="TCP port core listens on.")
 
     # -- the model services (Consul names, never URLs)
     llm_service: str = Field("morgan-llm", description="Consul name of the LLM service.")
@@ -51,27 +51,29 @@ class CoreSettings(ServiceSettings):
     max_audio_seconds: float = Field(300.0, gt=0, description="Longest upload in seconds (413).")
 
     # -- PostgreSQL (an address of infrastructure, not of a Morgan service)
-    postgres_dsn: SecretStr = Field(
+    postgres_dsn: SecretStr = restart_field(
         SecretStr(""),
         description="postgresql://user:password@host:port/db; put it in the environment "
         "(MORGAN_CORE_POSTGRES_DSN), it carries a password.",
     )
-    postgres_pool_min: int = Field(5, ge=1, description="asyncpg pool: connections kept open.")
-    postgres_pool_max: int = Field(20, ge=1, description="asyncpg pool: most connections.")
-    postgres_max_attempts: int = Field(
+    postgres_pool_min: int = restart_field(
+        5, ge=1, description="asyncpg pool: connections kept open."
+    )
+    postgres_pool_max: int = restart_field(20, ge=1, description="asyncpg pool: most connections.")
+    postgres_max_attempts: int = restart_field(
         5, ge=1, le=10, description="Tries of a statement after a lost connection."
     )
 
     # -- Redis
-    redis_cluster_nodes: list[str] = Field(
+    redis_cluster_nodes: list[str] = restart_field(
         default_factory=list, description="Redis Cluster startup nodes, `host:port` each."
     )
-    redis_url: SecretStr = Field(
+    redis_url: SecretStr = restart_field(
         SecretStr(""), description="A standalone Redis (redis://...), used when no cluster nodes."
     )
-    redis_password: SecretStr = Field(SecretStr(""), description="Redis Cluster password.")
+    redis_password: SecretStr = restart_field(SecretStr(""), description="Redis Cluster password.")
     cache_ttl_seconds: int = Field(3600, ge=1, description="TTL of a cached context.")
-    cache_warm_count: int = Field(
+    cache_warm_count: int = restart_field(
         100, ge=0, description="Most recently active conversations loaded into Redis on start."
     )
     cache_refresh_seconds: float = Field(
@@ -81,19 +83,19 @@ class CoreSettings(ServiceSettings):
 
     # -- conversation and memory
     context_turns: int = Field(10, ge=0, le=200, description="Recent turns given to the LLM.")
-    memory_enabled: bool = Field(True, description="Store and search semantic memory.")
+    memory_enabled: bool = restart_field(True, description="Store and search semantic memory.")
     memory_top_k: int = Field(3, ge=0, le=50, description="Memories given to the LLM.")
     memory_min_score: float = Field(0.3, ge=-1, le=1, description="Weakest memory used.")
-    qdrant_url: str = Field("", description="Qdrant server; empty: embedded local mode.")
-    qdrant_api_key: SecretStr = Field(SecretStr(""), description="Qdrant server API key.")
-    qdrant_path: Path = Field(
+    qdrant_url: str = restart_field("", description="Qdrant server; empty: embedded local mode.")
+    qdrant_api_key: SecretStr = restart_field(SecretStr(""), description="Qdrant server API key.")
+    qdrant_path: Path = restart_field(
         Path("data/qdrant"), description="Directory of embedded Qdrant (local mode)."
     )
-    memory_collection: str = Field("morgan_memory", min_length=1, description="Collection.")
-    memory_threads: int = Field(
+    memory_collection: str = restart_field("morgan_memory", min_length=1, description="Collection.")
+    memory_threads: int = restart_field(
         0, ge=0, description="CPU threads for embeddings (0: all cores but one)."
     )
-    memory_model_path: Path | None = Field(
+    memory_model_path: Path | None = restart_field(
         None, description="sentence-transformers model dir; empty: the bundled MiniLM."
     )
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 
+from morgan.core.config import CoreSettings
 from morgan.core.exceptions import StageFailedError, StageTimeoutError, StageUnavailableError
 from morgan.shared.discovery import DiscoveryError
 from morgan.shared.http_client import MorganHTTPClient, UpstreamError
+from morgan.shared.settings import settings_source
 
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\n\t")
 
@@ -36,26 +38,35 @@ def _upstream_message(resp: httpx.Response) -> str:
 
 
 class ModelClients:
+    """The model services as core's settings name them now: service names, model, max
+    tokens, temperature, voice and API key are read from `settings` on every call."""
+
     def __init__(
-        self,
-        http: MorganHTTPClient,
-        *,
-        llm: str,
-        stt: str,
-        tts: str,
-        llm_model: str,
-        max_tokens: int,
-        temperature: float,
-        voice: str,
-        api_key: str | None = None,
+        self, http: MorganHTTPClient, settings: CoreSettings | Callable[[], CoreSettings]
     ) -> None:
         self.http = http
-        self.headers = {"X-API-Key": api_key} if api_key else {}
-        self.llm, self.stt, self.tts = llm, stt, tts
-        self.llm_model = llm_model
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.voice = voice
+        self._settings = settings_source(settings)
+
+    @property
+    def settings(self) -> CoreSettings:
+        return self._settings()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        api_key = self.settings.service_api_key.get_secret_value()
+        return {"X-API-Key": api_key} if api_key else {}
+
+    @property
+    def llm(self) -> str:
+        return self.settings.llm_service
+
+    @property
+    def stt(self) -> str:
+        return self.settings.stt_service
+
+    @property
+    def tts(self) -> str:
+        return self.settings.tts_service
 
     async def _call(
         self, stage: str, service: str, timeout_s: float, **kwargs: Any
@@ -108,11 +119,12 @@ class ModelClients:
             raise StageFailedError(f"stt: {self.stt} answered without a text field") from exc
 
     def _chat_body(self, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
+        s = self.settings
         return {
-            "model": self.llm_model,
+            "model": s.llm_model,
             "messages": messages,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
+            "max_tokens": s.llm_max_tokens,
+            "temperature": s.llm_temperature,
             "stream": stream,
         }
 
@@ -181,7 +193,7 @@ class ModelClients:
         resp = await self._call(
             "tts", self.tts, timeout_s,
             path="/v1/audio/speech",
-            json={"model": "default", "input": text, "voice": self.voice,
+            json={"model": "default", "input": text, "voice": self.settings.tts_voice,
                   "response_format": "wav"},
             idempotency_key=idempotency_key,
         )  # fmt: skip

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from morgan.core.sentences import SentenceSplitter
 from morgan.core.storage.context import ConversationStore
 from morgan.core.storage.conversations import ConversationNotFoundError, DatabaseUnavailableError
 from morgan.core.storage.models import Turn
+from morgan.shared.settings import settings_source
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,39 @@ class _Prepared:
 
 
 class Orchestrator:
+    """Runs turns with the settings `settings` gives now (read on every use); `apply` brings
+    the parts built from settings (limiter, context length, cache TTL and refresh) in line
+    after a change."""
+
     def __init__(
         self,
-        settings: CoreSettings,
+        settings: CoreSettings | Callable[[], CoreSettings],
         models: ModelClients,
         store: ConversationStore,
         memory: MemoryStore | None,
     ) -> None:
-        self.settings = settings
+        self._settings = settings_source(settings)
         self.models = models
         self.store = store
         self.memory = memory
-        self.limiter = InflightLimiter(settings.max_inflight, settings.retry_after_seconds)
+        current = self.settings
+        self.limiter = InflightLimiter(current.max_inflight, current.retry_after_seconds)
+        self._applying = asyncio.Lock()
+
+    @property
+    def settings(self) -> CoreSettings:
+        return self._settings()
+
+    async def apply(self, new: CoreSettings) -> None:
+        """Follow a settings change in what was built from the old settings."""
+        async with self._applying:
+            self.limiter.limit = new.max_inflight
+            self.limiter.retry_after_s = new.retry_after_seconds
+            self.store.context_turns = max(1, new.context_turns)
+            self.store.cache.ttl_s = new.cache_ttl_seconds
+            await self.store.set_background_refresh(
+                new.cache_refresh_seconds, new.cache_refresh_count
+            )
 
     # -- shared steps ----------------------------------------------------------------
 
@@ -104,11 +126,12 @@ class Orchestrator:
         return conv.id
 
     async def _prepare(self, user_id: str, text: str, conversation_id: str | None) -> _Prepared:
+        s = self.settings
         timings: dict[str, float] = {}
         t = time.perf_counter()
         cid = await self._conversation(user_id, conversation_id)
         try:
-            previous = await self.store.context(cid) if self.settings.context_turns else []
+            previous = await self.store.context(cid) if s.context_turns else []
         except DatabaseUnavailableError as exc:
             raise StorageUnavailableError(str(exc), headers={"Retry-After": "2"}) from exc
         timings["context_ms"] = _ms(t)
@@ -119,12 +142,12 @@ class Orchestrator:
         if self.memory is not None:
             try:
                 vector = await self.memory.embedder.embed(text)
-                if self.settings.memory_top_k:
+                if s.memory_top_k:
                     found = await self.memory.search_similar(
-                        user_id, text, self.settings.memory_top_k,
+                        user_id, text, s.memory_top_k,
                         vector=vector, exclude_conversation=cid,
                     )  # fmt: skip
-                    memories = [m for m in found if m.score >= self.settings.memory_min_score]
+                    memories = [m for m in found if m.score >= s.memory_min_score]
             except Exception as exc:  # memory only enriches a turn; never fail it
                 log.warning("memory search failed, answering without memories: %s", exc)
         timings["memory_ms"] = _ms(t)
@@ -132,21 +155,22 @@ class Orchestrator:
             conversation_id=cid,
             turn_id=str(uuid.uuid4()),
             previous=previous,
-            messages=self._messages(previous, memories, text),
+            messages=self._messages(s, previous, memories, text),
             vector=vector,
             memories=memories,
             timings=timings,
         )
 
+    @staticmethod
     def _messages(
-        self, previous: list[Turn], memories: list[Memory], text: str
+        s: CoreSettings, previous: list[Turn], memories: list[Memory], text: str
     ) -> list[dict[str, str]]:
-        system = self.settings.system_prompt
+        system = s.system_prompt
         if memories:
             facts = "\n".join(f"- {m.text}" for m in memories)
             system += f"\n\nThings the user said in earlier conversations:\n{facts}"
         messages = [{"role": "system", "content": system}]
-        for turn in previous[-self.settings.context_turns :] if self.settings.context_turns else []:
+        for turn in previous[-s.context_turns :] if s.context_turns else []:
             messages.append({"role": "user", "content": turn.user_text})
             messages.append({"role": "assistant", "content": turn.assistant_text})
         messages.append({"role": "user", "content": text})

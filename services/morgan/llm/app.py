@@ -11,7 +11,7 @@ from morgan.llm.config import LLMSettings
 from morgan.llm.engine import LLMEngine, make_engine
 from morgan.llm.router import router
 from morgan.llm.service import ChatService
-from morgan.models.service_app import build_model_app
+from morgan.models.service_app import build_model_app, current_settings
 from morgan.shared.config_loader import ConsulConfigLoader
 from morgan.shared.server import run
 
@@ -29,10 +29,16 @@ def build_app(
         settings = loader.load()
     engine = engine or make_engine(settings)
     parts = build_model_app(
-        settings, engine=engine, load=engine.load, model_name=settings.model_id,
-        router=router, loader=loader,
+        settings,
+        engine=engine,
+        load=engine.load,
+        model_name=settings.model_id,
+        router=router,
+        loader=loader,
     )
-    parts.app.state.chat_service = ChatService(settings, parts.holder, parts.limiter)
+    parts.app.state.chat_service = ChatService(
+        current_settings(parts.app), parts.holder, parts.limiter
+    )
     return parts.app
 
 

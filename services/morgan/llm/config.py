@@ -8,33 +8,35 @@ from typing import Literal
 from pydantic import Field
 
 from morgan.models.directory import default_model_dir
-from morgan.shared.settings import ServiceSettings
+from morgan.shared.settings import ServiceSettings, restart_field
 
 
 class LLMSettings(ServiceSettings):
     """morgan-llm: chat completions from a local model (vLLM on NVIDIA GPUs, else transformers)."""
 
-    service_name: str = Field("morgan-llm", description="Name registered in Consul.")
-    port: int = Field(8001, ge=1, le=65535, description="TCP port the HTTP server listens on.")
-    engine: Literal["transformers", "vllm"] = Field(
+    service_name: str = restart_field("morgan-llm", description="Name registered in Consul.")
+    port: int = restart_field(
+        8001, ge=1, le=65535, description="TCP port the HTTP server listens on."
+    )
+    engine: Literal["transformers", "vllm"] = restart_field(
         "transformers",
         description="Inference engine: `vllm` on NVIDIA GPUs (needs the llm-vllm extra), "
         "`transformers` on CPU, Apple silicon (device mps) or a GPU without vLLM.",
     )
-    model_dir: Path = Field(
+    model_dir: Path = restart_field(
         default_factory=default_model_dir,
         description="Model directory (a volume); the model is read from `<model_dir>/llm/<model>`. "
         "Defaults to MORGAN_MODEL_DIR, else /models.",
     )
-    model: str = Field(
+    model: str = restart_field(
         "default",
         description="Model name under `<model_dir>/llm/`, or an absolute path to a model "
         "directory (Hugging Face format: config.json, safetensors, tokenizer).",
         min_length=1,
     )
-    served_model_name: str = Field(
-        "", description="Model id shown by /v1/models and accepted in requests; defaults to "
-        "`model`."
+    served_model_name: str = restart_field(
+        "",
+        description="Model id shown by /v1/models and accepted in requests; defaults to `model`.",
     )
     max_tokens_limit: int = Field(
         2048, ge=1, description="Largest `max_tokens` a request may ask for (larger → 400)."
@@ -49,28 +51,32 @@ class LLMSettings(ServiceSettings):
         100_000, ge=1, description="Largest total message text a request may send (→ 413)."
     )
     request_timeout_seconds: float = Field(
-        120.0, gt=0, description="A generation running longer is stopped (→ 504, or an error "
-        "event in a stream)."
+        120.0,
+        gt=0,
+        description="A generation running longer is stopped (→ 504, or an error "
+        "event in a stream).",
     )
-    max_concurrency: int = Field(
-        1, ge=1, description="Generations running at the same time."
-    )
+    max_concurrency: int = Field(1, ge=1, description="Generations running at the same time.")
     max_queue: int = Field(
-        8, ge=0, description="Requests waiting for a slot; when full, new ones get 503 with "
-        "Retry-After."
+        8,
+        ge=0,
+        description="Requests waiting for a slot; when full, new ones get 503 with Retry-After.",
     )
     idle_unload_seconds: float = Field(
-        0.0, ge=0, description="Unload the model after this long without requests (0 = never); "
-        "the next request loads it again."
+        0.0,
+        ge=0,
+        description="Unload the model after this long without requests (0 = never); "
+        "the next request loads it again.",
     )
-    torch_threads: int = Field(
-        0, ge=0, description="CPU threads torch uses for the transformers engine (0 = torch's "
-        "default)."
+    torch_threads: int = restart_field(
+        0,
+        ge=0,
+        description="CPU threads torch uses for the transformers engine (0 = torch's default).",
     )
-    vllm_gpu_memory_utilization: float = Field(
+    vllm_gpu_memory_utilization: float = restart_field(
         0.85, gt=0, le=1, description="Share of GPU memory vLLM may take (weights + KV cache)."
     )
-    vllm_max_model_len: int = Field(
+    vllm_max_model_len: int = restart_field(
         0, ge=0, description="vLLM context length (0 = the model's own)."
     )
 

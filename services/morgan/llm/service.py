@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +19,15 @@ from morgan.models import metrics
 from morgan.models.errors import ModelRequestError
 from morgan.models.holder import ModelHolder
 from morgan.models.slots import MeteredLimiter
+from morgan.shared.settings import settings_source
 
 
 def message_texts(request: ChatCompletionRequest) -> list[dict[str, str]]:
     """Messages as role/content strings; refuses what a text model cannot take."""
     if not request.messages:
-        raise ModelRequestError(400, "messages is empty: send at least one message",
-                                param="messages")
+        raise ModelRequestError(
+            400, "messages is empty: send at least one message", param="messages"
+        )
     out: list[dict[str, str]] = []
     for i, message in enumerate(request.messages):
         content = message.content
@@ -38,15 +40,18 @@ def message_texts(request: ChatCompletionRequest) -> list[dict[str, str]]:
             for part in content:
                 if part.type != "text" or part.text is None:
                     raise ModelRequestError(
-                        400, f"messages[{i}].content has a {part.type!r} part; this model "
-                        "takes text parts only", param=f"messages[{i}].content")
+                        400,
+                        f"messages[{i}].content has a {part.type!r} part; this model "
+                        "takes text parts only",
+                        param=f"messages[{i}].content",
+                    )
                 parts.append(part.text)
             text = "".join(parts)
-        out.append({"role": "system" if message.role == "developer" else message.role,
-                    "content": text})
+        out.append(
+            {"role": "system" if message.role == "developer" else message.role, "content": text}
+        )
     if not any(m["content"].strip() for m in out):
-        raise ModelRequestError(400, "every message is empty: send some text",
-                                param="messages")
+        raise ModelRequestError(400, "every message is empty: send some text", param="messages")
     return out
 
 
@@ -82,7 +87,7 @@ class StopStringFilter:
         if self.hold == 0:
             out, self.pending = self.pending, ""
             return out
-        out, self.pending = self.pending[: -self.hold], self.pending[-self.hold:]
+        out, self.pending = self.pending[: -self.hold], self.pending[-self.hold :]
         return out
 
     def flush(self) -> str:
@@ -100,39 +105,69 @@ class Prepared:
 
 
 class ChatService:
-    def __init__(self, settings: LLMSettings, holder: ModelHolder[LLMEngine],
-                 limiter: MeteredLimiter) -> None:
-        self.settings = settings
+    """Chat completions under the limits `settings` gives now (read on every request)."""
+
+    def __init__(
+        self,
+        settings: LLMSettings | Callable[[], LLMSettings],
+        holder: ModelHolder[LLMEngine],
+        limiter: MeteredLimiter,
+    ) -> None:
+        self._settings = settings_source(settings)
         self.holder = holder
         self.limiter = limiter
 
-    def check(self, request: ChatCompletionRequest) -> tuple[list[dict[str, str]],
-                                                              GenerationParams]:
+    @property
+    def settings(self) -> LLMSettings:
+        return self._settings()
+
+    def check(
+        self, request: ChatCompletionRequest
+    ) -> tuple[list[dict[str, str]], GenerationParams]:
         s = self.settings
         if request.model and request.model != s.model_id:
             raise ModelRequestError(
-                404, f"model {request.model!r} is not served here; this instance serves "
-                f"{s.model_id!r} (see GET /v1/models)", code="model_not_found", param="model")
+                404,
+                f"model {request.model!r} is not served here; this instance serves "
+                f"{s.model_id!r} (see GET /v1/models)",
+                code="model_not_found",
+                param="model",
+            )
         if request.n != 1:
             raise ModelRequestError(400, "n must be 1: one choice per request", param="n")
         if request.tools:
-            raise ModelRequestError(400, "tools are not supported by morgan-llm; send the "
-                                    "request without tools", param="tools")
+            raise ModelRequestError(
+                400,
+                "tools are not supported by morgan-llm; send the request without tools",
+                param="tools",
+            )
         messages = message_texts(request)
         chars = sum(len(m["content"]) for m in messages)
         if chars > s.max_prompt_chars:
             raise ModelRequestError(
-                413, f"messages hold {chars} characters, over the limit of "
-                f"{s.max_prompt_chars}; shorten the conversation", param="messages")
-        max_tokens = (request.max_completion_tokens or request.max_tokens
-                      or min(s.default_max_tokens, s.max_tokens_limit))
+                413,
+                f"messages hold {chars} characters, over the limit of "
+                f"{s.max_prompt_chars}; shorten the conversation",
+                param="messages",
+            )
+        max_tokens = (
+            request.max_completion_tokens
+            or request.max_tokens
+            or min(s.default_max_tokens, s.max_tokens_limit)
+        )
         if max_tokens > s.max_tokens_limit:
             raise ModelRequestError(
-                400, f"max_tokens {max_tokens} is over this server's limit of "
-                f"{s.max_tokens_limit}; ask for fewer", param="max_tokens")
+                400,
+                f"max_tokens {max_tokens} is over this server's limit of "
+                f"{s.max_tokens_limit}; ask for fewer",
+                param="max_tokens",
+            )
         params = GenerationParams(
-            max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
-            stop=stop_list(request.stop), seed=request.seed,
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=stop_list(request.stop),
+            seed=request.seed,
         )
         return messages, params
 
@@ -140,9 +175,12 @@ class ChatService:
         total = len(prompt_ids) + params.max_tokens
         if total > self.settings.max_context_tokens:
             raise ModelRequestError(
-                400, f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({params.max_tokens}) "
+                400,
+                f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({params.max_tokens}) "
                 f"is {total}, over the context limit of {self.settings.max_context_tokens}; "
-                "shorten the messages or lower max_tokens", param="messages")
+                "shorten the messages or lower max_tokens",
+                param="messages",
+            )
 
     async def generate(
         self, engine: LLMEngine, prompt_ids: list[int], params: GenerationParams
@@ -179,9 +217,12 @@ class ChatService:
 
     def timeout_error(self) -> ModelRequestError:
         return ModelRequestError(
-            504, f"generation took longer than request_timeout_seconds "
+            504,
+            f"generation took longer than request_timeout_seconds "
             f"({self.settings.request_timeout_seconds:g} s); ask for fewer tokens or raise the "
-            "limit", code="timeout")
+            "limit",
+            code="timeout",
+        )
 
     async def complete(self, request: ChatCompletionRequest) -> dict[str, Any]:
         messages, params = self.check(request)
@@ -202,12 +243,14 @@ class ChatService:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.settings.model_id,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(parts)},
-                "finish_reason": last.finish_reason or "stop",
-                "logprobs": None,
-            }],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(parts)},
+                    "finish_reason": last.finish_reason or "stop",
+                    "logprobs": None,
+                }
+            ],
             "usage": {
                 "prompt_tokens": len(prompt_ids),
                 "completion_tokens": last.completion_tokens,
@@ -230,9 +273,14 @@ class ChatService:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return self._sse(stack, engine, prompt_ids, params, include_usage)
 
-    async def _sse(self, stack: contextlib.AsyncExitStack, engine: LLMEngine,
-                   prompt_ids: list[int], params: GenerationParams,
-                   include_usage: bool) -> AsyncIterator[str]:
+    async def _sse(
+        self,
+        stack: contextlib.AsyncExitStack,
+        engine: LLMEngine,
+        prompt_ids: list[int],
+        params: GenerationParams,
+        include_usage: bool,
+    ) -> AsyncIterator[str]:
         base = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion.chunk",
@@ -241,8 +289,13 @@ class ChatService:
         }
 
         def event(delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
-            body = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
-                                         "logprobs": None}], **extra}
+            body = {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                ],
+                **extra,
+            }
             return f"data: {json.dumps(body)}\n\n"
 
         completion_tokens = 0
@@ -260,8 +313,10 @@ class ChatService:
                 error = self.timeout_error()
                 yield f"data: {json.dumps(error.body())}\n\n"
             if include_usage:
-                usage = {"prompt_tokens": len(prompt_ids),
-                         "completion_tokens": completion_tokens,
-                         "total_tokens": len(prompt_ids) + completion_tokens}
+                usage = {
+                    "prompt_tokens": len(prompt_ids),
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": len(prompt_ids) + completion_tokens,
+                }
                 yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
             yield "data: [DONE]\n\n"

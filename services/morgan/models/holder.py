@@ -48,6 +48,8 @@ class ModelHolder(Generic[T]):
         self.load_seconds: float | None = None
         self.loads = 0
         self._idle_task: asyncio.Task[None] | None = None
+        self._idle_unloading = False
+        self._idle_changed = asyncio.Event()
 
     @property
     def loaded(self) -> bool:
@@ -85,8 +87,12 @@ class ModelHolder(Generic[T]):
             del value
             gc.collect()
             metrics.MODEL_LOADED.labels(self.service, self.model).set(0)
-            log.info("%s model %s unloaded after %.0f s idle", self.service, self.model,
-                     self.idle_unload_seconds)
+            log.info(
+                "%s model %s unloaded after %.0f s idle",
+                self.service,
+                self.model,
+                self.idle_unload_seconds,
+            )
             return True
 
     @contextlib.asynccontextmanager
@@ -107,10 +113,19 @@ class ModelHolder(Generic[T]):
         return self._value
 
     def start_idle_unloader(self) -> None:
+        self._idle_unloading = True
         if self.idle_unload_seconds > 0 and self._idle_task is None:
             self._idle_task = asyncio.create_task(self._idle_loop(), name="model-idle-unload")
 
+    def set_idle_unload_seconds(self, seconds: float) -> None:
+        """A new idle TTL (0 = never unload), followed at once by a started unloader."""
+        self.idle_unload_seconds = seconds
+        self._idle_changed.set()
+        if self._idle_unloading:
+            self.start_idle_unloader()
+
     async def stop(self) -> None:
+        self._idle_unloading = False
         if self._idle_task is not None:
             self._idle_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -118,9 +133,16 @@ class ModelHolder(Generic[T]):
             self._idle_task = None
 
     async def _idle_loop(self) -> None:
-        period = max(0.05, min(self.idle_unload_seconds / 4, 30.0))
         while True:
-            await asyncio.sleep(period)
+            if self.idle_unload_seconds <= 0:
+                self._idle_task = None
+                return
+            self._idle_changed.clear()
+            period = max(0.05, min(self.idle_unload_seconds / 4, 30.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle_changed.wait(), period)
+            if self.idle_unload_seconds <= 0:
+                continue
             idle = time.monotonic() - self._last_used
             if self._value is not None and not self._in_use and idle >= self.idle_unload_seconds:
                 await self.unload()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -80,6 +80,11 @@ class BackgroundLoad:
         return self.holder.ready
 
 
+def current_settings(app: FastAPI) -> Callable[[], Any]:
+    """A callable giving `app.state.settings` as it is now (updated live from Consul KV)."""
+    return lambda: app.state.settings
+
+
 class ModelEngine(Protocol):
     engine_name: str
     device: str
@@ -117,24 +122,42 @@ def build_model_app(
 ) -> ModelApp[E]:
     """The app of one model service: the model loads in the background after start-up
     (/ready waits for it), requests queue on a bounded limiter, and the instance is
-    registered with its engine, model and device."""
+    registered with its engine, model and device. A settings change from `loader` resizes
+    the limiter and resets the idle-unload TTL; `current_settings(app)` gives the settings
+    each request should use."""
     tuned: ModelServiceSettings = settings  # type: ignore[assignment]
     holder: ModelHolder[E] = ModelHolder(
-        load, unloader=lambda e: e.unload(), service=tuned.service_name,
-        model=model_name, idle_unload_seconds=tuned.idle_unload_seconds,
+        load,
+        unloader=lambda e: e.unload(),
+        service=tuned.service_name,
+        model=model_name,
+        idle_unload_seconds=tuned.idle_unload_seconds,
     )
     limiter = MeteredLimiter(tuned.max_concurrency, tuned.max_queue, service=tuned.service_name)
     background = BackgroundLoad(holder)
+
+    async def follow_settings(app: FastAPI, new: ServiceSettings) -> None:
+        changed: ModelServiceSettings = new  # type: ignore[assignment]
+        try:
+            limiter.resize(changed.max_concurrency, changed.max_queue)
+            holder.set_idle_unload_seconds(changed.idle_unload_seconds)
+        except Exception:
+            log.exception(
+                "applying new limits to %s failed; the previous limits stay", changed.service_name
+            )
+
     app = create_app(
         settings,
         routers=[router],
         ready_check=background.ready,
         on_startup=[background.start],
         on_shutdown=[background.stop],
-        meta=model_meta(engine=engine.engine_name, model=model_name, device=engine.device,
-                        vram_mb=tuned.vram_mb),
+        meta=model_meta(
+            engine=engine.engine_name, model=model_name, device=engine.device, vram_mb=tuned.vram_mb
+        ),
         config_loader=loader,
         auth_required_prefixes=auth_required_prefixes,
+        on_config_change=follow_settings,
     )
     install_model_error_handler(app)
     app.state.model_holder = holder

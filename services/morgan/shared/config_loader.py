@@ -94,7 +94,7 @@ def kv_entries_to_layers(
                     f"e.g. consul kv put {key} '\"{text[:20]}\"'"
                 )
                 continue
-            _set_path(layer, key[len(prefix):].split("/"), value)
+            _set_path(layer, key[len(prefix) :].split("/"), value)
     return glob, svc, errors
 
 
@@ -178,7 +178,7 @@ class ConsulConfigLoader(Generic[S]):
         for key, raw in env.items():
             if not key.startswith(prefix):
                 continue
-            name = key[len(prefix):].lower()
+            name = key[len(prefix) :].lower()
             if name not in fields:
                 continue
             value: Any = raw
@@ -196,9 +196,9 @@ class ConsulConfigLoader(Generic[S]):
         index, entries = client.kv.get(KV_ROOT, recurse=True)
         return index, entries
 
-    def _kv_layers(
-        self, entries: list[dict[str, Any]] | None
-    ) -> tuple[dict[str, Any], list[str]]:
+    def kv_layers(self, entries: list[dict[str, Any]] | None) -> tuple[dict[str, Any], list[str]]:
+        """The KV layer of this service from raw entries (its own keys over the global keys
+        it has a field for), and the errors of values that are not JSON."""
         glob, svc, errors = kv_entries_to_layers(self.service, entries)
         known = self.settings_cls.model_fields
         glob = {k: v for k, v in glob.items() if k in known}
@@ -225,17 +225,23 @@ class ConsulConfigLoader(Generic[S]):
         except CONSUL_UNREACHABLE_ERRORS as exc:
             log.warning(
                 "Consul at %s unreachable (%s); %s starts from environment, %s and defaults",
-                self.consul.addr, exc, self.service, self.yaml_path or "no YAML file",
+                self.consul.addr,
+                exc,
+                self.service,
+                self.yaml_path or "no YAML file",
             )
             entries = None
         except consul_api.ConsulException as exc:
             log.warning(
                 "Consul at %s refused the config read (%s); check CONSUL_HTTP_TOKEN. %s starts "
-                "from environment, YAML and defaults", self.consul.addr, exc, self.service,
+                "from environment, YAML and defaults",
+                self.consul.addr,
+                exc,
+                self.service,
             )
             entries = None
         if entries is not None:
-            kv, errors = self._kv_layers(entries)
+            kv, errors = self.kv_layers(entries)
             for err in errors:
                 self._reject(err)
         try:
@@ -249,15 +255,13 @@ class ConsulConfigLoader(Generic[S]):
             try:
                 settings = self.build(kv)
             except ValidationError as exc2:
-                raise ConfigError(
-                    f"invalid configuration for {self.service}: {exc2}"
-                ) from exc2
+                raise ConfigError(f"invalid configuration for {self.service}: {exc2}") from exc2
         self.current = settings
         return settings
 
     def reload_from_entries(self, entries: list[dict[str, Any]] | None) -> S | None:
         """Apply KV entries: returns new settings if valid and changed, else None."""
-        kv, errors = self._kv_layers(entries)
+        kv, errors = self.kv_layers(entries)
         if errors:
             for err in errors:
                 self._reject(err)
@@ -291,14 +295,18 @@ class ConsulConfigLoader(Generic[S]):
                 loop = None
         stop = threading.Event()
         t = threading.Thread(
-            target=self._watch_loop, args=(callback, loop, stop),
-            name=f"config-watch-{self.service}", daemon=True,
+            target=self._watch_loop,
+            args=(callback, loop, stop),
+            name=f"config-watch-{self.service}",
+            daemon=True,
         )
         t.start()
         return ConfigWatch(t, stop)
 
     def _watch_loop(
-        self, callback: Callable[[S], Any], loop: asyncio.AbstractEventLoop | None,
+        self,
+        callback: Callable[[S], Any],
+        loop: asyncio.AbstractEventLoop | None,
         stop: threading.Event,
     ) -> None:
         client = self.consul.with_timeout(self.watch_wait_seconds + 10).client()

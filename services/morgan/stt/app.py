@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from morgan.models.directory import resolve_model
-from morgan.models.service_app import build_model_app
+from morgan.models.service_app import build_model_app, current_settings
 from morgan.shared.config_loader import ConsulConfigLoader
 from morgan.shared.server import run
 from morgan.stt.config import STTSettings
@@ -28,14 +28,24 @@ def build_app(
         loader = loader or ConsulConfigLoader(STTSettings, "stt", yaml_path=YAML_PATH)
         settings = loader.load()
     path = resolve_model(settings.model_dir, "stt", settings.model)
-    engine = WhisperEngine(path, device=settings.device, compute_type=settings.compute_type,
-                           cpu_threads=settings.cpu_threads, beam_size=settings.beam_size)
+    engine = WhisperEngine(
+        path,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        cpu_threads=settings.cpu_threads,
+        beam_size=settings.beam_size,
+    )
     parts = build_model_app(
-        settings, engine=engine, load=engine.load, model_name=path.name, router=router,
-        loader=loader, auth_required_prefixes=("/v1", "/transcribe", "/ws"),
+        settings,
+        engine=engine,
+        load=engine.load,
+        model_name=path.name,
+        router=router,
+        loader=loader,
+        auth_required_prefixes=("/v1", "/transcribe", "/ws"),
     )
     parts.app.state.transcription_service = TranscriptionService(
-        settings, parts.holder, parts.limiter
+        current_settings(parts.app), parts.holder, parts.limiter
     )
     return parts.app
 

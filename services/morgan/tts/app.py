@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from morgan.models.directory import ModelDirectoryError, list_models, resolve_model
-from morgan.models.service_app import build_model_app
+from morgan.models.service_app import build_model_app, current_settings
 from morgan.shared.config_loader import ConsulConfigLoader
 from morgan.shared.server import run
 from morgan.tts.config import TTSSettings
@@ -24,7 +24,8 @@ def voice_paths(settings: TTSSettings) -> dict[str, Path]:
     if not names:
         raise ModelDirectoryError(
             f"no TTS voice installed in {settings.model_dir / 'tts'}; add one with "
-            "`morgan models import DIR --kind tts --name VOICE`")
+            "`morgan models import DIR --kind tts --name VOICE`"
+        )
     return {Path(name).name: resolve_model(settings.model_dir, "tts", name) for name in names}
 
 
@@ -39,10 +40,17 @@ def build_app(
     engine = CoquiEngine(voice_paths(settings), device=settings.device)
     model_name = ",".join(sorted(engine.voice_paths))
     parts = build_model_app(
-        settings, engine=engine, load=engine.load, model_name=model_name, router=router,
-        loader=loader, auth_required_prefixes=("/v1", "/voices"),
+        settings,
+        engine=engine,
+        load=engine.load,
+        model_name=model_name,
+        router=router,
+        loader=loader,
+        auth_required_prefixes=("/v1", "/voices"),
     )
-    parts.app.state.speech_service = SpeechService(settings, engine, parts.holder, parts.limiter)
+    parts.app.state.speech_service = SpeechService(
+        current_settings(parts.app), engine, parts.holder, parts.limiter
+    )
     return parts.app
 
 

@@ -25,6 +25,7 @@ class ConversationStore:
         self.cache = cache
         self.context_turns = context_turns
         self._refresher: asyncio.Task[None] | None = None
+        self._refresh_every: tuple[float, int] | None = None
 
     async def context(self, conversation_id: str) -> list[Turn]:
         """Recent turns, from Redis if there, else from PostgreSQL (and then cached)."""
@@ -83,6 +84,7 @@ class ConversationStore:
         return refreshed
 
     def start_background_refresh(self, interval_s: float, count: int) -> None:
+        self._refresh_every = (interval_s, count)
         if not self.cache.enabled or interval_s <= 0:
             return
 
@@ -95,6 +97,13 @@ class ConversationStore:
                     log.warning("cache: refreshing hot entries failed: %s", exc)
 
         self._refresher = asyncio.create_task(loop(), name="cache-refresh")
+
+    async def set_background_refresh(self, interval_s: float, count: int) -> None:
+        """Restart the hot-entry refresh with a new period and count (0 s: off)."""
+        if self._refresh_every == (interval_s, count):
+            return
+        await self.stop()
+        self.start_background_refresh(interval_s, count)
 
     async def stop(self) -> None:
         if self._refresher is not None:
