@@ -1,4 +1,4 @@
-"""ConsulKv: typed KV entries written by a Pulumi dynamic resource (python-consul2).
+"""ConsulKv: typed KV entries written by a Pulumi dynamic resource (py-consul).
 
 The provider talks to Consul's HTTP API from where `pulumi up` runs. It owns
 exactly the keys it wrote: an update deletes keys that left the stack, and a
@@ -37,27 +37,28 @@ LEADER_RETRY_MAX_S = 4.0
 
 @contextlib.contextmanager
 def _client(props: dict[str, Any]) -> Iterator[Any]:
-    """A python-consul2 client for the props' Consul; its CA file lives only as long."""
-    import consul
+    """A py-consul client for the props' Consul; its CA file lives only as long."""
+    from morgan.shared.consul_client import ConsulClientFactory
 
     host, _, port = str(props["address"]).rpartition(":")
     with contextlib.ExitStack() as cleanup:
-        verify: bool | str = True
+        cacert: str | None = None
         if props.get("ca_pem"):
             # requests verifies against a file path only; mkstemp makes it 0600.
             fd, path = tempfile.mkstemp(prefix="consul-ca-", suffix=".pem")
             cleanup.callback(_remove, path)
             with os.fdopen(fd, "w") as handle:
                 handle.write(props["ca_pem"])
-            verify = path
-        yield consul.Consul(
+            cacert = path
+        factory = ConsulClientFactory(
+            scheme=props.get("scheme") or "http",
             host=host,
             port=int(port),
-            scheme=props.get("scheme") or "http",
-            verify=verify,
             token=props.get("token") or None,
+            cacert=cacert,
             timeout=10,
         )
+        yield factory.client()
 
 
 def _remove(path: str) -> None:

@@ -17,10 +17,6 @@ def server_acts_as_agent(plan: Plan, host: str) -> bool:
     return host in plan.consul_servers and not plan.config.consul.agent_on_server_hosts
 
 
-def agent_http_port(plan: Plan) -> int:
-    return AGENT_PORTS["https"] if plan.config.security.internal_tls else AGENT_PORTS["http"]
-
-
 def local_agent_addr(plan: Plan) -> str:
     """CONSUL_HTTP_ADDR for a container on any host: always the agent on its own loopback."""
     if plan.config.security.internal_tls:

@@ -35,9 +35,6 @@ from tests.harness.upstream import StaticHttpServer
 
 T = TypeVar("T")
 
-# python-consul2 warns about Consul APIs it wraps but these tests never call.
-quiet_consul_client = pytest.mark.filterwarnings("ignore::DeprecationWarning:consul.base")
-
 
 def eventually(check: Callable[[], T | None], *, timeout: float = 15.0, what: str) -> T:
     """Poll check() until it returns something truthy."""
@@ -124,7 +121,6 @@ def test_only_old_dead_postgres_dirs_are_removed(
 
 
 @pytest.mark.integration
-@quiet_consul_client
 def test_consul_registers_a_service_with_a_passing_http_check(
     consul_server: ConsulServer,
 ) -> None:
@@ -165,7 +161,6 @@ def test_consul_registers_a_service_with_a_passing_http_check(
 
 
 @pytest.mark.integration
-@quiet_consul_client
 def test_consul_kv_put_and_get(consul_server: ConsulServer) -> None:
     client = consul.Consul(host=consul_server.host, port=consul_server.port)
     key = f"harness/{uuid.uuid4().hex}"
@@ -325,7 +320,6 @@ def test_prometheus_reload_rejects_a_broken_config(prometheus_server: Prometheus
 
 
 @pytest.mark.integration
-@quiet_consul_client
 def test_consul_answers_again_after_restart(tmp_path: Path) -> None:
     with ConsulServer.run(tmp_path) as server:
         client = consul.Consul(host=server.host, port=server.port)

@@ -1,6 +1,13 @@
-"""The `morgan` command line: one entry point, one sub-command module per concern."""
+"""The `morgan` command line: one entry point, one sub-command module per concern.
+
+The deploy commands (`DEPLOY_COMMANDS`) need the `infra` package, which a Morgan checkout
+has and the service images do not; where it is missing they say so instead of failing to
+start, and every other command works.
+"""
 
 from __future__ import annotations
+
+import importlib.util
 
 import typer
 
@@ -13,6 +20,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
+# The commands of `morgan.cli.stack_cmd` and `morgan.cli.plan_cmd`.
+DEPLOY_COMMANDS = ("build", "up", "down", "status", "logs", "lock", "verify", "plan", "render")
+
 
 @app.command()
 def version() -> None:
@@ -20,15 +30,36 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def infra_installed() -> bool:
+    return importlib.util.find_spec("infra") is not None
+
+
+def _missing_infra(name: str) -> None:
+    @app.command(
+        name,
+        help="Needs Morgan's deploy tools (the infra package), which this install lacks.",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+    def unavailable() -> None:
+        typer.echo(
+            f"error: `morgan {name}` needs Morgan's deploy tools (the infra package), which "
+            "this install lacks (the service images ship without them); run it from a Morgan "
+            "checkout after scripts/setup",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
 def _register() -> None:
     # Sub-command modules add themselves to `app`; each owns one concern.
-    from morgan.cli import (  # noqa: F401
-        config_cmd,
-        keys_cmd,
-        models_cmd,
-        plan_cmd,
-        stack_cmd,
-    )
+    from morgan.cli import config_cmd, keys_cmd, models_cmd  # noqa: F401
+
+    if infra_installed():
+        from morgan.cli import plan_cmd, stack_cmd  # noqa: F401
+    else:
+        for name in DEPLOY_COMMANDS:
+            _missing_infra(name)
 
 
 _register()

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from morgan.lab.polling import NotYet, PollTimeout, poll
 from morgan.lab.stack import StackError, StackPaths
 
 if TYPE_CHECKING:
@@ -83,17 +84,18 @@ def wait_for_gateway(ep: Endpoints, timeout: float = 120) -> float:
     import httpx
 
     start = time.monotonic()
-    last = "no answer"
-    while time.monotonic() - start < timeout:
-        try:
-            resp = httpx.get(f"{ep.gateway_url}/health", verify=False, timeout=5)
-            if resp.status_code == 200:
-                return time.monotonic() - start
-            last = f"HTTP {resp.status_code}: {resp.text[:80].strip()}"
-        except httpx.HTTPError as err:
-            last = str(err) or type(err).__name__
-        time.sleep(1)
-    raise StackError(
-        f"the gateway {ep.gateway_url} did not route to core within {timeout:.0f} s ({last});"
-        " see `morgan status` and `morgan logs morgan-traefik`"
-    )
+
+    def routed() -> None:
+        resp = httpx.get(f"{ep.gateway_url}/health", verify=False, timeout=5)
+        if resp.status_code != 200:
+            raise NotYet(f"HTTP {resp.status_code}: {resp.text[:80].strip()}")
+
+    try:
+        poll(routed, what=f"gateway {ep.gateway_url}", timeout=timeout, interval=1,
+             errors=(httpx.HTTPError,))  # fmt: skip
+    except PollTimeout as exc:
+        raise StackError(
+            f"the gateway {ep.gateway_url} did not route to core within {timeout:.0f} s"
+            f" ({exc.last}); see `morgan status` and `morgan logs morgan-traefik`"
+        ) from None
+    return time.monotonic() - start

@@ -12,6 +12,7 @@ objects), plus the standard CONSUL_HTTP_ADDR and MORGAN_ADVERTISE_HOST.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -25,7 +26,11 @@ import consul as consul_api
 import yaml
 from pydantic import ValidationError
 
-from morgan.shared.consul_client import CONSUL_UNREACHABLE_ERRORS, ConsulClientFactory
+from morgan.shared.consul_client import (
+    CONSUL_UNREACHABLE_ERRORS,
+    ConsulClientFactory,
+    until_answered,
+)
 from morgan.shared.metrics import CONFIG_REJECTED_TOTAL
 from morgan.shared.settings import ServiceSettings
 
@@ -309,20 +314,18 @@ class ConsulConfigLoader(Generic[S]):
         loop: asyncio.AbstractEventLoop | None,
         stop: threading.Event,
     ) -> None:
-        client = self.consul.with_timeout(self.watch_wait_seconds + 10).client()
+        client = self.consul.client()
         wait = f"{max(1, int(self.watch_wait_seconds))}s"
         index = self._kv_index
-        backoff = 0.5
         while not stop.is_set():
-            try:
-                new_index, entries = client.kv.get(KV_ROOT, recurse=True, index=index, wait=wait)
-            except Exception as exc:
-                log.debug("config watch: %s", exc)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-                index = None  # Consul may have restarted with a fresh index
-                continue
-            backoff = 0.5
+            answer = until_answered(
+                functools.partial(client.kv.get, KV_ROOT, recurse=True, index=index, wait=wait),
+                stop,
+                f"config watch of {self.service}",
+            )
+            if answer is None:
+                return
+            new_index, entries = answer
             if stop.is_set():
                 return
             if new_index == index:

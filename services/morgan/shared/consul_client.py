@@ -2,18 +2,25 @@
 
 `CONSUL_HTTP_ADDR` (``host:port`` or ``scheme://host:port``), `CONSUL_HTTP_TOKEN` (ACLs),
 `CONSUL_CACERT`, `CONSUL_CLIENT_CERT` and `CONSUL_CLIENT_KEY` (TLS to the agent).
-python-consul2 is synchronous: call it from async code through `asyncio.to_thread`.
+py-consul is synchronous: call it from async code through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import consul
 import requests
+import tenacity
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_CONSUL_ADDR = "127.0.0.1:8500"
 
@@ -33,7 +40,7 @@ class ConsulAddressError(ValueError):
 
 @dataclass(frozen=True)
 class ConsulClientFactory:
-    """Connection settings for the Consul agent; `client()` builds a python-consul2 client."""
+    """Connection settings for the Consul agent; `client()` builds a py-consul client."""
 
     scheme: str = "http"
     host: str = "127.0.0.1"
@@ -71,30 +78,33 @@ class ConsulClientFactory:
     def url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
 
-    def with_timeout(self, timeout: float) -> ConsulClientFactory:
-        """Same agent, another read timeout (blocking queries need more than their wait)."""
-        return ConsulClientFactory(
-            self.scheme, self.host, self.port, self.token, self.cacert,
-            self.client_cert, self.client_key, timeout,
-        )
-
     def client(self) -> consul.Consul:
-        """A new synchronous python-consul2 client for this agent."""
+        """A new synchronous py-consul client for this agent.
+
+        py-consul honours the explicit address, scheme and TLS files given here over
+        CONSUL_HTTP_ADDR; only for the token does it let CONSUL_HTTP_TOKEN win, so the
+        token goes with each request instead (`ConsulClientFactory.token` is the one used).
+        """
         verify: bool | str = self.cacert or True
         cert: tuple[str, str] | None = None
         if self.client_cert and self.client_key:
             cert = (self.client_cert, self.client_key)
-        with warnings.catch_warnings():
-            # python-consul2 warns about legacy ACL/discovery-chain APIs on every construction.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            c = consul.Consul(host=self.host, port=self.port, scheme=self.scheme, verify=verify,
-                              cert=cert, timeout=self.timeout)
-        # python-consul2 re-reads CONSUL_HTTP_ADDR/TOKEN itself; the factory's values win so
-        # an explicit address (tests, `--consul`) is honoured.
-        c.http = c.http_connect(self.host, self.port, self.scheme, verify, cert, self.timeout)
-        c.scheme = self.scheme
-        c.token = self.token
-        return c
+        return _TokenClient(
+            host=self.host, port=self.port, scheme=self.scheme, verify=verify, cert=cert,
+            connections_timeout=self.timeout, token=self.token,
+        )  # fmt: skip
+
+
+class _TokenClient(consul.Consul):
+    """py-consul's client with the factory's token on every request, whatever
+    CONSUL_HTTP_TOKEN says (the base class prefers the environment's)."""
+
+    def __init__(self, *, token: str | None, **kwargs: Any) -> None:
+        super().__init__(token=token, **kwargs)
+        self._factory_token = token
+
+    def prepare_headers(self, token: str | None = None) -> dict[str, str]:
+        return super().prepare_headers(token or self._factory_token or "")
 
 
 def parse_consul_addr(raw: str) -> tuple[str, str, int]:
@@ -116,3 +126,31 @@ def parse_consul_addr(raw: str) -> tuple[str, str, int]:
             "127.0.0.1:8500"
         ) from exc
     return parts.scheme, parts.hostname, port
+
+
+def until_answered(query: Callable[[], T], stop: threading.Event, what: str) -> T | None:
+    """Run one Consul query (typically a blocking one) until Consul answers it.
+
+    Every failure is logged and retried after 0.5, 1, 2, 4, then every 5 s; the pauses wait
+    on `stop`, so setting it ends the wait at once. Returns None when `stop` is set first.
+    """
+
+    def _pause(seconds: float) -> None:
+        stop.wait(seconds)
+
+    retrying = tenacity.Retrying(
+        wait=tenacity.wait_exponential(multiplier=0.5, max=5.0),
+        stop=tenacity.stop_when_event_set(stop),
+        sleep=_pause,
+        retry=tenacity.retry_if_exception_type(Exception),
+        before_sleep=lambda state: log.debug(
+            "%s: %s; retrying in %.1f s",
+            what,
+            state.outcome.exception() if state.outcome else "no answer",
+            state.upcoming_sleep,
+        ),
+        retry_error_callback=lambda _state: None,
+    )
+    if stop.is_set():
+        return None
+    return retrying(query)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -20,7 +21,11 @@ from typing import Any
 
 import consul
 
-from morgan.shared.consul_client import CONSUL_UNREACHABLE_ERRORS, ConsulClientFactory
+from morgan.shared.consul_client import (
+    CONSUL_UNREACHABLE_ERRORS,
+    ConsulClientFactory,
+    until_answered,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,23 +216,23 @@ class ConsulServiceDiscovery:
         t.start()
 
     def _watch_loop(self, name: str) -> None:
-        client = self.consul.with_timeout(self.watch_wait_seconds + 10).client()
+        client = self.consul.client()
         wait = f"{max(1, int(self.watch_wait_seconds))}s"
-        backoff = 0.5
         while not self._stop.is_set():
             with self._lock:
                 entry = self._cache.get(name)
             index = entry.index if entry else None
-            try:
-                new_index, entries = client.health.service(
-                    name, passing=True, index=index, wait=wait
-                )
-            except Exception as exc:  # Consul down or restarting: retry with backoff
-                log.debug("discovery watch for %s: %s", name, exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.5
+            query = functools.partial(
+                client.health.service, name, passing=True, index=index, wait=wait
+            )
+            answer = until_answered(
+                query,
+                self._stop,
+                f"discovery watch for {name}",
+            )
+            if answer is None:
+                return
+            new_index, entries = answer
             endpoints = endpoints_from_health(name, entries or [])
             # A restarted Consul resets its index; start over rather than wait forever.
             if index is not None and new_index is not None and int(new_index) < int(index):

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
+import tenacity
 
 from morgan.core.storage.migrations import apply_migrations
 from morgan.core.storage.models import Conversation, Turn
@@ -160,34 +161,44 @@ class ConversationRepository:
         Only idempotent operations are passed here (see the module docstring).
         """
         tries = attempts or self._max_attempts
-        last: BaseException | None = None
-        for attempt in range(1, tries + 1):
-            try:
-                return await fn()
-            except _CONNECTION_ERRORS as exc:
-                last = exc
-                if self._pool is not None:
-                    # One lost connection usually means the server restarted or killed
-                    # backends: every idle connection is suspect, so reopen them lazily.
-                    await self._pool.expire_connections()
-                if attempt == tries:
-                    break
-                delay = min(self._max_delay_s, self._base_delay_s * 2 ** (attempt - 1))
-                self.retries += 1
-                log.warning(
-                    "postgres: %s failed (%s: %s); retry %d/%d in %.2fs",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                    attempt,
-                    tries - 1,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-        raise DatabaseUnavailableError(
-            f"postgres: {what} failed after {tries} attempts "
-            f"({type(last).__name__}: {last}); is PostgreSQL up and is the DSN right?"
-        ) from last
+
+        async def reopen_idle_connections(state: tenacity.RetryCallState) -> None:
+            if self._pool is not None:
+                # One lost connection usually means the server restarted or killed
+                # backends: every idle connection is suspect, so reopen them lazily.
+                await self._pool.expire_connections()
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            self.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "postgres: %s failed (%s: %s); retry %d/%d in %.2fs",
+                what,
+                type(exc).__name__,
+                exc,
+                state.attempt_number,
+                tries - 1,
+                state.upcoming_sleep,
+            )
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(tries),
+            wait=tenacity.wait_exponential(multiplier=self._base_delay_s, max=self._max_delay_s),
+            retry=tenacity.retry_if_exception_type(_CONNECTION_ERRORS),
+            after=reopen_idle_connections,
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await fn()
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailableError(
+                f"postgres: {what} failed after {tries} attempts "
+                f"({type(exc).__name__}: {exc}); is PostgreSQL up and is the DSN right?"
+            ) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")
 
     # -- conversations -------------------------------------------------------
 

@@ -6,7 +6,6 @@ import base64
 import io
 import os
 import subprocess
-import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from morgan.lab import compose_runner as cr
 from morgan.lab import endpoints as eps
 from morgan.lab import keys
 from morgan.lab import stack as st
+from morgan.lab.polling import NotYet, poll
 from morgan.lab.probes import listening_ports, processes
 
 # The port each role listens on inside its container (host networking: on the host too).
@@ -113,19 +113,12 @@ def _bind(mount: Any) -> tuple[str | None, str]:
 
 @pytest.mark.parametrize("name", [f"morgan-{s}" for s in MODEL_SERVICES])
 def test_passing_in_consul(name: str, endpoints: eps.Endpoints) -> None:
-    health = _wait_passing(endpoints.consul_addr, endpoints.consul_token, name, timeout=120)
-    assert health.get(name) == "passing", f"{name}: Consul says {health.get(name, 'absent')}"
+    def passing() -> None:
+        state = eps.consul_health(endpoints.consul_addr, endpoints.consul_token).get(name)
+        if state != "passing":
+            raise NotYet(f"Consul says {name} is {state or 'absent'}")
 
-
-def _wait_passing(consul_addr: str, token: str | None, name: str, timeout: float) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    health: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        health = eps.consul_health(consul_addr, token)
-        if health.get(name) == "passing":
-            break
-        time.sleep(2)
-    return health
+    poll(passing, what=f"{name} passing in Consul", timeout=120)
 
 
 # ---------------------------------------------------------------- end to end
@@ -216,19 +209,17 @@ def test_conversation_survives_core_restart(
     conversation_id = first.json()["conversation_id"]
     core = next(c for s, c in containers.items() if st.role_of(compose_doc, s) == "core")
     subprocess.run(["docker", "restart", core], check=True, capture_output=True)
-    deadline = time.monotonic() + 180
-    history: httpx.Response | None = None
-    while time.monotonic() < deadline:
-        try:
-            history = api.get(f"/api/conversations/{conversation_id}")
-            if history.status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    assert history is not None and history.status_code == 200, (
-        f"core did not answer within 180 s of `docker restart {core}`"
-    )
+
+    def answered() -> httpx.Response:
+        resp = api.get(f"/api/conversations/{conversation_id}")
+        if resp.status_code != 200:
+            raise NotYet(f"HTTP {resp.status_code}: {resp.text[:120]}")
+        return resp
+
+    history = poll(
+        answered, what=f"core answering after `docker restart {core}`", timeout=180,
+        errors=(httpx.HTTPError,),
+    )  # fmt: skip
     assert "tangerine" in history.text, f"conversation lost across restart: {history.text[:400]}"
     again = api.post(
         "/api/text",
