@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MORGAN = str(ROOT / ".venv" / "bin" / "morgan")
 REPOS = (
-    "morgan-runtime-slim", "morgan-runtime-torch", "morgan-core", "morgan-llm", "morgan-stt",
-    "morgan-tts", "morgan-local/consul", "morgan-local/traefik", "morgan-local/postgres",
-    "morgan-local/redis", "morgan-local/prometheus",
+    "morgan-runtime-slim", "morgan-runtime-core", "morgan-runtime-torch", "morgan-core",
+    "morgan-llm", "morgan-stt", "morgan-tts", "morgan-local/consul", "morgan-local/traefik",
+    "morgan-local/postgres", "morgan-local/redis", "morgan-local/prometheus",
 )  # fmt: skip
 UNITS = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0, "kB": 1 / 1024, "MB": 1.0}
 

@@ -2,8 +2,8 @@
 
 Service images build FROM a runtime image (`images/runtime`, pinned Python
 dependencies) that itself builds FROM `BASE_IMAGE`; CUDA variants use the
-service's `Dockerfile.cuda` FROM `CUDA_BASE_IMAGE` where it exists, else the
-torch runtime (its wheels carry CUDA). Every build
+service's `Dockerfile.cuda` FROM `CUDA_BASE_IMAGE` where it exists, else their CPU runtime
+(`morgan.catalog.build_runtimes`: core also copies from the torch runtime). Every build
 gets `BASE_IMAGE`. The build context is the repository root (the Dockerfiles
 copy the lock files and the package source).
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from morgan.catalog import RUNTIME_FLAVOUR
+from morgan.catalog import build_runtimes
 
 from infra.placement import Plan
 from infra.specs import images_needed
@@ -61,30 +61,31 @@ def build_steps(plan: Plan, root: str | Path) -> tuple[BuildStep, ...]:
                 )
             )
             continue
-        flavour = RUNTIME_FLAVOUR[ref.service]
-        runtime = f"{_prefix(plan)}morgan-runtime-{flavour}:{images.version}"
         # Without a Dockerfile.cuda the CUDA variant runs on the same runtime: the PyTorch
         # wheels carry their CUDA libraries and only need the host's driver.
         runtime_base = images.base_image_cpu
-        runtime_name = runtime
-        runtimes.setdefault(
-            (host_name, runtime_name),
-            BuildStep(
-                host=host_name,
-                name=runtime_name,
-                dockerfile="images/runtime/Dockerfile",
-                platform=platform,
-                args={"BASE_IMAGE": runtime_base, "FLAVOUR": flavour},
-            ),
-        )
+        args = {"BASE_IMAGE": runtime_base}
+        for arg, flavour in build_runtimes(ref.service).items():
+            runtime_name = f"{_prefix(plan)}morgan-runtime-{flavour}:{images.version}"
+            args[arg] = runtime_name
+            runtimes.setdefault(
+                (host_name, runtime_name),
+                BuildStep(
+                    host=host_name,
+                    name=runtime_name,
+                    dockerfile="images/runtime/Dockerfile",
+                    platform=platform,
+                    args={"BASE_IMAGE": runtime_base, "FLAVOUR": flavour},
+                ),
+            )
         services.append(
             BuildStep(
                 host=host_name,
                 name=name,
                 dockerfile=f"images/{ref.service}/Dockerfile",
                 platform=platform,
-                args={"BASE_IMAGE": runtime_base, "RUNTIME_IMAGE": runtime_name},
-                after=(runtime_name,),
+                args=args,
+                after=tuple(v for k, v in args.items() if k != "BASE_IMAGE"),
             )
         )
     return (*runtimes.values(), *services)

@@ -16,7 +16,7 @@ REPLICA_PORT_STEP: Final = 10
 
 # Service -> the runtime image its CPU image builds FROM (see docs/images.md).
 RUNTIME_FLAVOUR: Final[dict[str, str]] = {
-    "core": "torch",
+    "core": "core",
     "llm": "torch",
     "tts": "torch",
     "stt": "slim",
@@ -26,9 +26,21 @@ RUNTIME_FLAVOUR: Final[dict[str, str]] = {
 RUNTIME_EXTRAS: Final[dict[str, tuple[str, ...]]] = {
     # faster-whisper runs on CTranslate2 and needs no torch: a small image.
     "slim": ("service", "stt"),
-    # sentence-transformers (core), coqui-tts (tts) and transformers (llm) need torch.
-    "torch": ("service", "core", "tts", "llm"),
+    # Core embeds text on ONNX Runtime: no torch either.
+    "core": ("service", "core"),
+    # coqui-tts (tts) and transformers (llm) need torch; embed-export makes core's ONNX model.
+    "torch": ("service", "tts", "llm", "embed-export"),
 }
+
+# Service -> {build arg: runtime flavour} of further images its Dockerfile copies from:
+# core's build exports the embedding model to ONNX in a stage FROM the torch runtime and
+# keeps only the result.
+BUILD_STAGES: Final[dict[str, dict[str, str]]] = {"core": {"EXPORT_IMAGE": "torch"}}
+
+
+def build_runtimes(service: str) -> dict[str, str]:
+    """Build arg -> runtime flavour of every runtime image a service's build starts FROM."""
+    return {"RUNTIME_IMAGE": RUNTIME_FLAVOUR[service], **BUILD_STAGES.get(service, {})}
 
 
 def consul_name(service: str) -> str:

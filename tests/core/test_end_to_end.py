@@ -43,6 +43,8 @@ def model_instance(kind: str, consul: ConsulServer, logs: Path, model_dir: Path)
         f"{prefix}CONSUL_CHECK_INTERVAL": "1s",
         f"{prefix}SHUTDOWN_DRAIN_SECONDS": "1",
     }
+    if kind == "llm":  # the tiny model here is in Hugging Face format
+        env[f"{prefix}ENGINE"] = "transformers"
     argv = [sys.executable, "-m", f"morgan.{kind}"]
     return ModelInstance(f"morgan-{kind}", argv, port, consul.addr,
                          logs / f"{kind}-{port}.log", env)  # fmt: skip

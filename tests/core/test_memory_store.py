@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-from morgan.core.memory.embedder import SentenceEmbedder, bundled_model_path
+from morgan.core.memory.embedder import SentenceEmbedder
+from morgan.core.memory.onnx_export import bundled_model_dir
 from morgan.core.memory.store import MemoryStore
 
 pytestmark = pytest.mark.integration
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.unit
 def test_bundled_model_is_a_local_directory() -> None:
-    path = bundled_model_path()
+    path = bundled_model_dir()
     assert (path / "config.json").is_file()
     assert (path / "model.safetensors").is_file()
 

@@ -149,7 +149,14 @@ def test_build_steps_runtime_first_then_services(homelab_plan: Plan) -> None:
         assert (ROOT / step.dockerfile).is_file(), step.dockerfile
         assert step.platform == homelab_plan.config.host(step.host).platform
     h4 = {s.name for s in steps if s.host == "h4"}
-    assert h4 == {"morgan-runtime-torch:0.1.0", "morgan-core:0.1.0", "morgan-llm:0.1.0"}
+    assert h4 == {
+        "morgan-runtime-core:0.1.0", "morgan-runtime-torch:0.1.0",
+        "morgan-core:0.1.0", "morgan-llm:0.1.0",
+    }  # fmt: skip
+    core = next(s for s in steps if s.host == "h4" and s.name == "morgan-core:0.1.0")
+    assert core.args["RUNTIME_IMAGE"] == "morgan-runtime-core:0.1.0"
+    assert core.args["EXPORT_IMAGE"] == "morgan-runtime-torch:0.1.0"
+    assert set(core.after) == {"morgan-runtime-core:0.1.0", "morgan-runtime-torch:0.1.0"}
     stt_cuda = next(s for s in steps if s.host == "h2" and s.name == "morgan-stt:0.1.0-cuda")
     assert stt_cuda.dockerfile == "images/stt/Dockerfile.cuda"
     assert stt_cuda.args["CUDA_BASE_IMAGE"].startswith("nvidia/cuda")

@@ -82,6 +82,24 @@ def test_logs_of_a_service_and_of_an_unknown_one(
     assert "no service 'no-such-service'" in bad.stdout and core in bad.stdout
 
 
+def test_core_runs_without_torch(dev_stack: subprocess.CompletedProcess[str]) -> None:
+    p = st.paths("dev")
+    core = next(str(r["Name"]) for r in cr.running_containers(p)
+                if str(r.get("Service", "")).startswith("core"))  # fmt: skip
+
+    def in_core(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", "exec", core, "python", "-c", code],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+
+    torch = in_core("import torch")
+    assert torch.returncode == 1 and "No module named 'torch'" in torch.stderr, torch.stderr
+    onnx = in_core(
+        "from morgan.core.memory.embedder import ensure_onnx_dir; print(ensure_onnx_dir())"
+    )
+    assert onnx.returncode == 0, onnx.stderr
+    assert onnx.stdout.strip() == "/opt/morgan/embedder"
+
+
 def _whole_kv() -> dict[str, str]:
     import base64
 

@@ -155,9 +155,15 @@ def test_slim_runtime_has_no_torch() -> None:
     assert not {n for n in names if n.startswith(("torch", "nvidia-"))}
 
 
+def test_core_runtime_has_no_torch() -> None:
+    names = {p.name for p in read_pins(lock_path(ROOT, "core"))}
+    assert {"onnxruntime", "tokenizers", "asyncpg", "qdrant-client"} <= names
+    assert not {n for n in names if n.startswith(("torch", "nvidia-", "sentence-transformers"))}
+
+
 def test_dependencies_only_the_image_python_needs_are_locked() -> None:
     # redis needs async-timeout below Python 3.11.3 (Debian bookworm has 3.11.2).
-    pins = {p.name: p for p in read_pins(lock_path(ROOT, "torch"))}
+    pins = {p.name: p for p in read_pins(lock_path(ROOT, "core"))}
     timeout = pins["async-timeout"]
     assert timeout.applies(image_environment("x86_64"))
     assert timeout.applies(image_environment("aarch64"))
@@ -187,7 +193,7 @@ def test_setup_bootstraps_the_locked_uv() -> None:
 
 
 def test_unknown_image_lock_names_the_known_ones() -> None:
-    with pytest.raises(LockError, match="known: slim, torch, build"):
+    with pytest.raises(LockError, match="known: slim, core, torch, build"):
         export_args("gpu")
 
 

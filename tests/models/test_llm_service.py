@@ -1,4 +1,7 @@
-"""morgan-llm in process with the tiny model on the transformers engine (CPU)."""
+"""morgan-llm in process with the tiny model, on each CPU engine: the same contract.
+
+`transformers` runs the tiny Llama in Hugging Face format; `llama.cpp` runs the same model
+converted to GGUF by llama.cpp's own converter."""
 
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ import httpx
 import pytest
 from morgan.llm.app import build_app
 from morgan.llm.config import LLMSettings
+from morgan.llm.llamacpp_engine import LlamaCppEngine
 from morgan.llm.transformers_engine import TransformersEngine
 from morgan.models.directory import ModelDirectoryError
+from morgan.models.testing import cached_tiny_model
 
 from tests.models.conftest import local_settings, running
 
@@ -24,8 +29,26 @@ in_session_loop = pytest.mark.asyncio(loop_scope="session")
 HELLO = [{"role": "user", "content": "Hello, who are you?"}]
 
 
+ENGINES = ("transformers", "llama.cpp")
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`<dir>/llm/tiny` in the format of the engine under test."""
+    root = tmp_path_factory.mktemp(f"models-{request.param}")
+    kind = "llm" if request.param == "transformers" else "llm-gguf"
+    shutil.copytree(cached_tiny_model(kind), root / "llm" / "tiny",
+                    ignore=shutil.ignore_patterns(".complete"))  # fmt: skip
+    return root
+
+
+def engine_of(model_dir: Path) -> str:
+    return "llama.cpp" if (model_dir / "llm" / "tiny" / "tiny.gguf").exists() else "transformers"
+
+
 def settings(model_dir: Path, **overrides: Any) -> LLMSettings:
-    values: dict[str, Any] = {"model_dir": model_dir, "model": "tiny", **local_settings()}
+    values: dict[str, Any] = {"model_dir": model_dir, "model": "tiny", **local_settings(),
+                              "engine": engine_of(model_dir)}  # fmt: skip
     values.update(overrides)
     return LLMSettings(**values)
 
@@ -96,6 +119,43 @@ async def test_streaming_is_openai_sse_ending_in_done(model_dir: Path) -> None:
         whole = await client.post("/v1/chat/completions", json={
             "messages": HELLO, "max_tokens": 5, "temperature": 0})
         assert streamed == whole.json()["choices"][0]["message"]["content"]
+
+
+@in_session_loop
+async def test_stop_string_cuts_the_reply(model_dir: Path) -> None:
+    async with running(build_app(settings(model_dir))) as client:
+        body = {"messages": HELLO, "max_tokens": 24, "temperature": 0}
+        whole = (await client.post("/v1/chat/completions", json=body)).json()
+        text = whole["choices"][0]["message"]["content"]
+        assert len(text) > 12, text
+        stop = text[6:9]
+        before = text[: text.index(stop)]
+        for stream in (False, True):
+            reply = await client.post("/v1/chat/completions",
+                                      json={**body, "stop": [stop], "stream": stream})  # fmt: skip
+            assert reply.status_code == 200, reply.text
+            if stream:
+                chunks = [e for e in sse_events(reply.text)[:-1] if e["choices"]]
+                got = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+                finish = chunks[-1]["choices"][0]["finish_reason"]
+            else:
+                got = reply.json()["choices"][0]["message"]["content"]
+                finish = reply.json()["choices"][0]["finish_reason"]
+            assert (got, finish) == (before, "stop")
+
+
+@in_session_loop
+async def test_same_seed_same_sampled_reply(model_dir: Path) -> None:
+    async with running(build_app(settings(model_dir))) as client:
+        body = {"messages": HELLO, "max_tokens": 12, "temperature": 1.0, "top_p": 0.9}
+
+        async def reply(seed: int) -> str:
+            answer = await client.post("/v1/chat/completions", json={**body, "seed": seed})
+            assert answer.status_code == 200, answer.text
+            return str(answer.json()["choices"][0]["message"]["content"])
+
+        assert await reply(7) == await reply(7)
+        assert await reply(7) != await reply(8)
 
 
 @pytest.mark.parametrize(
@@ -170,16 +230,18 @@ async def test_full_queue_answers_503_with_retry_after(model_dir: Path) -> None:
 
 @in_session_loop
 async def test_request_timeout_stops_generation(model_dir: Path) -> None:
-    app = build_app(settings(model_dir, request_timeout_seconds=0.3, max_tokens_limit=4096,
-                             max_context_tokens=8192))
+    # 12000 tokens take the tiny model seconds even on llama.cpp (~6000 tokens/s here).
+    app = build_app(settings(model_dir, request_timeout_seconds=0.3, max_tokens_limit=12000,
+                             max_context_tokens=16384))
     async with running(app) as client:
+        # Greedy: the tiny GGUF may sample its end token, it never picks it greedily.
         reply = await client.post("/v1/chat/completions", json={
-            "messages": HELLO, "max_tokens": 3000})
+            "messages": HELLO, "max_tokens": 12000, "temperature": 0})
         assert reply.status_code == 504
         assert "request_timeout_seconds" in reply.json()["error"]
 
         streamed = await client.post("/v1/chat/completions", json={
-            "messages": HELLO, "max_tokens": 3000, "stream": True})
+            "messages": HELLO, "max_tokens": 12000, "temperature": 0, "stream": True})
         events = sse_events(streamed.text)
         assert events[-1] == "[DONE]"
         assert "request_timeout_seconds" in events[-2]["error"]
@@ -205,14 +267,20 @@ async def test_idle_model_is_unloaded_and_reloaded(model_dir: Path) -> None:
         assert holder.loads == 2
 
 
-class GatedEngine(TransformersEngine):
+class GatedTransformers(TransformersEngine):
     """The real engine whose load waits until the test opens the gate."""
 
-    def __init__(self, path: Path, gate: threading.Event) -> None:
-        super().__init__(path)
-        self.gate = gate
+    gate: threading.Event
 
     def load(self) -> TransformersEngine:
+        assert self.gate.wait(30)
+        return super().load()
+
+
+class GatedLlamaCpp(LlamaCppEngine):
+    gate: threading.Event
+
+    def load(self) -> LlamaCppEngine:
         assert self.gate.wait(30)
         return super().load()
 
@@ -220,7 +288,10 @@ class GatedEngine(TransformersEngine):
 @in_session_loop
 async def test_ready_only_once_the_model_is_loaded(model_dir: Path) -> None:
     gate = threading.Event()
-    app = build_app(settings(model_dir), engine=GatedEngine(model_dir / "llm" / "tiny", gate))
+    gated = GatedTransformers if engine_of(model_dir) == "transformers" else GatedLlamaCpp
+    engine = gated(model_dir / "llm" / "tiny")
+    engine.gate = gate
+    app = build_app(settings(model_dir), engine=engine)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
@@ -241,8 +312,9 @@ async def test_unloadable_model_is_never_ready_and_requests_get_503(
 ) -> None:
     broken = tmp_path / "llm" / "broken"
     shutil.copytree(model_dir / "llm" / "tiny", broken)
-    (broken / "model.safetensors").write_bytes(b"this is not a safetensors file")
-    app = build_app(settings(tmp_path, model="broken"))
+    weights = "tiny.gguf" if engine_of(model_dir) == "llama.cpp" else "model.safetensors"
+    (broken / weights).write_bytes(b"this is not a model file")
+    app = build_app(settings(tmp_path, model="broken", engine=engine_of(model_dir)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:

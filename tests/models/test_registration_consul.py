@@ -53,6 +53,8 @@ def start_service(kind: str, port: int, consul_addr: str, model_dir: Path, log_p
     }
     if kind != "tts":
         env[f"{prefix}MODEL"] = "tiny"
+    if kind == "llm":  # the tiny model here is in Hugging Face format
+        env.setdefault(f"{prefix}ENGINE", "transformers")
     return subprocess.Popen([sys.executable, "-m", f"morgan.{kind}"], env=env,
                             stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -96,7 +96,10 @@ class CoreSettings(ServiceSettings):
         0, ge=0, description="CPU threads for embeddings (0: all cores but one)."
     )
     memory_model_path: Path | None = restart_field(
-        None, description="sentence-transformers model dir; empty: the bundled MiniLM."
+        None,
+        description="Embedding model: an ONNX embedder directory (model.onnx, tokenizer.json,"
+        " embedder.json) or a sentence-transformers model directory (exported to ONNX once);"
+        " empty: the bundled MiniLM.",
     )
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from morgan.catalog import RUNTIME_FLAVOUR
+from morgan.catalog import RUNTIME_FLAVOUR, build_runtimes
 from morgan.lab import wheelhouse
 from morgan.lab.lock import BUILD_GROUP, RUNTIME_EXTRAS, lock_path
 
@@ -57,7 +57,7 @@ class ImageSpec:
     # (file or folder on this machine, path inside the build context)
     files: tuple[tuple[Path, str], ...]
     build_args: dict[str, str] = field(default_factory=dict)
-    needs: tuple[str, ...] = ()
+    needs: dict[str, str] = field(default_factory=dict)  # build arg -> image name
     uses_wheelhouse: bool = False
     extra_tags: tuple[str, ...] = ()
 
@@ -90,7 +90,7 @@ def runtime_specs(root: Path) -> list[ImageSpec]:
 def service_specs(root: Path, version: str) -> list[ImageSpec]:
     specs = []
     # Service images are tagged with the stack's image version too (what the plan names).
-    for service, flavour in RUNTIME_FLAVOUR.items():
+    for service in RUNTIME_FLAVOUR:
         specs.append(
             ImageSpec(
                 name=f"morgan-{service}",
@@ -101,7 +101,7 @@ def service_specs(root: Path, version: str) -> list[ImageSpec]:
                     (root / "README.md", "README.md"),
                     (root / "services/morgan", "services/morgan"),
                 ),
-                needs=(f"morgan-runtime-{flavour}",),
+                needs={arg: f"morgan-runtime-{f}" for arg, f in build_runtimes(service).items()},
                 uses_wheelhouse=True,
                 extra_tags=(version,),
             )
@@ -199,7 +199,7 @@ class ImageBuilder:
             digest.update(f"{key}={value}".encode())
         if "BASE_IMAGE" in spec.build_args:
             digest.update((image_id(spec.build_args["BASE_IMAGE"]) or "").encode())
-        for need in spec.needs:
+        for need in spec.needs.values():
             digest.update(self.tags[need].encode())
         return "h-" + digest.hexdigest()[:16]
 
@@ -231,8 +231,8 @@ class ImageBuilder:
             return BuildResult(spec, ref, False, time.monotonic() - start)
         context = self._stage(spec)
         args = dict(spec.build_args)
-        for need in spec.needs:
-            args["RUNTIME_IMAGE"] = self.tags[need]
+        for arg, need in spec.needs.items():
+            args[arg] = self.tags[need]
         if spec.uses_wheelhouse and find_links:
             args["PIP_SOURCE"] = f"--no-index --find-links {find_links}"
         args["SOURCE_HASH"] = tag

@@ -12,16 +12,19 @@ from morgan.shared.settings import ServiceSettings, restart_field
 
 
 class LLMSettings(ServiceSettings):
-    """morgan-llm: chat completions from a local model (vLLM on NVIDIA GPUs, else transformers)."""
+    """morgan-llm: chat completions from a local model (vLLM on NVIDIA GPUs, llama.cpp on CPUs
+    and Apple silicon, transformers where selected)."""
 
     service_name: str = restart_field("morgan-llm", description="Name registered in Consul.")
     port: int = restart_field(
         8001, ge=1, le=65535, description="TCP port the HTTP server listens on."
     )
-    engine: Literal["transformers", "vllm"] = restart_field(
-        "transformers",
-        description="Inference engine: `vllm` on NVIDIA GPUs (needs the llm-vllm extra), "
-        "`transformers` on CPU, Apple silicon (device mps) or a GPU without vLLM.",
+    engine: Literal["auto", "llama.cpp", "transformers", "vllm"] = restart_field(
+        "auto",
+        description="Inference engine. `auto`: `vllm` for device cuda, else `llama.cpp`. "
+        "`llama.cpp`: GGUF models on CPU or Apple silicon (the llm-cpp extra); `vllm`: NVIDIA "
+        "GPUs (the llm-vllm extra); `transformers`: any Hugging Face causal LM where torch is "
+        "installed (the llm extra).",
     )
     model_dir: Path = restart_field(
         default_factory=default_model_dir,
@@ -30,8 +33,9 @@ class LLMSettings(ServiceSettings):
     )
     model: str = restart_field(
         "default",
-        description="Model name under `<model_dir>/llm/`, or an absolute path to a model "
-        "directory (Hugging Face format: config.json, safetensors, tokenizer).",
+        description="Model name under `<model_dir>/llm/`, or an absolute path: a directory "
+        "with one `.gguf` file (llama.cpp) or in Hugging Face format (config.json, "
+        "safetensors, tokenizer: transformers and vLLM).",
         min_length=1,
     )
     served_model_name: str = restart_field(
@@ -68,6 +72,12 @@ class LLMSettings(ServiceSettings):
         description="Unload the model after this long without requests (0 = never); "
         "the next request loads it again.",
     )
+    n_threads: int = restart_field(
+        0,
+        ge=0,
+        description="CPU threads of the llama.cpp engine (0 = the container's CPU quota, "
+        "else the CPUs this process may use).",
+    )
     torch_threads: int = restart_field(
         0,
         ge=0,
@@ -79,6 +89,13 @@ class LLMSettings(ServiceSettings):
     vllm_max_model_len: int = restart_field(
         0, ge=0, description="vLLM context length (0 = the model's own)."
     )
+
+    @property
+    def resolved_engine(self) -> str:
+        """The engine `auto` stands for on this device."""
+        if self.engine != "auto":
+            return self.engine
+        return "vllm" if self.device == "cuda" else "llama.cpp"
 
     @property
     def model_id(self) -> str:

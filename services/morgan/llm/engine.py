@@ -54,7 +54,20 @@ class LLMEngine(Protocol):
 
 def make_engine(settings: LLMSettings) -> LLMEngine:
     path = resolve_model(settings.model_dir, "llm", settings.model)
-    if settings.engine == "vllm":
+    engine = settings.resolved_engine
+    if engine == "llama.cpp":
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError(
+                "engine llama.cpp needs llama-cpp-python (the llm-cpp extra), which is not "
+                "installed here; install it or set engine to transformers"
+            ) from exc
+        from morgan.llm.llamacpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine(path, device=settings.device, n_threads=settings.n_threads,
+                              n_ctx=settings.max_context_tokens)  # fmt: skip
+    if engine == "vllm":
         from morgan.llm.vllm_engine import VLLMEngine
 
         return VLLMEngine(

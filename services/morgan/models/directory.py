@@ -38,6 +38,11 @@ class ModelLayout:
         names = {p.name for p in path.iterdir()}
         missing: list[str] = []
         if self.kind == "llm":
+            ggufs = [n for n in names if n.endswith(".gguf")]
+            if len(ggufs) == 1:
+                return []  # a GGUF model (llama.cpp): one file holds weights and tokenizer
+            if len(ggufs) > 1:
+                return [f"one .gguf file, not {len(ggufs)} ({', '.join(sorted(ggufs))})"]
             if "config.json" not in names:
                 missing.append("config.json")
             if not any(n.endswith((".safetensors", ".bin")) for n in names):
@@ -59,7 +64,11 @@ class ModelLayout:
 
 
 LAYOUTS: dict[ModelKind, ModelLayout] = {
-    "llm": ModelLayout("llm", "a Hugging Face causal LM (config.json, safetensors, tokenizer)"),
+    "llm": ModelLayout(
+        "llm",
+        "one .gguf file (llama.cpp), or a Hugging Face causal LM (config.json, safetensors, "
+        "tokenizer)",
+    ),
     "stt": ModelLayout("stt", "a faster-whisper (CTranslate2) Whisper model"),
     "tts": ModelLayout("tts", "a Coqui TTS model (config.json and model.pth)"),
 }

@@ -10,6 +10,7 @@ directory in the same layout as a real model of its kind:
 - ``build_tiny_whisper``: a 1-layer Whisper converted to CTranslate2 with a
   tokenizer that follows Whisper's id layout (faster-whisper format).
 - ``build_tiny_vits``: a small VITS with espeak-ng phonemes (Coqui format).
+- ``build_tiny_gguf``: the tiny LLM converted to GGUF by llama.cpp's own converter.
 
 ``cached_tiny_model(kind)`` builds once per machine and reuses the result,
 keyed by the builder version, under ``$MORGAN_TEST_MODEL_CACHE`` (default
@@ -32,7 +33,7 @@ from typing import Any, Literal
 ModelKind = Literal["llm", "stt", "tts"]
 
 # Bump a version when its builder changes so cached copies are rebuilt.
-BUILDER_VERSIONS: dict[str, int] = {"llm": 2, "stt": 2, "tts": 2}
+BUILDER_VERSIONS: dict[str, int] = {"llm": 2, "stt": 2, "tts": 2, "llm-gguf": 1}
 
 _CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -300,14 +301,28 @@ def build_tiny_vits(target: Path) -> Path:
     return target
 
 
+def build_tiny_gguf(target: Path) -> Path:
+    """The tiny LLM converted to GGUF (f32) by llama.cpp's own converter: ``tiny.gguf``."""
+    from morgan.models.gguf_convert import convert_to_gguf, fetch_converter
+
+    lock = Path(__file__).resolve().parents[3] / "uv.lock"
+    if not lock.exists():
+        raise RuntimeError(f"{lock} is missing: the tiny GGUF is built from a Morgan checkout")
+    converter = fetch_converter(lock, _cache_root() / "converter")
+    return convert_to_gguf(cached_tiny_model("llm"), target / "tiny.gguf", converter)
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "llm-gguf": build_tiny_gguf,
     "llm": build_tiny_llm,
     "stt": build_tiny_whisper,
     "tts": build_tiny_vits,
 }
 
 
-def cached_tiny_model(kind: ModelKind, cache_root: Path | None = None) -> Path:
+def cached_tiny_model(
+    kind: ModelKind | Literal["llm-gguf"], cache_root: Path | None = None
+) -> Path:
     """Return the directory of the tiny model of ``kind``, building it once per builder version."""
     root = cache_root or _cache_root()
     final = root / f"{kind}-tiny-v{BUILDER_VERSIONS[kind]}"
