@@ -85,7 +85,7 @@ def test_logs_of_a_service_and_of_an_unknown_one(
 def test_core_runs_without_torch(dev_stack: subprocess.CompletedProcess[str]) -> None:
     p = st.paths("dev")
     core = next(str(r["Name"]) for r in cr.running_containers(p)
-                if str(r.get("Service", "")).startswith("core"))  # fmt: skip
+                if str(r.get("Service", "")).startswith("morgan-core-"))  # fmt: skip
 
     def in_core(code: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["docker", "exec", core, "python", "-c", code],
