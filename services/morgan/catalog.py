@@ -17,7 +17,7 @@ REPLICA_PORT_STEP: Final = 10
 # Service -> the runtime image its CPU image builds FROM (see docs/images.md).
 RUNTIME_FLAVOUR: Final[dict[str, str]] = {
     "core": "core",
-    "llm": "torch",
+    "llm": "llm",
     "tts": "torch",
     "stt": "slim",
 }
@@ -28,8 +28,10 @@ RUNTIME_EXTRAS: Final[dict[str, tuple[str, ...]]] = {
     "slim": ("service", "stt"),
     # Core embeds text on ONNX Runtime: no torch either.
     "core": ("service", "core"),
-    # coqui-tts (tts) and transformers (llm) need torch; embed-export makes core's ONNX model.
-    "torch": ("service", "tts", "llm", "embed-export"),
+    # The LLM's CPU engine, llama.cpp (compiled in the runtime's build stage).
+    "llm": ("service", "llm-cpp"),
+    # coqui-tts (tts) needs torch; embed-export makes core's ONNX model.
+    "torch": ("service", "tts", "embed-export"),
 }
 
 # Service -> {build arg: runtime flavour} of further images its Dockerfile copies from:

@@ -7,6 +7,7 @@ every image (PyTorch's runtime image dominates); later runs reuse them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from morgan.lab import endpoints as eps
 from morgan.lab import model_seed
 from morgan.lab import stack as st
 from morgan.lab.secrets import read_env
+from morgan.shared.consul_client import ConsulClientFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 MORGAN = str(ROOT / ".venv" / "bin" / "morgan")
@@ -82,22 +84,39 @@ def test_logs_of_a_service_and_of_an_unknown_one(
     assert "no service 'no-such-service'" in bad.stdout and core in bad.stdout
 
 
+def _container(service_prefix: str) -> str:
+    rows = cr.running_containers(st.paths("dev"))
+    return next(str(r["Name"]) for r in rows
+                if str(r.get("Service", "")).startswith(service_prefix))  # fmt: skip
+
+
+def _run_in(container: str, code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", "exec", container, "python", "-c", code],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+
+
 def test_core_runs_without_torch(dev_stack: subprocess.CompletedProcess[str]) -> None:
-    p = st.paths("dev")
-    core = next(str(r["Name"]) for r in cr.running_containers(p)
-                if str(r.get("Service", "")).startswith("morgan-core-"))  # fmt: skip
-
-    def in_core(code: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["docker", "exec", core, "python", "-c", code],
-                              capture_output=True, text=True, check=False)  # fmt: skip
-
-    torch = in_core("import torch")
+    core = _container("morgan-core-")
+    torch = _run_in(core, "import torch")
     assert torch.returncode == 1 and "No module named 'torch'" in torch.stderr, torch.stderr
-    onnx = in_core(
-        "from morgan.core.memory.embedder import ensure_onnx_dir; print(ensure_onnx_dir())"
+    onnx = _run_in(
+        core, "from morgan.core.memory.embedder import ensure_onnx_dir; print(ensure_onnx_dir())"
     )
     assert onnx.returncode == 0, onnx.stderr
     assert onnx.stdout.strip() == "/opt/morgan/embedder"
+
+
+def test_llm_serves_gguf_on_llama_cpp_without_torch(
+    dev_stack: subprocess.CompletedProcess[str],
+) -> None:
+    llm = _container("morgan-llm-")
+    torch = _run_in(llm, "import torch")
+    assert torch.returncode == 1 and "No module named 'torch'" in torch.stderr, torch.stderr
+    ep = eps.load_endpoints(st.paths("dev"))
+    factory = ConsulClientFactory.from_env(ep.consul_addr)
+    client = dataclasses.replace(factory, token=ep.consul_token).client()
+    _, instances = client.health.service("morgan-llm", passing=True)
+    assert [i["Service"]["Meta"]["engine"] for i in instances] == ["llama.cpp"]
 
 
 def _whole_kv() -> dict[str, str]:

@@ -130,3 +130,15 @@ def test_repo_root_builds_send_only_what_the_dockerfile_copies(path: Path) -> No
             sources = rest.split()[:-1]
             for source in sources:
                 assert any(source.startswith(a) for a in allowed), f"{path}: {source} ignored"
+
+
+def test_llm_runtime_builds_llama_cpp_with_the_lock_s_portable_flags() -> None:
+    import shlex
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = project["tool"]["uv"]["extra-build-variables"]["llama-cpp-python"]["CMAKE_ARGS"]
+    assert "-DGGML_NATIVE=OFF" in wanted.split()
+    envs = [rest for word, rest in instructions(IMAGES / "runtime" / "Dockerfile") if word == "ENV"]
+    cmake = next(e for e in envs if e.startswith("CMAKE_ARGS="))
+    assert shlex.split(cmake)[0] == f"CMAKE_ARGS={wanted}"

@@ -193,7 +193,7 @@ def test_setup_bootstraps_the_locked_uv() -> None:
 
 
 def test_unknown_image_lock_names_the_known_ones() -> None:
-    with pytest.raises(LockError, match="known: slim, core, torch, build"):
+    with pytest.raises(LockError, match="known: slim, core, llm, torch, build"):
         export_args("gpu")
 
 

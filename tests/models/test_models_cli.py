@@ -9,6 +9,7 @@ import pytest
 from morgan.cli.main import app
 from morgan.models.directory import resolve_model
 from morgan.models.store import fetch_model
+from morgan.models.testing import cached_tiny_model
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.unit
@@ -76,7 +77,8 @@ def test_fetch_installs_what_the_download_wrote(model_dir: Path, tmp_path: Path,
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     calls: list[tuple[str, str | None]] = []
 
-    def download_from_local_copy(repo_id: str, target: Path, revision: str | None) -> None:
+    def download_from_local_copy(repo_id: str, target: Path, revision: str | None,
+                                 files: tuple[str, ...] | None) -> None:
         calls.append((repo_id, revision))
         shutil.copytree(model_dir / "stt" / "tiny", target, dirs_exist_ok=True)
 
@@ -86,7 +88,8 @@ def test_fetch_installs_what_the_download_wrote(model_dir: Path, tmp_path: Path,
     assert dest == tmp_path / "stt" / "whisper-tiny"
     assert (dest / "model.bin").exists()
 
-    def failing_download(repo_id: str, target: Path, revision: str | None) -> None:
+    def failing_download(repo_id: str, target: Path, revision: str | None,
+                         files: tuple[str, ...] | None) -> None:
         raise ConnectionError("Name or service not known")
 
     with pytest.raises(Exception, match="could not download Systran/faster-whisper-base"):
@@ -98,3 +101,46 @@ def test_catalog_lists_known_names() -> None:
     result = runner.invoke(app, ["models", "catalog"])
     assert result.exit_code == 0
     assert "Systran/faster-whisper-small" in result.output
+
+
+def test_fetch_a_gguf_model_downloads_only_its_file(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    tiny = cached_tiny_model("llm-gguf") / "tiny.gguf"
+    asked: list[tuple[str, tuple[str, ...] | None]] = []
+
+    def download_one_file(repo_id: str, target: Path, revision: str | None,
+                          files: tuple[str, ...] | None) -> None:
+        asked.append((repo_id, files))
+        assert files is not None
+        shutil.copy(tiny, target / files[0])
+
+    dest = fetch_model("qwen2.5-0.5b-instruct-q4", tmp_path, download=download_one_file)
+    assert asked == [("Qwen/Qwen2.5-0.5B-Instruct-GGUF", ("qwen2.5-0.5b-instruct-q4_k_m.gguf",))]
+    assert [p.name for p in dest.iterdir()] == ["qwen2.5-0.5b-instruct-q4_k_m.gguf"]
+    assert dest == tmp_path / "llm" / "qwen2.5-0.5b-instruct-q4"
+
+
+def test_import_a_gguf_file(tmp_path: Path) -> None:
+    tiny = cached_tiny_model("llm-gguf") / "tiny.gguf"
+    result = runner.invoke(app, ["models", "import", str(tiny), "--name", "mine",
+                                 "--model-dir", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "llm" / "mine" / "tiny.gguf").read_bytes() == tiny.read_bytes()
+    listed = runner.invoke(app, ["models", "list", "--model-dir", str(tmp_path)])
+    assert "mine" in listed.output
+
+    not_gguf = tmp_path / "broken.gguf"
+    not_gguf.write_bytes(b"<html>rate limited</html>")
+    bad = runner.invoke(app, ["models", "import", str(not_gguf), "--model-dir", str(tmp_path)])
+    assert bad.exit_code == 2 and "GGUF magic" in bad.output
+    assert not (tmp_path / "llm" / "broken").exists()
+    wrong_kind = runner.invoke(app, ["models", "import", str(tiny), "--kind", "stt",
+                                     "--model-dir", str(tmp_path)])  # fmt: skip
+    assert wrong_kind.exit_code == 2 and "is a GGUF LLM, not a stt model" in wrong_kind.output
+
+
+def test_catalog_gives_gguf_sizes() -> None:
+    result = runner.invoke(app, ["models", "catalog"])
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("qwen2.5-7b-instruct-q4"))
+    assert "download ~4.7 GB, needs ~6.2 GB RAM" in line

@@ -41,12 +41,14 @@ def list_command(model_dir: Path | None = MODEL_DIR_OPTION) -> None:
 def catalog_command() -> None:
     """Names `morgan models fetch` knows."""
     for name, entry in sorted(CATALOG.items()):
-        typer.echo(f"{name:24} {entry.kind:4} {entry.repo_id:36} {entry.note}")
+        sizes = (f"  download ~{entry.download_mb / 1000:.1f} GB, needs ~{entry.ram_mb / 1000:.1f}"
+                 " GB RAM" if entry.ram_mb else "")  # fmt: skip
+        typer.echo(f"{name:26} {entry.kind:4} {entry.repo_id:36} {entry.note}{sizes}")
 
 
 @models_app.command("import")
 def import_command(
-    source: Path = typer.Argument(..., help="Folder holding the model files."),
+    source: Path = typer.Argument(..., help="Folder holding the model files, or a .gguf file."),
     kind: str | None = KIND_OPTION,
     name: str | None = typer.Option(None, "--name", help="Folder name in the model directory "
                                     "(default: the source folder's name)."),

@@ -41,6 +41,7 @@ def plan_command(
     stack_file: Path | None = typer.Option(None, "--file", help="Read this stack file instead."),
 ) -> None:
     """Show which replica of every service runs on which host."""
+    from infra.memory_check import memory_warnings
     from infra.placement import plan_table
 
     plan = _load_plan(stack, stack_file)
@@ -54,6 +55,8 @@ def plan_command(
     for row in plan_table(plan):
         table.add_row(*row)
     console.print(table)
+    for warning in memory_warnings(plan):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print("Next: [bold]morgan render --stack " + stack + " --out DIR[/bold] or pulumi up")
 
 
