@@ -136,7 +136,8 @@ class HostConfig(StrictModel):
 class ServiceConfig(StrictModel):
     replicas: Annotated[int, Field(ge=0)] = 1
     device: Literal["cpu", "cuda"] = "cpu"
-    engine: str = "default"
+    # None: the service's own default (llm: `auto`, llama.cpp on CPU, vLLM on CUDA).
+    engine: str | None = None
     memory_mb: Annotated[int, Field(gt=0)] = 2048
     hosts: tuple[str, ...] | None = None
     pin: dict[str, Annotated[int, Field(ge=0)]] | None = None

@@ -40,7 +40,6 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         f"{prefix}SERVICE_NAME": f"morgan-{service}",
         f"{prefix}PORT": str(port),
         f"{prefix}DEVICE": svc.device,
-        f"{prefix}ENGINE": svc.engine,
         f"{prefix}VRAM_MB": str(host.gpu.vram_mb if host.gpu and svc.device == "cuda" else 0),
         f"{prefix}VERSION": cfg.images.version,
         "MORGAN_HOST_OS": host.os,
@@ -48,6 +47,8 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         "MORGAN_MODEL_DIR": "/models",
         "CONSUL_HTTP_ADDR": consul_cfg.local_agent_addr(plan),
     }
+    if svc.engine is not None:
+        env[f"{prefix}ENGINE"] = svc.engine
     if not is_ip(host.address) or host.address.startswith("127."):
         # The name this replica registers in Consul (its certificate carries it too). A bare
         # IP is left out: the service then registers its hostname.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 
 import pytest
 
+from infra.config import MorganStackConfig
 from infra.deployment import SECRET_NAMES
-from infra.placement import Plan
+from infra.placement import Plan, make_plan
 from infra.specs import build_specs, images_needed, service_port
 
 pytestmark = pytest.mark.unit
@@ -195,3 +197,20 @@ def test_every_morgan_variable_given_to_a_service_is_one_it_reads(
             given = set(spec.env) | {s.name for s in spec.secret_env}
             unread = {n for n in given if n.startswith("MORGAN_")} - read - _SERVICE_WIDE_ENV
             assert not unread, f"{spec.name}: nothing reads {sorted(unread)}"
+
+
+def test_engine_reaches_the_service_only_when_the_stack_names_one(
+    homelab_plan: Plan, dev_config: MorganStackConfig
+) -> None:
+    from morgan.llm.config import LLMSettings
+
+    llm = next(s for s in build_specs(homelab_plan) if s.role == "llm")
+    assert llm.env["MORGAN_LLM_ENGINE"] == "llama.cpp"
+    data = dev_config.model_dump(mode="json")
+    data["services"]["llm"].pop("engine")
+    unnamed = make_plan(MorganStackConfig.model_validate_json(json.dumps(data)))
+    spec = next(s for s in build_specs(unnamed) if s.role == "llm")
+    assert "MORGAN_LLM_ENGINE" not in spec.env
+    # the service's own default then applies: llama.cpp on a CPU
+    settings = LLMSettings(register_in_consul=False, device=spec.env["MORGAN_LLM_DEVICE"])
+    assert settings.resolved_engine == "llama.cpp"

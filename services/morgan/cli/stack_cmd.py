@@ -111,7 +111,9 @@ def up(stack: str = STACK_OPTION) -> None:
         with console.status("creating containers and volumes"):
             cr.compose(p, "create", "--remove-orphans")
         volume = cr.project_volume(p, config.services.llm.models_volume)
-        seeded = model_seed.seed_models(volume, img.base_image(), config.services.llm.engine)
+        seeded = model_seed.seed_models(
+            volume, img.base_image(), config.services.llm.engine or "auto"
+        )
         if seeded:
             console.print(
                 f"  [bold yellow]![/bold yellow] [yellow]{model_seed.TINY_MODEL_WARNING}[/yellow]"
