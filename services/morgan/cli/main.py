@@ -20,8 +20,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# The commands of `morgan.cli.stack_cmd` and `morgan.cli.plan_cmd`.
-DEPLOY_COMMANDS = ("build", "up", "down", "status", "logs", "lock", "verify", "plan", "render")
+# The commands of `morgan.cli.stack_cmd`, `morgan.cli.plan_cmd` and `morgan.cli.lab_cmd`.
+DEPLOY_COMMANDS = (
+    "build", "up", "down", "status", "logs", "lock", "verify", "plan", "render", "lab",
+)  # fmt: skip
 
 
 @app.command()
@@ -56,7 +58,7 @@ def _register() -> None:
     from morgan.cli import config_cmd, keys_cmd, models_cmd  # noqa: F401
 
     if infra_installed():
-        from morgan.cli import plan_cmd, stack_cmd  # noqa: F401
+        from morgan.cli import lab_cmd, plan_cmd, stack_cmd  # noqa: F401
     else:
         for name in DEPLOY_COMMANDS:
             _missing_infra(name)

@@ -1,0 +1,23 @@
+"""The multi-host lab, brought up once per test run and removed at the end, failed or not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from morgan.cli.lab_cmd import build_host_image
+from morgan.lab import hosts as lab
+from morgan.lab import images as img
+
+
+@pytest.fixture(scope="session")
+def lab_paths() -> lab.LabPaths:
+    return lab.LabPaths(img.repo_root() / ".morgan" / "lab")
+
+
+@pytest.fixture(scope="session")
+def lab_hosts(lab_paths: lab.LabPaths) -> Iterator[list[lab.LabHost]]:
+    try:
+        yield lab.up(lab_paths, 4, build_host_image())
+    finally:
+        lab.down(lab_paths)
