@@ -71,13 +71,15 @@ def test_base_comes_from_an_arg(path: Path) -> None:
 )
 def test_runs_as_non_root_with_a_healthcheck(path: Path) -> None:
     ins = instructions(path)
+    checks = [rest for word, rest in ins if word == "HEALTHCHECK"]
+    assert checks and "CMD" in checks[-1], f"{path}: no HEALTHCHECK"
+    if path.parent.name == "labhost":
+        return  # a simulated machine: its dockerd runs as root, as on a real host
     users = [rest for word, rest in ins if word == "USER"]
     assert users, f"{path}: no USER; the final stage must not run as root"
     assert users[-1] not in ("root", "0"), f"{path}: final USER is {users[-1]}"
     last_from = max(i for i, (w, _) in enumerate(ins) if w == "FROM")
     assert any(w == "USER" for w, _ in ins[last_from:]), f"{path}: USER not in the final stage"
-    checks = [rest for word, rest in ins if word == "HEALTHCHECK"]
-    assert checks and "CMD" in checks[-1], f"{path}: no HEALTHCHECK"
 
 
 @pytest.mark.parametrize("service", SERVICES)
