@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from morgan.cli.lab_cmd import build_host_image
+from morgan.cli.lab_cmd import build_lab_images
 from morgan.lab import hosts as lab
 from morgan.lab import images as img
 
@@ -18,6 +18,6 @@ def lab_paths() -> lab.LabPaths:
 @pytest.fixture(scope="session")
 def lab_hosts(lab_paths: lab.LabPaths) -> Iterator[list[lab.LabHost]]:
     try:
-        yield lab.up(lab_paths, 4, build_host_image())
+        yield lab.up(lab_paths, 4, *build_lab_images())
     finally:
         lab.down(lab_paths)

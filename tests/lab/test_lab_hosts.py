@@ -104,3 +104,37 @@ def test_bad_host_count_is_refused() -> None:
     result = morgan("lab", "up", "--hosts", "0")
     assert result.returncode == 1
     assert "the lab makes 1 to 9 hosts" in result.stdout
+
+
+def test_an_image_pushed_once_is_pulled_by_the_hosts(
+    lab_hosts: list[lab.LabHost], lab_paths: lab.LabPaths
+) -> None:
+    registry = lab.load_registry(lab_paths)
+    ref = f"{registry}/morgan-base:lab-test"
+    subprocess.run(["docker", "tag", img.base_image(), ref], check=True)
+    try:
+        pushed = subprocess.run(["docker", "push", ref], capture_output=True, text=True,
+                                check=False, timeout=300)  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+    finally:
+        subprocess.run(["docker", "rmi", ref], capture_output=True, check=False)
+    for name in ("h2", "h4"):  # one over TCP + TLS, one over SSH
+        remote = lab.docker_args(lab_paths, by_name(lab_hosts)[name])
+        pulled = subprocess.run([*remote, "pull", "-q", ref], capture_output=True, text=True,
+                                check=False, timeout=300)  # fmt: skip
+        assert pulled.returncode == 0, f"{name}: {pulled.stderr}"
+        ran = subprocess.run([*remote, "run", "--rm", ref, "echo", f"pulled-on-{name}"],
+                             capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+        assert ran.stdout.strip() == f"pulled-on-{name}", ran.stderr
+
+
+def test_the_registry_refuses_plain_http(
+    lab_hosts: list[lab.LabHost], lab_paths: lab.LabPaths
+) -> None:
+    registry = lab.load_registry(lab_paths)
+    plain = subprocess.run(["curl", "-sS", f"http://{registry}/v2/"], capture_output=True,
+                           text=True, check=False, timeout=30)  # fmt: skip
+    assert "Client sent an HTTP request to an HTTPS server" in plain.stdout
+    untrusted = subprocess.run(["curl", "-sS", f"https://{registry}/v2/"], capture_output=True,
+                               text=True, check=False, timeout=30)  # fmt: skip
+    assert untrusted.returncode == 60, untrusted.stderr  # certificate not from a known CA

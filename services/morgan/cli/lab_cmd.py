@@ -18,26 +18,38 @@ def _paths() -> lab.LabPaths:
     return lab.LabPaths(img.repo_root() / ".morgan" / "lab")
 
 
-def build_host_image() -> str:
+def build_lab_images() -> tuple[str, str]:
+    """The lab host image and the lab registry image (built once, then cached)."""
     root = img.repo_root()
-    spec = img.ImageSpec(
-        name=lab.IMAGE,
-        dockerfile=root / "images/labhost/Dockerfile",
-        files=((root / "scripts/provision-host", "provision-host"),),
-        build_args={"BASE_IMAGE": img.base_image()},
-    )
+    specs = [
+        img.ImageSpec(
+            name=lab.IMAGE,
+            dockerfile=root / "images/labhost/Dockerfile",
+            files=((root / "scripts/provision-host", "provision-host"),),
+            build_args={"BASE_IMAGE": img.base_image()},
+        ),
+        img.ImageSpec(
+            name=lab.REGISTRY_IMAGE,
+            dockerfile=root / "images/labregistry/Dockerfile",
+            files=(),
+            build_args={"BASE_IMAGE": img.base_image()},
+        ),
+    ]
     builder = img.ImageBuilder(root, _paths().root, log=lambda m: console.print(f"  {m}"))
-    result = builder.build(spec, None)
-    console.print(f"  [green]✓[/green] {result.ref} {'built' if result.built else 'cached'}")
-    return result.ref
+    refs = []
+    for spec in specs:
+        result = builder.build(spec, None)
+        console.print(f"  [green]✓[/green] {result.ref} {'built' if result.built else 'cached'}")
+        refs.append(result.ref)
+    return refs[0], refs[1]
 
 
 @lab_app.command("up")
 def up(hosts: int = typer.Option(4, "--hosts", help="How many hosts (h1…hN).")) -> None:
     """Start the lab hosts (replacing a previous lab) and wait for every Docker daemon."""
     try:
-        image = build_host_image()
-        made = lab.up(_paths(), hosts, image,
+        host_image, registry_image = build_lab_images()
+        made = lab.up(_paths(), hosts, host_image, registry_image,
                       log=lambda m: console.print(f"  [green]✓[/green] {m}"))  # fmt: skip
     except (lab.LabError, img.ImageBuildError) as err:
         console.print(f"[red]error:[/red] {err}")
@@ -47,7 +59,7 @@ def up(hosts: int = typer.Option(4, "--hosts", help="How many hosts (h1…hN).")
 
 @lab_app.command("down")
 def down() -> None:
-    """Remove the lab hosts, their network and their Docker data volumes."""
+    """Remove the lab hosts, the registry, their network and their volumes."""
     removed = lab.down(_paths())
     console.print(f"lab down: removed {len(removed)} containers and volumes")
 

@@ -10,6 +10,7 @@ this machine's bounding set); the capability set below is what runs an inner doc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import json
@@ -25,6 +26,11 @@ NETWORK = "morgan-lab"
 IMAGE = "morgan-labhost"
 LABEL = "org.morgan.lab=1"
 TLS_HOSTS = ("h2",)  # reached over tcp:// with client certificates, as the Windows host is
+REGISTRY = "registry"
+REGISTRY_PORT = 5000
+REGISTRY_IMAGE = "morgan-labregistry"
+# Where this machine's Docker looks for a registry's CA (no daemon restart needed).
+DOCKER_CERTS_D = Path("/etc/docker/certs.d")
 USER = "morgan"
 INNER_DAEMON_FLAGS = (
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
@@ -95,8 +101,9 @@ def _openssl(*args: str) -> None:
     _run("openssl", *args)
 
 
-def ensure_tls(p: LabPaths, host: str, address: str) -> Path:
-    """A lab CA, a server certificate for `host` (its name and address) and a client one."""
+def ensure_tls(p: LabPaths, host: str, address: str, *, loopback: bool = False) -> Path:
+    """A lab CA, a server certificate for `host` (its name and address, and 127.0.0.1
+    with `loopback`) and a client one."""
     ca_key, ca = p.tls / "ca-key.pem", p.tls / "ca.pem"
     p.tls.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not ca.exists():
@@ -107,7 +114,8 @@ def ensure_tls(p: LabPaths, host: str, address: str) -> Path:
     shutil.rmtree(server, ignore_errors=True)  # the address may differ from the last lab
     for folder, subject, ext in (
         (server, f"/CN={host}",
-         f"subjectAltName=DNS:{host},IP:{address}\nextendedKeyUsage=serverAuth"),
+         f"subjectAltName=DNS:{host},IP:{address}{',IP:127.0.0.1' if loopback else ''}"
+         "\nextendedKeyUsage=serverAuth"),
         (client, "/CN=morgan-deploy", "extendedKeyUsage=clientAuth"),
     ):
         if (folder / "cert.pem").exists():
@@ -132,16 +140,33 @@ def host_address(subnet: str, index: int) -> str:
     return str(network.network_address + 10 + index)
 
 
-def start_host(p: LabPaths, name: str, image: str, address: str) -> LabHost:
+def start_registry(p: LabPaths, image: str, address: str) -> str:
+    """The lab registry (HTTPS only, lab CA); returns `ADDR:5000`. This machine's Docker
+    trusts it through /etc/docker/certs.d, as an operator does for a private registry."""
+    tls = ensure_tls(p, REGISTRY, address, loopback=True)
+    _run("docker", "run", "-d", "--name", f"morgan-lab-{REGISTRY}", "--hostname", REGISTRY,
+         "--network", NETWORK, "--network-alias", REGISTRY, "--ip", address, "--label", LABEL,
+         "-v", f"{tls}:/lab/tls:ro", "-v", f"morgan-lab-{REGISTRY}-data:/var/lib/docker-registry",
+         image)  # fmt: skip
+    endpoint = f"{address}:{REGISTRY_PORT}"
+    trust = DOCKER_CERTS_D / endpoint
+    trust.mkdir(parents=True, exist_ok=True)
+    shutil.copy(p.tls / "ca.pem", trust / "ca.crt")
+    return endpoint
+
+
+def start_host(p: LabPaths, name: str, image: str, address: str, registry: str) -> LabHost:
     tls = name in TLS_HOSTS
     args = ["docker", "run", "-d", "--name", f"morgan-lab-{name}", "--hostname", name,
             "--network", NETWORK, "--network-alias", name, "--ip", address, "--label", LABEL,
             *INNER_DAEMON_FLAGS,
             "-v", f"morgan-lab-{name}-docker:/var/lib/docker",
-            "-v", f"{p.key}.pub:/lab/authorized_key:ro"]  # fmt: skip
+            "-v", f"{p.key}.pub:/lab/authorized_key:ro",
+            "-v", f"{p.tls / 'ca.pem'}:/lab/registry-ca.pem:ro"]  # fmt: skip
     if tls:
         args += ["-v", f"{ensure_tls(p, name, address)}:/lab/tls:ro"]
-    args += [image, "--name", name, "--address", name]
+    args += [image, "--name", name, "--address", name,
+             "--registry", registry, "--registry-ca", "/lab/registry-ca.pem"]  # fmt: skip
     if tls:
         args += ["--docker-tls", "/lab/tls"]
     _run(*args)
@@ -177,9 +202,11 @@ def daemon_info(p: LabPaths, host: LabHost) -> dict[str, str]:
 
 
 def up(
-    p: LabPaths, count: int, image: str, log: Callable[[str], None] = print
+    p: LabPaths, count: int, image: str, registry_image: str,
+    log: Callable[[str], None] = print,
 ) -> list[LabHost]:
-    """Start h1…h`count` (replacing a previous lab) and wait until every daemon answers."""
+    """Start the registry and h1…h`count` (replacing a previous lab), and wait until the
+    registry and every daemon answer."""
     names = host_names(count)
     down(p, volumes=False)
     ensure_key(p)
@@ -191,8 +218,17 @@ def up(
     subnet = _run("docker", "network", "inspect", "-f", fmt, NETWORK).stdout.strip()
     _run("docker", "network", "rm", NETWORK)
     _run("docker", "network", "create", "--label", LABEL, "--subnet", subnet, NETWORK)
-    hosts = [start_host(p, name, image, host_address(subnet, i))
+    registry = start_registry(p, registry_image, host_address(subnet, 0))
+    # Written now, so that `down` finds what to remove even if the rest fails.
+    p.hosts_file.write_text(json.dumps({"registry": registry, "hosts": []}) + "\n")
+    hosts = [start_host(p, name, image, host_address(subnet, i), registry)
              for i, name in enumerate(names, start=1)]  # fmt: skip
+    try:
+        poll(functools.partial(registry_answers, p, registry), what="lab registry",
+             timeout=60, interval=1)  # fmt: skip
+    except PollTimeout as exc:
+        raise LabError(f"{exc}; see `docker logs morgan-lab-{REGISTRY}`") from None
+    log(f"{REGISTRY}  https://{registry}  (lab CA)")
     for host in hosts:
         try:
             info = poll(functools.partial(daemon_info, p, host), what=f"lab host {host.name}",
@@ -204,15 +240,35 @@ def up(
         if info["name"] != host.name:
             raise LabError(f"{host.docker} answered as {info['name']!r}, not {host.name}")
         log(f"{host.name}  {host.docker:<28} docker {info['version']}")
-    p.hosts_file.write_text(json.dumps([asdict(h) for h in hosts], indent=2) + "\n")
+    state = {"registry": registry, "hosts": [asdict(h) for h in hosts]}
+    p.hosts_file.write_text(json.dumps(state, indent=2) + "\n")
     return hosts
 
 
-def load(p: LabPaths) -> list[LabHost]:
+def registry_answers(p: LabPaths, registry: str) -> None:
+    proc = _run("curl", "-fsS", "--cacert", str(p.tls / "ca.pem"), f"https://{registry}/v2/",
+                check=False, timeout=10)  # fmt: skip
+    if proc.returncode != 0:
+        raise NotYet(proc.stderr.strip() or f"curl exit {proc.returncode}")
+
+
+def _state(p: LabPaths) -> dict[str, object]:
     try:
-        return [LabHost(**h) for h in json.loads(p.hosts_file.read_text())]
+        state: dict[str, object] = json.loads(p.hosts_file.read_text())
     except FileNotFoundError:
         raise LabError("the lab is not up here; run `morgan lab up`") from None
+    return state
+
+
+def load_registry(p: LabPaths) -> str:
+    """`ADDR:5000` of the running lab's registry."""
+    return str(_state(p)["registry"])
+
+
+def load(p: LabPaths) -> list[LabHost]:
+    hosts = _state(p)["hosts"]
+    assert isinstance(hosts, list)
+    return [LabHost(**h) for h in hosts]
 
 
 def down(p: LabPaths, *, volumes: bool = True) -> list[str]:
@@ -223,8 +279,11 @@ def down(p: LabPaths, *, volumes: bool = True) -> list[str]:
     if _run("docker", "network", "inspect", NETWORK, check=False).returncode == 0:
         _run("docker", "network", "rm", NETWORK)
     removed = list(found)
+    # No lab (or one from before the registry): no trust entry to remove.
+    with contextlib.suppress(LabError, TypeError, KeyError):
+        shutil.rmtree(DOCKER_CERTS_D / load_registry(p), ignore_errors=True)
     if volumes:
-        vols = _run("docker", "volume", "ls", "-q", "--filter", "name=^morgan-lab-h").stdout.split()
+        vols = _run("docker", "volume", "ls", "-q", "--filter", "name=^morgan-lab-").stdout.split()
         if vols:
             _run("docker", "volume", "rm", "-f", *vols)
         removed += vols
