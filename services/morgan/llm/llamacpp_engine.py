@@ -9,17 +9,15 @@ pyproject.toml's `[tool.uv.extra-build-variables]`).
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from morgan.llm.engine import GenerationChunk, GenerationParams
+from morgan.llm.worker import from_thread
 from morgan.models.cpu import available_cpus
-
-_END = object()
 
 
 def gguf_file(path: Path) -> Path:
@@ -133,44 +131,28 @@ class LlamaCppEngine:
                 if cancel.is_set():
                     return
                 if token in self._eog:
-                    emit([int(token)], True)
+                    emit(([int(token)], True))
                     return
                 count += 1
-                emit([int(token)], False)
+                emit(([int(token)], False))
                 if count >= params.max_tokens:
                     return
 
     async def stream(
         self, prompt_ids: list[int], params: GenerationParams, cancel: threading.Event
     ) -> AsyncIterator[GenerationChunk]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def emit(ids: list[int], end: bool) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (ids, end))
-
-        def run() -> None:
-            try:
-                self._generate(prompt_ids, params, cancel, emit)
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
-            except BaseException as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-
-        worker = threading.Thread(target=run, name="llm-generate", daemon=True)
-        worker.start()
         # Token pieces are bytes: one incremental UTF-8 decoder holds back split characters,
         # so each token costs one piece, not a decode of the whole reply.
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         llama = self.llama
         count = 0
         finish: str | None = None
+
+        def produce(emit: Callable[[tuple[list[int], bool]], None]) -> None:
+            self._generate(prompt_ids, params, cancel, emit)
+
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
+            async for item in from_thread(produce):
                 ids, end = item
                 if end:
                     finish = "stop"

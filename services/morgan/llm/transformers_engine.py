@@ -6,16 +6,14 @@ a local directory with no network, and needs no native build or format conversio
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from morgan.llm.engine import GenerationChunk, GenerationParams
 from morgan.llm.prompt import IncrementalDecoder, render_chat
-
-_END = object()
+from morgan.llm.worker import from_thread
 
 
 class TransformersEngine:
@@ -117,31 +115,15 @@ class TransformersEngine:
     async def stream(
         self, prompt_ids: list[int], params: GenerationParams, cancel: threading.Event
     ) -> AsyncIterator[GenerationChunk]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def emit(ids: list[int]) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, ids)
-
-        def run() -> None:
-            try:
-                self._generate(prompt_ids, params, cancel, emit)
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
-            except BaseException as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-
-        worker = threading.Thread(target=run, name="llm-generate", daemon=True)
-        worker.start()
         decoder = IncrementalDecoder(self.tokenizer)
         count = 0
         finish: str | None = None
+
+        def produce(emit: Callable[[list[int]], None]) -> None:
+            self._generate(prompt_ids, params, cancel, emit)
+
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
+            async for item in from_thread(produce):
                 ids = [i for i in item if i not in self._eos_ids]
                 count += len(item)
                 if len(ids) < len(item):
