@@ -22,6 +22,7 @@ SUPPORT_IMAGES: tuple[str, ...] = (
     "consul",
     "traefik",
     "postgres",
+    "patroni",
     "redis",
     "qdrant",
     "prometheus",
@@ -173,6 +174,8 @@ class ImageOverrides(StrictModel):
     consul: str = "hashicorp/consul:1.16.1"
     traefik: str = "traefik:v3"
     postgres: str = "postgres:15"
+    # PostgreSQL 15 with Patroni (postgres.ha: patroni); no upstream image: Morgan builds it.
+    patroni: str = "morgan-local/patroni:3.0.2"
     redis: str = "redis:7"
     qdrant: str = "qdrant/qdrant:v1.12.4"
     prometheus: str = "prom/prometheus:v2.53.0"
@@ -202,14 +205,32 @@ class ConsulConfig(StrictModel):
 class PostgresConfig(StrictModel):
     primary: str | None = None
     standby: str | None = None
+    # patroni: both members run Patroni with Consul as its DCS; the standby is promoted when
+    # the primary is lost. none: a fixed primary and a streaming standby.
+    ha: Literal["none", "patroni"] = "none"
+    # With patroni: a commit waits for the standby, so an acknowledged write survives a
+    # failover (synchronous_mode_strict stays off: the primary keeps serving alone).
+    synchronous: bool = True
     database: str = "morgan"
     user: str = "morgan"
     memory_mb: Annotated[int, Field(gt=0)] = 1024
+
+    @model_validator(mode="after")
+    def _patroni_needs_standby(self) -> PostgresConfig:
+        if self.ha == "patroni" and self.standby is None:
+            raise ValueError(
+                "ha: 'patroni' fails over to a standby and none is set; add postgres.standby"
+                " or set ha: none"
+            )
+        return self
 
 
 class RedisConfig(StrictModel):
     mode: Literal["single", "cluster"] = "cluster"
     nodes: tuple[str, ...] | None = None
+    # Cluster only: 1 gives every master a replica on the next node's host, so losing any
+    # one host loses no slot (its masters' replicas are promoted).
+    replicas: Literal[0, 1] = 0
     memory_mb: Annotated[int, Field(gt=0)] = 512
 
     @model_validator(mode="after")
@@ -221,7 +242,17 @@ class RedisConfig(StrictModel):
                     f"nodes lists {len(self.nodes)} hosts but mode {self.mode!r} runs {want};"
                     f" list {want} host(s) or change mode"
                 )
+        if self.replicas and self.mode != "cluster":
+            raise ValueError("replicas: only a cluster has replicas; set mode: cluster or 0")
         return self
+
+
+class MemoryConfig(StrictModel):
+    """Where core keeps semantic memory (embeddings of past turns)."""
+
+    # qdrant: Qdrant (embedded in core with qdrant.mode local, or the server); postgres: a
+    # table in the stack's PostgreSQL, one store for every core and replicated with it.
+    store: Literal["qdrant", "postgres"] = "qdrant"
 
 
 class QdrantConfig(StrictModel):
@@ -263,6 +294,7 @@ class MorganStackConfig(StrictModel):
     consul: ConsulConfig = ConsulConfig()
     postgres: PostgresConfig = PostgresConfig()
     redis: RedisConfig = RedisConfig()
+    memory: MemoryConfig = MemoryConfig()
     qdrant: QdrantConfig = QdrantConfig()
     gateway: GatewayConfig = GatewayConfig()
     observability: ObservabilityConfig = ObservabilityConfig()

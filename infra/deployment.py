@@ -48,7 +48,14 @@ SECRET_NAMES: tuple[str, ...] = tuple(name for name, _kind in SECRETS)
 START_ORDER: tuple[tuple[str, ...], ...] = (
     ("consul-server",),
     ("consul-agent",),
-    ("postgres-primary", "postgres-standby", "redis", "redis-cluster-create", "qdrant"),
+    (
+        "postgres-primary",
+        "postgres-standby",
+        "redis",
+        "redis-replica",
+        "redis-cluster-create",
+        "qdrant",
+    ),
     ("traefik", *OBS_PORTS),
     tuple(SERVICE_PORTS),
 )

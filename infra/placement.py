@@ -26,6 +26,7 @@ ROLE_NAMES: tuple[str, ...] = (
     "postgres-primary",
     "postgres-standby",
     "redis",
+    "redis-replica",
     "qdrant",
     "traefik",
     "prometheus",
@@ -174,8 +175,14 @@ def make_plan(config: MorganStackConfig) -> Plan:
             )
         redis_hosts = [h.name for h in config.hosts[:3]]
     placed += [("redis", h) for h in redis_hosts]
+    if config.redis.mode == "cluster" and config.redis.replicas:
+        # Master i's replica on the next host: no host holds a master and its own replica.
+        placed += [
+            ("redis-replica", redis_hosts[(i + 1) % len(redis_hosts)])
+            for i in range(len(redis_hosts))
+        ]
 
-    if config.qdrant.mode == "server":
+    if config.memory.store == "qdrant" and config.qdrant.mode == "server":
         placed.append(("qdrant", config.qdrant.host or primary))
 
     placed.append(("traefik", config.gateway.host or primary))

@@ -8,19 +8,29 @@ from infra.placement import Plan
 PG_PORT = 5432
 REDIS_PORT = 6379
 REDIS_BUS_PORT = 16379
+REDIS_REPLICA_PORT = 6380  # a replica node beside a master on the same host
+REDIS_BUS_OFFSET = REDIS_BUS_PORT - REDIS_PORT
 QDRANT_PORTS = (6333, 6334)
 
 
-def pg_hba(plan: Plan) -> str:
+def pg_hba_rules(plan: Plan) -> list[str]:
     kind = "hostssl" if plan.config.security.internal_tls else "host"
     user = plan.config.postgres.user
     db = plan.config.postgres.database
-    return (
-        "local all all trust\n"
-        "host all all 127.0.0.1/32 scram-sha-256\n"
-        f"{kind} replication replicator 0.0.0.0/0 scram-sha-256\n"
-        f"{kind} {db} {user} 0.0.0.0/0 scram-sha-256\n"
-    )
+    rules = [
+        "local all all trust",
+        "host all all 127.0.0.1/32 scram-sha-256",
+        f"{kind} replication replicator 0.0.0.0/0 scram-sha-256",
+        f"{kind} {db} {user} 0.0.0.0/0 scram-sha-256",
+    ]
+    if plan.config.postgres.ha == "patroni":
+        # pg_rewind and Patroni's checks connect to the other member's `postgres` database.
+        rules.append(f"{kind} postgres {user} 0.0.0.0/0 scram-sha-256")
+    return rules
+
+
+def pg_hba(plan: Plan) -> str:
+    return "".join(f"{rule}\n" for rule in pg_hba_rules(plan))
 
 
 def pg_settings(plan: Plan) -> list[str]:
@@ -91,23 +101,24 @@ def standby_entrypoint(plan: Plan, host: str) -> str:
     )
 
 
-def redis_server_args(plan: Plan, host: str, cluster: bool) -> str:
+def redis_server_args(plan: Plan, host: str, cluster: bool, port: int = REDIS_PORT) -> str:
     address = plan.config.host(host).address
     parts = ['exec redis-server --appendonly yes --dir /data --requirepass "$REDIS_PASSWORD"']
     if plan.config.security.internal_tls:
         parts.append(
-            f"--port 0 --tls-port {REDIS_PORT} --tls-cert-file {TLS_DIR}/cert.pem"
+            f"--port 0 --tls-port {port} --tls-cert-file {TLS_DIR}/cert.pem"
             f" --tls-key-file {TLS_DIR}/key.pem --tls-ca-cert-file {TLS_DIR}/ca.pem"
             " --tls-auth-clients optional"
         )
         if cluster:
             parts.append("--tls-cluster yes --tls-replication yes")
     else:
-        parts.append(f"--port {REDIS_PORT}")
+        parts.append(f"--port {port}")
     if cluster:
         parts.append(
             '--masterauth "$REDIS_PASSWORD" --cluster-enabled yes'
             " --cluster-config-file /data/nodes.conf --cluster-node-timeout 5000"
+            # The cluster bus follows the port (+10000); nodes.conf stays in the node's volume.
             f" --cluster-announce-hostname {address} --cluster-preferred-endpoint-type hostname"
         )
     return " ".join(parts)
@@ -120,20 +131,33 @@ def redis_cli_flags(plan: Plan) -> str:
 
 
 def redis_cluster_create(plan: Plan) -> str:
-    """One-shot: create the cluster once all nodes answer; a no-op when it already exists."""
-    nodes = [f"{plan.config.host(h).address}:{REDIS_PORT}" for h in plan.hosts_of("redis")]
+    """One-shot: create the cluster once all nodes answer, then give each master the replica
+    the plan put on the next host. Each step is skipped when already done."""
+    cfg = plan.config
+    masters = [f"{cfg.host(h).address}:{REDIS_PORT}" for h in plan.hosts_of("redis")]
+    replicas = [
+        f"{cfg.host(r.host).address}:{REDIS_REPLICA_PORT}" for r in plan.of_role("redis-replica")
+    ]
     flags = redis_cli_flags(plan)
-    first_host, first_port = nodes[0].rsplit(":", 1)
-    probe = (
-        f'redis-cli {flags} -h {first_host} -p {first_port} -a "$REDIS_PASSWORD" --no-auth-warning'
-    )
-    return (
-        "set -eu\n"
-        f"for node in {' '.join(nodes)}; do\n"
-        f'  until redis-cli {flags} -h "${{node%:*}}" -p "${{node##*:}}" -a "$REDIS_PASSWORD"'
-        " --no-auth-warning ping | grep -q PONG; do sleep 2; done\n"
-        "done\n"
-        f"if {probe} cluster info | grep -q 'cluster_state:ok'; then exit 0; fi\n"
-        f'redis-cli {flags} -a "$REDIS_PASSWORD" --no-auth-warning --cluster create'
-        f" {' '.join(nodes)} --cluster-replicas 0 --cluster-yes\n"
-    )
+    cli = f'redis-cli {flags} -a "$REDIS_PASSWORD" --no-auth-warning'
+    first_host, first_port = masters[0].rsplit(":", 1)
+    first = f"{cli} -h {first_host} -p {first_port}"
+    lines = [
+        "set -eu",
+        f"for node in {' '.join(masters + replicas)}; do",
+        f'  until {cli} -h "${{node%:*}}" -p "${{node##*:}}" ping | grep -q PONG; do sleep 2; done',
+        "done",
+        f"if ! {first} cluster info | grep -q 'cluster_state:ok'; then",
+        f"  {cli} --cluster create {' '.join(masters)} --cluster-replicas 0 --cluster-yes",
+        "fi",
+    ]
+    for master, replica in zip(masters, replicas, strict=False):
+        m_host, m_port = master.rsplit(":", 1)
+        lines += [
+            f"if ! {first} cluster nodes | grep -q ' {replica}@'; then",
+            f"  id=$({cli} -h {m_host} -p {m_port} cluster myid)",
+            f"  {cli} --cluster add-node {replica} {master} --cluster-slave"
+            ' --cluster-master-id "$id"',
+            "fi",
+        ]
+    return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from infra.configs import data as data_cfg
+from infra.configs import patroni as patroni_cfg
 from infra.model import (
     TLS_DIR,
     ConfigFile,
@@ -21,6 +22,8 @@ from infra.spec_common import (
 
 
 def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
+    if plan.config.postgres.ha == "patroni":
+        return patroni_spec(plan, replica)
     cfg = plan.config
     pg = cfg.postgres
     primary = replica.role == "postgres-primary"
@@ -68,47 +71,90 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     )
 
 
-def redis_specs(plan: Plan) -> list[ContainerSpec]:
+def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
+    """A Patroni member: `postgres-primary` is the preferred first leader, not a fixed one."""
+    cfg = plan.config
+    document = patroni_cfg.patroni_config(plan, replica.host)
+    return ContainerSpec(
+        name=f"morgan-{replica.role}",
+        role=replica.role,
+        host=replica.host,
+        image=cfg.images.support.patroni,
+        platform=cfg.host(replica.host).platform,
+        command=("patroni", patroni_cfg.CONFIG_PATH),
+        env={"PGDATA": "/var/lib/postgresql/data/pgdata"},
+        secret_env=(
+            SecretEnv("PATRONI_SUPERUSER_PASSWORD", "{postgres_password}"),
+            SecretEnv("PATRONI_REPLICATION_PASSWORD", "{replication_password}"),
+            SecretEnv("PATRONI_CONSUL_TOKEN", "{consul_management_token}"),
+        ),
+        ports=(
+            Port(data_cfg.PG_PORT, encryption=port_encryption(plan), purpose="sql"),
+            Port(patroni_cfg.REST_PORT, encryption=port_encryption(plan), purpose="patroni api"),
+        ),
+        volumes=(Volume(name=f"morgan-{replica.role}-data", path="/var/lib/postgresql/data"),),
+        files=(
+            ConfigFile(patroni_cfg.CONFIG_PATH, patroni_cfg.render(document)),
+            ConfigFile(patroni_cfg.POST_BOOTSTRAP_PATH, patroni_cfg.post_bootstrap_script(plan)),
+        ),
+        tls=tls_files(plan, "postgres"),
+        # The member's PostgreSQL accepts connections (leader, or a replica in recovery).
+        healthcheck=Healthcheck(
+            test=("CMD-SHELL", f"pg_isready -h 127.0.0.1 -p {data_cfg.PG_PORT}"),
+            start_period="60s",
+        ),
+        memory_mb=cfg.postgres.memory_mb,
+        labels=role_labels(plan, replica),
+    )
+
+
+def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> ContainerSpec:
     cfg = plan.config
     cluster = cfg.redis.mode == "cluster"
     flags = data_cfg.redis_cli_flags(plan)
-    specs = []
-    for replica in plan.of_role("redis"):
-        ports = [Port(data_cfg.REDIS_PORT, encryption=port_encryption(plan), purpose="resp")]
-        if cluster:
-            ports.append(
-                Port(
-                    data_cfg.REDIS_BUS_PORT,
-                    encryption=port_encryption(plan),
-                    purpose="cluster bus",
-                )
-            )
-        specs.append(
-            ContainerSpec(
-                name=f"morgan-redis-{replica.index}",
-                role="redis",
-                host=replica.host,
-                image=cfg.images.support.redis,
-                platform=cfg.host(replica.host).platform,
-                entrypoint=("/bin/sh",),
-                command=("-c", data_cfg.redis_server_args(plan, replica.host, cluster)),
-                secret_env=(SecretEnv("REDIS_PASSWORD", "{redis_password}"),),
-                ports=tuple(ports),
-                volumes=(Volume(name="morgan-redis-data", path="/data"),),
-                tls=tls_files(plan, "redis"),
-                healthcheck=Healthcheck(
-                    test=(
-                        "CMD-SHELL",
-                        f'redis-cli {flags} -p {data_cfg.REDIS_PORT} -a "$REDIS_PASSWORD"'
-                        " --no-auth-warning ping | grep -q PONG",
-                    ),
-                    start_period="10s",
-                ),
-                memory_mb=cfg.redis.memory_mb,
-                labels=role_labels(plan, replica),
-            )
-        )
+    ports = [Port(port, encryption=port_encryption(plan), purpose="resp")]
     if cluster:
+        ports.append(
+            Port(port + data_cfg.REDIS_BUS_OFFSET, encryption=port_encryption(plan),
+                 purpose="cluster bus")
+        )  # fmt: skip
+    kind = "redis" if replica.role == "redis" else "redis-replica"
+    return ContainerSpec(
+        name=f"morgan-{kind}-{replica.index}",
+        role=replica.role,
+        host=replica.host,
+        image=cfg.images.support.redis,
+        platform=cfg.host(replica.host).platform,
+        entrypoint=("/bin/sh",),
+        command=("-c", data_cfg.redis_server_args(plan, replica.host, cluster, port)),
+        secret_env=(SecretEnv("REDIS_PASSWORD", "{redis_password}"),),
+        ports=tuple(ports),
+        volumes=(Volume(name=volume, path="/data"),),
+        tls=tls_files(plan, "redis"),
+        healthcheck=Healthcheck(
+            test=(
+                "CMD-SHELL",
+                f'redis-cli {flags} -p {port} -a "$REDIS_PASSWORD"'
+                " --no-auth-warning ping | grep -q PONG",
+            ),
+            start_period="10s",
+        ),
+        memory_mb=cfg.redis.memory_mb,
+        labels=role_labels(plan, replica),
+    )
+
+
+def redis_specs(plan: Plan) -> list[ContainerSpec]:
+    cfg = plan.config
+    specs = [
+        _redis_node(plan, r, data_cfg.REDIS_PORT, "morgan-redis-data")
+        for r in plan.of_role("redis")
+    ]
+    specs += [
+        _redis_node(plan, r, data_cfg.REDIS_REPLICA_PORT, "morgan-redis-replica-data")
+        for r in plan.of_role("redis-replica")
+    ]
+    if cfg.redis.mode == "cluster":
         first = plan.of_role("redis")[0]
         specs.append(
             ContainerSpec(

@@ -91,16 +91,33 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     )
 
 
+def _postgres_hosts(plan: Plan) -> str:
+    """host:port of PostgreSQL for core's DSN, by Consul name (core expands each name to
+    its passing instances, morgan.shared.consul_names). With Patroni both members: libpq's
+    target_session_attrs picks whichever is the primary now, also after a failover."""
+    roles: tuple[str, ...] = ("postgres-primary", "postgres-standby")
+    if plan.config.postgres.ha != "patroni":
+        roles = roles[:1]
+    return ",".join(f"{infra_name(plan, r)}:{data_cfg.PG_PORT}" for r in roles)
+
+
+def _redis_nodes(plan: Plan) -> list[str]:
+    """Startup nodes of core's cluster client: the masters (the name expands to all)."""
+    return [f"{infra_name(plan, 'redis')}:{data_cfg.REDIS_PORT}"]
+
+
 def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, str], list[Volume]]:
     cfg = plan.config
     tls = cfg.security.internal_tls
     pg = cfg.postgres
-    sslmode = f"verify-full&sslrootcert={TLS_DIR}/ca.pem" if tls else "prefer"
+    query = f"sslmode=verify-full&sslrootcert={TLS_DIR}/ca.pem" if tls else "sslmode=prefer"
+    if pg.ha == "patroni":
+        query += "&target_session_attrs=read-write"
     secret_env = [
         SecretEnv(
             "MORGAN_CORE_POSTGRES_DSN",
-            f"postgresql://{pg.user}:{{postgres_password}}@{infra_name(plan, 'postgres-primary')}"
-            f":{data_cfg.PG_PORT}/{pg.database}?sslmode={sslmode}",
+            f"postgresql://{pg.user}:{{postgres_password}}@{_postgres_hosts(plan)}"
+            f"/{pg.database}?{query}",
         ),
         SecretEnv("MORGAN_CORE_REDIS_PASSWORD", "{redis_password}"),
         # Sent to the model services' /v1 routes; its hash is in KV (components/service_key.py).
@@ -108,15 +125,19 @@ def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, st
     ]
     env: dict[str, str] = {}
     volumes: list[Volume] = []
-    redis_at = f"{infra_name(plan, 'redis')}:{data_cfg.REDIS_PORT}"
     if cfg.redis.mode == "cluster":
-        env["MORGAN_CORE_REDIS_CLUSTER_NODES"] = json.dumps([redis_at])
+        env["MORGAN_CORE_REDIS_CLUSTER_NODES"] = json.dumps(_redis_nodes(plan))
+        # The cluster client speaks TLS to TLS-only nodes, with core's own certificate.
+        env["MORGAN_CORE_REDIS_TLS"] = json.dumps(tls)
     else:
+        redis_at = _redis_nodes(plan)[0]
         scheme = "rediss" if tls else "redis"
         secret_env.append(
             SecretEnv("MORGAN_CORE_REDIS_URL", f"{scheme}://:{{redis_password}}@{redis_at}/0")
         )
-    if cfg.qdrant.mode == "local":
+    if cfg.memory.store == "postgres":
+        env["MORGAN_CORE_MEMORY_STORE"] = "postgres"
+    elif cfg.qdrant.mode == "local":
         volumes.append(Volume(name="morgan-qdrant-local", path="/data/qdrant"))
         env["MORGAN_CORE_QDRANT_PATH"] = "/data/qdrant"
     else:

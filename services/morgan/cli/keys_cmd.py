@@ -18,8 +18,11 @@ def _store(consul_addr: str | None) -> ApiKeyStore:
 
 
 def _unreachable(store: ApiKeyStore, exc: BaseException) -> typer.Exit:
-    typer.echo(f"error: Consul at {store.consul.addr} unreachable ({exc}); start it or set "
-               "CONSUL_HTTP_ADDR / --consul", err=True)
+    typer.echo(
+        f"error: Consul at {store.consul.addr} unreachable ({exc}); start it or set "
+        "CONSUL_HTTP_ADDR / --consul",
+        err=True,
+    )
     return typer.Exit(1)
 
 
@@ -40,8 +43,11 @@ def create(
         raise _unreachable(store, exc) from exc
     typer.echo(key)
     expires = record.expires.isoformat() if record.expires else "never"
-    typer.echo(f"key id {record.key_id} for {record.owner}, expires {expires}. "
-               "Store the key now: it cannot be shown again.", err=True)
+    typer.echo(
+        f"key id {record.key_id} for {record.owner}, expires {expires}. "
+        "Store the key now: it cannot be shown again.",
+        err=True,
+    )
 
 
 @keys_app.command("list")
@@ -60,13 +66,17 @@ def list_keys(consul_addr: str | None = CONSUL_OPTION) -> None:
     for r in records:
         status = "revoked" if r.revoked else "expired" if r.expired(now) else "active"
         expires = r.expires.isoformat(timespec="seconds") if r.expires else "never"
-        typer.echo(f"{r.key_id:<14}{r.owner:<20}{r.created.isoformat(timespec='seconds'):<27}"
-                   f"{expires:<27}{status}")
+        typer.echo(
+            f"{r.key_id:<14}{r.owner:<20}{r.created.isoformat(timespec='seconds'):<27}"
+            f"{expires:<27}{status}"
+        )
 
 
 @keys_app.command("revoke")
-def revoke(key_id: str = typer.Argument(..., help="Key id from `morgan keys list`."),
-           consul_addr: str | None = CONSUL_OPTION) -> None:
+def revoke(
+    key_id: str = typer.Argument(..., help="Key id from `morgan keys list`."),
+    consul_addr: str | None = CONSUL_OPTION,
+) -> None:
     """Revoke a key (services stop accepting it within their key cache window, 30 s)."""
     store = _store(consul_addr)
     try:

@@ -10,8 +10,9 @@ from morgan.cli.main import app
 from morgan.models.directory import KINDS, ModelDirectoryError, default_model_dir, list_models
 from morgan.models.store import CATALOG, ModelStoreError, fetch_model, import_model
 
-models_app = typer.Typer(help="Models in the model directory (llm, stt, tts).",
-                         no_args_is_help=True)
+models_app = typer.Typer(
+    help="Models in the model directory (llm, stt, tts).", no_args_is_help=True
+)
 
 MODEL_DIR_OPTION = typer.Option(
     None, "--model-dir", help="Model directory (default MORGAN_MODEL_DIR, else /models)."
@@ -33,8 +34,10 @@ def list_command(model_dir: Path | None = MODEL_DIR_OPTION) -> None:
         total += len(names)
         typer.echo(f"{kind}: {', '.join(names) if names else '-'}")
     if not total:
-        typer.echo(f"no models in {root}; add one with `morgan models import DIR` or "
-                   "`morgan models fetch NAME`")
+        typer.echo(
+            f"no models in {root}; add one with `morgan models import DIR` or "
+            "`morgan models fetch NAME`"
+        )
 
 
 @models_app.command("catalog")
@@ -50,8 +53,11 @@ def catalog_command() -> None:
 def import_command(
     source: Path = typer.Argument(..., help="Folder holding the model files, or a .gguf file."),
     kind: str | None = KIND_OPTION,
-    name: str | None = typer.Option(None, "--name", help="Folder name in the model directory "
-                                    "(default: the source folder's name)."),
+    name: str | None = typer.Option(
+        None,
+        "--name",
+        help="Folder name in the model directory (default: the source folder's name).",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace a model of the same name."),
     model_dir: Path | None = MODEL_DIR_OPTION,
 ) -> None:
@@ -66,19 +72,21 @@ def import_command(
 
 @models_app.command("fetch")
 def fetch_command(
-    name: str = typer.Argument(..., help="Catalog name (see `morgan models catalog`) or a "
-                               "Hugging Face repo id with --kind."),
+    name: str = typer.Argument(
+        ...,
+        help="Catalog name (see `morgan models catalog`) or a Hugging Face repo id with --kind.",
+    ),
     kind: str | None = KIND_OPTION,
-    folder: str | None = typer.Option(None, "--name", help="Folder name in the model "
-                                      "directory."),
+    folder: str | None = typer.Option(None, "--name", help="Folder name in the model directory."),
     revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit."),
     force: bool = typer.Option(False, "--force", help="Replace a model of the same name."),
     model_dir: Path | None = MODEL_DIR_OPTION,
 ) -> None:
     """Download a model into the model directory (hosts with internet)."""
     try:
-        dest = fetch_model(name, _root(model_dir), kind=kind, folder=folder, revision=revision,
-                           force=force)
+        dest = fetch_model(
+            name, _root(model_dir), kind=kind, folder=folder, revision=revision, force=force
+        )
     except (ModelStoreError, ModelDirectoryError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -58,6 +58,8 @@ def build_images(
             use_local = offline_support
         if use_local:
             local.append(server)
+    if config.postgres.ha == "patroni":
+        local.append("patroni")
     specs = [s for s in img.support_specs(root) if s.name.split("/")[-1] in local]
     specs += img.runtime_specs(root) + img.service_specs(root, config.images.version)
 
@@ -69,7 +71,7 @@ def build_images(
         builder.build_all(specs, on_done=report)
     if built is not None:
         built.update(builder.tags)
-    return st.local_support_refs(local)
+    return st.local_support_refs([s for s in local if s in img.SUPPORT_UPSTREAM])
 
 
 @app.command()

@@ -12,17 +12,20 @@ from morgan.core.body_limit import BodyLimitMiddleware
 from morgan.core.config import CoreSettings
 from morgan.core.exceptions import TurnError
 from morgan.core.memory.embedder import SentenceEmbedder
-from morgan.core.memory.store import MemoryStore
+from morgan.core.memory.pg_store import PgMemoryStore
+from morgan.core.memory.store import MemoryStore, SemanticMemory
 from morgan.core.model_clients import ModelClients
 from morgan.core.orchestrator import Orchestrator
 from morgan.core.router import router
-from morgan.core.storage.cache import ContextCache, parse_nodes
+from morgan.core.storage.cache import ContextCache, TlsFiles, parse_nodes
 from morgan.core.storage.context import ConversationStore
 from morgan.core.storage.conversations import ConversationRepository
 from morgan.core.ws import router as ws_router
+from morgan.shared import consul_names
 from morgan.shared.app import create_app
 from morgan.shared.auth import ApiKeyStore
 from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.consul_client import ConsulClientFactory
 from morgan.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -31,12 +34,22 @@ log = logging.getLogger(__name__)
 _MULTIPART_SLACK = 64 * 1024
 
 
-def make_cache(s: CoreSettings) -> ContextCache:
+def make_cache(s: CoreSettings, nodes: list[str] | None = None) -> ContextCache:
+    """The context cache; `nodes` are the cluster's startup nodes with Consul names expanded."""
     if s.redis_cluster_nodes:
         password = s.redis_password.get_secret_value() or None
+        tls = None
+        if s.redis_tls:
+            if not s.tls_enabled:
+                raise RuntimeError(
+                    "redis_tls is on but tls_ca, tls_cert and tls_key are not all set;"
+                    " set them (MORGAN_CORE_TLS_*) or turn redis_tls off"
+                )
+            tls = TlsFiles(ca=str(s.tls_ca), cert=str(s.tls_cert), key=str(s.tls_key))
         return ContextCache.cluster(
-            parse_nodes(s.redis_cluster_nodes), ttl_s=s.cache_ttl_seconds, password=password
-        )
+            parse_nodes(nodes or s.redis_cluster_nodes), ttl_s=s.cache_ttl_seconds,
+            password=password, tls=tls,
+        )  # fmt: skip
     if s.redis_url.get_secret_value():
         return ContextCache.standalone(s.redis_url.get_secret_value(), ttl_s=s.cache_ttl_seconds)
     log.warning("no redis_cluster_nodes or redis_url: the context cache is off")
@@ -51,6 +64,12 @@ async def start_core(app: FastAPI) -> None:
             "postgres_dsn is not set; export MORGAN_CORE_POSTGRES_DSN="
             "postgresql://user:password@host:5432/morgan"
         )
+    nodes = list(s.redis_cluster_nodes)
+    if consul_names.has_names(dsn) or any(consul_names.has_names(n) for n in nodes):
+        lookup = consul_names.catalog_instances(ConsulClientFactory.from_env())
+        dsn = await asyncio.to_thread(consul_names.expand, dsn, lookup)
+        nodes = await asyncio.to_thread(consul_names.expand_nodes, nodes, lookup)
+        log.info("consul names: postgres at %s, redis nodes %s", dsn.split("@")[-1], nodes)
     repo = ConversationRepository(
         dsn, min_size=s.postgres_pool_min, max_size=s.postgres_pool_max,
         max_attempts=s.postgres_max_attempts,
@@ -58,20 +77,23 @@ async def start_core(app: FastAPI) -> None:
     applied = await repo.start()
     if applied:
         log.info("postgres: applied migrations %s", applied)
-    cache = make_cache(s)
+    cache = make_cache(s, nodes)
     store = ConversationStore(repo, cache, context_turns=max(1, s.context_turns))
-    memory: MemoryStore | None = None
+    memory: SemanticMemory | None = None
     if s.memory_enabled:
         embedder = await asyncio.to_thread(
             SentenceEmbedder, s.memory_model_path, threads=s.memory_threads
         )
-        memory = MemoryStore.open(
-            embedder,
-            url=s.qdrant_url or None,
-            path=None if s.qdrant_url else s.qdrant_path,
-            api_key=s.qdrant_api_key.get_secret_value() or None,
-            collection=s.memory_collection,
-        )
+        if s.memory_store == "postgres":
+            memory = PgMemoryStore(dsn, embedder)
+        else:
+            memory = MemoryStore.open(
+                embedder,
+                url=s.qdrant_url or None,
+                path=None if s.qdrant_url else s.qdrant_path,
+                api_key=s.qdrant_api_key.get_secret_value() or None,
+                collection=s.memory_collection,
+            )
         await memory.start()
     try:
         await store.warm(s.cache_warm_count)

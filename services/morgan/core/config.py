@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -72,6 +73,10 @@ class CoreSettings(ServiceSettings):
         SecretStr(""), description="A standalone Redis (redis://...), used when no cluster nodes."
     )
     redis_password: SecretStr = restart_field(SecretStr(""), description="Redis Cluster password.")
+    redis_tls: bool = restart_field(
+        False,
+        description="Speak TLS to the Redis Cluster nodes, with tls_ca, tls_cert and tls_key.",
+    )
     cache_ttl_seconds: int = Field(3600, ge=1, description="TTL of a cached context.")
     cache_warm_count: int = restart_field(
         100, ge=0, description="Most recently active conversations loaded into Redis on start."
@@ -84,6 +89,11 @@ class CoreSettings(ServiceSettings):
     # -- conversation and memory
     context_turns: int = Field(10, ge=0, le=200, description="Recent turns given to the LLM.")
     memory_enabled: bool = restart_field(True, description="Store and search semantic memory.")
+    memory_store: Literal["qdrant", "postgres"] = restart_field(
+        "qdrant",
+        description="Where memories live: Qdrant (qdrant_url or qdrant_path), or a table in"
+        " the PostgreSQL of postgres_dsn (one store for every core, replicated with it).",
+    )
     memory_top_k: int = Field(3, ge=0, le=50, description="Memories given to the LLM.")
     memory_min_score: float = Field(0.3, ge=-1, le=1, description="Weakest memory used.")
     qdrant_url: str = restart_field("", description="Qdrant server; empty: embedded local mode.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import HTTPException, Request
 from starlette.requests import HTTPConnection
 
-from morgan.core.memory.store import MemoryStore
+from morgan.core.memory.store import SemanticMemory
 from morgan.core.orchestrator import Orchestrator
 
 
@@ -16,7 +16,7 @@ def get_orchestrator(conn: HTTPConnection) -> Orchestrator:
     return orch
 
 
-def get_memory(request: Request) -> MemoryStore:
+def get_memory(request: Request) -> SemanticMemory:
     memory = get_orchestrator(request).memory
     if memory is None:
         raise HTTPException(

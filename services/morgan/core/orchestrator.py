@@ -21,7 +21,7 @@ from typing import Any
 from morgan.core.config import CoreSettings
 from morgan.core.exceptions import NotFoundError, StorageUnavailableError, TurnError
 from morgan.core.limiter import InflightLimiter
-from morgan.core.memory.store import Memory, MemoryStore
+from morgan.core.memory.store import Memory, SemanticMemory
 from morgan.core.metrics import observe_turn
 from morgan.core.model_clients import ModelClients
 from morgan.core.sentences import SentenceSplitter
@@ -84,7 +84,7 @@ class Orchestrator:
         settings: CoreSettings | Callable[[], CoreSettings],
         models: ModelClients,
         store: ConversationStore,
-        memory: MemoryStore | None,
+        memory: SemanticMemory | None,
     ) -> None:
         self._settings = settings_source(settings)
         self.models = models

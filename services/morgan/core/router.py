@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from morgan.core.audio import inspect_audio
 from morgan.core.dependencies import get_memory, get_orchestrator
 from morgan.core.exceptions import NotFoundError, PayloadTooLargeError, StorageUnavailableError
-from morgan.core.memory.store import MemoryStore
+from morgan.core.memory.store import SemanticMemory
 from morgan.core.orchestrator import Orchestrator
 from morgan.core.schemas import (
     ConversationDetail,
@@ -163,7 +163,7 @@ async def reset_conversation(body: ResetRequest, orch: Orch) -> ResetResponse:
 
 @router.get("/memory/search", response_model=MemorySearchResponse, responses=_ERRORS)
 async def search_memory(
-    memory: Annotated[MemoryStore, Depends(get_memory)],
+    memory: Annotated[SemanticMemory, Depends(get_memory)],
     q: Annotated[str, Query(min_length=1, max_length=10_000)],
     user_id: Annotated[str, Query(min_length=1, max_length=128)],
     k: Annotated[int, Query(ge=1, le=50)] = 5,

@@ -34,6 +34,7 @@ class Endpoints:
             }
         )
 
+
 def endpoints(deployment: Deployment, env: dict[str, str]) -> Endpoints:
     """The deployment's Consul API and HTTPS gateway, with the stack's management token."""
     ep = deployment.endpoints

@@ -113,9 +113,12 @@ def ensure_tls(p: LabPaths, host: str, address: str, *, loopback: bool = False) 
     server, client = p.tls / host / "server", p.client_tls(host)
     shutil.rmtree(server, ignore_errors=True)  # the address may differ from the last lab
     for folder, subject, ext in (
-        (server, f"/CN={host}",
-         f"subjectAltName=DNS:{host},IP:{address}{',IP:127.0.0.1' if loopback else ''}"
-         "\nextendedKeyUsage=serverAuth"),
+        (
+            server,
+            f"/CN={host}",
+            f"subjectAltName=DNS:{host},IP:{address}{',IP:127.0.0.1' if loopback else ''}"
+            "\nextendedKeyUsage=serverAuth",
+        ),
         (client, "/CN=morgan-deploy", "extendedKeyUsage=clientAuth"),
     ):
         if (folder / "cert.pem").exists():
@@ -202,7 +205,10 @@ def daemon_info(p: LabPaths, host: LabHost) -> dict[str, str]:
 
 
 def up(
-    p: LabPaths, count: int, image: str, registry_image: str,
+    p: LabPaths,
+    count: int,
+    image: str,
+    registry_image: str,
     log: Callable[[str], None] = print,
 ) -> list[LabHost]:
     """Start the registry and h1…h`count` (replacing a previous lab), and wait until the

@@ -33,6 +33,8 @@ SUPPORT_UPSTREAM: dict[str, str] = {
     "prometheus": "prom/prometheus:v2.53.0",
 }
 LOCAL_SUPPORT_REPO = "morgan-local"
+# Supporting servers with no upstream image: always built here (from Debian's packages).
+LOCAL_ONLY_SUPPORT: dict[str, str] = {"patroni": "3.0.2"}
 
 
 class ImageBuildError(RuntimeError):
@@ -136,16 +138,18 @@ def support_specs(root: Path) -> list[ImageSpec]:
         "postgres": ((root / "images/postgres/postgres-entrypoint.sh", "postgres-entrypoint.sh"),),
         "redis": ((root / "images/redis/redis-entrypoint.sh", "redis-entrypoint.sh"),),
         "prometheus": (),
+        "patroni": (),
     }
+    tags = {s: ref.rsplit(":", 1)[1] for s, ref in SUPPORT_UPSTREAM.items()} | LOCAL_ONLY_SUPPORT
     return [
         ImageSpec(
             name=f"{LOCAL_SUPPORT_REPO}/{server}",
             dockerfile=root / f"images/{server}/Dockerfile",
             files=files[server],
             build_args={"BASE_IMAGE": base_image()},
-            extra_tags=(SUPPORT_UPSTREAM[server].rsplit(":", 1)[1],),
+            extra_tags=(tags[server],),
         )
-        for server in SUPPORT_UPSTREAM
+        for server in tags
     ]
 
 

@@ -49,6 +49,6 @@ class IncrementalDecoder:
                     break
                 common += 1
             self.emitted = text[:common]
-        delta = text[len(self.emitted):]
+        delta = text[len(self.emitted) :]
         self.emitted = text
         return delta

@@ -33,7 +33,8 @@ async def chat_completions(
     if body.stream:
         events = await service.open_stream(body)
         return StreamingResponse(
-            events, media_type="text/event-stream",
+            events,
+            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     return await service.complete(body)

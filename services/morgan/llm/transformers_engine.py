@@ -85,8 +85,9 @@ class TransformersEngine:
                 pass
 
         class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor,
-                         **kwargs: Any) -> torch.Tensor:
+            def __call__(
+                self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
+            ) -> torch.Tensor:
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
 
         model = self._model
@@ -99,7 +100,8 @@ class TransformersEngine:
             "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
             "attention_mask": torch.ones_like(inputs),
             "pad_token_id": self._tokenizer.pad_token_id
-            if self._tokenizer.pad_token_id is not None else (self._eos_ids or [0])[0],
+            if self._tokenizer.pad_token_id is not None
+            else (self._eos_ids or [0])[0],
         }
         if self._eos_ids:
             kwargs["eos_token_id"] = self._eos_ids

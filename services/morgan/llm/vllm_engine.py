@@ -40,7 +40,7 @@ class VLLMOutputMapper:
     def chunk(self, request_output: Any) -> GenerationChunk:
         completion = request_output.outputs[0]
         full = completion.text
-        delta = full[len(self.text):] if full.startswith(self.text) else full
+        delta = full[len(self.text) :] if full.startswith(self.text) else full
         self.text = full
         finish = completion.finish_reason
         if finish == "abort":
@@ -125,7 +125,8 @@ class VLLMEngine:
         finished = False
         try:
             async for output in self._engine.generate(
-                vllm_prompt(prompt_ids), SamplingParams(**sampling_params_kwargs(params)),
+                vllm_prompt(prompt_ids),
+                SamplingParams(**sampling_params_kwargs(params)),
                 request_id,
             ):
                 chunk = mapper.chunk(output)

@@ -105,6 +105,7 @@ def list_models(root: Path, kind: ModelKind) -> list[str]:
     if not base.is_dir():
         return []
     return sorted(
-        p.name for p in base.iterdir()
+        p.name
+        for p in base.iterdir()
         if p.is_dir() and not p.name.startswith(".") and not LAYOUTS[kind].problems(p)
     )

@@ -68,7 +68,7 @@ def fetch_converter(lock_file: Path, cache: Path) -> Path:
             or m.name == prefix + "convert_hf_to_gguf.py"
         ]  # fmt: skip
         for member in members:
-            member.name = member.name[len(prefix):]
+            member.name = member.name[len(prefix) :]
         tar.extractall(staging, members=members, filter="data")
     staging.rename(root)
     return root

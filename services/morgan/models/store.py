@@ -37,17 +37,37 @@ class CatalogEntry:
 # The GGUF ones (llama.cpp, the CPU and Apple-silicon engine) are Q4_K_M quantisations.
 CATALOG: dict[str, CatalogEntry] = {
     "qwen2.5-0.5b-instruct-q4": CatalogEntry(
-        "llm", "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "GGUF Q4_K_M, llama.cpp",
-        "qwen2.5-0.5b-instruct-q4_k_m.gguf", download_mb=490, ram_mb=1000),
+        "llm",
+        "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+        "GGUF Q4_K_M, llama.cpp",
+        "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+        download_mb=490,
+        ram_mb=1000,
+    ),
     "qwen2.5-1.5b-instruct-q4": CatalogEntry(
-        "llm", "Qwen/Qwen2.5-1.5B-Instruct-GGUF", "GGUF Q4_K_M, llama.cpp",
-        "qwen2.5-1.5b-instruct-q4_k_m.gguf", download_mb=1120, ram_mb=2000),
+        "llm",
+        "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
+        "GGUF Q4_K_M, llama.cpp",
+        "qwen2.5-1.5b-instruct-q4_k_m.gguf",
+        download_mb=1120,
+        ram_mb=2000,
+    ),
     "qwen2.5-3b-instruct-q4": CatalogEntry(
-        "llm", "Qwen/Qwen2.5-3B-Instruct-GGUF", "GGUF Q4_K_M, llama.cpp",
-        "qwen2.5-3b-instruct-q4_k_m.gguf", download_mb=2100, ram_mb=3300),
+        "llm",
+        "Qwen/Qwen2.5-3B-Instruct-GGUF",
+        "GGUF Q4_K_M, llama.cpp",
+        "qwen2.5-3b-instruct-q4_k_m.gguf",
+        download_mb=2100,
+        ram_mb=3300,
+    ),
     "qwen2.5-7b-instruct-q4": CatalogEntry(
-        "llm", "bartowski/Qwen2.5-7B-Instruct-GGUF", "GGUF Q4_K_M, llama.cpp",
-        "Qwen2.5-7B-Instruct-Q4_K_M.gguf", download_mb=4680, ram_mb=6200),
+        "llm",
+        "bartowski/Qwen2.5-7B-Instruct-GGUF",
+        "GGUF Q4_K_M, llama.cpp",
+        "Qwen2.5-7B-Instruct-Q4_K_M.gguf",
+        download_mb=4680,
+        ram_mb=6200,
+    ),
     "whisper-tiny": CatalogEntry("stt", "Systran/faster-whisper-tiny", "39 M, multilingual"),
     "whisper-base": CatalogEntry("stt", "Systran/faster-whisper-base", "74 M, multilingual"),
     "whisper-small": CatalogEntry("stt", "Systran/faster-whisper-small", "244 M, multilingual"),
@@ -80,12 +100,14 @@ def _install(staged: Path, root: Path, kind: ModelKind, name: str, force: bool) 
     if problems:
         raise ModelDirectoryError(
             f"not a complete {kind} model: {'; '.join(problems)} (expected "
-            f"{LAYOUTS[kind].description})")
+            f"{LAYOUTS[kind].description})"
+        )
     dest = root / kind / name
     if dest.exists():
         if not force:
-            raise ModelStoreError(f"{dest} already exists; pass --force to replace it or "
-                                  "choose another --name")
+            raise ModelStoreError(
+                f"{dest} already exists; pass --force to replace it or choose another --name"
+            )
         old = dest.with_name(f".{name}.old")
         shutil.rmtree(old, ignore_errors=True)
         dest.rename(old)
@@ -98,13 +120,20 @@ def _install(staged: Path, root: Path, kind: ModelKind, name: str, force: bool) 
 
 def _check_name(name: str) -> str:
     if not name or name.startswith(".") or "/" in name or os.sep in name:
-        raise ModelStoreError(f"model name {name!r} must be a plain folder name (no '/' or "
-                              "leading '.')")
+        raise ModelStoreError(
+            f"model name {name!r} must be a plain folder name (no '/' or leading '.')"
+        )
     return name
 
 
-def import_model(source: Path, root: Path, *, kind: str | None = None, name: str | None = None,
-                 force: bool = False) -> Path:
+def import_model(
+    source: Path,
+    root: Path,
+    *,
+    kind: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+) -> Path:
     """Copy the model folder ``source`` into ``root/<kind>/<name>`` after validating it."""
     source = source.expanduser().resolve()
     if source.is_file() and source.suffix == ".gguf":
@@ -112,21 +141,28 @@ def import_model(source: Path, root: Path, *, kind: str | None = None, name: str
             raise ModelStoreError(f"{source.name} is a GGUF LLM, not a {kind} model")
         return _import_gguf(source, root, name or source.stem.lower(), force)
     if not source.is_dir():
-        raise ModelStoreError(f"{source} is not a folder or a .gguf file; pass the folder that "
-                              "holds the model files, or the .gguf file")
+        raise ModelStoreError(
+            f"{source} is not a folder or a .gguf file; pass the folder that "
+            "holds the model files, or the .gguf file"
+        )
     model_kind = check_kind(kind) if kind else detect_kind(source)
     problems = LAYOUTS[model_kind].problems(source)
     if problems:
         raise ModelDirectoryError(
             f"{source} is not a complete {model_kind} model: {'; '.join(problems)} (expected "
-            f"{LAYOUTS[model_kind].description})")
+            f"{LAYOUTS[model_kind].description})"
+        )
     model_name = _check_name(name or source.name)
     base = root / model_kind
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_name}.import-", dir=base))
     try:
-        shutil.copytree(source, staging, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(".git", ".cache", ".complete"))
+        shutil.copytree(
+            source,
+            staging,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(".git", ".cache", ".complete"),
+        )
         return _install(staging, root, model_kind, model_name, force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -138,8 +174,9 @@ def _import_gguf(source: Path, root: Path, name: str, force: bool) -> Path:
     """A GGUF file becomes `root/llm/<name>/<file>` (llama.cpp reads the one .gguf there)."""
     with source.open("rb") as handle:
         if handle.read(4) != b"GGUF":
-            raise ModelStoreError(f"{source} does not start with the GGUF magic; is it a "
-                                  "complete download?")
+            raise ModelStoreError(
+                f"{source} does not start with the GGUF magic; is it a complete download?"
+            )
     model_name = _check_name(name)
     base = root / "llm"
     base.mkdir(parents=True, exist_ok=True)
@@ -176,16 +213,25 @@ def resolve_fetch_name(
         return entry.kind, entry.repo_id, name, (entry.file,) if entry.file else None
     if "/" not in name:
         known = ", ".join(sorted(CATALOG))
-        raise ModelStoreError(f"unknown model {name!r}: use one of {known}, or a Hugging Face "
-                              "repo id (owner/name) with --kind")
+        raise ModelStoreError(
+            f"unknown model {name!r}: use one of {known}, or a Hugging Face "
+            "repo id (owner/name) with --kind"
+        )
     if not kind:
         raise ModelStoreError(f"{name} is not in the catalog: pass --kind llm|stt|tts")
     return check_kind(kind), name, name.rsplit("/", 1)[-1].lower(), None
 
 
-def fetch_model(name: str, root: Path, *, kind: str | None = None, folder: str | None = None,
-                revision: str | None = None, force: bool = False,
-                download: Downloader = hub_download) -> Path:
+def fetch_model(
+    name: str,
+    root: Path,
+    *,
+    kind: str | None = None,
+    folder: str | None = None,
+    revision: str | None = None,
+    force: bool = False,
+    download: Downloader = hub_download,
+) -> Path:
     """Download ``name`` into ``root/<kind>/<folder>``; refuses clearly when offline."""
     model_kind, repo_id, default_folder, files = resolve_fetch_name(name, kind)
     model_name = _check_name(folder or default_folder)
@@ -193,7 +239,8 @@ def fetch_model(name: str, root: Path, *, kind: str | None = None, folder: str |
         raise ModelStoreError(
             "downloads are switched off (HF_HUB_OFFLINE is set): on an air-gapped host copy "
             f"the model folder over and run `morgan models import DIR --kind {model_kind}`; "
-            "to download, unset HF_HUB_OFFLINE")
+            "to download, unset HF_HUB_OFFLINE"
+        )
     base = root / model_kind
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_name}.fetch-", dir=base))
@@ -204,7 +251,8 @@ def fetch_model(name: str, root: Path, *, kind: str | None = None, folder: str |
             raise ModelStoreError(
                 f"could not download {repo_id} ({type(exc).__name__}: {exc}); check the "
                 "network and the repo id, or copy the model over and use `morgan models "
-                "import`") from exc
+                "import`"
+            ) from exc
         shutil.rmtree(staging / ".cache", ignore_errors=True)
         return _install(staging, root, model_kind, model_name, force)
     except BaseException:

@@ -64,23 +64,33 @@ class ApiKeyRecord(BaseModel):
         return self.model_dump(mode="json", exclude={"salt", "hash", "n", "r", "p", "algorithm"})
 
 
-def hash_secret(secret: str, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R,
-                p: int = SCRYPT_P) -> bytes:
-    return hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=SCRYPT_DKLEN,
-                          maxmem=256 * 1024 * 1024)
+def hash_secret(
+    secret: str, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
+) -> bytes:
+    return hashlib.scrypt(
+        secret.encode(), salt=salt, n=n, r=r, p=p, dklen=SCRYPT_DKLEN, maxmem=256 * 1024 * 1024
+    )
 
 
 def compose_key(key_id: str, secret: str) -> str:
     """The key as clients send it; `parse_key` takes it apart again."""
     key = f"mk_{key_id}_{secret}"
     if not KEY_PATTERN.match(key):
-        raise ValueError("an API key needs a 12-hex-digit id and a secret of at least 20 "
-                         "characters from A-Z a-z 0-9 _ -")
+        raise ValueError(
+            "an API key needs a 12-hex-digit id and a secret of at least 20 "
+            "characters from A-Z a-z 0-9 _ -"
+        )
     return key
 
 
-def make_record(key_id: str, secret: str, owner: str, created: datetime,
-                expires: datetime | None = None, salt: bytes | None = None) -> ApiKeyRecord:
+def make_record(
+    key_id: str,
+    secret: str,
+    owner: str,
+    created: datetime,
+    expires: datetime | None = None,
+    salt: bytes | None = None,
+) -> ApiKeyRecord:
     """The KV record of a key: its salted hash, never the secret (a fresh salt unless given)."""
     salt = secrets.token_bytes(16) if salt is None else salt
     return ApiKeyRecord(
@@ -103,8 +113,10 @@ def secret_matches(record: ApiKeyRecord, secret: str) -> bool:
 def parse_key(key: str) -> tuple[str, str]:
     m = KEY_PATTERN.match(key.strip())
     if not m:
-        raise AuthError("malformed", "malformed API key: expected mk_<id>_<secret> as issued "
-                        "by `morgan keys create`")
+        raise AuthError(
+            "malformed",
+            "malformed API key: expected mk_<id>_<secret> as issued by `morgan keys create`",
+        )
     return m.group(1), m.group(2)
 
 
@@ -163,8 +175,11 @@ class ApiKeyStore:
 
     def list(self) -> list[ApiKeyRecord]:
         _, entries = self._client.kv.get(KEYS_PREFIX, recurse=True)
-        out = [ApiKeyRecord.model_validate(json.loads(e["Value"]))
-               for e in entries or [] if e.get("Value")]
+        out = [
+            ApiKeyRecord.model_validate(json.loads(e["Value"]))
+            for e in entries or []
+            if e.get("Value")
+        ]
         return sorted(out, key=lambda r: r.created)
 
     def revoke(self, key_id: str) -> ApiKeyRecord:
@@ -202,9 +217,12 @@ class ApiKeyStore:
         if record.revoked:
             raise AuthError("revoked", f"API key {record.key_id} was revoked; ask for a new one")
         if record.expired(self.now()):
-            raise AuthError("expired", f"API key {record.key_id} expired at "
-                            f"{record.expires.isoformat() if record.expires else '?'}; "
-                            "ask for a new one")
+            raise AuthError(
+                "expired",
+                f"API key {record.key_id} expired at "
+                f"{record.expires.isoformat() if record.expires else '?'}; "
+                "ask for a new one",
+            )
         return record
 
     async def averify(self, key: str) -> ApiKeyRecord:
@@ -240,13 +258,15 @@ async def require_api_key(request: Request) -> ApiKeyRecord:
     key = key_from_headers(request.headers)
     if not key:
         raise HTTPException(
-            401, detail="missing API key: send X-API-Key or Authorization: Bearer <key>",
+            401,
+            detail="missing API key: send X-API-Key or Authorization: Bearer <key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
     try:
         record = await store.averify(key)
     except AuthError as exc:
-        raise HTTPException(401, detail=exc.message,
-                            headers={"WWW-Authenticate": "Bearer"}) from exc
+        raise HTTPException(
+            401, detail=exc.message, headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
     request.state.api_key = record
     return record

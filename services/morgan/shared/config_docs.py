@@ -109,7 +109,7 @@ def render_markdown(classes: dict[str, type[BaseModel]]) -> str:
         "4. **Defaults** below.",
         "",
         "A running service follows KV: a change to a setting is used from its next request",
-        "on, except for the settings marked \"Read at start-up\" below, which take effect when",
+        'on, except for the settings marked "Read at start-up" below, which take effect when',
         "the service restarts (`morgan config set` says which). An invalid value is rejected:",
         "the previous configuration stays, the error is logged and",
         "`morgan_config_rejected_total` counts it.",
@@ -137,8 +137,8 @@ def render_markdown(classes: dict[str, type[BaseModel]]) -> str:
         "to present a certificate from the same CA (`enable_agent_tls_for_checks`).",
         "",
     ]
-    shared_fields = set(schema_for(classes["shared"])["properties"]) if "shared" in classes else (
-        set()
+    shared_fields = (
+        set(schema_for(classes["shared"])["properties"]) if "shared" in classes else (set())
     )
     for service, cls in classes.items():
         schema = schema_for(cls)
@@ -150,12 +150,16 @@ def render_markdown(classes: dict[str, type[BaseModel]]) -> str:
         if doc:
             lines += [doc[0], ""]
         if service != "shared" and shared_fields:
-            lines += ["Also has every shared field; only its own fields and changed defaults "
-                      "are listed.", ""]
+            lines += [
+                "Also has every shared field; only its own fields and changed defaults are listed.",
+                "",
+            ]
         scope = "global" if service == "shared" else service
         env = "MORGAN_<SERVICE>_" if service == "shared" else env_prefix(service)
-        lines += ["| field | type | default | env | Consul KV key | description |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "| field | type | default | env | Consul KV key | description |",
+            "|---|---|---|---|---|---|",
+        ]
         base_props = schema_for(classes["shared"])["properties"] if "shared" in classes else {}
         for name, prop in props.items():
             if service != "shared" and name in base_props and base_props[name] == prop:
@@ -169,8 +173,10 @@ def render_markdown(classes: dict[str, type[BaseModel]]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def expected_files(docs_dir: Path, classes: dict[str, type[BaseModel]] | None = None,
-                   ) -> dict[Path, str]:
+def expected_files(
+    docs_dir: Path,
+    classes: dict[str, type[BaseModel]] | None = None,
+) -> dict[Path, str]:
     classes = classes if classes is not None else load_known_settings()
     files = {docs_dir / "configuration.md": render_markdown(classes)}
     for service, cls in classes.items():
@@ -198,8 +204,10 @@ def write_files(docs_dir: Path = DEFAULT_DOCS_DIR) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m morgan.shared.config_docs",
-                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m morgan.shared.config_docs",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
     parser.add_argument("--docs-dir", type=Path, default=DEFAULT_DOCS_DIR)
     parser.add_argument("--check", action="store_true", help="exit 1 if files are stale")
     args = parser.parse_args(argv)
@@ -208,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         for p in stale:
             print(f"stale: {p}", file=sys.stderr)
         if stale:
-            print("run `python -m morgan.shared.config_docs` and commit the result",
-                  file=sys.stderr)
+            print(
+                "run `python -m morgan.shared.config_docs` and commit the result", file=sys.stderr
+            )
         return 1 if stale else 0
     for p in write_files(args.docs_dir):
         print(f"wrote {p}")

@@ -43,8 +43,10 @@ class MigrationPlan:
 def read_yaml_dir(directory: Path) -> dict[str, dict[str, Any]]:
     """scope -> mapping, from DIR/*.yaml (and *.yml)."""
     if not directory.is_dir():
-        raise ConfigError(f"{directory} is not a directory; pass the folder holding "
-                          "global.yaml and <service>.yaml")
+        raise ConfigError(
+            f"{directory} is not a directory; pass the folder holding "
+            "global.yaml and <service>.yaml"
+        )
     out: dict[str, dict[str, Any]] = {}
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     if not files:

@@ -183,7 +183,9 @@ class ConsulServiceDiscovery:
             if age <= self.stale_max_seconds:
                 log.warning(
                     "Consul unreachable; serving last known instances of %s (%s)",
-                    name, _ago(age), extra={"consul_error": str(exc)},
+                    name,
+                    _ago(age),
+                    extra={"consul_error": str(exc)},
                 )
                 return list(cached.endpoints)
             raise NoHealthyInstanceError(
@@ -289,8 +291,6 @@ class ConsulServiceDiscovery:
             self._rr[name] = n + 1
         return pool[n % len(pool)]
 
-    async def pick(
-        self, name: str, exclude: frozenset[str] = frozenset()
-    ) -> ServiceEndpoint:
+    async def pick(self, name: str, exclude: frozenset[str] = frozenset()) -> ServiceEndpoint:
         """One healthy instance of `name` (see `select`)."""
         return self.select(name, await self.discover(name), exclude)

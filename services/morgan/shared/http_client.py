@@ -31,8 +31,11 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 # Errors raised before a single byte of the request left this process.
-NOT_SENT_ERRORS: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
-                                                httpx.PoolTimeout)
+NOT_SENT_ERRORS: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
 
 
 class UpstreamError(RuntimeError):
@@ -126,7 +129,10 @@ class MorganHTTPClient:
         return start, start + self.deadline
 
     async def _attempts(
-        self, service: str, method: str, headers: Mapping[str, str],
+        self,
+        service: str,
+        method: str,
+        headers: Mapping[str, str],
     ) -> AsyncIterator[tuple[int, ServiceEndpoint, float]]:
         """Yields (attempt, endpoint, per-attempt timeout) until the caller stops or limits hit."""
         _, end = self._schedule()
@@ -177,8 +183,15 @@ class MorganHTTPClient:
             started = self.clock()
             try:
                 resp = await self._client.request(
-                    method, ep.url + path, json=json, content=content, files=files, data=data,
-                    params=params, headers=hdrs, timeout=t,
+                    method,
+                    ep.url + path,
+                    json=json,
+                    content=content,
+                    files=files,
+                    data=data,
+                    params=params,
+                    headers=hdrs,
+                    timeout=t,
                 )
             except NOT_SENT_ERRORS as exc:
                 self.discovery.record_failure(ep)
@@ -190,10 +203,12 @@ class MorganHTTPClient:
                 if not resend_ok:
                     raise UpstreamError(
                         service_name,
-                        self._msg(f"{method} {path} to {service_name} at {ep.url} failed after "
-                                  f"it was sent ({type(exc).__name__}: {exc}); not retried "
-                                  "because it is not idempotent (send an Idempotency-Key to "
-                                  "allow retries)"),
+                        self._msg(
+                            f"{method} {path} to {service_name} at {ep.url} failed after "
+                            f"it was sent ({type(exc).__name__}: {exc}); not retried "
+                            "because it is not idempotent (send an Idempotency-Key to "
+                            "allow retries)"
+                        ),
                     ) from exc
                 last_exc, last_resp = exc, None
                 UPSTREAM_RETRIES_TOTAL.labels(service_name, "transport").inc()
@@ -211,9 +226,11 @@ class MorganHTTPClient:
             return last_resp
         raise UpstreamError(
             service_name,
-            self._msg(f"could not reach any instance of {service_name} ({last_exc}); is the "
-                      f"{service_name.removeprefix('morgan-')} service running and healthy in "
-                      "Consul?"),
+            self._msg(
+                f"could not reach any instance of {service_name} ({last_exc}); is the "
+                f"{service_name.removeprefix('morgan-')} service running and healthy in "
+                "Consul?"
+            ),
         ) from last_exc
 
     def _msg(self, text: str) -> str:
@@ -241,7 +258,12 @@ class MorganHTTPClient:
         async for _attempt, ep, attempt_timeout in self._attempts(service_name, method, hdrs):
             t = min(timeout, attempt_timeout) if timeout else attempt_timeout
             req = self._client.build_request(
-                method, ep.url + path, json=json, content=content, params=params, headers=hdrs,
+                method,
+                ep.url + path,
+                json=json,
+                content=content,
+                params=params,
+                headers=hdrs,
                 timeout=t,
             )
             started = self.clock()
@@ -254,9 +276,12 @@ class MorganHTTPClient:
             except httpx.TransportError as exc:
                 self.discovery.record_failure(ep)
                 if not resend_ok:
-                    raise UpstreamError(service_name, self._msg(
-                        f"{method} {path} to {service_name} failed after it was sent: {exc}"
-                    )) from exc
+                    raise UpstreamError(
+                        service_name,
+                        self._msg(
+                            f"{method} {path} to {service_name} failed after it was sent: {exc}"
+                        ),
+                    ) from exc
                 last_exc = exc
                 continue
             if resp.status_code in RETRY_STATUSES and resend_ok:
@@ -274,6 +299,8 @@ class MorganHTTPClient:
             return
         raise UpstreamError(
             service_name,
-            self._msg(f"could not open a stream to any instance of {service_name} "
-                      f"({last_exc}); is the service running and healthy in Consul?"),
+            self._msg(
+                f"could not open a stream to any instance of {service_name} "
+                f"({last_exc}); is the service running and healthy in Consul?"
+            ),
         ) from last_exc

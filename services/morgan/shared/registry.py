@@ -82,8 +82,12 @@ class ConsulRegistry:
 
     @classmethod
     def from_settings(
-        cls, settings: ServiceSettings, consul: ConsulClientFactory | None = None,
-        *, extra_meta: Mapping[str, str] | None = None, **kwargs: Any,
+        cls,
+        settings: ServiceSettings,
+        consul: ConsulClientFactory | None = None,
+        *,
+        extra_meta: Mapping[str, str] | None = None,
+        **kwargs: Any,
     ) -> ConsulRegistry:
         meta = default_meta(settings.version, settings.engine, settings.device, settings.vram_mb)
         meta.update(extra_meta or {})
@@ -95,8 +99,11 @@ class ConsulRegistry:
             tags=["morgan", *settings.tags],
             meta=meta,
             scheme=settings.scheme,
-            **{"check_interval": settings.consul_check_interval,
-               "anti_entropy_seconds": settings.consul_anti_entropy_seconds, **kwargs},
+            **{
+                "check_interval": settings.consul_check_interval,
+                "anti_entropy_seconds": settings.consul_anti_entropy_seconds,
+                **kwargs,
+            },
         )
 
     @property
@@ -156,7 +163,10 @@ class ConsulRegistry:
         except Exception as exc:
             log.warning(
                 "could not register %s in Consul at %s (%s); will retry every %.0f s",
-                self.service_id, self.consul.addr, exc, self.anti_entropy_seconds,
+                self.service_id,
+                self.consul.addr,
+                exc,
+                self.anti_entropy_seconds,
             )
         self._task = asyncio.create_task(self._anti_entropy(), name="consul-anti-entropy")
 
@@ -166,8 +176,9 @@ class ConsulRegistry:
             try:
                 present = await asyncio.to_thread(self.is_registered_sync)
                 if not present:
-                    log.warning("%s missing from the Consul agent; registering again",
-                                self.service_id)
+                    log.warning(
+                        "%s missing from the Consul agent; registering again", self.service_id
+                    )
                     await self.register()
             except asyncio.CancelledError:
                 raise

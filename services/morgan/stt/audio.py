@@ -38,8 +38,12 @@ def sniff_format(data: bytes) -> str | None:
 
 def _too_long(duration: float, max_seconds: float) -> ModelRequestError:
     return ModelRequestError(
-        413, f"audio is {duration:.1f} s long, over the limit of {max_seconds:g} s; "
-        "send a shorter clip or split it", code="audio_too_long", param="file")
+        413,
+        f"audio is {duration:.1f} s long, over the limit of {max_seconds:g} s; "
+        "send a shorter clip or split it",
+        code="audio_too_long",
+        param="file",
+    )
 
 
 def _to_target_rate(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -55,14 +59,22 @@ def decode_audio(data: bytes, *, max_seconds: float) -> DecodedAudio:
     import soundfile as sf
 
     if not data:
-        raise ModelRequestError(400, "audio is empty: send a WAV, FLAC, Ogg or MP3 file",
-                                code="audio_empty", param="file")
+        raise ModelRequestError(
+            400,
+            "audio is empty: send a WAV, FLAC, Ogg or MP3 file",
+            code="audio_empty",
+            param="file",
+        )
     fmt = sniff_format(data)
     if fmt is None:
         raise ModelRequestError(
-            415, "unsupported audio format: send one of "
+            415,
+            "unsupported audio format: send one of "
             f"{', '.join(SUPPORTED_FORMATS)} (or raw 16-bit PCM with format=pcm and "
-            "sample_rate)", code="unsupported_audio_format", param="file")
+            "sample_rate)",
+            code="unsupported_audio_format",
+            param="file",
+        )
     try:
         info = sf.info(io.BytesIO(data))
         if info.duration > max_seconds:
@@ -72,14 +84,25 @@ def decode_audio(data: bytes, *, max_seconds: float) -> DecodedAudio:
         raise
     except Exception as exc:
         raise ModelRequestError(
-            400, f"corrupted {fmt} audio: it cannot be decoded ({exc}); re-encode the file",
-            code="audio_corrupted", param="file") from exc
+            400,
+            f"corrupted {fmt} audio: it cannot be decoded ({exc}); re-encode the file",
+            code="audio_corrupted",
+            param="file",
+        ) from exc
     if samples.shape[0] == 0:
-        raise ModelRequestError(400, f"{fmt} audio holds no samples: send a clip with sound",
-                                code="audio_empty", param="file")
+        raise ModelRequestError(
+            400,
+            f"{fmt} audio holds no samples: send a clip with sound",
+            code="audio_empty",
+            param="file",
+        )
     if not np.isfinite(samples).all():
-        raise ModelRequestError(400, f"corrupted {fmt} audio: samples are not finite numbers",
-                                code="audio_corrupted", param="file")
+        raise ModelRequestError(
+            400,
+            f"corrupted {fmt} audio: samples are not finite numbers",
+            code="audio_corrupted",
+            param="file",
+        )
     mono = samples.mean(axis=1)
     duration = mono.shape[0] / rate
     if duration > max_seconds:
@@ -90,14 +113,20 @@ def decode_audio(data: bytes, *, max_seconds: float) -> DecodedAudio:
 def check_pcm_rate(sample_rate: int | None) -> int:
     if sample_rate is None:
         raise ModelRequestError(
-            400, "sample_rate is required for pcm audio: one of "
-            f"{', '.join(map(str, PCM_SAMPLE_RATES))}", code="sample_rate_missing",
-            param="sample_rate")
+            400,
+            "sample_rate is required for pcm audio: one of "
+            f"{', '.join(map(str, PCM_SAMPLE_RATES))}",
+            code="sample_rate_missing",
+            param="sample_rate",
+        )
     if sample_rate not in PCM_SAMPLE_RATES:
         raise ModelRequestError(
-            400, f"wrong sample rate {sample_rate} Hz for pcm audio: use one of "
+            400,
+            f"wrong sample rate {sample_rate} Hz for pcm audio: use one of "
             f"{', '.join(map(str, PCM_SAMPLE_RATES))} (16000 is best)",
-            code="unsupported_sample_rate", param="sample_rate")
+            code="unsupported_sample_rate",
+            param="sample_rate",
+        )
     return sample_rate
 
 
@@ -105,12 +134,16 @@ def decode_pcm(data: bytes, *, sample_rate: int | None, max_seconds: float) -> D
     """Raw signed 16-bit little-endian mono PCM at ``sample_rate``."""
     rate = check_pcm_rate(sample_rate)
     if not data:
-        raise ModelRequestError(400, "audio is empty: send 16-bit PCM samples",
-                                code="audio_empty", param="audio")
+        raise ModelRequestError(
+            400, "audio is empty: send 16-bit PCM samples", code="audio_empty", param="audio"
+        )
     if len(data) % 2:
         raise ModelRequestError(
-            400, f"corrupted pcm audio: {len(data)} bytes is not a whole number of 16-bit "
-            "samples", code="audio_corrupted", param="audio")
+            400,
+            f"corrupted pcm audio: {len(data)} bytes is not a whole number of 16-bit samples",
+            code="audio_corrupted",
+            param="audio",
+        )
     duration = len(data) / 2 / rate
     if duration > max_seconds:
         raise _too_long(duration, max_seconds)

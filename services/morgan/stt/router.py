@@ -36,8 +36,11 @@ async def _read_upload(file: UploadFile, limit: int) -> bytes:
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise ModelRequestError(
-            413, f"upload is over the limit of {limit} bytes; send a shorter or compressed "
-            "clip", code="upload_too_large", param="file")
+            413,
+            f"upload is over the limit of {limit} bytes; send a shorter or compressed clip",
+            code="upload_too_large",
+            param="file",
+        )
     return data
 
 
@@ -60,8 +63,9 @@ async def transcriptions(
     data = await _read_upload(file, service.settings.max_upload_bytes)
     audio = decode_audio(data, max_seconds=service.settings.max_audio_seconds)
     started = time.perf_counter()
-    result = await service.transcribe(audio, language=code, vad_filter=vad_filter,
-                                      prompt=prompt, temperature=temperature)
+    result = await service.transcribe(
+        audio, language=code, vad_filter=vad_filter, prompt=prompt, temperature=temperature
+    )
     if fmt == "text":
         return PlainTextResponse(result.text + "\n")
     return transcription_body(result, fmt, time.perf_counter() - started)
@@ -72,23 +76,31 @@ async def transcribe_json(body: TranscribeRequest, request: Request) -> dict[str
     service = _service(request.app.state)
     settings = service.settings
     if len(body.audio) > settings.max_upload_bytes * 4 // 3 + 4:
-        raise ModelRequestError(413, f"audio is over the limit of {settings.max_upload_bytes} "
-                                "bytes; send a shorter clip", code="upload_too_large",
-                                param="audio")
+        raise ModelRequestError(
+            413,
+            f"audio is over the limit of {settings.max_upload_bytes} bytes; send a shorter clip",
+            code="upload_too_large",
+            param="audio",
+        )
     try:
         data = base64.b64decode(body.audio, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ModelRequestError(400, f"audio is not valid base64 ({exc}); encode the file "
-                                "bytes with standard base64", param="audio") from exc
+        raise ModelRequestError(
+            400,
+            f"audio is not valid base64 ({exc}); encode the file bytes with standard base64",
+            param="audio",
+        ) from exc
     code = check_language(body.language)
     if body.format == "pcm":
-        audio = decode_pcm(data, sample_rate=body.sample_rate,
-                           max_seconds=settings.max_audio_seconds)
+        audio = decode_pcm(
+            data, sample_rate=body.sample_rate, max_seconds=settings.max_audio_seconds
+        )
     else:
         audio = decode_audio(data, max_seconds=settings.max_audio_seconds)
     started = time.perf_counter()
-    result = await service.transcribe(audio, language=code, vad_filter=body.vad_filter,
-                                      prompt=body.prompt)
+    result = await service.transcribe(
+        audio, language=code, vad_filter=body.vad_filter, prompt=body.prompt
+    )
     return transcription_body(result, "verbose_json", time.perf_counter() - started)
 
 

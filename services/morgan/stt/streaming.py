@@ -47,8 +47,10 @@ class StreamingSession:
         try:
             message = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ModelRequestError(400, f"message is not JSON ({exc.msg}); send "
-                                    '{"type": "start"|"audio"|"stop"|"ping"}') from exc
+            raise ModelRequestError(
+                400,
+                f'message is not JSON ({exc.msg}); send {{"type": "start"|"audio"|"stop"|"ping"}}',
+            ) from exc
         if not isinstance(message, dict):
             raise ModelRequestError(400, "message must be a JSON object with a type")
         kind = message.get("type")
@@ -58,8 +60,7 @@ class StreamingSession:
             self.language = check_language(message.get("language"))
             vad = message.get("vad_filter")
             self.vad_filter = vad if isinstance(vad, bool) else None
-            return [{"type": "started", "sample_rate": self.sample_rate,
-                     "language": self.language}]
+            return [{"type": "started", "sample_rate": self.sample_rate, "language": self.language}]
         if kind == "audio":
             data = message.get("data")
             if not isinstance(data, str):
@@ -73,14 +74,18 @@ class StreamingSession:
             return [await self.final()]
         if kind == "ping":
             return [{"type": "pong"}]
-        raise ModelRequestError(400, f"unknown message type {kind!r}: use start, audio, stop "
-                                "or ping")
+        raise ModelRequestError(
+            400, f"unknown message type {kind!r}: use start, audio, stop or ping"
+        )
 
     async def audio(self, data: bytes) -> list[dict[str, Any]]:
         if len(self.buffer) + len(data) > self.max_bytes:
             raise ModelRequestError(
-                413, f"stream is over the limit of {self.service.settings.max_audio_seconds:g} "
-                "s of audio; send stop and start a new utterance", code="audio_too_long")
+                413,
+                f"stream is over the limit of {self.service.settings.max_audio_seconds:g} "
+                "s of audio; send stop and start a new utterance",
+                code="audio_too_long",
+            )
         self.buffer.extend(data)
         return []
 
@@ -94,12 +99,17 @@ class StreamingSession:
 
     async def _partial(self, pcm: bytes, send: Send) -> None:
         try:
-            audio = decode_pcm(pcm, sample_rate=self.sample_rate,
-                               max_seconds=self.service.settings.max_audio_seconds)
-            result = await self.service.transcribe(audio, language=self.language,
-                                                   vad_filter=self.vad_filter)
-            await send({"type": "partial", "text": result.text,
-                        "duration": round(result.duration, 3)})
+            audio = decode_pcm(
+                pcm,
+                sample_rate=self.sample_rate,
+                max_seconds=self.service.settings.max_audio_seconds,
+            )
+            result = await self.service.transcribe(
+                audio, language=self.language, vad_filter=self.vad_filter
+            )
+            await send(
+                {"type": "partial", "text": result.text, "duration": round(result.duration, 3)}
+            )
         except ServiceBusy:
             log.debug("partial skipped: service busy")
         except Exception as exc:
@@ -111,10 +121,12 @@ class StreamingSession:
                 await self.partial_task
         pcm = bytes(self.buffer)
         await self._reset()
-        audio = decode_pcm(pcm, sample_rate=self.sample_rate,
-                           max_seconds=self.service.settings.max_audio_seconds)
-        result = await self.service.transcribe(audio, language=self.language,
-                                               vad_filter=self.vad_filter)
+        audio = decode_pcm(
+            pcm, sample_rate=self.sample_rate, max_seconds=self.service.settings.max_audio_seconds
+        )
+        result = await self.service.transcribe(
+            audio, language=self.language, vad_filter=self.vad_filter
+        )
         return {"type": "final", **transcription_body(result, "verbose_json")}
 
     async def _reset(self) -> None:

@@ -24,10 +24,15 @@ def wav_header(sample_rate: int, data_bytes: int | None = None, channels: int = 
     else:
         riff_size, data_size = 36 + data_bytes, data_bytes
     return (
-        b"RIFF" + struct.pack("<I", riff_size) + b"WAVE"
-        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate,
-                                sample_rate * block_align, block_align, 16)
-        + b"data" + struct.pack("<I", data_size)
+        b"RIFF"
+        + struct.pack("<I", riff_size)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack(
+            "<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block_align, block_align, 16
+        )
+        + b"data"
+        + struct.pack("<I", data_size)
     )
 
 

@@ -54,7 +54,8 @@ class CoquiEngine:
         loaded: dict[str, Any] = {}
         for voice, path in self.voice_paths.items():
             loaded[voice] = Synthesizer(
-                tts_checkpoint=checkpoint_of(path), tts_config_path=path / "config.json",
+                tts_checkpoint=checkpoint_of(path),
+                tts_config_path=path / "config.json",
                 use_cuda=self.device == "cuda",
             )
             rate = int(loaded[voice].output_sample_rate)

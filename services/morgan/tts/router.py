@@ -24,8 +24,7 @@ async def voices(request: Request) -> dict[str, Any]:
     settings = service.settings
     return {
         "voices": [
-            {"id": v.id, "language": v.language, "sample_rate": v.sample_rate,
-             "engine": "coqui"}
+            {"id": v.id, "language": v.language, "sample_rate": v.sample_rate, "engine": "coqui"}
             for v in service.voices()
         ],
         "aliases": settings.voice_aliases,
@@ -38,7 +37,11 @@ async def speech(body: SpeechRequest, request: Request) -> StreamingResponse:
     """Audio streamed sentence by sentence: a WAV header first (length unknown), then PCM."""
     voice, fmt, chunks = await _service(request).open_stream(body)
     return StreamingResponse(
-        chunks, media_type=FORMATS[fmt],
-        headers={"X-Sample-Rate": str(voice.sample_rate), "X-Voice": voice.id,
-                 "Cache-Control": "no-cache"},
+        chunks,
+        media_type=FORMATS[fmt],
+        headers={
+            "X-Sample-Rate": str(voice.sample_rate),
+            "X-Voice": voice.id,
+            "Cache-Control": "no-cache",
+        },
     )

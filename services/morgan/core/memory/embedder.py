@@ -135,6 +135,7 @@ class SentenceEmbedder:
 
     def embed_many_sync(self, texts: list[str]) -> list[list[float]]:
         return [[float(x) for x in v] for v in self._encode(texts)]
+
     async def embed(self, text: str) -> list[float]:
         """Embed one text. Calls that arrive while a batch is encoding are encoded together
         in the next batch, so many concurrent turns cost a few model calls, not one each."""

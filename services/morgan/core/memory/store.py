@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from qdrant_client import QdrantClient, models
 
@@ -33,6 +33,42 @@ class Memory:
     text: str
     score: float
     created_at: str
+
+
+class SemanticMemory(Protocol):
+    """What core needs of a memory store (Qdrant's MemoryStore, PostgreSQL's PgMemoryStore)."""
+
+    embedder: SentenceEmbedder
+
+    async def start(self) -> None: ...
+
+    async def vector_size(self) -> int | None: ...
+
+    async def embed(self, text: str) -> list[float]: ...
+
+    async def store_memory(
+        self,
+        user_id: str,
+        conversation_id: str,
+        text: str,
+        *,
+        vector: list[float] | None = None,
+        memory_id: str | None = None,
+    ) -> str: ...
+
+    async def search_similar(
+        self,
+        user_id: str,
+        text: str,
+        k: int = 5,
+        *,
+        vector: list[float] | None = None,
+        exclude_conversation: str | None = None,
+    ) -> list[Memory]: ...
+
+    async def delete_conversation(self, conversation_id: str) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class MemoryStore:

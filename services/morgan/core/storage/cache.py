@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -44,6 +45,15 @@ def parse_nodes(nodes: Sequence[str]) -> list[tuple[str, int]]:
     return parsed
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """CA, certificate and key core presents to TLS-only Redis nodes."""
+
+    ca: str
+    cert: str
+    key: str
+
+
 class ContextCache:
     def __init__(
         self,
@@ -69,7 +79,12 @@ class ContextCache:
         ttl_s: int = 3600,
         timeout_s: float = 1.0,
         password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> ContextCache:
+        ssl: dict[str, Any] = {}
+        if tls is not None:
+            ssl = {"ssl": True, "ssl_ca_certs": tls.ca, "ssl_certfile": tls.cert,
+                   "ssl_keyfile": tls.key}  # fmt: skip
         client = RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in nodes],
             socket_timeout=timeout_s,
@@ -77,6 +92,7 @@ class ContextCache:
             password=password,
             # One quick retry per call; the cache must fail fast, not hang.
             retry=Retry(NoBackoff(), 1),
+            **ssl,
         )
         return cls(client, ttl_s=ttl_s)
 
