@@ -277,6 +277,9 @@ class ObservabilityConfig(StrictModel):
     )
     metrics_retention: Annotated[str, Field(pattern=r"^\d+[dhw]$")] = "15d"
     logs_retention: Annotated[str, Field(pattern=r"^\d+h$")] = "336h"
+    # How Prometheus finds its targets: Consul's catalogue, or the plan's replicas written
+    # into its config (for a Prometheus built without Consul discovery, like Debian's).
+    discovery: Literal["consul", "static"] = "consul"
     error_rate_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.05
     p95_latency_seconds: Annotated[float, Field(gt=0)] = 2.0
 

@@ -189,7 +189,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         "redis",
         RedisClusterArgs(
             ctx=ctx,
-            nodes=tuple(s for s in specs if s.role == "redis"),
+            nodes=tuple(s for s in specs if s.role in ("redis", "redis-replica")),
             create=next((s for s in specs if s.role == "redis-cluster-create"), None),
         ),
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from morgan.catalog import REPLICA_PORT_STEP, SERVICE_PORTS
 
-from infra.model import Encryption, TlsFiles
+from infra.model import TLS_DIR, Encryption, TlsFiles
 from infra.placement import Plan, Replica
 
 
@@ -55,11 +55,17 @@ def port_encryption(plan: Plan) -> Encryption:
 
 
 def http_probe(port: int, path: str, tls: bool) -> tuple[str, ...]:
-    scheme = "https" if tls else "http"
+    """A Docker healthcheck on the container's own port. With TLS it verifies the service's
+    certificate (issued for 127.0.0.1 too) and presents the container's own, as the
+    services require client certificates."""
+    if not tls:
+        code = f"import urllib.request as u;u.urlopen('http://127.0.0.1:{port}{path}',timeout=4)"
+        return ("CMD", "python3", "-c", code)
     code = (
         "import ssl,urllib.request as u;"
-        f"u.urlopen('{scheme}://127.0.0.1:{port}{path}',"
-        "context=ssl._create_unverified_context(),timeout=4)"
+        f"c=ssl.create_default_context(cafile='{TLS_DIR}/ca.pem');"
+        f"c.load_cert_chain('{TLS_DIR}/cert.pem','{TLS_DIR}/key.pem');"
+        f"u.urlopen('https://127.0.0.1:{port}{path}',context=c,timeout=4)"
     )
     return ("CMD", "python3", "-c", code)
 

@@ -11,6 +11,7 @@ import pulumi_docker as docker
 from infra.components.host import Host
 from infra.components.pki import Pki
 from infra.components.secrets import FleetSecrets
+from infra.container_run import ContainerRun, container_run
 from infra.model import ContainerSpec
 
 
@@ -24,31 +25,36 @@ class DeployContext:
     built_images: dict[tuple[str, str], pulumi.Resource] = field(default_factory=dict)
 
 
-def _envs(spec: ContainerSpec, ctx: DeployContext) -> pulumi.Input[list[str]]:
-    plain = [f"{k}={v}" for k, v in sorted(spec.env.items())]
-    if not spec.secret_env:
+def _envs(run: ContainerRun, ctx: DeployContext) -> pulumi.Input[list[str]]:
+    plain = [f"{k}={v}" for k, v in run.env.items()]
+    if not run.secret_env:
         return plain
-    secret = [ctx.secrets.render(f"{e.name}={e.template}", e.secrets) for e in spec.secret_env]
+    secret = [ctx.secrets.render(f"{e.name}={e.template}", e.secrets) for e in run.secret_env]
     return pulumi.Output.secret(pulumi.Output.all(*plain, *secret))
 
 
-def _uploads(spec: ContainerSpec, ctx: DeployContext) -> list[docker.ContainerUploadArgs]:
-    uploads = [
-        docker.ContainerUploadArgs(
-            file=f.path, content=f.content, executable=f.path.endswith(".sh")
+def _uploads(run: ContainerRun, ctx: DeployContext) -> list[docker.ContainerUploadArgs]:
+    out = []
+    for upload in run.uploads:
+        content: pulumi.Input[str]
+        if upload.tls is None:
+            assert upload.content is not None
+            content = upload.content
+        else:
+            if ctx.pki is None or run.tls_role is None:
+                raise ValueError(f"{run.name}: TLS files requested but the stack has no Pki")
+            issued = ctx.pki.certificates[run.tls_role]
+            content = {
+                "ca": ctx.pki.ca_cert_pem,
+                "cert": issued.cert_pem,
+                "key": issued.key_pem,
+            }[upload.tls]
+        out.append(
+            docker.ContainerUploadArgs(
+                file=upload.path, content=content, executable=upload.executable
+            )
         )
-        for f in spec.files
-    ]
-    if spec.tls is not None:
-        if ctx.pki is None:
-            raise ValueError(f"{spec.name}: TLS files requested but the stack has no Pki")
-        issued = ctx.pki.certificates[spec.tls.role]
-        uploads += [
-            docker.ContainerUploadArgs(file=spec.tls.ca, content=ctx.pki.ca_cert_pem),
-            docker.ContainerUploadArgs(file=spec.tls.cert, content=issued.cert_pem),
-            docker.ContainerUploadArgs(file=spec.tls.key, content=issued.key_pem),
-        ]
-    return uploads
+    return out
 
 
 def make_container(
@@ -57,6 +63,7 @@ def make_container(
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] | None = None,
 ) -> docker.Container:
+    run = container_run(spec)
     host = ctx.hosts[spec.host]
     built = ctx.built_images.get((spec.host, spec.image))
     if built is not None:
@@ -65,25 +72,27 @@ def make_container(
     else:
         image = host.images[spec.image].image_id
         deps = list(depends_on or [])
-    hc = spec.healthcheck
+    hc = run.healthcheck
     volumes = [
         docker.ContainerVolumeArgs(
-            volume_name=host.volumes[v.name].name, container_path=v.path, read_only=v.read_only
+            volume_name=host.volumes[m.volume].name, container_path=m.target,
+            read_only=m.read_only,
         )
-        for v in spec.volumes
-    ] + [
-        docker.ContainerVolumeArgs(host_path=b.source, container_path=b.path, read_only=b.read_only)
-        for b in spec.binds
-    ]
+        if m.volume is not None
+        else docker.ContainerVolumeArgs(
+            host_path=m.host_path, container_path=m.target, read_only=m.read_only
+        )
+        for m in run.mounts
+    ]  # fmt: skip
     return docker.Container(
-        spec.name,
-        name=spec.name,
+        run.name,
+        name=run.name,
         image=image,
-        network_mode="host",
-        entrypoints=list(spec.entrypoint) if spec.entrypoint else None,
-        command=list(spec.command) or None,
-        envs=_envs(spec, ctx),
-        uploads=_uploads(spec, ctx) or None,
+        network_mode=run.network_mode,
+        entrypoints=list(run.entrypoint) if run.entrypoint else None,
+        command=list(run.command) or None,
+        envs=_envs(run, ctx),
+        uploads=_uploads(run, ctx) or None,
         volumes=volumes or None,
         healthcheck=docker.ContainerHealthcheckArgs(
             tests=list(hc.test),
@@ -92,18 +101,16 @@ def make_container(
             retries=hc.retries,
             start_period=hc.start_period,
         ),
-        restart=spec.restart,
-        max_retry_count=10 if spec.restart == "on-failure" else None,
-        must_run=not spec.one_shot,
-        memory=spec.memory_mb,
+        restart=run.restart,
+        max_retry_count=run.max_retry_count,
+        must_run=run.must_run,
+        memory=run.memory_mb,
         device_requests=[
             docker.ContainerDeviceRequestArgs(driver="nvidia", count=-1, capabilities=["gpu"])
         ]
-        if spec.gpu
+        if run.gpu
         else None,
-        labels=[
-            docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(spec.labels.items())
-        ],
-        log_opts={"max-size": "20m", "max-file": "5"},
+        labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in run.labels.items()],
+        log_opts=dict(run.log_opts),
         opts=pulumi.ResourceOptions(parent=parent, provider=host.provider, depends_on=deps),
     )

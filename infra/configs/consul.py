@@ -100,6 +100,8 @@ def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
         document["performance"] = {"raft_multiplier": 1}
     if tls:
         document["tls"] = _tls_block(verify_incoming=True)
+        # HTTPS checks of services that require client certificates present the agent's.
+        document["enable_agent_tls_for_checks"] = True
         document["auto_encrypt"] = {"allow_tls": True} if server else {"tls": False}
     return document
 

@@ -44,7 +44,23 @@ def _scheme(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _static_targets(plan: Plan, services: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The plan's replicas of `services` as static targets, labelled as Consul's would be."""
+    from infra.spec_common import service_port
+
+    out = []
+    for replica in plan.replicas:
+        name = f"morgan-{replica.role}"
+        if name not in services:
+            continue
+        target = f"{plan.config.host(replica.host).address}:{service_port(plan, replica)}"
+        labels = {"service": name, "host": replica.host, "instance": f"{name}-{replica.host}"}
+        out.append({"targets": [target], "labels": labels})
+    return out
+
+
 def prometheus_config(plan: Plan) -> dict[str, Any]:
+    static = plan.config.observability.discovery == "static"
     relabel = [
         {"source_labels": ["__meta_consul_service"], "target_label": "service"},
         {"source_labels": ["__meta_consul_node"], "target_label": "host"},
@@ -57,8 +73,14 @@ def prometheus_config(plan: Plan) -> dict[str, Any]:
             {
                 "job_name": "morgan",
                 "metrics_path": "/metrics",
-                "consul_sd_configs": [_consul_sd(plan, list(MORGAN_SERVICES))],
-                "relabel_configs": relabel,
+                **(
+                    {"static_configs": _static_targets(plan, MORGAN_SERVICES)}
+                    if static
+                    else {
+                        "consul_sd_configs": [_consul_sd(plan, list(MORGAN_SERVICES))],
+                        "relabel_configs": relabel,
+                    }
+                ),
                 **_scheme(plan),
             },
             {
@@ -68,12 +90,17 @@ def prometheus_config(plan: Plan) -> dict[str, Any]:
             },
         ],
     }
-    if plan.of_role("alertmanager"):
-        document["alerting"] = {
-            "alertmanagers": [
-                {"consul_sd_configs": [_consul_sd(plan, ["alertmanager"])], **_scheme(plan)}
-            ]
-        }
+    alertmanagers = [
+        f"{plan.config.host(h).address}:{PORTS['alertmanager']}"
+        for h in plan.hosts_of("alertmanager")
+    ]
+    if alertmanagers:
+        found: dict[str, Any] = (
+            {"static_configs": [{"targets": alertmanagers}]}
+            if static
+            else {"consul_sd_configs": [_consul_sd(plan, ["alertmanager"])]}
+        )
+        document["alerting"] = {"alertmanagers": [{**found, **_scheme(plan)}]}
     return document
 
 

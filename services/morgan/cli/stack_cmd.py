@@ -50,16 +50,24 @@ def build_images(
     builder = img.ImageBuilder(root, p.state, log=lambda m: console.print(f"  [dim]{m}[/dim]"))
     if img.image_id(img.base_image()) is None:
         _fail(f"base image {img.base_image()} is missing; run scripts/setup (it builds it)")
+    used = st.images_used(config)
     local: list[str] = []
-    for server, upstream in img.SUPPORT_UPSTREAM.items():
+    for server, tag in img.support_tags().items():
+        ref = getattr(config.images.support, server)
+        if ref not in used:
+            continue
+        if ref.endswith(f"{img.LOCAL_SUPPORT_REPO}/{server}:{tag}"):
+            local.append(server)  # the stack names the local build (e.g. in its registry)
+            continue
+        upstream = img.SUPPORT_UPSTREAM.get(server)
+        if upstream is None:
+            continue
         if offline_support is None:
             use_local = not img.upstream_available(upstream, timeout=30)
         else:
             use_local = offline_support
         if use_local:
             local.append(server)
-    if config.postgres.ha == "patroni":
-        local.append("patroni")
     specs = [s for s in img.support_specs(root) if s.name.split("/")[-1] in local]
     specs += img.runtime_specs(root) + img.service_specs(root, config.images.version)
 
@@ -71,7 +79,9 @@ def build_images(
         builder.build_all(specs, on_done=report)
     if built is not None:
         built.update(builder.tags)
-    return st.local_support_refs([s for s in local if s in img.SUPPORT_UPSTREAM])
+    return st.local_support_refs(
+        [s for s in local if getattr(config.images.support, s) == img.SUPPORT_UPSTREAM.get(s)]
+    )
 
 
 @app.command()
@@ -126,16 +136,18 @@ def up(stack: str = STACK_OPTION) -> None:
         # The first start phase: Consul, then what Pulumi's ConsulKv resources write on a fleet.
         with console.status("starting Consul"):
             cr.compose(p, "up", "-d", "--wait", *deployment.start_order[0])
-        written = keys.write_kv(ep, deployment.kv)
+        written = keys.write_kv(keys.key_store(ep), deployment.kv)
         console.print(f"  [green]✓[/green] wrote {written} settings to Consul KV")
         service_key = deployment.service_key
-        if keys.ensure_service_key_record(ep, env[service_key.variable], service_key):
+        if keys.ensure_service_key_record(
+            keys.key_store(ep), env[service_key.variable], service_key
+        ):
             console.print("  [green]✓[/green] stored the record of core's model-service key")
         with console.status("starting containers (docker compose up -d --wait)"):
             cr.compose(p, "up", "-d", "--wait", "--remove-orphans")
         with console.status("waiting for the gateway to route to core"):
             eps.wait_for_gateway(ep)
-        key = keys.create_api_key(ep)
+        key = keys.create_api_key(keys.key_store(ep))
         img.prune_stale(current)
     except STACK_ERRORS as err:
         _fail(str(err))

@@ -23,6 +23,8 @@ from pathlib import Path
 from morgan.lab.polling import NotYet, PollTimeout, poll
 
 NETWORK = "morgan-lab"
+# The lab's own subnet: stacks/Pulumi.lab.yaml addresses h1…h4 at .11….14, the registry at .10.
+SUBNET = "10.213.87.0/24"
 IMAGE = "morgan-labhost"
 LABEL = "org.morgan.lab=1"
 TLS_HOSTS = ("h2",)  # reached over tcp:// with client certificates, as the Windows host is
@@ -210,6 +212,7 @@ def up(
     image: str,
     registry_image: str,
     log: Callable[[str], None] = print,
+    subnet: str = SUBNET,
 ) -> list[LabHost]:
     """Start the registry and h1…h`count` (replacing a previous lab), and wait until the
     registry and every daemon answer."""
@@ -217,13 +220,16 @@ def up(
     down(p, volumes=False)
     ensure_key(p)
     p.known_hosts.unlink(missing_ok=True)
-    # Docker picks a free subnet; the network is made again with it as a user subnet, so
-    # each host gets a fixed address (its TLS certificate names it).
-    _run("docker", "network", "create", NETWORK)
-    fmt = "{{(index .IPAM.Config 0).Subnet}}"
-    subnet = _run("docker", "network", "inspect", "-f", fmt, NETWORK).stdout.strip()
-    _run("docker", "network", "rm", NETWORK)
-    _run("docker", "network", "create", "--label", LABEL, "--subnet", subnet, NETWORK)
+    # A fixed subnet: each host keeps its address (its TLS certificate and the lab stack
+    # file name it).
+    made = _run("docker", "network", "create", "--label", LABEL, "--subnet", subnet, NETWORK,
+                check=False)  # fmt: skip
+    if made.returncode != 0:
+        raise LabError(
+            f"cannot make the lab network {NETWORK} on {subnet}: {made.stderr.strip()[-300:]};"
+            " remove the network that overlaps it (`docker network ls`) or pass another"
+            " --subnet (and change the addresses in stacks/Pulumi.lab.yaml to match)"
+        )
     registry = start_registry(p, registry_image, host_address(subnet, 0))
     # Written now, so that `down` finds what to remove even if the rest fails.
     p.hosts_file.write_text(json.dumps({"registry": registry, "hosts": []}) + "\n")

@@ -31,6 +31,7 @@ SUPPORT_UPSTREAM: dict[str, str] = {
     "postgres": "postgres:15",
     "redis": "redis:7",
     "prometheus": "prom/prometheus:v2.53.0",
+    "alertmanager": "prom/alertmanager:v0.27.0",
 }
 LOCAL_SUPPORT_REPO = "morgan-local"
 # Supporting servers with no upstream image: always built here (from Debian's packages).
@@ -124,6 +125,11 @@ def _traefik_binary(root: Path) -> Path:
     return Path(found) if found else venv
 
 
+def support_tags() -> dict[str, str]:
+    """Supporting server -> the tag of its local build (the upstream tag it stands in for)."""
+    return {s: ref.rsplit(":", 1)[1] for s, ref in SUPPORT_UPSTREAM.items()} | LOCAL_ONLY_SUPPORT
+
+
 def support_specs(root: Path) -> list[ImageSpec]:
     """Local equivalents of the official supporting images, built from the base image."""
     files: dict[str, tuple[tuple[Path, str], ...]] = {
@@ -138,9 +144,10 @@ def support_specs(root: Path) -> list[ImageSpec]:
         "postgres": ((root / "images/postgres/postgres-entrypoint.sh", "postgres-entrypoint.sh"),),
         "redis": ((root / "images/redis/redis-entrypoint.sh", "redis-entrypoint.sh"),),
         "prometheus": (),
+        "alertmanager": (),
         "patroni": (),
     }
-    tags = {s: ref.rsplit(":", 1)[1] for s, ref in SUPPORT_UPSTREAM.items()} | LOCAL_ONLY_SUPPORT
+    tags = support_tags()
     return [
         ImageSpec(
             name=f"{LOCAL_SUPPORT_REPO}/{server}",

@@ -30,21 +30,21 @@ def key_store(ep: Endpoints) -> Any:
     return ApiKeyStore(factory)
 
 
-def create_api_key(ep: Endpoints, owner: str = "dev") -> str:
+def create_api_key(store: Any, owner: str = "dev") -> str:
     """A new API key in the stack's Consul KV (the `morgan keys create` logic)."""
-    _record, key = key_store(ep).create(owner)
+    _record, key = store.create(owner)
     return str(key)
 
 
-def write_kv(ep: Endpoints, entries: dict[str, str]) -> int:
+def write_kv(store: Any, entries: dict[str, str]) -> int:
     """Write the deployment's KV entries (key → JSON text); returns how many were written."""
-    client = key_store(ep).consul.client()
+    client = store.consul.client()
     for key, value in sorted(entries.items()):
         client.kv.put(key, value)
     return len(entries)
 
 
-def ensure_service_key_record(ep: Endpoints, key: str, spec: ServiceKey) -> bool:
+def ensure_service_key_record(store: Any, key: str, spec: ServiceKey) -> bool:
     """Store the salted record of core's service key unless a matching one is there.
 
     Returns True when a record was written (a new stack, or a key rotated by deleting
@@ -52,7 +52,6 @@ def ensure_service_key_record(ep: Endpoints, key: str, spec: ServiceKey) -> bool
     """
     from morgan.shared.auth import AuthError, make_record, parse_key
 
-    store = key_store(ep)
     try:
         store.verify(key)
         return False

@@ -73,6 +73,15 @@ def with_support_images(config: MorganStackConfig, local: dict[str, str]) -> Mor
     return config.model_copy(update={"images": images})
 
 
+def images_used(config: MorganStackConfig) -> set[str]:
+    """Every image a container of the stack runs (the KV seed's too)."""
+    from infra.deployment import build_deployment
+    from infra.placement import make_plan
+
+    deployment = build_deployment(make_plan(config), repo_root())
+    return {s.image for s in deployment.rendered_specs()}
+
+
 def local_support_refs(servers: list[str]) -> dict[str, str]:
     return {s: f"{LOCAL_SUPPORT_REPO}/{s}:{SUPPORT_UPSTREAM[s].rsplit(':', 1)[1]}" for s in servers}
 

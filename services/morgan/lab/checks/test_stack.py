@@ -126,7 +126,7 @@ def test_passing_in_consul(name: str, endpoints: eps.Endpoints) -> None:
 
 @pytest.fixture(scope="session")
 def api_key(endpoints: eps.Endpoints) -> str:
-    return keys.create_api_key(endpoints, owner="verify")
+    return keys.create_api_key(keys.key_store(endpoints), owner="verify")
 
 
 @pytest.fixture(scope="session")

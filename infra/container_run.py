@@ -1,0 +1,93 @@
+"""How one ContainerSpec runs on a Docker engine: the one mapping both engines-facing paths
+use. Pulumi turns it into a `docker.Container` (infra/components/containers.py), `morgan
+deploy` into `docker create` + an upload + `docker start` (morgan.deploy.containers), so the
+two cannot drift apart: same name, image, network, entrypoint, command, environment,
+files, volumes, healthcheck, restart policy, memory limit, labels and log options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from infra.model import ContainerSpec, Healthcheck, SecretEnv
+
+LOG_OPTS: dict[str, str] = {"max-size": "20m", "max-file": "5"}
+# Restarts of an `on-failure` container before the engine gives up.
+MAX_RETRY_COUNT = 10
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file written into the container before it starts: literal content, or one of the
+    role's TLS files (`tls` = "ca", "cert" or "key"), whose content each path supplies."""
+
+    path: str
+    content: str | None = None
+    tls: Literal["ca", "cert", "key"] | None = None
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class Mount:
+    target: str
+    volume: str | None = None  # a named volume on the host's engine
+    host_path: str | None = None  # or a path on the host
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    name: str
+    host: str
+    image: str
+    entrypoint: tuple[str, ...] | None
+    command: tuple[str, ...]
+    env: dict[str, str]
+    secret_env: tuple[SecretEnv, ...]
+    uploads: tuple[Upload, ...]
+    mounts: tuple[Mount, ...]
+    healthcheck: Healthcheck
+    restart: Literal["unless-stopped", "on-failure"]
+    max_retry_count: int | None
+    must_run: bool
+    memory_mb: int
+    gpu: bool
+    labels: dict[str, str]
+    tls_role: str | None
+    network_mode: str = "host"
+    log_opts: tuple[tuple[str, str], ...] = tuple(LOG_OPTS.items())
+
+
+def container_run(spec: ContainerSpec) -> ContainerRun:
+    uploads = [
+        Upload(path=f.path, content=f.content, executable=f.path.endswith(".sh"))
+        for f in spec.files
+    ]
+    if spec.tls is not None:
+        uploads += [
+            Upload(path=spec.tls.ca, tls="ca"),
+            Upload(path=spec.tls.cert, tls="cert"),
+            Upload(path=spec.tls.key, tls="key"),
+        ]
+    mounts = [Mount(target=v.path, volume=v.name, read_only=v.read_only) for v in spec.volumes]
+    mounts += [Mount(target=b.path, host_path=b.source, read_only=b.read_only) for b in spec.binds]
+    return ContainerRun(
+        name=spec.name,
+        host=spec.host,
+        image=spec.image,
+        entrypoint=spec.entrypoint or None,
+        command=spec.command,
+        env=dict(sorted(spec.env.items())),
+        secret_env=spec.secret_env,
+        uploads=tuple(uploads),
+        mounts=tuple(mounts),
+        healthcheck=spec.healthcheck,
+        restart=spec.restart,
+        max_retry_count=MAX_RETRY_COUNT if spec.restart == "on-failure" else None,
+        must_run=not spec.one_shot,
+        memory_mb=spec.memory_mb,
+        gpu=spec.gpu,
+        labels=dict(sorted(spec.labels.items())),
+        tls_role=spec.tls.role if spec.tls else None,
+    )

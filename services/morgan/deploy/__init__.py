@@ -1,0 +1,1 @@
+"""`morgan deploy`: a stack's deployment rolled out to each host's own Docker daemon."""

@@ -1,0 +1,146 @@
+"""One container on its host: `docker create` from the shared ContainerRun, the files
+uploaded before it starts, and a hash label that makes a second deploy a no-op.
+
+The argument list is what `infra.container_run` says Pulumi's docker.Container gets:
+host network, entrypoint, command, environment (on stdin), uploads, volumes,
+healthcheck, restart policy, memory limit, labels and log options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shlex
+import tarfile
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from infra.container_run import ContainerRun
+from morgan.deploy.engine import DeployError, DockerEngine
+from morgan.deploy.pki import IssuedTls
+
+HASH_LABEL = "org.morgan.deploy-hash"
+Change = Literal["created", "replaced", "unchanged"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A ContainerRun with its secrets filled in and its TLS files chosen."""
+
+    run: ContainerRun
+    env: dict[str, str]
+    files: dict[str, tuple[str, bool]]  # path -> (content, executable)
+    image_id: str
+
+    @property
+    def digest(self) -> str:
+        body = json.dumps(
+            {"run": asdict(self.run), "env": self.env, "files": self.files, "image": self.image_id},
+            sort_keys=True, default=str,
+        )  # fmt: skip
+        return hashlib.sha256(body.encode()).hexdigest()[:24]
+
+
+def prepare(run: ContainerRun, secrets: dict[str, str], tls: IssuedTls | None,
+            image_id: str) -> Prepared:  # fmt: skip
+    env = dict(run.env)
+    for item in run.secret_env:
+        env[item.name] = item.render(secrets)
+    for key, value in env.items():
+        if "\n" in value:
+            raise DeployError(
+                f"{run.host}/{run.name}: environment variable {key} holds a line break, which"
+                " an env file cannot carry; make its value one line (JSON without indent)"
+            )
+    files: dict[str, tuple[str, bool]] = {}
+    for upload in run.uploads:
+        if upload.tls is not None:
+            if tls is None:
+                raise DeployError(f"{run.host}/{run.name}: TLS files asked for, no certificate")
+            files[upload.path] = (tls.content(upload.tls), False)
+        else:
+            files[upload.path] = (upload.content or "", upload.executable)
+    return Prepared(run, env, files, image_id)
+
+
+def _health_cmd(test: tuple[str, ...]) -> str:
+    if test[0] == "CMD-SHELL":
+        return test[1]
+    return shlex.join(test[1:])
+
+
+def create_args(p: Prepared) -> list[str]:
+    """`docker create` arguments (the environment comes on stdin as an env file)."""
+    run, hc = p.run, p.run.healthcheck
+    restart = run.restart
+    if restart == "on-failure" and run.max_retry_count:
+        restart = f"on-failure:{run.max_retry_count}"  # type: ignore[assignment]
+    args = ["create", "--name", run.name, "--network", run.network_mode,
+            "--restart", restart, "--memory", f"{run.memory_mb}m",
+            "--env-file", "/dev/stdin",
+            "--health-cmd", _health_cmd(hc.test), "--health-interval", hc.interval,
+            "--health-timeout", hc.timeout, "--health-retries", str(hc.retries),
+            "--health-start-period", hc.start_period,
+            "--label", f"{HASH_LABEL}={p.digest}"]  # fmt: skip
+    for key, value in run.log_opts:
+        args += ["--log-opt", f"{key}={value}"]
+    for key, value in run.labels.items():
+        args += ["--label", f"{key}={value}"]
+    for m in run.mounts:
+        source = m.volume if m.volume is not None else m.host_path
+        args += ["-v", f"{source}:{m.target}{':ro' if m.read_only else ''}"]
+    if run.gpu:
+        args += ["--gpus", "all"]
+    if run.entrypoint:
+        args += ["--entrypoint", run.entrypoint[0]]
+    args.append(run.image)
+    if run.entrypoint and len(run.entrypoint) > 1:
+        args += list(run.entrypoint[1:])
+    args += list(run.command)
+    return args
+
+
+def env_file(p: Prepared) -> bytes:
+    return "".join(f"{k}={v}\n" for k, v in sorted(p.env.items())).encode()
+
+
+def upload_tar(p: Prepared) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        # Files only: the engine makes missing folders and leaves existing ones as they are.
+        for path in sorted(p.files):
+            content, executable = p.files[path]
+            data = content.encode()
+            info = tarfile.TarInfo(path.strip("/"))
+            info.size, info.mode = len(data), 0o755 if executable else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def current_state(engine: DockerEngine, name: str) -> tuple[str, str] | None:
+    """(deploy hash, status) of the host's container `name`, or None when there is none."""
+    fmt = '{{index .Config.Labels "' + HASH_LABEL + '"}} {{.State.Status}}'
+    proc = engine.run("inspect", "-f", fmt, name, check=False, timeout=60)
+    if proc.returncode != 0:
+        return None
+    digest, _, status = proc.stdout.decode().strip().partition(" ")
+    return digest, status
+
+
+def apply(engine: DockerEngine, p: Prepared) -> Change:
+    """Make the host's container match `p`: leave it, or (re)create and start it."""
+    state = current_state(engine, p.run.name)
+    if (
+        state is not None
+        and state[0] == p.digest
+        and (state[1] == "running" or (state[1] == "exited" and not p.run.must_run))
+    ):
+        return "unchanged"
+    if state is not None:
+        engine.run("rm", "-f", p.run.name, timeout=120)
+    engine.run(*create_args(p), stdin=env_file(p), timeout=120)
+    if p.files:
+        engine.run("cp", "-", f"{p.run.name}:/", stdin=upload_tar(p), timeout=120)
+    engine.run("start", p.run.name, timeout=120)
+    return "created" if state is None else "replaced"

@@ -1,0 +1,245 @@
+"""`morgan deploy --stack S`: the deployment rolled out to every host's own Docker daemon.
+
+Order: reach every host -> push the images to the stack's registry -> secrets and
+certificates -> on each host (in parallel) pull its images and make its volumes and
+models -> the start phases of the deployment (Consul servers, agents, data stores,
+gateway and monitoring, services), each waiting until its containers are healthy, with
+the KV entries written once Consul answers -> the stack's outputs. A second run leaves
+every unchanged container alone and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra.config import MorganStackConfig
+from infra.container_run import container_run
+from infra.deployment import Deployment, build_deployment, secret_variable
+from infra.fleet import certificate_requests
+from infra.model import ContainerSpec
+from infra.placement import make_plan
+from morgan.deploy import models as deploy_models
+from morgan.deploy.containers import Change, Prepared, apply, prepare
+from morgan.deploy.engine import DeployError, DockerEngine
+from morgan.deploy.pki import IssuedTls, issue
+from morgan.deploy.registry import push_images
+from morgan.lab import keys
+from morgan.lab.polling import NotYet, PollTimeout, poll
+from morgan.lab.secrets import DASHBOARD_PASSWORD, ensure_env
+from morgan.lab.stack import StackPaths
+from morgan.shared.auth import parse_key
+
+Log = Callable[[str], None]
+PHASE_TIMEOUT_S = 600
+
+
+@dataclass
+class DeployReport:
+    changes: dict[str, dict[str, Change]] = field(default_factory=dict)  # host -> name -> change
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> int:
+        return sum(c != "unchanged" for per in self.changes.values() for c in per.values())
+
+
+def outputs_file(p: StackPaths) -> Path:
+    return p.state / "outputs.json"
+
+
+def engines(config: MorganStackConfig, root: Path) -> dict[str, DockerEngine]:
+    return {h.name: DockerEngine.of(h, root) for h in config.hosts}
+
+
+def _parallel(fn: Callable[[str], Any], hosts: list[str]) -> dict[str, Any]:
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        futures = {h: pool.submit(fn, h) for h in hosts}
+        return {h: f.result() for h, f in futures.items()}
+
+
+def reach_hosts(eng: dict[str, DockerEngine], log: Log) -> None:
+    def one(host: str) -> None:
+        version = eng[host].text("version", "--format", "{{.Server.Version}}", timeout=60)
+        log(f"{host}  {eng[host].endpoint:<28} docker {version}")
+
+    _parallel(one, list(eng))
+
+
+def _secret_values(deployment: Deployment, env: dict[str, str]) -> dict[str, str]:
+    return {s.name: env[secret_variable(s.name)] for s in deployment.secrets if s.consumers}
+
+
+def _tls(deployment: Deployment, p: StackPaths) -> dict[str, IssuedTls]:
+    if not deployment.plan.config.security.internal_tls:
+        return {}
+    org = f"Morgan {deployment.plan.config.stack}"
+    return {r.role: issue(p.state / "tls", r, org) for r in certificate_requests(deployment)}
+
+
+def _wait_healthy(engine: DockerEngine, spec: ContainerSpec) -> None:
+    fmt = (
+        "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}} {{.State.ExitCode}}"
+    )
+
+    def ready() -> None:
+        out = engine.text("inspect", "-f", fmt, spec.name, timeout=60).split()
+        status, health = out[0], out[1] if len(out) == 3 else ""
+        if spec.one_shot:
+            if status == "exited" and out[-1] == "0":
+                return
+            raise NotYet(f"{status} (exit {out[-1]})")
+        if status == "running" and health in ("healthy", ""):
+            return
+        raise NotYet(f"{status} {health}".strip())
+
+    try:
+        poll(ready, what=f"{spec.host}/{spec.name}", timeout=PHASE_TIMEOUT_S, interval=2)
+    except PollTimeout as exc:
+        tail = engine.run("logs", "--tail", "15", spec.name, check=False, timeout=60)
+        logs = (tail.stdout + tail.stderr).decode(errors="replace").strip()[-1200:]
+        raise DeployError(
+            f"{spec.host}: container {spec.name} did not become healthy in"
+            f" {PHASE_TIMEOUT_S} s ({exc.last}). Its last log lines:\n{logs}\n"
+            f"Fix the cause, then run `morgan deploy` again (it resumes where this stopped)"
+        ) from None
+
+
+def _consul_store(deployment: Deployment, env: dict[str, str], p: StackPaths) -> Any:
+    from morgan.shared.auth import ApiKeyStore
+    from morgan.shared.consul_client import ConsulClientFactory
+
+    ep = deployment.endpoints.consul
+    ca = p.state / "tls" / "ca.pem"
+    factory = ConsulClientFactory(
+        scheme=ep.scheme, host=ep.host, port=ep.port,
+        token=env[secret_variable("consul_management_token")],
+        cacert=str(ca) if ep.scheme == "https" else None,
+    )  # fmt: skip
+    return ApiKeyStore(factory)
+
+
+def _write_kv(deployment: Deployment, env: dict[str, str], p: StackPaths, log: Log) -> None:
+    store = _consul_store(deployment, env, p)
+
+    def leader() -> None:
+        if not store.consul.client().status.leader():
+            raise NotYet("no Consul leader yet")
+
+    poll(leader, what="a Consul leader", timeout=120, interval=2, errors=(Exception,))
+    written = keys.write_kv(store, deployment.kv)
+    log(f"wrote {written} settings to Consul KV")
+    service_key = deployment.service_key
+    if keys.ensure_service_key_record(store, env[service_key.variable], service_key):
+        log("stored the record of core's model-service key")
+
+
+def write_outputs(
+    deployment: Deployment, env: dict[str, str], tls: dict[str, IssuedTls], p: StackPaths
+) -> Path:
+    """What `pulumi stack output --json --show-secrets` gives for the stack (infra/outputs.py)."""
+    ep = deployment.endpoints
+    ca = next(iter(tls.values())).ca if tls else None
+    store_key = env[deployment.service_key.variable]
+    outputs = {
+        "gateway_url": f"{ep.gateway_url}/",
+        "traefik_dashboard_url": ep.dashboard_url,
+        "traefik_dashboard_password": env.get(DASHBOARD_PASSWORD),
+        "consul_ui_url": f"{ep.consul.url}/ui/",
+        "consul_management_token": env[secret_variable("consul_management_token")],
+        "grafana_url": f"{ep.grafana.url}/" if ep.grafana else None,
+        "grafana_admin_password": env.get(secret_variable("grafana_admin_password")),
+        "services_by_host": deployment.plan.by_host(),
+        "ca_certificate": ca,
+        "kv_keys": sorted(deployment.kv),
+        "core_service_key_id": parse_key(store_key)[0],
+        "hosts": {
+            h.name: {"docker": h.docker, "address": h.address} for h in deployment.plan.hosts
+        },
+        "containers": {
+            host: [s.name for s in deployment.rendered_specs(host, kv_seed=False)]
+            for host in deployment.hosts
+        },
+    }
+    path = outputs_file(p)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(outputs, indent=2) + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> DeployReport:
+    t0 = time.monotonic()
+    deployment = build_deployment(make_plan(config), root)
+    eng = engines(config, root)
+    report = DeployReport(changes={h: {} for h in eng})
+    log("hosts:")
+    reach_hosts(eng, log)
+    if config.images.registry:
+        push_images(deployment, config.images.registry, log)
+    env = ensure_env(p.env_file, deployment.secret_variables())
+    secrets = _secret_values(deployment, env)
+    tls = _tls(deployment, p)
+
+    def prepare_host(host: str) -> dict[str, Prepared]:
+        engine = eng[host]
+        on_host = deployment.rendered_specs(host, kv_seed=False)
+        ids: dict[str, str] = {}
+        for image in dict.fromkeys(s.image for s in on_host):
+            if config.images.registry and image.startswith(config.images.registry):
+                engine.run("pull", "-q", image, timeout=1800)
+            ids[image] = engine.text("image", "inspect", "-f", "{{.Id}}", image, timeout=60)
+        for volume in dict.fromkeys(v.name for s in on_host for v in s.volumes):
+            engine.run("volume", "create", volume, timeout=60)
+        seeded = deploy_models.seed_host_models(engine, deployment, host)
+        if seeded:
+            log(f"{host}  tiny test models in the model volume ({', '.join(seeded)})")
+        log(f"{host}  {len(ids)} images ready, {len(on_host)} containers planned")
+        return {
+            s.name: prepare(container_run(s), secrets, tls.get(s.tls.role) if s.tls else None,
+                            ids[s.image])
+            for s in on_host
+        }  # fmt: skip
+
+    log("images, volumes and models on each host:")
+    prepared: dict[str, dict[str, Prepared]] = _parallel(prepare_host, list(eng))
+    by_name = {s.name: s for s in deployment.specs}
+    for index, phase in enumerate(deployment.start_order):
+        specs = [by_name[name] for name in phase]
+        hosts = list(dict.fromkeys(s.host for s in specs))
+        roles = ", ".join(dict.fromkeys(s.role for s in specs))
+        log(f"phase {index + 1}/{len(deployment.start_order)}: {roles}")
+
+        def run_phase(host: str, specs: list[ContainerSpec] = specs) -> None:
+            mine = [s for s in specs if s.host == host]
+            for spec in mine:
+                change = apply(eng[host], prepared[host][spec.name])
+                report.changes[host][spec.name] = change
+                log(f"{host}  {spec.name:<34} {change}")
+            for spec in mine:
+                _wait_healthy(eng[host], spec)
+
+        _parallel(run_phase, hosts)
+        if index == 1 or (index == 0 and len(deployment.start_order) == 1):
+            _write_kv(deployment, env, p, log)
+    path = write_outputs(deployment, env, tls, p)
+    log(f"outputs written to {path}")
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def load_outputs(p: StackPaths) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(outputs_file(p).read_text())
+    except FileNotFoundError:
+        raise DeployError(
+            f"stack {p.stack!r} has no outputs here ({outputs_file(p)});"
+            f" run `morgan deploy --stack {p.stack}` first"
+        ) from None
+    return data

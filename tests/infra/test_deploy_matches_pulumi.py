@@ -1,0 +1,150 @@
+"""`morgan deploy` runs the containers the Pulumi program declares, host by host.
+
+The Pulumi program runs under mocks; `morgan deploy`'s `docker create` arguments are
+built from the same deployment with stand-in secrets and certificates. Per container
+both must agree on host, name, image, environment keys, uploaded files, mounts,
+healthcheck, restart policy, memory limit, labels, network, entrypoint and command.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+from morgan.deploy.containers import HASH_LABEL, create_args, prepare
+from morgan.deploy.pki import IssuedTls
+
+from infra.config import load_stack_file
+from infra.container_run import container_run
+from infra.deployment import build_deployment
+from infra.placement import make_plan
+from tests.infra.mocks import unwrap
+from tests.infra.program import build_under_mocks
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTAINER = "docker:index/container:Container"
+
+
+def _pulumi_view(stack: str) -> dict[str, dict[str, Any]]:
+    plan = make_plan(load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml"))
+    built = build_under_mocks(plan)
+    images = {
+        f"sha256:{r.name}": r.inputs["name"]
+        for r in built.mocks.of_type("docker:index/remoteImage:RemoteImage")
+    }
+    volumes = {r.name: r.inputs["name"] for r in built.mocks.of_type("docker:index/volume:Volume")}
+    out = {}
+    for r in built.mocks.of_type(CONTAINER):
+        i = unwrap(r.inputs)
+        hc = i["healthcheck"]
+        test = hc["tests"]
+        out[r.name] = {
+            "host": r.provider.split("::")[-1].split("_")[0].removesuffix("-docker"),
+            "image": images.get(i["image"], i["image"]),
+            "network": i["networkMode"],
+            "env": sorted(e.split("=", 1)[0] for e in i["envs"]),
+            "files": sorted(u["file"] for u in i.get("uploads") or []),
+            "mounts": sorted(
+                (
+                    v.get("volumeName") or v.get("hostPath"),
+                    v["containerPath"],
+                    bool(v.get("readOnly")),
+                )
+                for v in i.get("volumes") or []
+            ),
+            "health": (
+                test[1] if test[0] == "CMD-SHELL" else shlex.join(test[1:]),
+                hc["interval"],
+                hc["timeout"],
+                hc["retries"],
+                hc["startPeriod"],
+            ),
+            "restart": i["restart"]
+            + (f":{int(i['maxRetryCount'])}" if i.get("maxRetryCount") else ""),
+            "memory": f"{int(i['memory'])}m",
+            "labels": sorted((lb["label"], lb["value"]) for lb in i["labels"]),
+            "entrypoint": i.get("entrypoints") or [],
+            "command": i.get("command") or [],
+            "log": sorted(i["logOpts"].items()),
+        }
+    for view in out.values():
+        view["mounts"] = sorted(
+            (volumes.get(name, name), path, ro) for name, path, ro in view["mounts"]
+        )
+    return out
+
+
+def _flag_values(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def _deploy_view(stack: str) -> dict[str, dict[str, Any]]:
+    plan = make_plan(load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml"))
+    deployment = build_deployment(plan, ROOT)
+    secrets = {s.name: f"secret-{s.name}" for s in deployment.secrets}
+    tls = IssuedTls(ca="CA", cert="CERT", key="KEY")
+    out = {}
+    for spec in deployment.specs:
+        prepared = prepare(container_run(spec), secrets, tls if spec.tls else None, "sha256:x")
+        args = create_args(prepared)
+        image_at = args.index(spec.image)
+        entry = _flag_values(args, "--entrypoint")
+        out[spec.name] = {
+            "host": spec.host,
+            "image": args[image_at],
+            "network": _flag_values(args, "--network")[0],
+            "env": sorted(prepared.env),
+            "files": sorted(prepared.files),
+            "mounts": sorted(
+                (v.split(":")[0], v.split(":")[1], v.endswith(":ro"))
+                for v in _flag_values(args, "-v")
+            ),
+            "health": (
+                _flag_values(args, "--health-cmd")[0],
+                _flag_values(args, "--health-interval")[0],
+                _flag_values(args, "--health-timeout")[0],
+                float(_flag_values(args, "--health-retries")[0]),
+                _flag_values(args, "--health-start-period")[0],
+            ),
+            "restart": _flag_values(args, "--restart")[0],
+            "memory": _flag_values(args, "--memory")[0],
+            "labels": sorted(
+                tuple(lb.split("=", 1))
+                for lb in _flag_values(args, "--label")
+                if not lb.startswith(HASH_LABEL)
+            ),
+            "entrypoint": entry + args[image_at + 1 : image_at + len(spec.entrypoint or ())]
+            if entry
+            else [],
+            "command": args[image_at + len(spec.entrypoint or ()) or image_at + 1 :]
+            if spec.entrypoint
+            else args[image_at + 1 :],
+            "log": sorted(tuple(o.split("=", 1)) for o in _flag_values(args, "--log-opt")),
+        }
+    return out
+
+
+@pytest.mark.parametrize("stack", ["lab", "homelab"])
+def test_deploy_runs_what_pulumi_declares(stack: str) -> None:
+    pulumi_side, deploy_side = _pulumi_view(stack), _deploy_view(stack)
+    assert sorted(pulumi_side) == sorted(deploy_side)
+    for name, declared in pulumi_side.items():
+        assert deploy_side[name] == declared, name
+
+
+def test_the_secrets_reach_deploy_only_on_stdin() -> None:
+    """No secret value is on a `docker create` command line (it shows in `ps`)."""
+    plan = make_plan(load_stack_file(ROOT / "stacks" / "Pulumi.lab.yaml"))
+    deployment = build_deployment(plan, ROOT)
+    secrets = {s.name: f"secret-{s.name}-value" for s in deployment.secrets}
+    for spec in deployment.specs:
+        prepared = prepare(container_run(spec), secrets, None if not spec.tls else
+                           IssuedTls("CA", "CERT", "KEY"), "sha256:x")  # fmt: skip
+        line = " ".join(create_args(prepared))
+        assert "-value" not in line, spec.name
+        if spec.secret_env:
+            assert any(v.endswith("-value") for v in prepared.env.values()), spec.name
