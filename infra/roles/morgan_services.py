@@ -20,7 +20,6 @@ from infra.spec_common import (
     http_probe,
     image_for,
     infra_name,
-    is_ip,
     port_encryption,
     role_labels,
     service_port,
@@ -49,10 +48,9 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     }
     if svc.engine is not None:
         env[f"{prefix}ENGINE"] = svc.engine
-    if not is_ip(host.address) or host.address.startswith("127."):
-        # The name this replica registers in Consul (its certificate carries it too). A bare
-        # IP is left out: the service then registers its hostname.
-        env["MORGAN_ADVERTISE_HOST"] = host.address
+    # The name or address this replica registers in Consul: how the other hosts reach it,
+    # and a name its certificate carries.
+    env["MORGAN_ADVERTISE_HOST"] = host.address
     if tls:
         env.update(
             {

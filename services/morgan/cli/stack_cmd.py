@@ -271,13 +271,20 @@ def verify(
 
     import pytest
 
+    from morgan.deploy import checks as fleet_checks
+    from morgan.deploy.rollout import outputs_file
     from morgan.lab import checks
 
     p = st.paths(stack)
-    if not p.info_file.exists():
-        _fail(f"stack {stack!r} is not up here; run `morgan up --stack {stack}` first")
+    deployed = outputs_file(p).exists()
+    if not deployed and not p.info_file.exists():
+        _fail(
+            f"stack {stack!r} is not up here; run `morgan up --stack {stack}` (one machine)"
+            f" or `morgan deploy --stack {stack}` (a fleet) first"
+        )
     os.environ["MORGAN_STACK"] = stack
-    folder = Path(checks.__file__).parent
+    # A fleet deployed by `morgan deploy` is checked host by host from its outputs.
+    folder = Path(str((fleet_checks if deployed else checks).__file__)).parent
     args = [str(folder), "-p", "no:cacheprovider", "-q", "--rootdir", str(folder)]
     # The project's pytest settings (markers, test paths) are not the checks' settings.
     args += ["-c", os.devnull, "-W", "ignore:Unverified HTTPS request", *(pytest_args or [])]

@@ -234,6 +234,19 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
     return report
 
 
+def api_key_for(config: MorganStackConfig, outputs: dict[str, Any], ca_file: Path,
+                owner: str) -> str:  # fmt: skip
+    """A new API key of a deployed stack, made through its Consul API (`morgan keys create`)."""
+    from morgan.shared.auth import ApiKeyStore
+    from morgan.shared.consul_client import ConsulClientFactory, parse_consul_addr
+
+    scheme, host, port = parse_consul_addr(outputs["consul_ui_url"].removesuffix("/ui/"))
+    factory = ConsulClientFactory(scheme=scheme, host=host, port=port,
+                                  token=outputs["consul_management_token"],
+                                  cacert=str(ca_file) if scheme == "https" else None)  # fmt: skip
+    return keys.create_api_key(ApiKeyStore(factory), owner=owner)
+
+
 def load_outputs(p: StackPaths) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(outputs_file(p).read_text())

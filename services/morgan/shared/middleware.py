@@ -47,6 +47,9 @@ def _json_body(
     ]
 
 
+INSTANCE_HEADER = b"x-morgan-instance"
+
+
 class EdgeMiddleware:
     """Request ids, user ids, metrics, access log, API-key auth and last-resort 500s."""
 
@@ -134,11 +137,15 @@ class EdgeMiddleware:
         state = {"status": 500, "started": False}
         rid_header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
 
+        registry = getattr(self.fastapi_app.state, "registry", None)
+        # Which replica answered (its Consul service id): for operators behind the gateway.
+        instance = [(INSTANCE_HEADER, registry.service_id.encode())] if registry else []
+
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["started"] = True
-                message["headers"] = [*message.get("headers", []), rid_header]
+                message["headers"] = [*message.get("headers", []), rid_header, *instance]
             await send(message)
 
         async def send_json(

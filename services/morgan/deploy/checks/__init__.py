@@ -1,0 +1,1 @@
+"""`morgan verify` of a deployed fleet (`morgan deploy`): pytest checks."""

@@ -1,0 +1,57 @@
+"""Fixtures of a fleet's `morgan verify`: the stack's outputs (written by `morgan deploy`,
+the same JSON `pulumi stack output --json --show-secrets` gives) and its hosts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.config import MorganStackConfig
+from infra.deployment import Deployment, build_deployment
+from infra.placement import make_plan
+from morgan.deploy.engine import DockerEngine
+from morgan.deploy.rollout import engines, load_outputs
+from morgan.lab import stack as st
+
+
+def _root() -> Path:
+    return Path(os.environ.get("MORGAN_ROOT") or st.repo_root())
+
+
+def _config() -> MorganStackConfig:
+    return st.load_config(os.environ.get("MORGAN_STACK", "lab"), _root())
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "host_name" in metafunc.fixturenames:
+        metafunc.parametrize("host_name", [h.name for h in _config().hosts])
+
+
+@pytest.fixture(scope="session")
+def config() -> MorganStackConfig:
+    return _config()
+
+
+@pytest.fixture(scope="session")
+def deployment(config: MorganStackConfig) -> Deployment:
+    return build_deployment(make_plan(config), _root())
+
+
+@pytest.fixture(scope="session")
+def outputs(config: MorganStackConfig) -> dict[str, Any]:
+    return load_outputs(st.paths(config.stack, _root()))
+
+
+@pytest.fixture(scope="session")
+def docker_engines(config: MorganStackConfig) -> dict[str, DockerEngine]:
+    return engines(config, _root())
+
+
+@pytest.fixture(scope="session")
+def ca_file(outputs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    path.write_text(outputs["ca_certificate"])
+    return path
