@@ -61,9 +61,15 @@ async def main() -> None:
         async def ping() -> dict[str, bool]:
             return {"ok": True}
 
-        settings = ServiceSettings(service_name="morgan-bench", host=LOOPBACK, bind_host=LOOPBACK,
-                                   port=port, consul_http_addr=consul.addr, auth_enabled=False,
-                                   consul_check_interval="1s")
+        settings = ServiceSettings(
+            service_name="morgan-bench",
+            host=LOOPBACK,
+            bind_host=LOOPBACK,
+            port=port,
+            consul_http_addr=consul.addr,
+            auth_enabled=False,
+            consul_check_interval="1s",
+        )
         with UvicornThread(create_app(settings, routers=[router]), port=port):
             cached = ConsulServiceDiscovery(factory, watch=False)
             uncached = ConsulServiceDiscovery(factory, watch=False, cache_seconds=0)
@@ -73,10 +79,12 @@ async def main() -> None:
                     break
                 except Exception:
                     await asyncio.sleep(0.2)
-            print("discover() cached:   ",
-                  pct(await timed(lambda: cached.discover("morgan-bench"))))
-            print("discover() uncached: ",
-                  pct(await timed(lambda: uncached.discover("morgan-bench"))))
+            print(
+                "discover() cached:   ", pct(await timed(lambda: cached.discover("morgan-bench")))
+            )
+            print(
+                "discover() uncached: ", pct(await timed(lambda: uncached.discover("morgan-bench")))
+            )
             url = f"http://{LOOPBACK}:{port}/ping"
             async with httpx.AsyncClient() as plain, MorganHTTPClient(cached) as client:
                 for _ in range(50):

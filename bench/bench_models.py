@@ -40,19 +40,25 @@ import soundfile as sf  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from morgan.models.testing import install_tiny_model  # noqa: E402
 
-LOCAL = {"register_in_consul": False, "auth_enabled": False, "host": "127.0.0.1",
-         "log_level": "WARNING"}
-SPEECH = ("Hello Morgan, please turn on the kitchen lights and set a timer for ten minutes. "
-          "Thank you.")
+LOCAL = {
+    "register_in_consul": False,
+    "auth_enabled": False,
+    "host": "127.0.0.1",
+    "log_level": "WARNING",
+}
+SPEECH = (
+    "Hello Morgan, please turn on the kitchen lights and set a timer for ten minutes. Thank you."
+)
 TTS_TEXT = "Good morning. The kitchen lights are on, and your timer is set for ten minutes."
 
 
 @contextlib.asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=transport, base_url="http://bench", timeout=600
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client,
+    ):
         while (await client.get("/ready")).status_code != 200:
             await asyncio.sleep(0.05)
         yield client
@@ -65,19 +71,27 @@ async def timed(n: int, call: Callable[[], Awaitable[float]]) -> tuple[float, li
     return time.perf_counter() - started, list(units)
 
 
-async def bench_llm(model_dir: Path, rounds: int, tokens: int,
-                    torch_threads: int) -> list[tuple[str, str, str]]:
+async def bench_llm(
+    model_dir: Path, rounds: int, tokens: int, torch_threads: int
+) -> list[tuple[str, str, str]]:
     from morgan.llm.app import build_app
     from morgan.llm.config import LLMSettings
 
-    settings = LLMSettings(model_dir=model_dir, model="tiny", max_concurrency=4,
-                           torch_threads=torch_threads, **LOCAL)
+    settings = LLMSettings(
+        model_dir=model_dir, model="tiny", max_concurrency=4, torch_threads=torch_threads, **LOCAL
+    )
     rows = []
     async with serving(build_app(settings)) as client:
+
         async def one() -> float:
-            reply = await client.post("/v1/chat/completions", json={
-                "messages": [{"role": "user", "content": "Tell me about the weather."}],
-                "max_tokens": tokens, "temperature": 0})
+            reply = await client.post(
+                "/v1/chat/completions",
+                json={
+                    "messages": [{"role": "user", "content": "Tell me about the weather."}],
+                    "max_tokens": tokens,
+                    "temperature": 0,
+                },
+            )
             reply.raise_for_status()
             return float(reply.json()["usage"]["completion_tokens"])
 
@@ -88,9 +102,13 @@ async def bench_llm(model_dir: Path, rounds: int, tokens: int,
                 wall, units = await timed(n, one)
                 rates.append(sum(units) / wall)
                 per_request.append(units[0] / wall)
-            rows.append((f"llm tokens/s, concurrency {n}, torch threads {torch_threads or 'auto'}",
-                         f"{statistics.median(rates):.1f} total",
-                         f"{statistics.median(per_request):.1f} per request"))
+            rows.append(
+                (
+                    f"llm tokens/s, concurrency {n}, torch threads {torch_threads or 'auto'}",
+                    f"{statistics.median(rates):.1f} total",
+                    f"{statistics.median(per_request):.1f} per request",
+                )
+            )
     return rows
 
 
@@ -102,9 +120,11 @@ async def bench_stt(model_dir: Path, rounds: int, speech: bytes) -> list[tuple[s
     settings = STTSettings(model_dir=model_dir, model="tiny", max_concurrency=4, **LOCAL)
     rows = []
     async with serving(build_app(settings)) as client:
+
         async def one() -> float:
-            reply = await client.post("/transcribe", json={
-                "audio": base64.b64encode(speech).decode(), "language": "en"})
+            reply = await client.post(
+                "/transcribe", json={"audio": base64.b64encode(speech).decode(), "language": "en"}
+            )
             reply.raise_for_status()
             return float(reply.json()["duration"])
 
@@ -114,9 +134,13 @@ async def bench_stt(model_dir: Path, rounds: int, speech: bytes) -> list[tuple[s
             for _ in range(rounds):
                 wall, units = await timed(n, one)
                 rtfs.append(wall / sum(units))
-            rows.append((f"stt real-time factor, concurrency {n}",
-                         f"{statistics.median(rtfs):.3f}",
-                         f"{seconds:.1f} s clip, {1 / statistics.median(rtfs):.0f}x real time"))
+            rows.append(
+                (
+                    f"stt real-time factor, concurrency {n}",
+                    f"{statistics.median(rtfs):.3f}",
+                    f"{seconds:.1f} s clip, {1 / statistics.median(rtfs):.0f}x real time",
+                )
+            )
     return rows
 
 
@@ -127,9 +151,12 @@ async def bench_tts(model_dir: Path, rounds: int) -> list[tuple[str, str, str]]:
     settings = TTSSettings(model_dir=model_dir, max_concurrency=4, **LOCAL)
     rows = []
     async with serving(build_app(settings)) as client:
+
         async def one() -> float:
-            reply = await client.post("/v1/audio/speech", json={
-                "input": TTS_TEXT, "voice": "tiny", "response_format": "pcm"})
+            reply = await client.post(
+                "/v1/audio/speech",
+                json={"input": TTS_TEXT, "voice": "tiny", "response_format": "pcm"},
+            )
             reply.raise_for_status()
             return len(reply.content) / 2 / int(reply.headers["x-sample-rate"])
 
@@ -140,9 +167,13 @@ async def bench_tts(model_dir: Path, rounds: int) -> list[tuple[str, str, str]]:
                 wall, units = await timed(n, one)
                 rtfs.append(wall / sum(units))
                 audio = units[0]
-            rows.append((f"tts real-time factor, concurrency {n}",
-                         f"{statistics.median(rtfs):.3f}",
-                         f"{audio:.1f} s of speech, {1 / statistics.median(rtfs):.0f}x real time"))
+            rows.append(
+                (
+                    f"tts real-time factor, concurrency {n}",
+                    f"{statistics.median(rtfs):.3f}",
+                    f"{audio:.1f} s of speech, {1 / statistics.median(rtfs):.0f}x real time",
+                )
+            )
     return rows
 
 
@@ -150,9 +181,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="repeats per row (median shown)")
     parser.add_argument("--llm-tokens", type=int, default=64, help="completion tokens per request")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch CPU threads for the llm (0 = torch's default); with a tiny "
-                        "model on a busy machine, 1 avoids thread-pool contention")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for the llm (0 = torch's default); with a tiny "
+        "model on a busy machine, 1 avoids thread-pool contention",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
@@ -164,16 +199,20 @@ def main() -> None:
         speech = wav.read_bytes()
 
         async def run_all() -> list[tuple[str, str, str]]:
-            return [*await bench_llm(model_dir, args.rounds, args.llm_tokens, args.torch_threads),
-                    *await bench_stt(model_dir, args.rounds, speech),
-                    *await bench_tts(model_dir, args.rounds)]
+            return [
+                *await bench_llm(model_dir, args.rounds, args.llm_tokens, args.torch_threads),
+                *await bench_stt(model_dir, args.rounds, speech),
+                *await bench_tts(model_dir, args.rounds),
+            ]
 
         rows = asyncio.run(run_all())
 
     cpus = os.cpu_count()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\nmodel services, tiny test models, CPU ({cpus} cores, load average {load}), "
-          f"median of {args.rounds}")
+    print(
+        f"\nmodel services, tiny test models, CPU ({cpus} cores, load average {load}), "
+        f"median of {args.rounds}"
+    )
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':>14}  note")
     print("-" * (width + 50))

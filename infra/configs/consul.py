@@ -7,6 +7,7 @@ from typing import Any
 
 from infra.model import TLS_DIR
 from infra.placement import Plan
+from infra.spec_common import is_ip
 
 SERVER_PORTS = {"server": 8300, "serf_lan": 8301, "serf_wan": 8302, "http": 8510, "https": 8511}
 AGENT_PORTS = {"serf_lan": 8311, "http": 8500, "https": 8501, "dns": 8600}
@@ -37,6 +38,18 @@ def _tls_block(verify_incoming: bool) -> dict[str, Any]:
         # Local clients (services, Prometheus, Traefik) authenticate with ACL tokens, not certs.
         "https": {"verify_incoming": False},
     }
+
+
+# The IPv4 address of the interface with the default route: on a host that runs containers,
+# Docker's own bridges (docker0, br-…) are private interfaces too and must not be advertised.
+_ADVERTISE_TEMPLATE = (
+    '{{ GetDefaultInterfaces | include "type" "IPv4" | limit 1 | attr "address" }}'
+)
+
+
+def advertise_addr(address: str) -> str:
+    """The address other agents reach this one at: the host's own when it is an IP."""
+    return address if is_ip(address) else _ADVERTISE_TEMPLATE
 
 
 def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
@@ -73,7 +86,7 @@ def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
         "data_dir": "/consul/data",
         "server": server,
         "bind_addr": "0.0.0.0",
-        "advertise_addr": '{{ GetPrivateInterfaces | include "type" "IPv4" | attr "address" }}',
+        "advertise_addr": advertise_addr(cfg.host(host).address),
         "client_addr": "0.0.0.0",
         "retry_join": [f"{a}:{SERVER_PORTS['serf_lan']}" for a in addresses],
         "ports": ports,

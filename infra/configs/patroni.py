@@ -23,6 +23,9 @@ REST_PORT = 8008
 SCOPE = "morgan"
 NAMESPACE = "/morgan/patroni/"
 CONFIG_PATH = "/etc/morgan/patroni/patroni.yml"
+# PostgreSQL refuses a key file others can read; uploaded files are, so the member copies
+# the key to a file of its own (0600) before Patroni starts PostgreSQL.
+PG_KEY_PATH = "/var/run/postgresql/server.key"
 POST_BOOTSTRAP_PATH = "/etc/morgan/patroni/post-bootstrap.sh"
 # Loss of the leader is noticed within ttl; Patroni needs loop_wait + 2 * retry_timeout <= ttl.
 # Consul refuses session TTLs under 10 s, and Patroni asks for ttl / 2.
@@ -63,7 +66,7 @@ def patroni_config(plan: Plan, host: str) -> dict[str, Any]:
             {
                 "ssl": "on",
                 "ssl_cert_file": f"{TLS_DIR}/cert.pem",
-                "ssl_key_file": f"{TLS_DIR}/key.pem",
+                "ssl_key_file": PG_KEY_PATH,
                 "ssl_ca_file": f"{TLS_DIR}/ca.pem",
             }
         )
@@ -117,6 +120,13 @@ def patroni_config(plan: Plan, host: str) -> dict[str, Any]:
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }
+
+
+def command(plan: Plan) -> tuple[str, ...]:
+    run = f"exec patroni {CONFIG_PATH}"
+    if plan.config.security.internal_tls:
+        run = f"install -m 0600 {TLS_DIR}/key.pem {PG_KEY_PATH} && {run}"
+    return ("/bin/sh", "-c", run)
 
 
 def render(document: dict[str, Any]) -> str:

@@ -36,15 +36,11 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     http_port = ports_cfg[http_key]
     ports.append(Port(http_port, encryption="tls" if tls else "none", purpose="http api"))
     if ports_cfg.get("dns", -1) > 0:
-        ports.append(
-            Port(
-                ports_cfg["dns"],
-                protocol="udp",
-                encryption="none",
-                purpose="dns",
-                loopback_only=False,
-            )
-        )
+        # Consul answers DNS over UDP and over TCP (for long answers) on the same port.
+        ports += [
+            Port(ports_cfg["dns"], protocol=proto, encryption="none", purpose="dns")
+            for proto in ("udp", "tcp")
+        ]
     env = {"CONSUL_HTTP_ADDR": f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"}
     if tls:
         env["CONSUL_CACERT"] = f"{TLS_DIR}/ca.pem"

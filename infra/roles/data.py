@@ -81,7 +81,8 @@ def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         host=replica.host,
         image=cfg.images.support.patroni,
         platform=cfg.host(replica.host).platform,
-        command=("patroni", patroni_cfg.CONFIG_PATH),
+        entrypoint=("tini", "--"),
+        command=patroni_cfg.command(plan),
         env={"PGDATA": "/var/lib/postgresql/data/pgdata"},
         secret_env=(
             SecretEnv("PATRONI_SUPERUSER_PASSWORD", "{postgres_password}"),

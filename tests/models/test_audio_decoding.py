@@ -26,8 +26,9 @@ def encode(samples: np.ndarray, rate: int, fmt: str, channels: int = 1) -> bytes
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("fmt", "name"), [("WAV", "wav"), ("FLAC", "flac"), ("OGG", "ogg"),
-                                           ("MP3", "mp3")])
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("WAV", "wav"), ("FLAC", "flac"), ("OGG", "ogg"), ("MP3", "mp3")]
+)
 def test_each_format_decodes_to_16k_mono(fmt: str, name: str) -> None:
     audio = decode_audio(encode(tone(2.0, 44100), 44100, fmt, channels=2), max_seconds=10)
     assert audio.source_format == name
@@ -86,9 +87,12 @@ def test_over_the_length_limit_is_413() -> None:
 
 def test_pcm_refusals() -> None:
     assert refusal(decode_pcm, b"\x00\x00", sample_rate=12345, max_seconds=5).code == (
-        "unsupported_sample_rate")
+        "unsupported_sample_rate"
+    )
     assert refusal(decode_pcm, b"\x00\x00", sample_rate=None, max_seconds=5).code == (
-        "sample_rate_missing")
+        "sample_rate_missing"
+    )
     assert refusal(decode_pcm, b"\x00\x00\x00", sample_rate=16000, max_seconds=5).code == (
-        "audio_corrupted")
+        "audio_corrupted"
+    )
     assert refusal(decode_pcm, b"", sample_rate=16000, max_seconds=5).code == "audio_empty"

@@ -59,7 +59,7 @@ def sse_events(body: str) -> list[Any]:
         if not block.strip():
             continue
         assert block.startswith("data: "), block
-        payload = block[len("data: "):]
+        payload = block[len("data: ") :]
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
 
@@ -71,8 +71,10 @@ async def test_completion_models_and_metrics(model_dir: Path) -> None:
         assert models["object"] == "list"
         assert [m["id"] for m in models["data"]] == ["tiny"]
 
-        reply = await client.post("/v1/chat/completions", json={
-            "model": "tiny", "messages": HELLO, "max_tokens": 6, "temperature": 0})
+        reply = await client.post(
+            "/v1/chat/completions",
+            json={"model": "tiny", "messages": HELLO, "max_tokens": 6, "temperature": 0},
+        )
         assert reply.status_code == 200, reply.text
         body = reply.json()
         assert body["object"] == "chat.completion" and body["model"] == "tiny"
@@ -85,8 +87,9 @@ async def test_completion_models_and_metrics(model_dir: Path) -> None:
         assert usage["prompt_tokens"] > 5
         assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
-        again = await client.post("/v1/chat/completions", json={
-            "messages": HELLO, "max_tokens": 6, "temperature": 0})
+        again = await client.post(
+            "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 6, "temperature": 0}
+        )
         assert again.json()["choices"][0]["message"] == choice["message"], "greedy is repeatable"
 
         metrics = (await client.get("/metrics")).text
@@ -99,9 +102,16 @@ async def test_completion_models_and_metrics(model_dir: Path) -> None:
 @in_session_loop
 async def test_streaming_is_openai_sse_ending_in_done(model_dir: Path) -> None:
     async with running(build_app(settings(model_dir))) as client:
-        reply = await client.post("/v1/chat/completions", json={
-            "messages": HELLO, "max_tokens": 5, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}})
+        reply = await client.post(
+            "/v1/chat/completions",
+            json={
+                "messages": HELLO,
+                "max_tokens": 5,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        )
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
         events = sse_events(reply.text)
@@ -114,10 +124,12 @@ async def test_streaming_is_openai_sse_ending_in_done(model_dir: Path) -> None:
         assert finishes[-1] == "length" and all(f is None for f in finishes[:-1])
         assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 5
 
-        streamed = "".join(c["choices"][0]["delta"].get("content", "")
-                           for c in chunks if c["choices"])
-        whole = await client.post("/v1/chat/completions", json={
-            "messages": HELLO, "max_tokens": 5, "temperature": 0})
+        streamed = "".join(
+            c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]
+        )
+        whole = await client.post(
+            "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 5, "temperature": 0}
+        )
         assert streamed == whole.json()["choices"][0]["message"]["content"]
 
 
@@ -167,8 +179,11 @@ async def test_same_seed_same_sampled_reply(model_dir: Path) -> None:
         ({"messages": HELLO, "model": "gpt-4"}, 404, "not served here"),
         ({"messages": HELLO, "n": 2}, 400, "n must be 1"),
         ({"messages": [{"role": "user", "content": "x" * 5000}]}, 413, "over the limit"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
-         "text parts only"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            400,
+            "text parts only",
+        ),
         ({"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, 400, "at most 4"),
         ({"messages": HELLO, "temperature": 9}, 422, "temperature"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, 422, "role"),
@@ -191,8 +206,9 @@ async def test_bad_requests_get_4xx_naming_the_problem(
 async def test_prompt_plus_max_tokens_over_context_is_400(model_dir: Path) -> None:
     app = build_app(settings(model_dir, max_context_tokens=40, max_tokens_limit=64))
     async with running(app) as client:
-        reply = await client.post("/v1/chat/completions", json={
-            "messages": HELLO, "max_tokens": 30})
+        reply = await client.post(
+            "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 30}
+        )
         assert reply.status_code == 400
         assert "over the context limit of 40" in reply.json()["error"]
 
@@ -200,8 +216,11 @@ async def test_prompt_plus_max_tokens_over_context_is_400(model_dir: Path) -> No
 @in_session_loop
 async def test_invalid_json_is_422(model_dir: Path) -> None:
     async with running(build_app(settings(model_dir))) as client:
-        reply = await client.post("/v1/chat/completions", content=b"{not json",
-                                  headers={"content-type": "application/json"})
+        reply = await client.post(
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
         assert reply.status_code == 422
         assert "error" in reply.json()
 
@@ -211,15 +230,20 @@ async def test_full_queue_answers_503_with_retry_after(model_dir: Path) -> None:
     app = build_app(settings(model_dir, max_concurrency=1, max_queue=0, max_tokens_limit=4096))
     async with running(app) as client:
         service = app.state.chat_service
-        long_run = asyncio.create_task(client.post("/v1/chat/completions", json={
-            "messages": HELLO, "max_tokens": 400, "temperature": 0}))
+        long_run = asyncio.create_task(
+            client.post(
+                "/v1/chat/completions",
+                json={"messages": HELLO, "max_tokens": 400, "temperature": 0},
+            )
+        )
         for _ in range(400):
             if service.limiter.running == 1:
                 break
             await asyncio.sleep(0.01)
         assert service.limiter.running == 1
-        refused = await client.post("/v1/chat/completions", json={"messages": HELLO,
-                                                                    "max_tokens": 2})
+        refused = await client.post(
+            "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}
+        )
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
         assert "busy" in refused.json()["error"]
@@ -231,17 +255,23 @@ async def test_full_queue_answers_503_with_retry_after(model_dir: Path) -> None:
 @in_session_loop
 async def test_request_timeout_stops_generation(model_dir: Path) -> None:
     # 12000 tokens take the tiny model seconds even on llama.cpp (~6000 tokens/s here).
-    app = build_app(settings(model_dir, request_timeout_seconds=0.3, max_tokens_limit=12000,
-                             max_context_tokens=16384))
+    app = build_app(
+        settings(
+            model_dir, request_timeout_seconds=0.3, max_tokens_limit=12000, max_context_tokens=16384
+        )
+    )
     async with running(app) as client:
         # Greedy: the tiny GGUF may sample its end token, it never picks it greedily.
-        reply = await client.post("/v1/chat/completions", json={
-            "messages": HELLO, "max_tokens": 12000, "temperature": 0})
+        reply = await client.post(
+            "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 12000, "temperature": 0}
+        )
         assert reply.status_code == 504
         assert "request_timeout_seconds" in reply.json()["error"]
 
-        streamed = await client.post("/v1/chat/completions", json={
-            "messages": HELLO, "max_tokens": 12000, "temperature": 0, "stream": True})
+        streamed = await client.post(
+            "/v1/chat/completions",
+            json={"messages": HELLO, "max_tokens": 12000, "temperature": 0, "stream": True},
+        )
         events = sse_events(streamed.text)
         assert events[-1] == "[DONE]"
         assert "request_timeout_seconds" in events[-2]["error"]
@@ -259,10 +289,11 @@ async def test_idle_model_is_unloaded_and_reloaded(model_dir: Path) -> None:
             await asyncio.sleep(0.05)
         assert not holder.loaded
         assert (await client.get("/ready")).status_code == 200
-        assert 'morgan_model_loaded{model="tiny",service="morgan-llm"} 0.0' in (
-            await client.get("/metrics")).text
-        reply = await client.post("/v1/chat/completions", json={"messages": HELLO,
-                                                                "max_tokens": 2})
+        assert (
+            'morgan_model_loaded{model="tiny",service="morgan-llm"} 0.0'
+            in (await client.get("/metrics")).text
+        )
+        reply = await client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2})
         assert reply.status_code == 200
         assert holder.loads == 2
 
@@ -297,8 +328,9 @@ async def test_ready_only_once_the_model_is_loaded(model_dir: Path) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
             assert (await client.get("/health")).status_code == 200
             assert (await client.get("/ready")).status_code == 503
-            waiting = asyncio.create_task(client.post("/v1/chat/completions", json={
-                "messages": HELLO, "max_tokens": 2}))
+            waiting = asyncio.create_task(
+                client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2})
+            )
             await asyncio.sleep(0.2)
             assert not waiting.done(), "a request waits for the load instead of failing"
             gate.set()

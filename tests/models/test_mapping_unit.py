@@ -25,7 +25,12 @@ pytestmark = pytest.mark.unit
 def test_sampling_params_follow_the_request() -> None:
     params = GenerationParams(max_tokens=64, temperature=0.2, top_p=0.9, stop=("\n\n",), seed=7)
     assert sampling_params_kwargs(params) == {
-        "max_tokens": 64, "temperature": 0.2, "top_p": 0.9, "n": 1, "stop": ["\n\n"], "seed": 7,
+        "max_tokens": 64,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "n": 1,
+        "stop": ["\n\n"],
+        "seed": 7,
     }
 
 
@@ -73,11 +78,18 @@ def test_vllm_prompt_and_engine_args(tmp_path: object) -> None:
     assert vllm_prompt([5, 6]) == {"prompt_token_ids": [5, 6]}
     from pathlib import Path
 
-    engine = VLLMEngine(Path("/models/llm/qwen"), gpu_memory_utilization=0.5, max_model_len=4096,
-                        served_model_name="qwen")
+    engine = VLLMEngine(
+        Path("/models/llm/qwen"),
+        gpu_memory_utilization=0.5,
+        max_model_len=4096,
+        served_model_name="qwen",
+    )
     assert engine.engine_args() == {
-        "model": "/models/llm/qwen", "tokenizer": "/models/llm/qwen",
-        "gpu_memory_utilization": 0.5, "dtype": "auto", "max_model_len": 4096,
+        "model": "/models/llm/qwen",
+        "tokenizer": "/models/llm/qwen",
+        "gpu_memory_utilization": 0.5,
+        "dtype": "auto",
+        "max_model_len": 4096,
         "served_model_name": "qwen",
     }
     assert engine.device == "cuda"
@@ -104,8 +116,9 @@ def test_vllm_engine_without_vllm_says_what_to_install() -> None:
         (("xyz",), ["abc", "def"], ("abcdef", False)),
     ],
 )
-def test_stop_strings_cut_across_chunks(stops: tuple[str, ...], pieces: list[str],
-                                         expected: tuple[str, bool]) -> None:
+def test_stop_strings_cut_across_chunks(
+    stops: tuple[str, ...], pieces: list[str], expected: tuple[str, bool]
+) -> None:
     stop_filter = StopStringFilter(stops)
     out = ""
     for piece in pieces:
@@ -143,7 +156,10 @@ def test_incremental_decoder_holds_back_split_utf8() -> None:
 
 def test_sentences_split_and_long_ones_cut_at_commas_then_spaces() -> None:
     assert split_sentences("Hello there. How are you?\nFine!", 100) == [
-        "Hello there.", "How are you?", "Fine!"]
+        "Hello there.",
+        "How are you?",
+        "Fine!",
+    ]
     long = "one, two, three four five six seven eight"
     pieces = split_sentences(long, 12)
     assert all(len(p) <= 12 for p in pieces)

@@ -23,8 +23,18 @@ def test_import_detects_kind_validates_and_lists(model_dir: Path, tmp_path: Path
     assert empty.exit_code == 0 and "no models in" in empty.output
 
     for kind in ("llm", "stt", "tts"):
-        result = runner.invoke(app, ["models", "import", str(model_dir / kind / "tiny"),
-                                     "--name", f"my-{kind}", "--model-dir", str(target)])
+        result = runner.invoke(
+            app,
+            [
+                "models",
+                "import",
+                str(model_dir / kind / "tiny"),
+                "--name",
+                f"my-{kind}",
+                "--model-dir",
+                str(target),
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert (target / kind / f"my-{kind}").is_dir()
         assert resolve_model(target, kind, f"my-{kind}") == target / kind / f"my-{kind}"
@@ -32,11 +42,32 @@ def test_import_detects_kind_validates_and_lists(model_dir: Path, tmp_path: Path
     listing = runner.invoke(app, ["models", "list", "--model-dir", str(target)])
     assert listing.output.splitlines() == ["llm: my-llm", "stt: my-stt", "tts: my-tts"]
 
-    again = runner.invoke(app, ["models", "import", str(model_dir / "stt" / "tiny"),
-                                "--name", "my-stt", "--model-dir", str(target)])
+    again = runner.invoke(
+        app,
+        [
+            "models",
+            "import",
+            str(model_dir / "stt" / "tiny"),
+            "--name",
+            "my-stt",
+            "--model-dir",
+            str(target),
+        ],
+    )
     assert again.exit_code == 2 and "--force" in again.output
-    forced = runner.invoke(app, ["models", "import", str(model_dir / "stt" / "tiny"),
-                                 "--name", "my-stt", "--force", "--model-dir", str(target)])
+    forced = runner.invoke(
+        app,
+        [
+            "models",
+            "import",
+            str(model_dir / "stt" / "tiny"),
+            "--name",
+            "my-stt",
+            "--force",
+            "--model-dir",
+            str(target),
+        ],
+    )
     assert forced.exit_code == 0
     assert not [p for p in (target / "stt").iterdir() if p.name.startswith(".")]
 
@@ -46,50 +77,55 @@ def test_import_refuses_incomplete_or_wrong_folders(model_dir: Path, tmp_path: P
     shutil.copytree(model_dir / "stt" / "tiny", broken)
     (broken / "model.bin").unlink()
     target = tmp_path / "models"
-    wrong_kind = runner.invoke(app, ["models", "import", str(broken), "--kind", "stt",
-                                     "--model-dir", str(target)])
+    wrong_kind = runner.invoke(
+        app, ["models", "import", str(broken), "--kind", "stt", "--model-dir", str(target)]
+    )
     assert wrong_kind.exit_code == 2
     assert "missing model.bin" in wrong_kind.output
-    unknown = runner.invoke(app, ["models", "import", str(tmp_path / "nothing"),
-                                  "--model-dir", str(target)])
+    unknown = runner.invoke(
+        app, ["models", "import", str(tmp_path / "nothing"), "--model-dir", str(target)]
+    )
     assert unknown.exit_code == 2 and "is not a folder" in unknown.output
-    bad_kind = runner.invoke(app, ["models", "import", str(broken), "--kind", "video",
-                                   "--model-dir", str(target)])
+    bad_kind = runner.invoke(
+        app, ["models", "import", str(broken), "--kind", "video", "--model-dir", str(target)]
+    )
     assert bad_kind.exit_code == 2 and "unknown model kind 'video'" in bad_kind.output
     assert not (target / "stt" / "broken").exists()
 
 
 def test_fetch_offline_says_to_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = runner.invoke(app, ["models", "fetch", "whisper-tiny", "--model-dir",
-                                 str(tmp_path)])
+    result = runner.invoke(app, ["models", "fetch", "whisper-tiny", "--model-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "HF_HUB_OFFLINE" in result.output and "morgan models import" in result.output
     unknown = runner.invoke(app, ["models", "fetch", "gpt-9", "--model-dir", str(tmp_path)])
     assert unknown.exit_code == 1 and "unknown model 'gpt-9'" in unknown.output
-    no_kind = runner.invoke(app, ["models", "fetch", "someone/some-model", "--model-dir",
-                                  str(tmp_path)])
+    no_kind = runner.invoke(
+        app, ["models", "fetch", "someone/some-model", "--model-dir", str(tmp_path)]
+    )
     assert no_kind.exit_code == 1 and "--kind" in no_kind.output
 
 
-def test_fetch_installs_what_the_download_wrote(model_dir: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_installs_what_the_download_wrote(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     calls: list[tuple[str, str | None]] = []
 
-    def download_from_local_copy(repo_id: str, target: Path, revision: str | None,
-                                 files: tuple[str, ...] | None) -> None:
+    def download_from_local_copy(
+        repo_id: str, target: Path, revision: str | None, files: tuple[str, ...] | None
+    ) -> None:
         calls.append((repo_id, revision))
         shutil.copytree(model_dir / "stt" / "tiny", target, dirs_exist_ok=True)
 
-    dest = fetch_model("whisper-tiny", tmp_path, revision="main",
-                       download=download_from_local_copy)
+    dest = fetch_model("whisper-tiny", tmp_path, revision="main", download=download_from_local_copy)
     assert calls == [("Systran/faster-whisper-tiny", "main")]
     assert dest == tmp_path / "stt" / "whisper-tiny"
     assert (dest / "model.bin").exists()
 
-    def failing_download(repo_id: str, target: Path, revision: str | None,
-                         files: tuple[str, ...] | None) -> None:
+    def failing_download(
+        repo_id: str, target: Path, revision: str | None, files: tuple[str, ...] | None
+    ) -> None:
         raise ConnectionError("Name or service not known")
 
     with pytest.raises(Exception, match="could not download Systran/faster-whisper-base"):
@@ -103,14 +139,16 @@ def test_catalog_lists_known_names() -> None:
     assert "Systran/faster-whisper-small" in result.output
 
 
-def test_fetch_a_gguf_model_downloads_only_its_file(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_a_gguf_model_downloads_only_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     tiny = cached_tiny_model("llm-gguf") / "tiny.gguf"
     asked: list[tuple[str, tuple[str, ...] | None]] = []
 
-    def download_one_file(repo_id: str, target: Path, revision: str | None,
-                          files: tuple[str, ...] | None) -> None:
+    def download_one_file(
+        repo_id: str, target: Path, revision: str | None, files: tuple[str, ...] | None
+    ) -> None:
         asked.append((repo_id, files))
         assert files is not None
         shutil.copy(tiny, target / files[0])

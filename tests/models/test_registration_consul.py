@@ -38,8 +38,9 @@ def status_of(url: str) -> int:
         return 0
 
 
-def start_service(kind: str, port: int, consul_addr: str, model_dir: Path, log_path: Path,
-                  **extra_env: str) -> subprocess.Popen[bytes]:
+def start_service(
+    kind: str, port: int, consul_addr: str, model_dir: Path, log_path: Path, **extra_env: str
+) -> subprocess.Popen[bytes]:
     prefix = f"MORGAN_{kind.upper()}_"
     env = {
         **os.environ,
@@ -55,9 +56,13 @@ def start_service(kind: str, port: int, consul_addr: str, model_dir: Path, log_p
         env[f"{prefix}MODEL"] = "tiny"
     if kind == "llm":  # the tiny model here is in Hugging Face format
         env.setdefault(f"{prefix}ENGINE", "transformers")
-    return subprocess.Popen([sys.executable, "-m", f"morgan.{kind}"], env=env,
-                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"morgan.{kind}"],
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -79,8 +84,9 @@ def test_services_register_with_model_meta_and_become_ready(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for kind, port in ports.items():
-            procs[kind] = start_service(kind, port, consul_server.addr, model_dir,
-                                        tmp_path / f"{kind}.log")
+            procs[kind] = start_service(
+                kind, port, consul_server.addr, model_dir, tmp_path / f"{kind}.log"
+            )
 
         deadline = time.monotonic() + 120
         pending = set(SERVICES)
@@ -105,8 +111,11 @@ def test_services_register_with_model_meta_and_become_ready(
             assert meta["vram_mb"] == "0"
             assert meta["arch"] == platform.machine().lower()
 
-        metrics = urllib.request.urlopen(
-            f"http://127.0.0.1:{ports['stt']}/metrics", timeout=5).read().decode()
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{ports['stt']}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
         assert 'morgan_model_load_seconds{model="tiny",service="morgan-stt"}' in metrics
     finally:
         stop_all(list(procs.values()))
@@ -121,17 +130,36 @@ def test_gpu_check_script_drives_one_prompt_through_consul(
     """scripts/gpu-check's service part, rehearsed on CPU (no nvidia-smi or vLLM here)."""
     name = f"morgan-llm-check-{os.getpid()}"
     port = free_ports(1)[0]
-    proc = start_service("llm", port, consul_server.addr, model_dir, tmp_path / "llm.log",
-                         service_name=name, auth_enabled="false")
+    proc = start_service(
+        "llm",
+        port,
+        consul_server.addr,
+        model_dir,
+        tmp_path / "llm.log",
+        service_name=name,
+        auth_enabled="false",
+    )
     script = Path(__file__).resolve().parents[2] / "scripts" / "gpu-check"
     try:
         deadline = time.monotonic() + 90
         result = None
         while time.monotonic() < deadline:  # until Consul's first health check passed
             result = subprocess.run(
-                [sys.executable, str(script), "--skip-gpu", "--engine", "transformers",
-                 "--consul", consul_server.addr, "--service", name],
-                capture_output=True, text=True, timeout=120)
+                [
+                    sys.executable,
+                    str(script),
+                    "--skip-gpu",
+                    "--engine",
+                    "transformers",
+                    "--consul",
+                    consul_server.addr,
+                    "--service",
+                    name,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if result.returncode == 0:
                 break
             assert proc.poll() is None, (tmp_path / "llm.log").read_text()[-3000:]
@@ -142,8 +170,19 @@ def test_gpu_check_script_drives_one_prompt_through_consul(
         assert "tokens/s" in result.stdout and "all checks passed" in result.stdout
 
         wrong = subprocess.run(
-            [sys.executable, str(script), "--skip-gpu", "--consul", consul_server.addr,
-             "--service", name], capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                str(script),
+                "--skip-gpu",
+                "--consul",
+                consul_server.addr,
+                "--service",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert wrong.returncode == 1
         assert "no morgan-llm-check" in wrong.stdout and "runs engine vllm" in wrong.stdout
     finally:

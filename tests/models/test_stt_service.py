@@ -53,21 +53,24 @@ async def test_every_format_and_response_format(model_dir: Path, speech_wav: byt
             reply = await client.post(
                 "/v1/audio/transcriptions",
                 files={"file": (f"speech.{fmt.lower()}", upload)},
-                data={"model": "whisper-1", "response_format": "verbose_json"})
+                data={"model": "whisper-1", "response_format": "verbose_json"},
+            )
             assert reply.status_code == 200, (fmt, reply.text)
             body = reply.json()
             assert body["duration"] == pytest.approx(duration, abs=0.1), fmt
             assert body["language"] in whisper_languages()
             assert isinstance(body["text"], str) and body["text"]
             assert body["segments"] and all(
-                0 <= s["start"] <= s["end"] <= body["duration"] for s in body["segments"])
+                0 <= s["start"] <= s["end"] <= body["duration"] for s in body["segments"]
+            )
 
-        plain = await client.post("/v1/audio/transcriptions",
-                                  files={"file": ("a.wav", speech_wav)})
+        plain = await client.post("/v1/audio/transcriptions", files={"file": ("a.wav", speech_wav)})
         assert set(plain.json()) == {"text"}
-        text = await client.post("/v1/audio/transcriptions",
-                                 files={"file": ("a.wav", speech_wav)},
-                                 data={"response_format": "text"})
+        text = await client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("a.wav", speech_wav)},
+            data={"response_format": "text"},
+        )
         assert text.headers["content-type"].startswith("text/plain")
         assert text.text.strip() == plain.json()["text"]
 
@@ -79,28 +82,34 @@ async def test_every_format_and_response_format(model_dir: Path, speech_wav: byt
 @in_session_loop
 async def test_language_given_or_detected_and_vad(model_dir: Path, speech_wav: bytes) -> None:
     async with running(build_app(settings(model_dir))) as client:
-        german = await client.post("/v1/audio/transcriptions",
-                                   files={"file": ("a.wav", speech_wav)},
-                                   data={"language": "de", "response_format": "verbose_json"})
+        german = await client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("a.wav", speech_wav)},
+            data={"language": "de", "response_format": "verbose_json"},
+        )
         assert german.json()["language"] == "de"
         assert german.json()["language_probability"] == 1.0
-        detected = await client.post("/v1/audio/transcriptions",
-                                     files={"file": ("a.wav", speech_wav)},
-                                     data={"response_format": "verbose_json"})
+        detected = await client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("a.wav", speech_wav)},
+            data={"response_format": "verbose_json"},
+        )
         body = detected.json()
         assert body["language"] in whisper_languages()
         assert 0 < body["language_probability"] <= 1
-        with_vad = await client.post("/v1/audio/transcriptions",
-                                     files={"file": ("a.wav", speech_wav)},
-                                     data={"vad_filter": "true",
-                                           "response_format": "verbose_json"})
+        with_vad = await client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("a.wav", speech_wav)},
+            data={"vad_filter": "true", "response_format": "verbose_json"},
+        )
         assert with_vad.status_code == 200
         silence = io.BytesIO()
         sf.write(silence, np.zeros(32000, dtype=np.float32), 16000, format="WAV")
-        quiet = await client.post("/v1/audio/transcriptions",
-                                  files={"file": ("s.wav", silence.getvalue())},
-                                  data={"vad_filter": "true",
-                                        "response_format": "verbose_json"})
+        quiet = await client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("s.wav", silence.getvalue())},
+            data={"vad_filter": "true", "response_format": "verbose_json"},
+        )
         assert quiet.status_code == 200
         assert quiet.json()["segments"] == [] and quiet.json()["text"] == ""
 
@@ -108,13 +117,20 @@ async def test_language_given_or_detected_and_vad(model_dir: Path, speech_wav: b
 @in_session_loop
 async def test_json_endpoint_with_file_and_pcm(model_dir: Path, speech_wav: bytes) -> None:
     async with running(build_app(settings(model_dir))) as client:
-        as_file = await client.post("/transcribe", json={
-            "audio": base64.b64encode(speech_wav).decode(), "language": "en"})
+        as_file = await client.post(
+            "/transcribe", json={"audio": base64.b64encode(speech_wav).decode(), "language": "en"}
+        )
         assert as_file.status_code == 200, as_file.text
         pcm = pcm16k(speech_wav)
-        as_pcm = await client.post("/transcribe", json={
-            "audio": base64.b64encode(pcm).decode(), "format": "pcm", "sample_rate": 16000,
-            "language": "en"})
+        as_pcm = await client.post(
+            "/transcribe",
+            json={
+                "audio": base64.b64encode(pcm).decode(),
+                "format": "pcm",
+                "sample_rate": 16000,
+                "language": "en",
+            },
+        )
         assert as_pcm.status_code == 200, as_pcm.text
         assert as_pcm.json()["duration"] == pytest.approx(len(pcm) / 2 / 16000, abs=0.01)
         assert as_pcm.json()["language"] == "en"
@@ -140,8 +156,9 @@ def _corrupted_flac(speech_wav: bytes) -> bytes:
     ],
 )
 @in_session_loop
-async def test_multipart_refusals(model_dir: Path, speech_wav: bytes, case: str, status: int,
-                                  needle: str) -> None:
+async def test_multipart_refusals(
+    model_dir: Path, speech_wav: bytes, case: str, status: int, needle: str
+) -> None:
     upload: bytes | None = speech_wav
     data: dict[str, str] = {}
     if case == "unsupported":
@@ -170,21 +187,46 @@ async def test_multipart_refusals(model_dir: Path, speech_wav: bytes, case: str,
     ("body", "status", "needle"),
     [
         ({"audio": "!!!not base64!!!"}, 400, "not valid base64"),
-        ({"audio": base64.b64encode(b"\x00\x00" * 100).decode(), "format": "pcm",
-          "sample_rate": 12345}, 400, "wrong sample rate 12345"),
-        ({"audio": base64.b64encode(b"\x00\x00" * 100).decode(), "format": "pcm"}, 400,
-         "sample_rate is required"),
-        ({"audio": base64.b64encode(b"\x00" * 3).decode(), "format": "pcm",
-          "sample_rate": 16000}, 400, "not a whole number of 16-bit samples"),
-        ({"audio": base64.b64encode(b"\x00\x00" * 16000 * 3).decode(), "format": "pcm",
-          "sample_rate": 16000}, 413, "over the limit of 2 s"),
+        (
+            {
+                "audio": base64.b64encode(b"\x00\x00" * 100).decode(),
+                "format": "pcm",
+                "sample_rate": 12345,
+            },
+            400,
+            "wrong sample rate 12345",
+        ),
+        (
+            {"audio": base64.b64encode(b"\x00\x00" * 100).decode(), "format": "pcm"},
+            400,
+            "sample_rate is required",
+        ),
+        (
+            {
+                "audio": base64.b64encode(b"\x00" * 3).decode(),
+                "format": "pcm",
+                "sample_rate": 16000,
+            },
+            400,
+            "not a whole number of 16-bit samples",
+        ),
+        (
+            {
+                "audio": base64.b64encode(b"\x00\x00" * 16000 * 3).decode(),
+                "format": "pcm",
+                "sample_rate": 16000,
+            },
+            413,
+            "over the limit of 2 s",
+        ),
         ({"audio": base64.b64encode(b"plain text").decode()}, 415, "unsupported audio format"),
         ({"audio": "", "format": "ogg"}, 422, "format"),
     ],
 )
 @in_session_loop
-async def test_json_refusals(model_dir: Path, body: dict[str, Any], status: int,
-                             needle: str) -> None:
+async def test_json_refusals(
+    model_dir: Path, body: dict[str, Any], status: int, needle: str
+) -> None:
     async with running(build_app(settings(model_dir, max_audio_seconds=2.0))) as client:
         reply = await client.post("/transcribe", json=body)
         assert reply.status_code == status, reply.text
@@ -200,11 +242,10 @@ def test_websocket_streams_partials_then_a_final(model_dir: Path, speech_wav: by
                 break
         with client.websocket_connect("/ws/transcribe") as ws:
             ws.send_text(json.dumps({"type": "start", "sample_rate": 16000, "language": "en"}))
-            assert ws.receive_json() == {"type": "started", "sample_rate": 16000,
-                                         "language": "en"}
+            assert ws.receive_json() == {"type": "started", "sample_rate": 16000, "language": "en"}
             step = 16000  # 0.5 s of 16-bit samples
             for offset in range(0, len(pcm), step):
-                ws.send_bytes(pcm[offset: offset + step])
+                ws.send_bytes(pcm[offset : offset + step])
             ws.send_text(json.dumps({"type": "stop"}))
             messages = []
             while True:
@@ -219,8 +260,9 @@ def test_websocket_streams_partials_then_a_final(model_dir: Path, speech_wav: by
             assert final["language"] == "en"
             assert final["duration"] == pytest.approx(len(pcm) / 32000, abs=0.01)
 
-            ws.send_text(json.dumps({"type": "audio", "data": base64.b64encode(
-                pcm[:32000]).decode()}))
+            ws.send_text(
+                json.dumps({"type": "audio", "data": base64.b64encode(pcm[:32000]).decode()})
+            )
             ws.send_text(json.dumps({"type": "stop"}))
             second = ws.receive_json()
             while second["type"] == "partial":

@@ -18,8 +18,10 @@ from tests.models.conftest import local_settings, running
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 in_session_loop = pytest.mark.asyncio(loop_scope="session")
 
-LONG_TEXT = ("Good morning. The kitchen lights are on! Your timer is set for ten minutes. "
-             "Is there anything else?")
+LONG_TEXT = (
+    "Good morning. The kitchen lights are on! Your timer is set for ten minutes. "
+    "Is there anything else?"
+)
 
 
 def settings(model_dir: Path, **overrides: Any) -> TTSSettings:
@@ -32,12 +34,15 @@ def settings(model_dir: Path, **overrides: Any) -> TTSSettings:
 async def test_voices_and_wav_speech(model_dir: Path) -> None:
     async with running(build_app(settings(model_dir, voice_aliases={"alloy": "tiny"}))) as client:
         voices = (await client.get("/voices")).json()
-        assert voices["voices"] == [{"id": "tiny", "language": "en-us", "sample_rate": 16000,
-                                     "engine": "coqui"}]
+        assert voices["voices"] == [
+            {"id": "tiny", "language": "en-us", "sample_rate": 16000, "engine": "coqui"}
+        ]
         assert voices["aliases"] == {"alloy": "tiny"}
 
-        reply = await client.post("/v1/audio/speech", json={
-            "model": "tts-1", "input": "Hello from Morgan.", "voice": "alloy"})
+        reply = await client.post(
+            "/v1/audio/speech",
+            json={"model": "tts-1", "input": "Hello from Morgan.", "voice": "alloy"},
+        )
         assert reply.status_code == 200, reply.text
         assert reply.headers["content-type"] == "audio/wav"
         assert reply.headers["x-voice"] == "tiny"
@@ -59,14 +64,16 @@ async def test_long_text_streams_one_chunk_per_sentence(model_dir: Path) -> None
 
         service = app.state.speech_service
         voice, fmt, chunks = await service.open_stream(
-            SpeechRequest(input=LONG_TEXT, voice="tiny", response_format="pcm"))
+            SpeechRequest(input=LONG_TEXT, voice="tiny", response_format="pcm")
+        )
         pieces = [chunk async for chunk in chunks]
         assert fmt == "pcm" and voice.sample_rate == 16000
         assert len(pieces) == 4  # four sentences, each synthesised and sent on its own
         assert all(len(p) > 0 and len(p) % 2 == 0 for p in pieces)
 
-        reply = await client.post("/v1/audio/speech", json={
-            "input": LONG_TEXT, "voice": "tiny", "response_format": "pcm"})
+        reply = await client.post(
+            "/v1/audio/speech", json={"input": LONG_TEXT, "voice": "tiny", "response_format": "pcm"}
+        )
         assert reply.headers["content-type"] == "audio/pcm"
         assert reply.headers["x-sample-rate"] == "16000"
         assert len(reply.content) % 2 == 0
@@ -83,15 +90,15 @@ async def test_long_text_streams_one_chunk_per_sentence(model_dir: Path) -> None
         ({"input": "?!...", "voice": "tiny"}, 400, "no letters or digits"),
         ({"input": "x" * 301, "voice": "tiny"}, 413, "over the limit of 300"),
         ({"input": "Hello.", "voice": "nobody"}, 400, "unknown voice 'nobody'"),
-        ({"input": "Hello.", "voice": "tiny", "response_format": "mp3"}, 400,
-         "use wav or pcm"),
+        ({"input": "Hello.", "voice": "tiny", "response_format": "mp3"}, 400, "use wav or pcm"),
         ({"input": "Hello.", "voice": "tiny", "speed": 2.0}, 400, "speed 2 is not supported"),
         ({"voice": "tiny"}, 422, "input"),
     ],
 )
 @in_session_loop
-async def test_bad_requests(model_dir: Path, body: dict[str, Any], status: int,
-                            needle: str) -> None:
+async def test_bad_requests(
+    model_dir: Path, body: dict[str, Any], status: int, needle: str
+) -> None:
     async with running(build_app(settings(model_dir, max_input_chars=300))) as client:
         reply = await client.post("/v1/audio/speech", json=body)
         assert reply.status_code == status, reply.text

@@ -23,8 +23,13 @@ def unique_name(prefix: str = "morgan-t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def eventually(check: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.1,
-               what: str = "condition") -> T:
+def eventually(
+    check: Callable[[], T | None],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -38,8 +43,13 @@ def eventually(check: Callable[[], T | None], *, timeout: float = 15.0, interval
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
-async def aeventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 15.0,
-                      interval: float = 0.1, what: str = "condition") -> T:
+async def aeventually(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -56,14 +66,25 @@ async def aeventually(check: Callable[[], Awaitable[T | None]], *, timeout: floa
 class UvicornThread:
     """A real uvicorn server for `app` on a free loopback port, in a background thread."""
 
-    def __init__(self, app: FastAPI, port: int | None = None,
-                 uvicorn_config: uvicorn.Config | None = None, **config: Any) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        port: int | None = None,
+        uvicorn_config: uvicorn.Config | None = None,
+        **config: Any,
+    ) -> None:
         self.port = uvicorn_config.port if uvicorn_config else (port or free_port())
         self.host = LOOPBACK
         self.url = f"http://{self.host}:{self.port}"
         self.config = uvicorn_config or uvicorn.Config(
-            app, host=self.host, port=self.port, log_config=None, access_log=False,
-            lifespan="on", **config)
+            app,
+            host=self.host,
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            **config,
+        )
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -95,8 +116,9 @@ def running(app: FastAPI, **config: Any) -> Iterator[UvicornThread]:
         yield srv
 
 
-def seed_endpoints(discovery: ConsulServiceDiscovery, name: str,
-                   ports: list[int]) -> list[ServiceEndpoint]:
+def seed_endpoints(
+    discovery: ConsulServiceDiscovery, name: str, ports: list[int]
+) -> list[ServiceEndpoint]:
     """Put loopback endpoints into a discovery cache (for tests of client logic alone)."""
     eps = [ServiceEndpoint(name, f"{name}-{p}", LOOPBACK, p) for p in ports]
     discovery._cache[name] = _CacheEntry(eps, discovery.clock(), None)

@@ -41,9 +41,14 @@ def build(ready: bool = True, **overrides: object):  # type: ignore[no-untyped-d
         return ready
 
     name = unique_name()
-    settings = ServiceSettings(service_name=name, port=9, register_in_consul=False,
-                               auth_enabled=False, consul_http_addr="127.0.0.1:1",
-                               **overrides)  # type: ignore[arg-type]
+    settings = ServiceSettings(
+        service_name=name,
+        port=9,
+        register_in_consul=False,
+        auth_enabled=False,
+        consul_http_addr="127.0.0.1:1",
+        **overrides,
+    )  # type: ignore[arg-type]
     return name, create_app(settings, routers=[router], ready_check=ready_check)
 
 
@@ -106,14 +111,34 @@ def test_metrics_use_route_templates_never_raw_paths() -> None:
         c.get("/no/such/path/42")
         c.get("/boom")
         text = c.get("/metrics").text
-    assert sample("morgan_http_requests_total", {"service": name, "route": "/items/{item_id}",
-                                                 "method": "POST", "status": "200"}) == 3
-    assert sample("morgan_http_requests_total", {"service": name, "route": "unmatched",
-                                                 "method": "GET", "status": "404"}) == 1
-    assert sample("morgan_http_requests_total", {"service": name, "route": "/boom",
-                                                 "method": "GET", "status": "500"}) == 1
-    assert sample("morgan_http_request_duration_seconds_count",
-                  {"service": name, "route": "/items/{item_id}", "method": "POST"}) == 3
+    assert (
+        sample(
+            "morgan_http_requests_total",
+            {"service": name, "route": "/items/{item_id}", "method": "POST", "status": "200"},
+        )
+        == 3
+    )
+    assert (
+        sample(
+            "morgan_http_requests_total",
+            {"service": name, "route": "unmatched", "method": "GET", "status": "404"},
+        )
+        == 1
+    )
+    assert (
+        sample(
+            "morgan_http_requests_total",
+            {"service": name, "route": "/boom", "method": "GET", "status": "500"},
+        )
+        == 1
+    )
+    assert (
+        sample(
+            "morgan_http_request_duration_seconds_count",
+            {"service": name, "route": "/items/{item_id}", "method": "POST"},
+        )
+        == 3
+    )
     assert sample("morgan_http_requests_in_flight", {"service": name}) == 0
     assert "/items/1" not in text and "/no/such/path/42" not in text
 

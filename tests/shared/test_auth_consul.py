@@ -102,13 +102,15 @@ def make_app(consul: ConsulClientFactory):  # type: ignore[no-untyped-def]
     async def open_route() -> dict:
         return {"ok": True}
 
-    settings = ServiceSettings(service_name=unique_name(), register_in_consul=False,
-                               consul_http_addr=consul.addr)
+    settings = ServiceSettings(
+        service_name=unique_name(), register_in_consul=False, consul_http_addr=consul.addr
+    )
     return create_app(settings, routers=[router])
 
 
-def test_app_401s_and_public_paths(consul: ConsulClientFactory,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_app_401s_and_public_paths(
+    consul: ConsulClientFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = ApiKeyStore(consul)
     _, key = store.create("erin")
     expired_rec, expired_key = store.create("old", expires_days=1)
@@ -119,7 +121,8 @@ def test_app_401s_and_public_paths(consul: ConsulClientFactory,
     with TestClient(make_app(consul)) as c:
         assert c.get("/api/me", headers={"X-API-Key": key}).json() == {"owner": "erin"}
         assert c.get("/api/me", headers={"Authorization": f"Bearer {key}"}).json() == {
-            "owner": "erin"}
+            "owner": "erin"
+        }
         cases = {
             "missing": {},
             "malformed": {"X-API-Key": "nope"},
@@ -144,8 +147,9 @@ def test_app_401s_and_public_paths(consul: ConsulClientFactory,
 def test_keys_cli_create_list_revoke(consul: ConsulClientFactory) -> None:
     runner = CliRunner()
     owner = unique_name("user")
-    r = runner.invoke(cli, ["keys", "create", "--owner", owner, "--expires-days", "7",
-                            "--consul", consul.addr])
+    r = runner.invoke(
+        cli, ["keys", "create", "--owner", owner, "--expires-days", "7", "--consul", consul.addr]
+    )
     assert r.exit_code == 0, r.output
     key = r.stdout.strip().splitlines()[0]
     key_id = key.split("_")[1]
@@ -160,8 +164,9 @@ def test_keys_cli_create_list_revoke(consul: ConsulClientFactory) -> None:
     assert line.endswith("revoked")
     r = runner.invoke(cli, ["keys", "revoke", "000000000000", "--consul", consul.addr])
     assert r.exit_code == 2 and "no API key" in r.output
-    r = runner.invoke(cli, ["keys", "create", "--owner", "x", "--expires-days", "-1",
-                            "--consul", consul.addr])
+    r = runner.invoke(
+        cli, ["keys", "create", "--owner", "x", "--expires-days", "-1", "--consul", consul.addr]
+    )
     assert r.exit_code == 2 and "positive" in r.output
 
 
@@ -175,8 +180,9 @@ def test_websocket_needs_a_key_in_header_or_query(consul: ConsulClientFactory) -
         await websocket.close()
 
     _, key = ApiKeyStore(consul).create("wsuser")
-    settings = ServiceSettings(service_name=unique_name(), register_in_consul=False,
-                               consul_http_addr=consul.addr)
+    settings = ServiceSettings(
+        service_name=unique_name(), register_in_consul=False, consul_http_addr=consul.addr
+    )
     with TestClient(create_app(settings, routers=[router])) as c:
         with pytest.raises(WebSocketDisconnect), c.websocket_connect("/api/ws") as s:
             s.receive_json()

@@ -13,11 +13,14 @@ from tests.harness.ports import free_port
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("args", [
-    ["keys", "list"],
-    ["keys", "create", "--owner", "alice"],
-    ["keys", "revoke", "abcdefabcdef"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "list"],
+        ["keys", "create", "--owner", "alice"],
+        ["keys", "revoke", "abcdefabcdef"],
+    ],
+)
 def test_keys_commands_name_the_unreachable_consul(args: list[str]) -> None:
     addr = f"127.0.0.1:{free_port()}"
     r = CliRunner().invoke(cli, [*args, "--consul", addr])
@@ -35,6 +38,7 @@ def test_config_migrate_names_the_unreachable_consul(tmp_path: Path) -> None:
 
 def test_config_migrate_rejects_bad_yaml_before_touching_consul(tmp_path: Path) -> None:
     (tmp_path / "llm.yaml").write_text("port: [unclosed\n")
-    r = CliRunner().invoke(cli, ["config", "migrate", "--from", str(tmp_path), "--consul",
-                                 f"127.0.0.1:{free_port()}"])
+    r = CliRunner().invoke(
+        cli, ["config", "migrate", "--from", str(tmp_path), "--consul", f"127.0.0.1:{free_port()}"]
+    )
     assert r.exit_code == 2 and "not valid YAML" in r.output

@@ -27,16 +27,19 @@ def test_doc_lists_every_field_of_every_known_settings_class() -> None:
     doc = expected_files(DEFAULT_DOCS_DIR, classes)[DEFAULT_DOCS_DIR / "configuration.md"]
     for name in classes["shared"].model_fields:
         assert f"`{name}`" in doc
-    schema = json.loads(expected_files(DEFAULT_DOCS_DIR, classes)[
-        DEFAULT_DOCS_DIR / "schemas" / "shared.json"])
+    schema = json.loads(
+        expected_files(DEFAULT_DOCS_DIR, classes)[DEFAULT_DOCS_DIR / "schemas" / "shared.json"]
+    )
     assert schema["properties"]["port"]["maximum"] == 65535
 
 
 def test_missing_modules_are_skipped_but_broken_ones_are_errors() -> None:
-    found = load_known_settings({
-        "shared": ("morgan.shared.settings", "ServiceSettings"),
-        "nope": ("morgan.nonexistent_service.config", "NopeSettings"),
-    })
+    found = load_known_settings(
+        {
+            "shared": ("morgan.shared.settings", "ServiceSettings"),
+            "nope": ("morgan.nonexistent_service.config", "NopeSettings"),
+        }
+    )
     assert list(found) == ["shared"]
     with pytest.raises(ImportError, match="defines no WrongName"):
         load_known_settings({"shared": ("morgan.shared.settings", "WrongName")})
@@ -50,7 +53,11 @@ def test_check_mode_fails_on_a_stale_copy(tmp_path: Path) -> None:
 
 
 def test_module_runs_as_a_program(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "morgan.shared.config_docs", "--docs-dir",
-                        str(tmp_path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "morgan.shared.config_docs", "--docs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "configuration.md").read_text().startswith("# Configuration reference")

@@ -18,10 +18,17 @@ from tests.shared.helpers import aeventually, unique_name
 pytestmark = pytest.mark.integration
 
 
-async def register(factory: ConsulClientFactory, name: str, target: StaticHttpServer,
-                   interval: str = "1s") -> ConsulRegistry:
-    reg = ConsulRegistry(factory, name=name, host=LOOPBACK, port=target.port,
-                         check_interval=interval, meta={"version": "t"})
+async def register(
+    factory: ConsulClientFactory, name: str, target: StaticHttpServer, interval: str = "1s"
+) -> ConsulRegistry:
+    reg = ConsulRegistry(
+        factory,
+        name=name,
+        host=LOOPBACK,
+        port=target.port,
+        check_interval=interval,
+        meta={"version": "t"},
+    )
     await reg.register()
     return reg
 
@@ -45,8 +52,11 @@ async def test_discover_returns_only_passing_and_drops_failing_within_15s(
             await aeventually(lambda: _eq(ids(d, name), both), timeout=15, what="two passing")
             flaky.status = 500  # its /health now fails
             # cache_seconds is 30: only the blocking-query watch can make this quick.
-            await aeventually(lambda: _eq(ids(d, name), {regs[0].service_id}), timeout=15,
-                              what="the failing instance to disappear")
+            await aeventually(
+                lambda: _eq(ids(d, name), {regs[0].service_id}),
+                timeout=15,
+                what="the failing instance to disappear",
+            )
             eps = await d.discover(name)
             assert eps[0].url == f"http://{LOOPBACK}:{good.port}"
             assert eps[0].meta["version"] == "t"
@@ -71,8 +81,11 @@ async def test_watch_sees_a_new_instance_quickly(consul: ConsulClientFactory) ->
             r2 = await register(consul, name, b)
             loop = asyncio.get_running_loop()
             start = loop.time()
-            await aeventually(lambda: _eq(ids(d, name), {r1.service_id, r2.service_id}),
-                              timeout=15, what="the watch to add the second instance")
+            await aeventually(
+                lambda: _eq(ids(d, name), {r1.service_id, r2.service_id}),
+                timeout=15,
+                what="the watch to add the second instance",
+            )
             # With a 300 s cache, only the watch can have refreshed it.
             assert loop.time() - start < 15
             await r2.deregister()
@@ -83,9 +96,11 @@ async def test_watch_sees_a_new_instance_quickly(consul: ConsulClientFactory) ->
 
 async def test_unknown_service_is_a_clear_error(consul: ConsulClientFactory) -> None:
     d = ConsulServiceDiscovery(consul, watch=False, caller="morgan-core")
-    with pytest.raises(NoHealthyInstanceError,
-                       match=r"core: no healthy instance of morgan-nothing-here in Consul; "
-                             r"is the nothing-here host up"):
+    with pytest.raises(
+        NoHealthyInstanceError,
+        match=r"core: no healthy instance of morgan-nothing-here in Consul; "
+        r"is the nothing-here host up",
+    ):
         await d.discover("morgan-nothing-here")
 
 
@@ -96,8 +111,9 @@ async def test_consul_down_serves_stale_endpoints_then_fails_clearly(tmp_path: P
         factory = ConsulClientFactory.from_env(server.addr)
         name = unique_name("morgan-llm")
         reg = await register(factory, name, target)
-        d = ConsulServiceDiscovery(factory, cache_seconds=30, stale_max_seconds=120,
-                                   watch=False, clock=lambda: now[0])
+        d = ConsulServiceDiscovery(
+            factory, cache_seconds=30, stale_max_seconds=120, watch=False, clock=lambda: now[0]
+        )
         await aeventually(lambda: ids(d, name), timeout=15, what="a passing instance")
         server.stop()
         now[0] += 60  # cache expired, Consul gone: stale endpoints for up to 120 s

@@ -16,19 +16,27 @@ pytestmark = pytest.mark.unit
 def entry(sid: str, port: int, statuses: list[str], **meta: str) -> dict:
     return {
         "Node": {"Address": "10.0.0.9"},
-        "Service": {"ID": sid, "Address": "127.0.0.1", "Port": port, "Tags": ["morgan"],
-                    "Meta": meta},
+        "Service": {
+            "ID": sid,
+            "Address": "127.0.0.1",
+            "Port": port,
+            "Tags": ["morgan"],
+            "Meta": meta,
+        },
         "Checks": [{"Status": s} for s in statuses],
     }
 
 
 def test_only_all_passing_entries_become_endpoints() -> None:
-    eps = endpoints_from_health("morgan-llm", [
-        entry("b", 2, ["passing", "passing"]),
-        entry("a", 1, ["passing"]),
-        entry("c", 3, ["passing", "critical"]),
-        entry("d", 4, ["warning"]),
-    ])
+    eps = endpoints_from_health(
+        "morgan-llm",
+        [
+            entry("b", 2, ["passing", "passing"]),
+            entry("a", 1, ["passing"]),
+            entry("c", 3, ["passing", "critical"]),
+            entry("d", 4, ["warning"]),
+        ],
+    )
     assert [e.id for e in eps] == ["a", "b"]
     assert eps[0].url == "http://127.0.0.1:1"
 

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_sigterm_deregisters_then_drains_in_flight_request(
-    consul: ConsulClientFactory, tmp_path: Path,
+    consul: ConsulClientFactory,
+    tmp_path: Path,
 ) -> None:
     name = unique_name()
     port = free_port()
@@ -40,22 +41,33 @@ def test_sigterm_deregisters_then_drains_in_flight_request(
     }
     log_path = tmp_path / "service.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.shared.sigterm_service"],
-                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.shared.sigterm_service"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     sid = f"{name}-{LOOPBACK}-{port}"
     try:
+
         def passing() -> bool:
             _, entries = consul.client().health.service(name, passing=True)
             return any(e["Service"]["ID"] == sid for e in entries)
 
-        eventually(passing, timeout=20, what=f"{sid} passing in Consul; log:\n"
-                   f"{log_path.read_text() if log_path.exists() else ''}")
+        eventually(
+            passing,
+            timeout=20,
+            what=f"{sid} passing in Consul; log:\n"
+            f"{log_path.read_text() if log_path.exists() else ''}",
+        )
         result: dict[str, object] = {}
 
         def slow_call() -> None:
             try:
-                r = httpx.get(f"http://{LOOPBACK}:{port}/api/slow", params={"seconds": 3},
-                              timeout=30)
+                r = httpx.get(
+                    f"http://{LOOPBACK}:{port}/api/slow", params={"seconds": 3}, timeout=30
+                )
                 result["status"] = r.status_code
                 result["body"] = r.json()
             except Exception as exc:
@@ -66,8 +78,11 @@ def test_sigterm_deregisters_then_drains_in_flight_request(
         t.start()
         time.sleep(0.7)  # the request is in flight
         proc.send_signal(signal.SIGTERM)
-        eventually(lambda: sid not in consul.client().agent.services(), timeout=5,
-                   what="deregistration after SIGTERM")
+        eventually(
+            lambda: sid not in consul.client().agent.services(),
+            timeout=5,
+            what="deregistration after SIGTERM",
+        )
         deregistered_at = time.monotonic()
         t.join(30)
         assert result.get("status") == 200, result

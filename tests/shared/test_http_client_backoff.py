@@ -25,13 +25,22 @@ class FakeTime:
         self.now += seconds
 
 
-def make_client(fake: FakeTime, *, rng: float = 1.0, deadline: float = 60.0,
-                base: float = 0.1, cap: float = 2.0) -> tuple[MorganHTTPClient, list[int]]:
+def make_client(
+    fake: FakeTime, *, rng: float = 1.0, deadline: float = 60.0, base: float = 0.1, cap: float = 2.0
+) -> tuple[MorganHTTPClient, list[int]]:
     discovery = ConsulServiceDiscovery("127.0.0.1:1", watch=False, clock=fake.clock)
     ports = free_ports(3)  # nothing listens: every connect is refused
     seed_endpoints(discovery, "morgan-x", ports)
-    client = MorganHTTPClient(discovery, deadline=deadline, clock=fake.clock, sleep=fake.sleep,
-                              rng=lambda: rng, backoff_base=base, backoff_cap=cap, timeout=2)
+    client = MorganHTTPClient(
+        discovery,
+        deadline=deadline,
+        clock=fake.clock,
+        sleep=fake.sleep,
+        rng=lambda: rng,
+        backoff_base=base,
+        backoff_cap=cap,
+        timeout=2,
+    )
     return client, ports
 
 

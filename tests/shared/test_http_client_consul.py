@@ -20,8 +20,9 @@ from tests.shared.helpers import UvicornThread, aeventually, seed_endpoints, uni
 pytestmark = pytest.mark.integration
 
 
-def upstream_app(consul_addr: str, name: str, port: int, hits: dict[str, int],
-                 *, register: bool = True):  # type: ignore[no-untyped-def]
+def upstream_app(
+    consul_addr: str, name: str, port: int, hits: dict[str, int], *, register: bool = True
+):  # type: ignore[no-untyped-def]
     router = APIRouter()
 
     @router.get("/whoami")
@@ -34,9 +35,16 @@ def upstream_app(consul_addr: str, name: str, port: int, hits: dict[str, int],
         hits["post"] = hits.get("post", 0) + 1
         return Response(status_code=503, content=b'{"error": "busy"}')
 
-    settings = ServiceSettings(service_name=name, host=LOOPBACK, bind_host=LOOPBACK, port=port,
-                               consul_http_addr=consul_addr, consul_check_interval="1s",
-                               auth_enabled=False, register_in_consul=register)
+    settings = ServiceSettings(
+        service_name=name,
+        host=LOOPBACK,
+        bind_host=LOOPBACK,
+        port=port,
+        consul_http_addr=consul_addr,
+        consul_check_interval="1s",
+        auth_enabled=False,
+        register_in_consul=register,
+    )
     return create_app(settings, routers=[router])
 
 
@@ -73,15 +81,15 @@ async def passing_count(d: ConsulServiceDiscovery, name: str, n: int) -> bool:
 
 
 async def test_calls_fail_over_when_one_instance_is_killed(
-    consul: ConsulClientFactory, two_instances: tuple[str, list[UvicornThread], list[dict]],
+    consul: ConsulClientFactory,
+    two_instances: tuple[str, list[UvicornThread], list[dict]],
 ) -> None:
     name, servers, _ = two_instances
     d = ConsulServiceDiscovery(consul, watch_wait_seconds=2)
     client = MorganHTTPClient(d, timeout=5, deadline=20)
     try:
         await aeventually(lambda: passing_count(d, name, 2), timeout=15, what="2 instances")
-        ports = {(await client.request(name, "GET", "/whoami")).json()["port"]
-                 for _ in range(4)}
+        ports = {(await client.request(name, "GET", "/whoami")).json()["port"] for _ in range(4)}
         assert ports == {servers[0].port, servers[1].port}  # round-robin uses both
         servers[0].kill()
         # Consul still lists the dead one for a while: every call must still succeed.
@@ -95,7 +103,8 @@ async def test_calls_fail_over_when_one_instance_is_killed(
 
 
 async def test_request_id_is_propagated(
-    consul: ConsulClientFactory, two_instances: tuple[str, list[UvicornThread], list[dict]],
+    consul: ConsulClientFactory,
+    two_instances: tuple[str, list[UvicornThread], list[dict]],
 ) -> None:
     name, _, _ = two_instances
     d = ConsulServiceDiscovery(consul, watch_wait_seconds=2)
@@ -112,7 +121,8 @@ async def test_request_id_is_propagated(
 
 
 async def test_post_503_is_not_retried_without_idempotency_key_but_is_with_one(
-    consul: ConsulClientFactory, two_instances: tuple[str, list[UvicornThread], list[dict]],
+    consul: ConsulClientFactory,
+    two_instances: tuple[str, list[UvicornThread], list[dict]],
 ) -> None:
     name, _, hits = two_instances
     d = ConsulServiceDiscovery(consul, watch_wait_seconds=2)
@@ -171,11 +181,18 @@ async def test_stream_reads_a_chunked_body(consul: ConsulClientFactory) -> None:
         async def gen():  # type: ignore[no-untyped-def]
             for i in range(3):
                 yield f"data: {i}\n\n"
+
         return StreamingResponse(gen(), media_type="text/event-stream")
 
-    settings = ServiceSettings(service_name=name, host=LOOPBACK, bind_host=LOOPBACK, port=port,
-                               consul_http_addr=consul.addr, consul_check_interval="1s",
-                               auth_enabled=False)
+    settings = ServiceSettings(
+        service_name=name,
+        host=LOOPBACK,
+        bind_host=LOOPBACK,
+        port=port,
+        consul_http_addr=consul.addr,
+        consul_check_interval="1s",
+        auth_enabled=False,
+    )
     d = ConsulServiceDiscovery(consul, watch_wait_seconds=2)
     with UvicornThread(create_app(settings, routers=[router]), port=port):
         await aeventually(lambda: passing_count(d, name, 1), timeout=15, what="1 instance")

@@ -27,20 +27,63 @@ def openssl(*args: str, cwd: Path) -> None:
 
 
 def make_ca(d: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
-            "-subj", f"/CN={name}", cwd=d)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        cwd=d,
+    )
 
 
 def make_cert(d: Path, ca: str, name: str) -> None:
     (d / f"{name}.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-        "extendedKeyUsage=serverAuth,clientAuth\n")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
-            cwd=d)
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        f"/CN={name}",
+        cwd=d,
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.pem",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-extfile",
+        f"{name}.ext",
+        cwd=d,
+    )
 
 
 def tls_context(pki: Path, cert: str | None = None) -> ssl.SSLContext:
@@ -71,9 +114,17 @@ def test_mtls_server_requires_a_client_certificate_from_the_ca(pki: Path) -> Non
     port = free_port()
     name = unique_name()
     settings = ServiceSettings(
-        service_name=name, host=LOOPBACK, bind_host=LOOPBACK, port=port,
-        register_in_consul=False, auth_enabled=False, consul_http_addr="127.0.0.1:1",
-        tls_ca=pki / "ca.pem", tls_cert=pki / "server.pem", tls_key=pki / "server.key")
+        service_name=name,
+        host=LOOPBACK,
+        bind_host=LOOPBACK,
+        port=port,
+        register_in_consul=False,
+        auth_enabled=False,
+        consul_http_addr="127.0.0.1:1",
+        tls_ca=pki / "ca.pem",
+        tls_cert=pki / "server.pem",
+        tls_key=pki / "server.key",
+    )
     app = create_app(settings, routers=[router])
     with UvicornThread(app, uvicorn_config=server_config(app, settings)):
         url = f"https://{LOOPBACK}:{port}/api/ping"
@@ -100,16 +151,25 @@ async def test_morgan_client_speaks_mtls(pki: Path) -> None:
     port = free_port()
     name = unique_name()
     settings = ServiceSettings(
-        service_name=name, host=LOOPBACK, bind_host=LOOPBACK, port=port,
-        register_in_consul=False, auth_enabled=False, consul_http_addr="127.0.0.1:1",
-        tls_ca=pki / "ca.pem", tls_cert=pki / "server.pem", tls_key=pki / "server.key")
+        service_name=name,
+        host=LOOPBACK,
+        bind_host=LOOPBACK,
+        port=port,
+        register_in_consul=False,
+        auth_enabled=False,
+        consul_http_addr="127.0.0.1:1",
+        tls_ca=pki / "ca.pem",
+        tls_cert=pki / "server.pem",
+        tls_key=pki / "server.key",
+    )
     app = create_app(settings, routers=[router])
     d = ConsulServiceDiscovery("127.0.0.1:1", watch=False)
     ep = ServiceEndpoint(name, f"{name}-1", LOOPBACK, port, meta={"scheme": "https"})
     d._cache[name] = _CacheEntry([ep], d.clock(), None)
     with UvicornThread(app, uvicorn_config=server_config(app, settings)):
-        async with MorganHTTPClient(d, ca_cert=pki / "ca.pem",
-                                    client_cert=(pki / "client.pem", pki / "client.key")) as c:
+        async with MorganHTTPClient(
+            d, ca_cert=pki / "ca.pem", client_cert=(pki / "client.pem", pki / "client.key")
+        ) as c:
             r = await c.request(name, "GET", "/api/ping")
             assert r.status_code == 200 and r.json() == {"pong": True}
         async with MorganHTTPClient(d, ca_cert=pki / "ca.pem", max_attempts=1) as c:

@@ -23,10 +23,19 @@ def health_entries(consul: ConsulClientFactory, name: str, passing: bool = False
 
 
 def service_settings(consul_addr: str, name: str, port: int, **kw: object) -> ServiceSettings:
-    return ServiceSettings(service_name=name, host=LOOPBACK, bind_host=LOOPBACK, port=port,
-                           consul_http_addr=consul_addr, consul_check_interval="1s",
-                           consul_anti_entropy_seconds=0.5, auth_enabled=False, engine="demo",
-                           vram_mb=512, **kw)  # type: ignore[arg-type]
+    return ServiceSettings(
+        service_name=name,
+        host=LOOPBACK,
+        bind_host=LOOPBACK,
+        port=port,
+        consul_http_addr=consul_addr,
+        consul_check_interval="1s",
+        consul_anti_entropy_seconds=0.5,
+        auth_enabled=False,
+        engine="demo",
+        vram_mb=512,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_app_registers_with_id_meta_and_http_check_then_deregisters(
@@ -37,8 +46,11 @@ def test_app_registers_with_id_meta_and_http_check_then_deregisters(
     app = create_app(service_settings(consul.addr, name, port), meta={"model": "tiny"})
     sid = f"{name}-{LOOPBACK}-{port}"
     with UvicornThread(app, port=port):
-        entries = eventually(lambda: health_entries(consul, name, passing=True),
-                             timeout=15, what="a passing registration")
+        entries = eventually(
+            lambda: health_entries(consul, name, passing=True),
+            timeout=15,
+            what="a passing registration",
+        )
         svc = entries[0]["Service"]
         assert svc["ID"] == sid
         assert (svc["Address"], svc["Port"]) == (LOOPBACK, port)
@@ -56,12 +68,17 @@ def test_app_registers_with_id_meta_and_http_check_then_deregisters(
 
 
 def test_registry_defaults_match_the_contract() -> None:
-    reg = ConsulRegistry(ConsulClientFactory.from_env("127.0.0.1:1"), name="morgan-llm",
-                         host="gpu1", port=8001)
+    reg = ConsulRegistry(
+        ConsulClientFactory.from_env("127.0.0.1:1"), name="morgan-llm", host="gpu1", port=8001
+    )
     check = reg.check_definition()
     assert reg.service_id == "morgan-llm-gpu1-8001"
-    assert check == {"http": "http://gpu1:8001/health", "interval": "10s", "timeout": "5s",
-                     "DeregisterCriticalServiceAfter": "1m"}
+    assert check == {
+        "http": "http://gpu1:8001/health",
+        "interval": "10s",
+        "timeout": "5s",
+        "DeregisterCriticalServiceAfter": "1m",
+    }
 
 
 @pytest.mark.slow
@@ -75,16 +92,20 @@ def test_reregisters_after_consul_restart_forgets_it(tmp_path: Path) -> None:
             eventually(lambda: health_entries(factory, name), what="first registration")
             server.stop()
             server.start()  # dev mode: an empty catalog
-            entries = eventually(lambda: health_entries(factory, name), timeout=15,
-                                 what="re-registration after the restart")
+            entries = eventually(
+                lambda: health_entries(factory, name),
+                timeout=15,
+                what="re-registration after the restart",
+            )
             assert entries[0]["Service"]["ID"] == f"{name}-{LOOPBACK}-{port}"
 
 
 async def test_start_survives_consul_down_and_registers_when_it_appears(tmp_path: Path) -> None:
     server = ConsulServer(tmp_path)
     factory = ConsulClientFactory.from_env(server.addr)
-    reg = ConsulRegistry(factory, name=unique_name(), host=LOOPBACK, port=free_port(),
-                         anti_entropy_seconds=0.3)
+    reg = ConsulRegistry(
+        factory, name=unique_name(), host=LOOPBACK, port=free_port(), anti_entropy_seconds=0.3
+    )
     await reg.start()  # Consul not running: logged, retried in the background
     try:
         server.start()

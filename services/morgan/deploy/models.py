@@ -54,7 +54,8 @@ def seed_host_models(engine: DockerEngine, deployment: Deployment, host: str) ->
         engine.run("create", "--name", SEED_CONTAINER, "-v", f"{volume}:/models",
                    "--entrypoint", "sh", image, "-c",
                    "for d in /models/*/default; do [ -d $d ] && echo $d $(cat $d/"
-                   f"{TINY_MARKER} 2>/dev/null || echo real); done", timeout=60)  # fmt: skip
+                   f"{TINY_MARKER} 2>/dev/null || echo real); done; true",
+                   timeout=60)  # fmt: skip
         try:
             listing = engine.run("start", "-a", SEED_CONTAINER, timeout=120).stdout.decode()
             found = {

@@ -3,8 +3,9 @@
 What Pulumi's Pki component (pulumi-tls) makes on a fleet, for `morgan deploy`: the same
 requests (`infra.fleet.certificate_requests`: every name and address a role is reached
 by), P-256 keys, each certificate for server and client use (services require client
-certificates of each other). Kept under `.morgan/<stack>/tls/` (0600 keys); a role's
-certificate is made again when its names change.
+certificates of each other). Kept under `.morgan/<stack>/pki/` (0600 keys): a CA of the
+stack's own, apart from any CA that opens a Docker daemon. A role's certificate is made
+again when its names change.
 """
 
 from __future__ import annotations

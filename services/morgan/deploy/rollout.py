@@ -50,6 +50,11 @@ class DeployReport:
         return sum(c != "unchanged" for per in self.changes.values() for c in per.values())
 
 
+def pki_dir(p: StackPaths) -> Path:
+    """The stack's own CA and role certificates (not the lab's Docker-access CA)."""
+    return p.state / "pki"
+
+
 def outputs_file(p: StackPaths) -> Path:
     return p.state / "outputs.json"
 
@@ -80,7 +85,7 @@ def _tls(deployment: Deployment, p: StackPaths) -> dict[str, IssuedTls]:
     if not deployment.plan.config.security.internal_tls:
         return {}
     org = f"Morgan {deployment.plan.config.stack}"
-    return {r.role: issue(p.state / "tls", r, org) for r in certificate_requests(deployment)}
+    return {r.role: issue(pki_dir(p), r, org) for r in certificate_requests(deployment)}
 
 
 def _wait_healthy(engine: DockerEngine, spec: ContainerSpec) -> None:
@@ -116,7 +121,7 @@ def _consul_store(deployment: Deployment, env: dict[str, str], p: StackPaths) ->
     from morgan.shared.consul_client import ConsulClientFactory
 
     ep = deployment.endpoints.consul
-    ca = p.state / "tls" / "ca.pem"
+    ca = pki_dir(p) / "ca.pem"
     factory = ConsulClientFactory(
         scheme=ep.scheme, host=ep.host, port=ep.port,
         token=env[secret_variable("consul_management_token")],
@@ -193,7 +198,9 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
         ids: dict[str, str] = {}
         for image in dict.fromkeys(s.image for s in on_host):
             if config.images.registry and image.startswith(config.images.registry):
+                t = time.monotonic()
                 engine.run("pull", "-q", image, timeout=1800)
+                log(f"{host}  pulled {image} ({time.monotonic() - t:.0f} s)")
             ids[image] = engine.text("image", "inspect", "-f", "{{.Id}}", image, timeout=60)
         for volume in dict.fromkeys(v.name for s in on_host for v in s.volumes):
             engine.run("volume", "create", volume, timeout=60)

@@ -96,8 +96,8 @@ def test_containers_run_as_non_root(host_name: str, deployment: Deployment,
     for spec in _planned(deployment, host_name):
         if spec.one_shot:
             continue
-        rows = engine.text("top", spec.name, "-eo", "uid,comm", timeout=60).splitlines()[1:]
-        root += [f"{spec.name}: {r.split()[1]}" for r in rows if r.split()[0] == "0"]
+        rows = engine.text("top", spec.name, "-eo", "pid,uid,comm", timeout=60).splitlines()
+        root += [f"{spec.name}: {r.split()[2]}" for r in rows[1:] if r.split()[1] == "0"]
     assert not root, f"{host_name}: processes running as root: {root}"
 
 
@@ -148,7 +148,7 @@ def test_three_consul_servers_and_a_leader(deployment: Deployment,
     rows = [line.split() for line in peers.splitlines()[1:] if line.strip()]
     assert len(rows) == len(servers) == 3, peers
     assert [r[3] for r in rows].count("leader") == 1, peers
-    assert all(r[5] == "true" for r in rows), f"every server a voter: {peers}"
+    assert all(r[4] == "true" for r in rows), f"every server a voter: {peers}"
 
 
 def test_patroni_leader_with_a_streaming_sync_replica(
@@ -159,10 +159,27 @@ def test_patroni_leader_with_a_streaming_sync_replica(
     listed = _exec(engine, member.name, "patronictl", "-c", patroni_cfg.CONFIG_PATH, "list",
                    "--format", "json")  # fmt: skip
     listing = json.loads(listed)
-    roles = {m["Member"]: (m["Role"], m["State"]) for m in listing}
+    roles = {m["Member"]: m["Role"] for m in listing}
     assert sorted(roles) == sorted(patroni_cfg.members(deployment.plan)), listing
-    assert [r for r, _s in roles.values()].count("Leader") == 1, listing
-    assert ("Sync Standby", "streaming") in roles.values(), listing
+    assert sorted(roles.values()) == ["Leader", "Sync Standby"], listing
+    leader = next(s for s in deployment.specs if roles.get(s.host) == "Leader"
+                  and s.role.startswith("postgres-"))  # fmt: skip
+    standby = next(m for m, r in roles.items() if r == "Sync Standby")
+    # The leader's own view: the standby streams and is the synchronous one.
+    replication = _exec(
+        docker_engines[leader.host],
+        leader.name,
+        "psql",
+        "-h",
+        "/var/run/postgresql",
+        "-U",
+        deployment.plan.config.postgres.user,
+        "-d",
+        "postgres",
+        "-Atc",
+        "SELECT application_name, state, sync_state FROM pg_stat_replication",
+    )
+    assert replication.splitlines() == [f"{standby}|streaming|sync"], replication  # fmt: skip
 
 
 def test_redis_cluster_ok_with_replicas_on_other_hosts(
@@ -253,10 +270,12 @@ def test_one_conversation_through_each_core(api: httpx.Client, deployment: Deplo
     assert first.status_code == 200, first.text
     conversation = first.json()["conversation_id"]
     answered = [first.headers[INSTANCE_HEADER]]
-    # Traefik balances round-robin: a few turns reach every core.
+    # Traefik balances round-robin (sticky by cookie): a few turns reach every core.
     for turn in range(2, 3 * len(cores) + 1):
         if set(answered) == cores:
             break
+        # Without the affinity cookie, as a new client would come: the next core in turn.
+        api.cookies.clear()
         resp = api.post("/api/text", json={"text": f"turn {turn}", "user_id": "verify",
                                            "conversation_id": conversation})  # fmt: skip
         assert resp.status_code == 200, resp.text

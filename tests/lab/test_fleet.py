@@ -1,0 +1,125 @@
+"""The lab stack deployed for real onto the lab's four hosts, then verified the way an
+operator verifies a fleet (`morgan verify --stack lab`), redeployed (a no-op), and probed
+in plain text on every internal port (each refuses)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from morgan.deploy.rollout import DeployReport, deploy
+from morgan.lab import images as img
+from morgan.lab import stack as st
+
+from infra.config import MorganStackConfig
+from infra.deployment import build_deployment
+from infra.placement import make_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+MORGAN = str(ROOT / ".venv" / "bin" / "morgan")
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(3000)]
+
+
+@pytest.fixture(scope="module")
+def config() -> MorganStackConfig:
+    return st.load_config("lab", ROOT)
+
+
+def test_first_deploy_created_every_planned_container(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    deployment = build_deployment(make_plan(config), ROOT)
+    for host in deployment.hosts:
+        planned = {s.name for s in deployment.rendered_specs(host, kv_seed=False)}
+        assert set(lab_fleet.changes[host]) == planned, host
+    print(f"first deploy: {lab_fleet.changed} containers in {lab_fleet.seconds:.0f} s")
+
+
+def test_morgan_verify_passes_on_the_lab(lab_fleet: DeployReport) -> None:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    proc = subprocess.run([MORGAN, "verify", "--stack", "lab", "-v"], capture_output=True,
+                          text=True, env=env, check=False, timeout=900)  # fmt: skip
+    print(proc.stdout[-6000:])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+def test_second_deploy_changes_nothing(lab_fleet: DeployReport, config: MorganStackConfig) -> None:
+    lines: list[str] = []
+    again = deploy(config, ROOT, st.paths("lab", img.repo_root()), log=lines.append)
+    print("\n".join(lines[-5:]), f"\nsecond deploy: {again.seconds:.0f} s")
+    changed = {h: {n: c for n, c in per.items() if c != "unchanged"} for h, per in
+               again.changes.items()}  # fmt: skip
+    assert again.changed == 0, changed
+    assert sum(len(per) for per in again.changes.values()) == sum(
+        len(per) for per in lab_fleet.changes.values()
+    )
+
+
+def _plaintext_answer(address: str, port: int, probe: bytes) -> bytes:
+    with socket.create_connection((address, port), timeout=5) as sock:
+        sock.settimeout(5)
+        sock.sendall(probe)
+        chunks = b""
+        try:
+            while len(chunks) < 4096:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                chunks += data
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return chunks
+
+
+def test_every_internal_port_refuses_plaintext(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    """Each TLS port of each host, spoken to in plain text, answers with no data: no HTTP
+    response, no Redis reply, no PostgreSQL session, no Consul RPC."""
+    deployment = build_deployment(make_plan(config), ROOT)
+    probes = {
+        "resp": b"PING\r\n",
+        "sql": b"\x00\x00\x00\x08\x04\xd2\x16\x2f",  # a plain CancelRequest-sized packet
+    }
+    tried = []
+    for spec in deployment.specs:
+        if spec.one_shot:
+            continue
+        address = config.host(spec.host).address
+        for port in spec.ports:
+            if port.encryption != "tls" or port.protocol != "tcp":
+                continue
+            probe = probes.get(port.purpose, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = _plaintext_answer(address, port.number, probe)
+            tried.append(f"{spec.host}:{port.number} {spec.name} {port.purpose}")
+            plain = (b"HTTP/1.", b"+PONG", b"-NOAUTH", b"-ERR", b"SCRAM", b"R\x00\x00")
+            assert not any(m in answer[:64] for m in plain), (spec.name, port, answer[:120])
+            # What does come back is a TLS alert or nothing: never readable protocol text.
+            assert answer[:1] in (b"", b"\x15", b"\x16") or not answer.isascii(), (
+                spec.name, port, answer[:120],
+            )  # fmt: skip
+    print(f"{len(tried)} TLS ports refused plain text:\n" + "\n".join(tried))
+    assert len(tried) >= 20
+
+
+def test_a_plaintext_client_without_certificate_is_refused_by_core(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    """core requires a client certificate: TLS without one is refused in the handshake."""
+    deployment = build_deployment(make_plan(config), ROOT)
+    core = deployment.of_role("core")[0]
+    address = config.host(core.host).address
+    ctx = ssl.create_default_context(cafile=str(st.paths("lab", ROOT).state / "pki" / "ca.pem"))
+    with (
+        socket.create_connection((address, 8000), timeout=5) as raw,
+        pytest.raises(ssl.SSLError),
+        ctx.wrap_socket(raw, server_hostname=address) as tls,
+    ):
+        tls.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        tls.recv(100)
