@@ -119,3 +119,17 @@ async def test_start_survives_consul_down_and_registers_when_it_appears(tmp_path
     finally:
         await reg.stop()
         server.close()
+
+
+def test_replies_name_the_replica_that_made_them(consul_server: ConsulServer) -> None:
+    """X-Morgan-Instance carries the replica's Consul service id (which core answered)."""
+    import httpx
+
+    name, port = unique_name(), free_port()
+    app = create_app(service_settings(consul_server.addr, name, port))
+    with UvicornThread(app, port=port):
+        resp = httpx.get(f"http://{LOOPBACK}:{port}/health", timeout=5)
+        missing = httpx.get(f"http://{LOOPBACK}:{port}/no-such-path", timeout=5)
+    assert resp.headers["x-morgan-instance"] == f"{name}-{LOOPBACK}-{port}"
+    assert missing.status_code == 404
+    assert missing.headers["x-morgan-instance"] == f"{name}-{LOOPBACK}-{port}"

@@ -1,7 +1,7 @@
 """PgMemoryStore: semantic memory in the stack's PostgreSQL, one store for every core.
 
 For fleets without a Qdrant server: each memory is a row with its embedding as
-`real[]`; a search scores a user's memories by cosine similarity in SQL (the embedder's
+`float8[]`; a search scores a user's memories by cosine similarity in SQL (the embedder's
 vectors are L2-normalised, so the dot product is the cosine). The rows live with the
 conversations, so they are replicated and failed over with them. Same interface as
 MemoryStore.
@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS memories (
     user_id text NOT NULL,
     conversation_id text NOT NULL,
     text text NOT NULL,
-    embedding real[] NOT NULL,
+    embedding float8[] NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS memories_user ON memories (user_id, created_at DESC);
@@ -34,7 +34,7 @@ CREATE INDEX IF NOT EXISTS memories_conversation ON memories (conversation_id);
 
 _SEARCH = """
 SELECT id, user_id, conversation_id, text, created_at,
-       (SELECT sum(a * b) FROM unnest(embedding, $2::real[]) AS v(a, b)) AS score
+       (SELECT sum(a * b) FROM unnest(embedding, $2::float8[]) AS v(a, b)) AS score
 FROM memories
 WHERE user_id = $1 AND conversation_id IS DISTINCT FROM $4
 ORDER BY score DESC NULLS LAST

@@ -1,0 +1,141 @@
+"""`morgan deploy`'s container step on a real Docker engine (this machine's, as unix://):
+create with the plan's settings, upload the files, a no-op when nothing changed, replaced
+when something did; and failures that name the host, the container and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from morgan.deploy.containers import apply, env_file, prepare, upload_tar
+from morgan.deploy.engine import DeployError, DockerEngine
+from morgan.deploy.pki import IssuedTls
+from morgan.lab import images as img
+from morgan.lab.polling import NotYet, poll
+
+from infra.container_run import container_run
+from infra.model import ConfigFile, ContainerSpec, Healthcheck, SecretEnv, TlsFiles
+
+pytestmark = [pytest.mark.lab]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _spec(name: str, message: str = "hello") -> ContainerSpec:
+    return ContainerSpec(
+        name=name,
+        role="probe",
+        host="local",
+        image=img.base_image(),
+        platform="linux/amd64",
+        entrypoint=("/bin/sh",),
+        command=("-c", "cat /etc/probe/message.txt; echo; exec sleep 600"),
+        env={"PLAIN": "value"},
+        secret_env=(SecretEnv("PROBE_PASSWORD", "{postgres_password}"),),
+        files=(ConfigFile("/etc/probe/message.txt", message),),
+        tls=TlsFiles(role="probe"),
+        healthcheck=Healthcheck(test=("CMD", "true"), interval="2s", start_period="1s"),
+        memory_mb=64,
+        labels={"org.morgan.test": "deploy"},
+    )
+
+
+@pytest.fixture
+def engine() -> DockerEngine:
+    return DockerEngine("local", "unix:///var/run/docker.sock", root=ROOT)
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    value = f"morgan-deploy-test-{uuid.uuid4().hex[:8]}"
+    yield value
+    subprocess.run(["docker", "rm", "-f", value], capture_output=True, check=False)
+
+
+def _logs_show(engine: DockerEngine, name: str, text: str) -> str:
+    """The container's log once it holds `text` (it prints right after starting)."""
+
+    def seen() -> str:
+        logs = engine.text("logs", name)
+        if text not in logs:
+            raise NotYet(f"log so far: {logs!r}")
+        return logs
+
+    return poll(seen, what=f"{name} printing {text!r}", timeout=20, interval=0.5)
+
+
+TLS = IssuedTls(ca="CA PEM", cert="CERT PEM", key="KEY PEM")
+SECRETS = {"postgres_password": "s3cret-value"}
+
+
+def test_created_unchanged_then_replaced(engine: DockerEngine, name: str) -> None:
+    first = prepare(container_run(_spec(name)), SECRETS, TLS, "sha256:one")
+    assert apply(engine, first) == "created"
+    assert _logs_show(engine, name, "hello")
+    env = engine.text("inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", name)
+    assert "PROBE_PASSWORD=s3cret-value" in env.splitlines()
+    key = engine.text("exec", name, "cat", "/etc/morgan/tls/key.pem")
+    assert key == "KEY PEM"
+    limits = engine.text("inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NetworkMode}}"
+                         " {{.HostConfig.RestartPolicy.Name}}", name)  # fmt: skip
+    assert limits == f"{64 * 1024 * 1024} host unless-stopped"
+    assert apply(engine, first) == "unchanged"
+    changed = prepare(container_run(_spec(name, "changed")), SECRETS, TLS, "sha256:one")
+    assert apply(engine, changed) == "replaced"
+    assert _logs_show(engine, name, "changed")
+
+
+def test_a_changed_secret_replaces_the_container(engine: DockerEngine, name: str) -> None:
+    assert apply(engine, prepare(container_run(_spec(name)), SECRETS, TLS, "sha256:a")) == (
+        "created"
+    )
+    rotated = prepare(container_run(_spec(name)), {"postgres_password": "new"}, TLS, "sha256:a")
+    assert apply(engine, rotated) == "replaced"
+
+
+def test_uploads_are_files_with_their_modes() -> None:
+    spec = _spec("x")
+    spec = ContainerSpec(**{**spec.__dict__, "files": (*spec.files,
+                            ConfigFile("/etc/probe/run.sh", "#!/bin/sh\n"))})  # fmt: skip
+    prepared = prepare(container_run(spec), SECRETS, TLS, "sha256:x")
+    with tarfile.open(fileobj=BytesIO(upload_tar(prepared))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert sorted(members) == [
+        "etc/morgan/tls/ca.pem", "etc/morgan/tls/cert.pem", "etc/morgan/tls/key.pem",
+        "etc/probe/message.txt", "etc/probe/run.sh",
+    ]  # fmt: skip
+    assert all(m.isfile() for m in members.values()), "no folder entry (they keep their owner)"
+    assert members["etc/probe/run.sh"].mode == 0o755
+    assert members["etc/probe/message.txt"].mode == 0o644
+    assert b"PROBE_PASSWORD=s3cret-value\n" in env_file(prepared)
+
+
+def test_a_value_with_a_line_break_is_refused_with_the_fix() -> None:
+    spec = ContainerSpec(**{**_spec("x").__dict__, "env": {"BAD": "two\nlines"}})
+    with pytest.raises(DeployError, match=r"local/x: environment variable BAD.*one line"):
+        prepare(container_run(spec), SECRETS, TLS, "sha256:x")
+
+
+def test_a_failing_step_names_the_host_and_the_error(engine: DockerEngine) -> None:
+    with pytest.raises(DeployError, match=r"^local: `docker inspect no-such-container-") as err:
+        engine.run("inspect", f"no-such-container-{uuid.uuid4().hex}")
+    assert "No such" in str(err.value)
+
+
+def test_an_unreachable_endpoint_names_the_host(tmp_path: Path) -> None:
+    engine = DockerEngine("h9", f"unix://{tmp_path}/docker.sock", root=ROOT)
+    with pytest.raises(DeployError, match=r"^h9: `docker version"):
+        engine.run("version", timeout=30)
+
+
+def test_ssh_endpoints_quote_every_argument() -> None:
+    engine = DockerEngine("h1", "ssh://morgan@h1.lan", ssh_opts=("-i", "key"), root=ROOT)
+    argv = engine.argv("inspect", "-f", "{{.State.Status}} x", "a b")
+    assert argv[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    assert argv[5:8] == ["-i", "key", "morgan@h1.lan"]
+    assert argv[8] == "docker inspect -f '{{.State.Status}} x' 'a b'"
