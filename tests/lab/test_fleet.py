@@ -43,7 +43,7 @@ def test_first_deploy_created_every_planned_container(
 
 def test_morgan_verify_passes_on_the_lab(lab_fleet: DeployReport) -> None:
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
-    proc = subprocess.run([MORGAN, "verify", "--stack", "lab", "-v"], capture_output=True,
+    proc = subprocess.run([MORGAN, "verify", "--stack", "lab", "--", "-v"], capture_output=True,
                           text=True, env=env, check=False, timeout=900)  # fmt: skip
     print(proc.stdout[-6000:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
