@@ -80,6 +80,9 @@ def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
     # No service mesh: gRPC (8502/8503 by default) would collide between a server and the
     # client agent on the same host.
     ports.update(grpc=-1, grpc_tls=-1)
+    listen_on: dict[str, str] = {}
+    if ports.get("dns", -1) > 0:
+        listen_on["dns"] = "127.0.0.1"
     document: dict[str, Any] = {
         "datacenter": cfg.consul.datacenter,
         "node_name": f"{host}-server" if server and not acts_as_agent else host,
@@ -88,6 +91,7 @@ def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
         "bind_addr": "0.0.0.0",
         "advertise_addr": advertise_addr(cfg.host(host).address),
         "client_addr": "0.0.0.0",
+        "addresses": listen_on,
         "retry_join": [f"{a}:{SERVER_PORTS['serf_lan']}" for a in addresses],
         "ports": ports,
         "node_meta": {

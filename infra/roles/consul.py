@@ -36,11 +36,13 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     http_port = ports_cfg[http_key]
     ports.append(Port(http_port, encryption="tls" if tls else "none", purpose="http api"))
     if ports_cfg.get("dns", -1) > 0:
-        # Consul answers DNS over UDP and over TCP (for long answers) on the same port.
+        # Consul answers DNS over UDP and over TCP (for long answers), on loopback only:
+        # the host's own resolver may forward `.consul` to it; the LAN may not ask.
         ports += [
-            Port(ports_cfg["dns"], protocol=proto, encryption="none", purpose="dns")
+            Port(ports_cfg["dns"], protocol=proto, encryption="none", purpose="dns",
+                 loopback_only=True)
             for proto in ("udp", "tcp")
-        ]
+        ]  # fmt: skip
     env = {"CONSUL_HTTP_ADDR": f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"}
     if tls:
         env["CONSUL_CACERT"] = f"{TLS_DIR}/ca.pem"
