@@ -20,6 +20,8 @@ def stack_outputs(fleet: Fleet) -> dict[str, Any]:
         "grafana_admin_password": fleet.observability.grafana_admin_password,
         "services_by_host": fleet.plan.by_host(),
         "ca_certificate": fleet.pki.ca_cert_pem if fleet.pki else None,
+        # What the daemons of tcp:// hosts trust (apart from the fleet CA).
+        "docker_ca_certificate": fleet.pki.docker_ca_cert_pem if fleet.pki else None,
         "kv_keys": fleet.kv.keys,
         "core_service_key_id": fleet.secrets.service_key.key_id,
     }

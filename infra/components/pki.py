@@ -1,4 +1,9 @@
-"""Pki: one CA and a server+client certificate per TLS role (pulumi-tls)."""
+"""Pki: the fleet CA with a server+client certificate per TLS role, and a separate CA for
+Docker daemon access (pulumi-tls).
+
+The daemons of `tcp://` hosts trust only the Docker-access CA: a certificate a container
+holds (signed by the fleet CA) cannot open a host's Docker daemon.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +37,24 @@ class IssuedCertificate:
     key_pem: pulumi.Output[str]
 
 
+def _ca(name: str, common_name: str, organization: str,
+        opts: pulumi.ResourceOptions) -> tuple[tls.PrivateKey, tls.SelfSignedCert]:  # fmt: skip
+    key = tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
+    cert = tls.SelfSignedCert(
+        name,
+        private_key_pem=key.private_key_pem,
+        is_ca_certificate=True,
+        validity_period_hours=CA_HOURS,
+        allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
+        subject=tls.SelfSignedCertSubjectArgs(common_name=common_name, organization=organization),
+        opts=opts,
+    )
+    return key, cert
+
+
 class Pki(pulumi.ComponentResource):
     ca_cert_pem: pulumi.Output[str]
+    docker_ca_cert_pem: pulumi.Output[str] | None
     certificates: dict[str, IssuedCertificate]
 
     def __init__(
@@ -41,24 +62,22 @@ class Pki(pulumi.ComponentResource):
     ) -> None:
         super().__init__("morgan:security:Pki", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
-        ca = tls.SelfSignedCert(
-            f"{name}-ca",
-            private_key_pem=ca_key.private_key_pem,
-            is_ca_certificate=True,
-            validity_period_hours=CA_HOURS,
-            allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
-            subject=tls.SelfSignedCertSubjectArgs(
-                common_name=f"{args.organization} CA", organization=args.organization
-            ),
-            opts=child,
-        )
+        ca_key, ca = _ca(f"{name}-ca", f"{args.organization} CA", args.organization, child)
         self.ca_cert_pem = ca.cert_pem
         self.certificates = {}
-        docker_requests = tuple(
-            CertificateRequest(role=f"docker-{h}", dns_names=(h,)) for h in args.docker_hosts
-        )
-        for request in args.requests + docker_requests:
+        signers = [(request, ca_key, ca) for request in args.requests]
+        self.docker_ca_cert_pem = None
+        if args.docker_hosts:
+            docker_key, docker_ca = _ca(
+                f"{name}-docker-ca", f"{args.organization} Docker access CA",
+                args.organization, child,
+            )  # fmt: skip
+            self.docker_ca_cert_pem = docker_ca.cert_pem
+            signers += [
+                (CertificateRequest(role=f"docker-{h}", dns_names=(h,)), docker_key, docker_ca)
+                for h in args.docker_hosts
+            ]
+        for request, signer_key, signer in signers:
             key = tls.PrivateKey(
                 f"{name}-{request.role}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child
             )
@@ -75,8 +94,8 @@ class Pki(pulumi.ComponentResource):
             cert = tls.LocallySignedCert(
                 f"{name}-{request.role}-cert",
                 cert_request_pem=csr.cert_request_pem,
-                ca_private_key_pem=ca_key.private_key_pem,
-                ca_cert_pem=ca.cert_pem,
+                ca_private_key_pem=signer_key.private_key_pem,
+                ca_cert_pem=signer.cert_pem,
                 validity_period_hours=CERT_HOURS,
                 early_renewal_hours=24 * 30,
                 allowed_uses=USES,
@@ -85,4 +104,10 @@ class Pki(pulumi.ComponentResource):
             self.certificates[request.role] = IssuedCertificate(
                 cert_pem=cert.cert_pem, key_pem=pulumi.Output.secret(key.private_key_pem)
             )
-        self.register_outputs({"ca_cert_pem": self.ca_cert_pem, "roles": sorted(self.certificates)})
+        self.register_outputs(
+            {
+                "ca_cert_pem": self.ca_cert_pem,
+                "docker_ca_cert_pem": self.docker_ca_cert_pem,
+                "roles": sorted(self.certificates),
+            }
+        )

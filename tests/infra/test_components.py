@@ -173,3 +173,18 @@ def test_kv_resource_writes_typed_entries(stack: Built) -> None:
     entries = kv.inputs["entries"]
     assert entries["morgan/config/core/llm_service"] == '"morgan-llm"'
     assert not any("password" in k or "dsn" in k for k in entries)
+
+
+def test_docker_daemon_certificates_come_from_their_own_ca(built: dict[str, Built]) -> None:
+    """A container's certificate (fleet CA) must not open a tcp:// host's Docker daemon."""
+    out = built["homelab"].outputs
+    assert out["docker_ca_certificate"][0] not in (None, out["ca_certificate"][0])
+    signed = {
+        r.name: r.inputs["caCertPem"]
+        for r in built["homelab"].mocks.of_type("tls:index/locallySignedCert:LocallySignedCert")
+    }
+    docker = {n: ca for n, ca in signed.items() if "-docker-" in n}
+    fleet = {n: ca for n, ca in signed.items() if "-docker-" not in n}
+    assert docker and fleet
+    assert set(docker.values()) == {out["docker_ca_certificate"][0]}
+    assert set(fleet.values()) == {out["ca_certificate"][0]}

@@ -148,3 +148,25 @@ def test_the_secrets_reach_deploy_only_on_stdin() -> None:
         assert "-value" not in line, spec.name
         if spec.secret_env:
             assert any(v.endswith("-value") for v in prepared.env.values()), spec.name
+
+
+def test_deploy_outputs_have_the_pulumi_stacks_keys(tmp_path: Path) -> None:
+    """`morgan verify` reads the outputs file as it would read `pulumi stack output --json`."""
+    import json
+
+    from morgan.deploy.rollout import write_outputs
+    from morgan.lab.stack import StackPaths
+    from morgan.shared.auth import compose_key
+
+    plan = make_plan(load_stack_file(ROOT / "stacks" / "Pulumi.lab.yaml"))
+    deployment = build_deployment(plan, ROOT)
+    env = {s.variable: f"value-{s.name}" for s in deployment.secrets}
+    env[deployment.service_key.variable] = compose_key("0123456789ab", "s" * 24)
+    path = write_outputs(deployment, env, {"core": IssuedTls("CA", "C", "K")},
+                         StackPaths(tmp_path, "lab"))  # fmt: skip
+    written = json.loads(path.read_text())
+    declared = set(build_under_mocks(plan).outputs)
+    assert set(written) == declared | {"hosts", "containers"}
+    assert written["core_service_key_id"] == "0123456789ab"
+    assert written["ca_certificate"] == "CA"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"

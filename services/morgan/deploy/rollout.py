@@ -162,6 +162,8 @@ def write_outputs(
         "grafana_admin_password": env.get(secret_variable("grafana_admin_password")),
         "services_by_host": deployment.plan.by_host(),
         "ca_certificate": ca,
+        # tcp:// hosts' daemon certificates are the operator's (the lab makes its own CA).
+        "docker_ca_certificate": None,
         "kv_keys": sorted(deployment.kv),
         "core_service_key_id": parse_key(store_key)[0],
         "hosts": {
