@@ -9,9 +9,30 @@ from pathlib import Path
 import pytest
 from morgan.core.memory.embedder import SentenceEmbedder
 from morgan.core.memory.onnx_export import bundled_model_dir
-from morgan.core.memory.store import MemoryStore
+from morgan.core.memory.store import MemoryStore, SemanticMemory
 
 pytestmark = pytest.mark.integration
+
+
+async def store_search_exclude_delete(store: SemanticMemory, embedder: SentenceEmbedder) -> None:
+    """What every memory store does (Qdrant's and PostgreSQL's): run on a started store."""
+    assert await store.vector_size() == embedder.dimension
+    await store.start()  # idempotent
+    await store.store_memory("u1", "c1", "My sister Anna lives in Lisbon")
+    await store.store_memory("u1", "c1", "I am allergic to peanuts")
+    await store.store_memory("u1", "c2", "My favourite band is Radiohead")
+    await store.store_memory("u2", "c3", "I am allergic to cats")
+    hits = await store.search_similar("u1", "what food allergies do I have?", k=2)
+    assert hits[0].text == "I am allergic to peanuts"
+    assert {h.user_id for h in hits} == {"u1"}
+    assert hits[0].score > hits[1].score
+    other = await store.search_similar("u2", "allergy", k=5)
+    assert [h.text for h in other] == ["I am allergic to cats"]
+    excl = await store.search_similar("u1", "allergy", k=5, exclude_conversation="c1")
+    assert [h.text for h in excl] == ["My favourite band is Radiohead"]
+    await store.delete_conversation("c1")
+    left = await store.search_similar("u1", "anything", k=5)
+    assert [h.text for h in left] == ["My favourite band is Radiohead"]
 
 
 @pytest.mark.unit
@@ -40,23 +61,7 @@ async def test_collection_created_with_model_dimension_and_search(
     store = MemoryStore.open(embedder, path=qdrant_path, collection="mem_test")
     await store.start()
     try:
-        assert await store.vector_size() == embedder.dimension
-        await store.start()  # idempotent
-        await store.store_memory("u1", "c1", "My sister Anna lives in Lisbon")
-        await store.store_memory("u1", "c1", "I am allergic to peanuts")
-        await store.store_memory("u1", "c2", "My favourite band is Radiohead")
-        await store.store_memory("u2", "c3", "I am allergic to cats")
-        hits = await store.search_similar("u1", "what food allergies do I have?", k=2)
-        assert hits[0].text == "I am allergic to peanuts"
-        assert {h.user_id for h in hits} == {"u1"}
-        assert hits[0].score > hits[1].score
-        other = await store.search_similar("u2", "allergy", k=5)
-        assert [h.text for h in other] == ["I am allergic to cats"]
-        excl = await store.search_similar("u1", "allergy", k=5, exclude_conversation="c1")
-        assert [h.text for h in excl] == ["My favourite band is Radiohead"]
-        await store.delete_conversation("c1")
-        left = await store.search_similar("u1", "anything", k=5)
-        assert [h.text for h in left] == ["My favourite band is Radiohead"]
+        await store_search_exclude_delete(store, embedder)
     finally:
         await store.close()
 

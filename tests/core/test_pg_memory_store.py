@@ -7,6 +7,8 @@ import pytest
 from morgan.core.memory.embedder import SentenceEmbedder
 from morgan.core.memory.pg_store import PgMemoryStore
 
+from tests.core.test_memory_store import store_search_exclude_delete
+
 pytestmark = pytest.mark.integration
 
 
@@ -14,23 +16,7 @@ async def test_store_search_exclude_and_delete(embedder: SentenceEmbedder, pg_ds
     store = PgMemoryStore(pg_dsn, embedder)
     await store.start()
     try:
-        assert await store.vector_size() == embedder.dimension
-        await store.start()  # idempotent
-        await store.store_memory("u1", "c1", "My sister Anna lives in Lisbon")
-        await store.store_memory("u1", "c1", "I am allergic to peanuts")
-        await store.store_memory("u1", "c2", "My favourite band is Radiohead")
-        await store.store_memory("u2", "c3", "I am allergic to cats")
-        hits = await store.search_similar("u1", "what food allergies do I have?", k=2)
-        assert hits[0].text == "I am allergic to peanuts"
-        assert {h.user_id for h in hits} == {"u1"}
-        assert hits[0].score > hits[1].score
-        other = await store.search_similar("u2", "allergy", k=5)
-        assert [h.text for h in other] == ["I am allergic to cats"]
-        excl = await store.search_similar("u1", "allergy", k=5, exclude_conversation="c1")
-        assert [h.text for h in excl] == ["My favourite band is Radiohead"]
-        await store.delete_conversation("c1")
-        left = await store.search_similar("u1", "anything", k=5)
-        assert [h.text for h in left] == ["My favourite band is Radiohead"]
+        await store_search_exclude_delete(store, embedder)
     finally:
         await store.close()
 
