@@ -45,6 +45,9 @@ def model_instance(kind: str, consul: ConsulServer, logs: Path, model_dir: Path)
     }
     if kind == "llm":  # the tiny model here is in Hugging Face format
         env[f"{prefix}ENGINE"] = "transformers"
+        # One generation at a time and two waiting: the overload test fills it quickly.
+        env[f"{prefix}MAX_CONCURRENCY"] = "1"
+        env[f"{prefix}MAX_QUEUE"] = "2"
     argv = [sys.executable, "-m", f"morgan.{kind}"]
     return ModelInstance(f"morgan-{kind}", argv, port, consul.addr,
                          logs / f"{kind}-{port}.log", env)  # fmt: skip
@@ -156,6 +159,33 @@ async def test_websocket_streams_real_llm_tokens(core: CoreServer, api_keys: Api
                 break
     assert "".join(deltas) == event["text"]
     assert event["timings"]["llm_ms"] > 0
+
+
+async def test_sixty_turns_at_once_get_200_or_503_with_retry_after_never_502(
+    core: CoreServer, api_keys: ApiKeys
+) -> None:
+    """Over what the llm instances can take, turns are shed at the edge with 503 +
+    Retry-After: core sized its admission from their published capacity (1 running + 2
+    waiting each), and a busy llm is waited out or reported as busy, never as a 502."""
+    discovery = core.orchestrator.models.http.discovery
+    published = sorted(e.meta.get("capacity") for e in await discovery.discover("morgan-llm"))
+    assert published == ["3", "3"]
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    async with httpx.AsyncClient(base_url=core.url, headers=api_keys.headers, timeout=120,
+                                 limits=limits) as burst:  # fmt: skip
+        responses = await asyncio.gather(*(
+            burst.post("/api/text", json={"text": f"burst {i}", "user_id": "e2e-burst"})
+            for i in range(60)
+        ))  # fmt: skip
+    statuses = [r.status_code for r in responses]
+    print({code: statuses.count(code) for code in set(statuses)})
+    assert set(statuses) <= {200, 503}, sorted(statuses)
+    assert statuses.count(200) >= 6, statuses
+    for r in responses:
+        if r.status_code == 503:
+            assert int(r.headers["Retry-After"]) >= 1
+            assert "llm instances found can hold at once (6)" in r.json()["error"], r.text
+    assert core.orchestrator.limiter.inflight == 0
 
 
 async def test_turn_succeeds_after_one_of_two_llm_instances_is_killed(

@@ -97,7 +97,8 @@ async def test_llm_service_follows_a_kv_change_without_restart(consul_server: Co
         kv.put(f"morgan/config/{scope}/{name}", json.dumps(value))
 
     for name, value in {
-        "register_in_consul": False,
+        # Registered under its own name (no other test discovers it): its meta follows.
+        "service_name": scope,
         "auth_enabled": False,
         "model": "fake",
         "consul_http_addr": consul.addr,
@@ -131,5 +132,14 @@ async def test_llm_service_follows_a_kv_change_without_restart(consul_server: Co
                 )
                 await asyncio.sleep(0.2)
             assert "limit of 50" in reply.json()["error"]
+            # The capacity core sizes its admission from follows in Consul: 3 + 2.
+            for _ in range(50):
+                services = consul.client().agent.services() or {}
+                meta = next((v["Meta"] for v in services.values() if v["Service"] == scope), {})
+                if meta.get("capacity") == "5":
+                    break
+                print(f"capacity in Consul: {meta.get('capacity')}")
+                await asyncio.sleep(0.2)
+            assert meta.get("capacity") == "5", meta
     finally:
         kv.delete(f"morgan/config/{scope}/", recurse=True)

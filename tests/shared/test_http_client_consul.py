@@ -6,11 +6,14 @@ import asyncio
 
 import pytest
 from fastapi import APIRouter, Request, Response
+from morgan.models.limiter import ConcurrencyLimiter
+from morgan.models.service_app import install_model_error_handler
 from morgan.shared.app import create_app
 from morgan.shared.consul_client import ConsulClientFactory
 from morgan.shared.discovery import ConsulServiceDiscovery
 from morgan.shared.http_client import MorganHTTPClient, UpstreamError
 from morgan.shared.logging import request_id_var
+from morgan.shared.metrics import UPSTREAM_BUSY_WAITS_TOTAL
 from morgan.shared.registry import ConsulRegistry
 from morgan.shared.settings import ServiceSettings
 
@@ -200,3 +203,83 @@ async def test_stream_reads_a_chunked_body(consul: ConsulClientFactory) -> None:
             lines = [ln async for ln in resp.aiter_lines() if ln]
     assert lines == ["data: 0", "data: 1", "data: 2"]
     d.close()
+
+
+# ---------------------------------------------------------------- busy instances
+
+
+def busy_app(consul_addr: str, name: str, port: int, served: list[int]):  # type: ignore[no-untyped-def]
+    """An instance that works 0.3 s per request, one at a time, with no queue: a second
+    request at once gets the model services' busy answer (503 + Retry-After: 1)."""
+    router = APIRouter()
+    limiter = ConcurrencyLimiter(1, 0, what=name, retry_after_seconds=1)
+
+    @router.post("/work")
+    async def work() -> dict:
+        async with limiter.slot():
+            served.append(port)
+            await asyncio.sleep(0.3)
+            return {"port": port}
+
+    settings = ServiceSettings(
+        service_name=name, host=LOOPBACK, bind_host=LOOPBACK, port=port,
+        consul_http_addr=consul_addr, consul_check_interval="1s", auth_enabled=False,
+    )  # fmt: skip
+    app = create_app(settings, routers=[router])
+    install_model_error_handler(app)
+    return app
+
+
+@pytest.fixture
+async def two_busy_instances(consul: ConsulClientFactory):  # type: ignore[no-untyped-def]
+    name, served = unique_name(), []
+    servers = [UvicornThread(busy_app(consul.addr, name, port, served), port=port).start()
+               for port in (free_port(), free_port())]  # fmt: skip
+    try:
+        yield name, servers, served
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def test_busy_instances_are_waited_out_within_the_deadline(
+    consul: ConsulClientFactory, two_busy_instances: tuple[str, list[UvicornThread], list[int]]
+) -> None:
+    """Six POSTs (no Idempotency-Key: a busy answer did no work, so resending is safe) at
+    two instances that take one each: every one is served, none comes back busy."""
+    name, servers, served = two_busy_instances
+    d = ConsulServiceDiscovery(consul, watch_wait_seconds=2)
+    waits_before = UPSTREAM_BUSY_WAITS_TOTAL.labels(name)._value.get()
+    async with MorganHTTPClient(d, timeout=5, deadline=30) as client:
+        await aeventually(lambda: passing_count(d, name, 2), timeout=15, what="2 instances")
+        responses = await asyncio.gather(
+            *(client.request(name, "POST", "/work", json={}) for _ in range(6))
+        )
+        # A busy instance is not a failed one: neither is marked slow.
+        assert all(d.latency(e) is None or d.latency(e) < 1 for e in await d.discover(name))
+    d.close()
+    assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+    assert len(served) == 6, served
+    assert set(served) == {s.port for s in servers}, "both instances served"
+    assert UPSTREAM_BUSY_WAITS_TOTAL.labels(name)._value.get() > waits_before
+
+
+async def test_a_busy_answer_comes_back_when_the_deadline_leaves_no_time(
+    consul: ConsulClientFactory, two_busy_instances: tuple[str, list[UvicornThread], list[int]]
+) -> None:
+    name, _, served = two_busy_instances
+    d = ConsulServiceDiscovery(consul, watch_wait_seconds=2)
+    async with MorganHTTPClient(d, timeout=5, deadline=30) as client:
+        await aeventually(lambda: passing_count(d, name, 2), timeout=15, what="2 instances")
+        # 0.8 s leaves no room to wait a 1 s Retry-After: the busy answer is final.
+        end = client.clock() + 0.8
+        responses = await asyncio.gather(
+            *(client.request(name, "POST", "/work", json={}, deadline=end) for _ in range(4))
+        )
+    d.close()
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 200, 503, 503], statuses
+    assert len(served) == 2
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["Retry-After"] == "1" and "busy" in r.text

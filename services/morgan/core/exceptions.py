@@ -38,6 +38,13 @@ class OverloadedError(TurnError):
     error = "overloaded"
 
 
+class ModelsBusyError(TurnError):
+    """Every instance of a model service stayed busy for as long as the turn could wait."""
+
+    status_code = 503
+    error = "overloaded"
+
+
 class StageUnavailableError(TurnError):
     """A model service could not be reached (none healthy in Consul, all instances failed)."""
 
@@ -51,7 +58,8 @@ class StageTimeoutError(TurnError):
 
 
 class StageFailedError(TurnError):
-    """A model service answered with an error we cannot turn into a reply."""
+    """A model service answered with an error we cannot turn into a reply: a broken
+    upstream, never a busy one (that is ModelsBusyError)."""
 
     status_code = 502
     error = "upstream error"

@@ -11,9 +11,14 @@ from typing import Any
 import httpx
 
 from morgan.core.config import CoreSettings
-from morgan.core.exceptions import StageFailedError, StageTimeoutError, StageUnavailableError
+from morgan.core.exceptions import (
+    ModelsBusyError,
+    StageFailedError,
+    StageTimeoutError,
+    StageUnavailableError,
+)
 from morgan.shared.discovery import DiscoveryError
-from morgan.shared.http_client import MorganHTTPClient, UpstreamError
+from morgan.shared.http_client import MorganHTTPClient, UpstreamError, busy_retry_after
 from morgan.shared.settings import settings_source
 
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\n\t")
@@ -37,6 +42,22 @@ def _upstream_message(resp: httpx.Response) -> str:
     return str(body)[:300]
 
 
+def _check(stage: str, service: str, resp: httpx.Response) -> None:
+    """A busy answer is 503 + Retry-After (core sheds the turn); any other error is 502."""
+    wait = busy_retry_after(resp)
+    if wait is not None:
+        raise ModelsBusyError(
+            f"{stage}: every instance of {service} is busy and stayed busy for as long as"
+            f" the turn could wait ({_upstream_message(resp)}); retry after {wait:.0f} s,"
+            f" or add {stage} instances / raise their max_concurrency",
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+    if resp.status_code >= 400:
+        raise StageFailedError(
+            f"{stage}: {service} answered {resp.status_code}: {_upstream_message(resp)}"
+        )
+
+
 class ModelClients:
     """The model services as core's settings name them now: service names, model, max
     tokens, temperature, voice and API key are read from `settings` on every call."""
@@ -56,6 +77,18 @@ class ModelClients:
         api_key = self.settings.service_api_key.get_secret_value()
         return {"X-API-Key": api_key} if api_key else {}
 
+    async def llm_capacity(self) -> int | None:
+        """Requests the llm instances found can hold at once (running plus waiting, from
+        their Consul meta `capacity`); None when there are none or one does not say."""
+        try:
+            endpoints = await self.http.discovery.discover(self.llm)
+        except DiscoveryError:
+            return None
+        capacities = [e.meta.get("capacity", "") for e in endpoints]
+        if not capacities or not all(c.isdigit() for c in capacities):
+            return None
+        return sum(int(c) for c in capacities)
+
     @property
     def llm(self) -> str:
         return self.settings.llm_service
@@ -74,8 +107,9 @@ class ModelClients:
         try:
             async with asyncio.timeout(timeout_s):
                 resp = await self.http.request(
-                    service, "POST", timeout=timeout_s, headers=self.headers, **kwargs
-                )
+                    service, "POST", timeout=timeout_s, headers=self.headers,
+                    deadline=self.http.clock() + timeout_s, **kwargs,
+                )  # fmt: skip
         except TimeoutError as exc:
             raise StageTimeoutError(
                 f"{stage}: {service} did not answer within {timeout_s:.0f}s "
@@ -110,9 +144,7 @@ class ModelClients:
                 f"stt could not read the audio: {_upstream_message(resp)}; send a valid "
                 "wav, flac, ogg or mp3 recording"
             )
-        if resp.status_code >= 400:
-            raise StageFailedError(f"stt: {self.stt} answered {resp.status_code}: "
-                                   f"{_upstream_message(resp)}")  # fmt: skip
+        _check("stt", self.stt, resp)
         try:
             return clean_text(str(resp.json()["text"])).strip()
         except (ValueError, KeyError, TypeError) as exc:
@@ -137,9 +169,7 @@ class ModelClients:
             json=self._chat_body(messages, stream=False),
             idempotency_key=idempotency_key,
         )  # fmt: skip
-        if resp.status_code >= 400:
-            raise StageFailedError(f"llm: {self.llm} answered {resp.status_code}: "
-                                   f"{_upstream_message(resp)}")  # fmt: skip
+        _check("llm", self.llm, resp)
         try:
             return clean_text(str(resp.json()["choices"][0]["message"]["content"]))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -157,12 +187,11 @@ class ModelClients:
                 headers=self.headers,
                 idempotency_key=idempotency_key,
                 timeout=timeout_s,
+                deadline=self.http.clock() + timeout_s,
             ) as resp:  # fmt: skip
                 if resp.status_code >= 400:
                     await resp.aread()
-                    raise StageFailedError(
-                        f"llm: {self.llm} answered {resp.status_code}: {_upstream_message(resp)}"
-                    )
+                    _check("llm", self.llm, resp)
                 async for line in resp.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -197,9 +226,7 @@ class ModelClients:
                   "response_format": "wav"},
             idempotency_key=idempotency_key,
         )  # fmt: skip
-        if resp.status_code >= 400:
-            raise StageFailedError(f"tts: {self.tts} answered {resp.status_code}: "
-                                   f"{_upstream_message(resp)}")  # fmt: skip
+        _check("tts", self.tts, resp)
         if not resp.content:
             raise StageFailedError(f"tts: {self.tts} answered with no audio")
         return resp.content

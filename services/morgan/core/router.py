@@ -47,7 +47,7 @@ async def text_turn(body: TextTurnRequest, orch: Orch) -> JSONResponse:
         raise PayloadTooLargeError(
             f"text is {len(body.text)} characters; the limit is {limit} — send a shorter message"
         )
-    with orch.limiter.slot():
+    with orch.limiter.slot(await orch.models.llm_capacity()):
         result = await orch.text_turn(
             body.user_id, body.text, body.conversation_id, want_audio=body.want_audio
         )
@@ -73,7 +73,7 @@ async def audio_turn(
         max_bytes=s.max_audio_bytes,
         max_seconds=s.max_audio_seconds,
     )
-    with orch.limiter.slot():
+    with orch.limiter.slot(await orch.models.llm_capacity()):
         result = await orch.audio_turn(
             user_id,
             data,

@@ -47,7 +47,7 @@ async def _run_turn(
     transcription: str | None = None, stt_ms: float = 0.0, started: float | None = None,
 ) -> None:  # fmt: skip
     assert session.user_id is not None
-    with orch.limiter.slot():
+    with orch.limiter.slot(await orch.models.llm_capacity()):
         async for event in orch.stream_turn(
             session.user_id, text, session.conversation_id,
             want_audio=session.want_audio, transcription=transcription,

@@ -44,8 +44,16 @@ def detect_vram_mb(device: str) -> int:
     return 0
 
 
-def model_meta(*, engine: str, model: str, device: str, vram_mb: int) -> dict[str, str]:
+CAPACITY_META = "capacity"
+
+
+def model_meta(
+    *, engine: str, model: str, device: str, vram_mb: int, capacity: int
+) -> dict[str, str]:
+    """The instance's Consul meta. `capacity`: requests it holds at once (running plus
+    waiting), which core sizes its admission from."""
     return {
+        CAPACITY_META: str(capacity),
         "engine": engine,
         "model": model,
         "device": device,
@@ -141,6 +149,11 @@ def build_model_app(
         try:
             limiter.resize(changed.max_concurrency, changed.max_queue)
             holder.set_idle_unload_seconds(changed.idle_unload_seconds)
+            registry = getattr(app.state, "registry", None)
+            capacity = str(changed.max_concurrency + changed.max_queue)
+            if registry is not None and registry.meta.get(CAPACITY_META) != capacity:
+                registry.meta[CAPACITY_META] = capacity
+                await registry.register()  # the same id: Consul updates its meta
         except Exception:
             log.exception(
                 "applying new limits to %s failed; the previous limits stay", changed.service_name
@@ -153,7 +166,11 @@ def build_model_app(
         on_startup=[background.start],
         on_shutdown=[background.stop],
         meta=model_meta(
-            engine=engine.engine_name, model=model_name, device=engine.device, vram_mb=tuned.vram_mb
+            engine=engine.engine_name,
+            model=model_name,
+            device=engine.device,
+            vram_mb=tuned.vram_mb,
+            capacity=tuned.max_concurrency + tuned.max_queue,
         ),
         config_loader=loader,
         auth_required_prefixes=auth_required_prefixes,

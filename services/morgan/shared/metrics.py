@@ -25,6 +25,11 @@ CONFIG_REJECTED_TOTAL = Counter(
     "Configuration updates from Consul KV rejected as invalid (previous config kept).",
     ["service"],
 )
+UPSTREAM_BUSY_WAITS_TOTAL = Counter(
+    "morgan_upstream_busy_waits_total",
+    "Waits of a call's Retry-After because every instance of the target said busy.",
+    ["target"],
+)
 UPSTREAM_RETRIES_TOTAL = Counter(
     "morgan_upstream_retries_total",
     "Calls to another service retried on another instance.",
