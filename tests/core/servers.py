@@ -18,6 +18,7 @@ import uvicorn
 from morgan.core.app import build_app
 from morgan.core.config import CoreSettings
 from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.server import server_config
 
 from tests.harness.ports import free_port
 from tests.harness.process import ManagedProcess
@@ -121,10 +122,8 @@ class CoreServer:
 
     async def start(self, timeout: float = 60.0) -> CoreServer:
         self.app = build_app(self.settings, config_loader=self.config_loader)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.settings.port, log_config=None,
-            access_log=False, lifespan="on", ws="websockets-sansio", timeout_graceful_shutdown=2,
-        )  # fmt: skip
+        config = server_config(self.app, self.settings)
+        config.ws = "websockets-sansio"
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve())
         deadline = time.monotonic() + timeout
@@ -167,6 +166,8 @@ def core_settings(consul_addr: str, dsn: str, qdrant_path: Path, **overrides: An
         "consul_http_addr": consul_addr, "postgres_dsn": dsn, "qdrant_path": qdrant_path,
         "shutdown_drain_seconds": 1, "discovery_cache_seconds": 1.0,
         "consul_check_interval": "1s", "llm_timeout_seconds": 20.0,
+        # Every test here is one client (loopback): the rate limit tests turn the budgets on.
+        "rate_limit_per_minute": 0, "audio_rate_limit_per_minute": 0,
     }  # fmt: skip
     values.update(overrides)
     return CoreSettings(**values)

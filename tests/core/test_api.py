@@ -430,3 +430,92 @@ async def test_sixty_concurrent_turns_over_max_inflight_get_503_never_500(
                 if line.startswith("morgan_core_turns_rejected_total ")]  # fmt: skip
     assert rejected and float(rejected[0].split()[1]) >= 10
     assert 'morgan_core_stage_seconds_count{stage="llm"}' in metrics
+
+
+# ---------------------------------------------------------------- rate limits
+
+
+def _client_ip() -> str:
+    # A documentation address (TEST-NET-2), carried only in X-Forwarded-For: a fresh budget.
+    return f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+
+
+async def test_api_requests_past_the_budget_get_429_with_retry_after(
+    core: CoreServer, client: httpx.AsyncClient
+) -> None:
+    ip, other = _client_ip(), _client_ip()
+    params = {"user_id": _user()}
+    with core.settings_changed(rate_limit_per_minute=5):
+        got = [await client.get("/api/conversations", params=params,
+                                headers={"X-Forwarded-For": f"203.0.113.9, {ip}"})
+               for _ in range(7)]  # fmt: skip
+        statuses = [r.status_code for r in got]
+        assert statuses == [200] * 5 + [429] * 2, statuses
+        refused = got[-1]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert "rate_limit_per_minute" in refused.json()["error"] and ip in refused.json()["error"]
+        # The budget is the client's: another one is still served.
+        fine = await client.get("/api/conversations", params=params,
+                                headers={"X-Forwarded-For": other})  # fmt: skip
+        assert fine.status_code == 200
+        # Refused before authentication: not even a key is looked at.
+        anonymous = await client.get("/api/conversations", params=params,
+                                     headers={"X-Forwarded-For": ip, "X-API-Key": ""})  # fmt: skip
+        assert anonymous.status_code == 429
+
+
+async def test_audio_turns_have_their_own_smaller_budget(
+    core: CoreServer, client: httpx.AsyncClient
+) -> None:
+    ip = _client_ip()
+    headers = {"X-Forwarded-For": ip}
+    with core.settings_changed(rate_limit_per_minute=100, audio_rate_limit_per_minute=2):
+        statuses = []
+        for _ in range(3):
+            wav = {"file": ("a.wav", silence_wav(1), "audio/wav")}
+            resp = await client.post("/api/audio", headers=headers, data={"user_id": _user()},
+                                     files=wav)  # fmt: skip
+            statuses.append(resp.status_code)
+        assert statuses[:2] != [429, 429] and statuses[2] == 429, statuses
+        assert "audio_rate_limit_per_minute" in resp.json()["error"]
+        text = await client.post("/api/text", headers=headers,
+                                 json={"text": "hi", "user_id": _user()})  # fmt: skip
+        assert text.status_code == 200, text.text
+
+
+async def test_websocket_turns_count_in_the_same_budget(
+    core: CoreServer, client: httpx.AsyncClient, api_keys: ApiKeys
+) -> None:
+    ip = _client_ip()
+    with core.settings_changed(rate_limit_per_minute=3):
+        for _ in range(2):
+            ok = await client.get("/api/conversations", params={"user_id": _user()},
+                                  headers={"X-Forwarded-For": ip})  # fmt: skip
+            assert ok.status_code == 200
+        url = f"{core.ws_url}?api_key={api_keys.good}"
+        async with websockets.connect(url, additional_headers={"X-Forwarded-For": ip}) as ws:
+            await ws.send(json.dumps({"type": "start", "user_id": _user()}))
+            events = []
+            for turn in range(2):
+                await ws.send(json.dumps({"type": "text", "text": f"turn {turn}"}))
+                while True:
+                    event = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    if event["type"] in ("response_complete", "error"):
+                        events.append(event)
+                        break
+        assert events[0]["type"] == "response_complete", events[0]
+        assert events[1]["type"] == "error" and events[1]["status"] == 429, events[1]
+        assert 1 <= events[1]["retry_after"] <= 60
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
+    core: CoreServer, client: httpx.AsyncClient
+) -> None:
+    """A peer that is not a trusted proxy cannot pick a fresh budget by naming a client."""
+    with core.settings_changed(rate_limit_per_minute=2, trusted_proxies=[]):
+        statuses = [
+            (await client.get("/api/conversations", params={"user_id": _user()},
+                              headers={"X-Forwarded-For": _client_ip()})).status_code
+            for _ in range(3)
+        ]  # fmt: skip
+    assert statuses[2] == 429, statuses

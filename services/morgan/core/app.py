@@ -16,6 +16,7 @@ from morgan.core.memory.pg_store import PgMemoryStore
 from morgan.core.memory.store import MemoryStore, SemanticMemory
 from morgan.core.model_clients import ModelClients
 from morgan.core.orchestrator import Orchestrator
+from morgan.core.rate_limit import RateLimiter, RateLimitMiddleware
 from morgan.core.router import router
 from morgan.core.storage.cache import ContextCache, TlsFiles, parse_nodes
 from morgan.core.storage.context import ConversationStore
@@ -106,6 +107,7 @@ async def start_core(app: FastAPI) -> None:
         return settings
 
     models = ModelClients(app.state.http_client, current)
+    app.state.rate_limiter = RateLimiter(cache, current)
     app.state.orchestrator = Orchestrator(current, models, store, memory)
 
 
@@ -167,6 +169,10 @@ def build_app(
         return None
 
     app.add_middleware(BodyLimitMiddleware, limits=body_limit)
+    # Outermost: a request past its client's budget is refused before anything reads it.
+    app.add_middleware(
+        RateLimitMiddleware, limiter=lambda: getattr(app.state, "rate_limiter", None)
+    )
 
     @app.exception_handler(TurnError)
     async def _turn_error(request: Request, exc: TurnError) -> JSONResponse:

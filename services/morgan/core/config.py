@@ -42,6 +42,21 @@ class CoreSettings(ServiceSettings):
         50, ge=1, description="Turns served at once; beyond this a turn gets 503 + Retry-After."
     )
     retry_after_seconds: int = Field(1, ge=1, description="Retry-After sent with that 503.")
+    rate_limit_per_minute: int = Field(
+        100,
+        ge=0,
+        description="Requests under /api/ plus WebSocket turns one client IP may send per"
+        " minute, shared by every core (past it: 429 + Retry-After; 0 = no limit).",
+    )
+    audio_rate_limit_per_minute: int = Field(
+        10, ge=0, description="Audio turns (HTTP or WebSocket) per client IP per minute."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
+                                 "192.168.0.0/16", "fc00::/7"],
+        description="Peers (addresses or networks) whose X-Forwarded-For names the client:"
+        " the gateway. Internal TLS keeps anyone else from reaching core at all.",
+    )  # fmt: skip
 
     # -- input limits
     max_text_chars: int = Field(10_000, ge=1, description="Longest text a turn may carry.")

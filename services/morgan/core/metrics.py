@@ -19,6 +19,11 @@ TURNS_REJECTED_TOTAL = Counter(
     "morgan_core_turns_rejected_total",
     "Turns refused with 503 because max_inflight turns were already running.",
 )
+RATE_LIMITED_TOTAL = Counter(
+    "morgan_core_rate_limited_total",
+    "Requests and WebSocket turns refused with 429, by budget (api, audio).",
+    ["bucket"],
+)
 CACHE_REQUESTS_TOTAL = Counter(
     "morgan_core_cache_requests_total",
     "Context cache lookups by result (hit, miss, error).",

@@ -23,6 +23,7 @@ from morgan.core.audio import inspect_audio
 from morgan.core.dependencies import get_orchestrator
 from morgan.core.exceptions import InvalidInputError, PayloadTooLargeError, TurnError
 from morgan.core.orchestrator import Orchestrator
+from morgan.core.rate_limit import Bucket, RateLimiter, client_of_scope
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -38,8 +39,21 @@ class _Session:
         self.audio = bytearray()
 
 
-async def _error(ws: WebSocket, status: int, message: str) -> None:
-    await ws.send_json({"type": "error", "status": status, "message": message})
+async def _error(
+    ws: WebSocket, status: int, message: str, headers: dict[str, str] | None = None
+) -> None:
+    event: dict[str, Any] = {"type": "error", "status": status, "message": message}
+    if headers and "Retry-After" in headers:
+        event["retry_after"] = int(headers["Retry-After"])
+    await ws.send_json(event)
+
+
+async def _count(ws: WebSocket, *buckets: Bucket) -> None:
+    """A WebSocket turn counts against its client's budgets like an HTTP request."""
+    limiter: RateLimiter | None = getattr(ws.app.state, "rate_limiter", None)
+    if limiter is not None:
+        client = client_of_scope(ws.scope, limiter.settings().trusted_proxies)
+        await limiter.check(client, *buckets)
 
 
 async def _run_turn(
@@ -93,6 +107,7 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
             raise PayloadTooLargeError(
                 f"text is {len(text)} characters; the limit is {s.max_text_chars}"
             )
+        await _count(ws, "api")
         await _run_turn(ws, orch, session, text)
         return True
     if kind == "audio":
@@ -110,6 +125,7 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         return True
     if kind == "utterance_end":
         audio, session.audio = bytes(session.audio), bytearray()
+        await _count(ws, "api", "audio")
         started = time.perf_counter()
         info = inspect_audio(
             audio, content_type=None, filename=None,
@@ -149,7 +165,7 @@ async def stream(ws: WebSocket) -> None:
                 if not await _handle(ws, orch, session, msg):
                     break
             except TurnError as exc:
-                await _error(ws, exc.status_code, exc.message)
+                await _error(ws, exc.status_code, exc.message, exc.headers)
     except WebSocketDisconnect:
         return
     await ws.close(code=1000)

@@ -79,6 +79,9 @@ def server_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
         access_log=False,
         timeout_graceful_shutdown=int(max(1, settings.shutdown_drain_seconds)),
         lifespan="on",
+        # X-Forwarded-For is read where it matters, from configured proxies only (core's
+        # rate limits, `trusted_proxies`); uvicorn's default would trust it from loopback.
+        proxy_headers=False,
         **kwargs,
     )
 

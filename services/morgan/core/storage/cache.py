@@ -185,6 +185,21 @@ class ContextCache:
             self._failed("ttl", exc)
             return None
 
+    async def count(self, key: str, window_s: int) -> int | None:
+        """Add one to a counter that lives `window_s` seconds (rate limits shared by every
+        core); None when Redis is unavailable."""
+        if not self._available():
+            return None
+        assert self._client is not None
+        try:
+            value = await self._client.incr(key)
+            if value == 1:
+                await self._client.expire(key, window_s + 1)
+        except Exception as exc:  # any cache failure: the caller counts locally
+            self._failed("incr", exc)
+            return None
+        return int(value)
+
     async def ping(self) -> bool:
         if self._client is None:
             return False
