@@ -76,6 +76,11 @@ def _secret_fields(model: type[BaseModel]) -> set[str]:
 
 def service_entries(plan: Plan, service: str) -> dict[str, str]:
     overrides: dict[str, Any] = dict(plan.config.services.get(service).settings)
+    if service == "core":
+        # One budget per client, held by the gateway and by every core (WebSocket turns).
+        gateway = plan.config.gateway
+        overrides.setdefault("rate_limit_per_minute", gateway.api_rate_per_minute)
+        overrides.setdefault("audio_rate_limit_per_minute", gateway.audio_rate_per_minute)
     model = settings_model(service)
     if model is None:
         values = overrides

@@ -85,3 +85,14 @@ def test_the_lab_file_is_plain_yaml_with_a_note_on_what_stands_in() -> None:
     text = LAB_FILE.read_text()
     assert "no Qdrant server binary" in text and "no GPU" in text and "AGPL" in text
     assert yaml.safe_load(text)["config"]["morgan:fleet"]["stack"] == "lab"
+
+
+def test_core_holds_the_gateways_rate_budgets() -> None:
+    """One budget per client: Traefik's rate limits and core's (which also counts
+    WebSocket turns) are the same numbers, from the stack's gateway section."""
+    config = load_stack_file(LAB_FILE)
+    kv = build_deployment(make_plan(config), ROOT).kv
+    assert kv["morgan/config/core/rate_limit_per_minute"] == str(config.gateway.api_rate_per_minute)
+    assert kv["morgan/config/core/audio_rate_limit_per_minute"] == str(
+        config.gateway.audio_rate_per_minute
+    )
