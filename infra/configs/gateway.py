@@ -14,6 +14,8 @@ PING_PORT = 8082
 DYNAMIC_DIR = "/etc/traefik/dynamic"
 DASHBOARD_USERS_FILE = "/run/traefik/dashboard-users"
 CORE_SERVICE = "morgan-core@consulcatalog"
+HEALTH_INTERVAL = "5s"
+CATALOG_REFRESH = "5s"
 STICKY_COOKIE = "morgan_affinity"
 
 
@@ -25,7 +27,10 @@ def core_consul_tags(plan: Plan) -> list[str]:
         "traefik.http.services.morgan-core.loadbalancer.sticky.cookie.secure=true",
         "traefik.http.services.morgan-core.loadbalancer.sticky.cookie.httpOnly=true",
         "traefik.http.services.morgan-core.loadbalancer.healthcheck.path=/health",
-        "traefik.http.services.morgan-core.loadbalancer.healthcheck.interval=10s",
+        # A dead or draining core leaves the gateway within ~5 s, before Consul's catalogue
+        # (refreshed every 5 s) even says so.
+        f"traefik.http.services.morgan-core.loadbalancer.healthcheck.interval={HEALTH_INTERVAL}",
+        "traefik.http.services.morgan-core.loadbalancer.healthcheck.timeout=2s",
     ]
     if plan.config.security.internal_tls:
         tags += [
@@ -64,7 +69,7 @@ def static_config(plan: Plan) -> dict[str, Any]:
             "consulCatalog": {
                 "exposedByDefault": False,
                 "endpoint": endpoint,
-                "refreshInterval": "15s",
+                "refreshInterval": CATALOG_REFRESH,
             },
             "file": {"directory": DYNAMIC_DIR, "watch": True},
         },
@@ -96,6 +101,9 @@ def dynamic_config(plan: Plan) -> dict[str, Any]:
                     "sourceCriterion": {"ipStrategy": {"depth": 0}},
                 }
             },
+            # A core that died mid-request, or is gone but still listed: the request goes to
+            # another core (a turn that never answered was never acknowledged).
+            "retry-elsewhere": {"retry": {"attempts": 3, "initialInterval": "100ms"}},
             "dashboard-auth": {"basicAuth": {"usersFile": DASHBOARD_USERS_FILE}},
             "security-headers": {
                 "headers": {"stsSeconds": 31536000, "contentTypeNosniff": True, "frameDeny": True}
@@ -105,14 +113,14 @@ def dynamic_config(plan: Plan) -> dict[str, Any]:
             "morgan-api": {
                 "rule": api_rule,
                 "entryPoints": ["websecure"],
-                "middlewares": ["api-rate-limit", "security-headers"],
+                "middlewares": ["api-rate-limit", "retry-elsewhere", "security-headers"],
                 "service": CORE_SERVICE,
                 "tls": {},
             },
             "morgan-audio": {
                 "rule": "PathPrefix(`/api/audio`)",
                 "entryPoints": ["websecure"],
-                "middlewares": ["audio-rate-limit", "security-headers"],
+                "middlewares": ["audio-rate-limit", "retry-elsewhere", "security-headers"],
                 "service": CORE_SERVICE,
                 "tls": {},
                 "priority": 1000,
