@@ -54,7 +54,7 @@ class ContainerRun:
     memory_mb: int
     gpu: bool
     labels: dict[str, str]
-    tls_role: str | None
+    certificate: str | None  # infra.model.certificate_name, when the container holds one
     network_mode: str = "host"
     log_opts: tuple[tuple[str, str], ...] = tuple(LOG_OPTS.items())
 
@@ -89,5 +89,5 @@ def container_run(spec: ContainerSpec) -> ContainerRun:
         memory_mb=spec.memory_mb,
         gpu=spec.gpu,
         labels=dict(sorted(spec.labels.items())),
-        tls_role=spec.tls.role if spec.tls else None,
+        certificate=spec.certificate,
     )

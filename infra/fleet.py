@@ -52,30 +52,36 @@ class Fleet:
 
 
 def certificate_requests(deployment: Deployment) -> tuple[CertificateRequest, ...]:
-    """One certificate per TLS role, valid for every name the role is reached by."""
+    """One certificate per TLS role and host, valid for the names the role is reached by on
+    that host: its Consul names, the host's own name and address, loopback. A Consul agent's
+    certificate does not carry the servers' name (`server.<dc>.consul`), so it cannot pose
+    as a server."""
     cfg = deployment.plan.config
-    roles: dict[str, set[str]] = {}
+    dc = cfg.consul.datacenter
+    certs: dict[str, set[str]] = {}
     for spec in deployment.specs:
-        if spec.tls is None:
+        if spec.tls is None or spec.certificate is None:
             continue
-        names = roles.setdefault(spec.tls.role, {"localhost", spec.tls.role})
-        names.add(cfg.host(spec.host).address)
+        host = cfg.host(spec.host)
+        names = certs.setdefault(
+            spec.certificate, {"localhost", spec.tls.role, host.name, host.address}
+        )
         names.add(f"{spec.role}.service.consul")
         if spec.role in SERVICE_PORTS:
             names.update({f"morgan-{spec.role}", f"morgan-{spec.role}.service.consul"})
-        if spec.role.startswith("consul-"):
-            names.update(
-                {f"server.{cfg.consul.datacenter}.consul", f"client.{cfg.consul.datacenter}.consul"}
-            )
+        if spec.role == "consul-server":
+            names.add(f"server.{dc}.consul")
+        elif spec.role.startswith("consul-"):
+            names.add(f"client.{dc}.consul")
         if spec.role == "traefik":
             names.update({cfg.domain, f"*.{cfg.domain}"})
     return tuple(
         CertificateRequest(
-            role=role,
+            name=name,
             dns_names=tuple(sorted(n for n in names if not _is_ip(n))),
             ip_addresses=tuple(sorted({"127.0.0.1", *(n for n in names if _is_ip(n))})),
         )
-        for role, names in sorted(roles.items())
+        for name, names in sorted(certs.items())
     )
 
 

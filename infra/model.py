@@ -44,6 +44,11 @@ class ConfigFile:
     content: str
 
 
+def certificate_name(role: str, host: str) -> str:
+    """One certificate per (TLS role, host): each carries only its own host's names."""
+    return f"{role}-{host}"
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """Certificate, key and CA of one role, mounted under TLS_DIR."""
@@ -120,6 +125,11 @@ class ContainerSpec:
     user: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     entrypoint: tuple[str, ...] | None = None
+
+    @property
+    def certificate(self) -> str | None:
+        """The certificate this container holds: its TLS role's, issued for its own host."""
+        return certificate_name(self.tls.role, self.host) if self.tls else None
 
     @property
     def secrets(self) -> tuple[str, ...]:

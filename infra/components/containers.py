@@ -41,9 +41,9 @@ def _uploads(run: ContainerRun, ctx: DeployContext) -> list[docker.ContainerUplo
             assert upload.content is not None
             content = upload.content
         else:
-            if ctx.pki is None or run.tls_role is None:
+            if ctx.pki is None or run.certificate is None:
                 raise ValueError(f"{run.name}: TLS files requested but the stack has no Pki")
-            issued = ctx.pki.certificates[run.tls_role]
+            issued = ctx.pki.certificates[run.certificate]
             content = {
                 "ca": ctx.pki.ca_cert_pem,
                 "cert": issued.cert_pem,

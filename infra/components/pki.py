@@ -1,4 +1,4 @@
-"""Pki: the fleet CA with a server+client certificate per TLS role, and a separate CA for
+"""Pki: the fleet CA with a server+client certificate per TLS role and host, and a separate CA for
 Docker daemon access (pulumi-tls).
 
 The daemons of `tcp://` hosts trust only the Docker-access CA: a certificate a container
@@ -19,7 +19,7 @@ USES = ["key_encipherment", "digital_signature", "server_auth", "client_auth"]
 
 @dataclass(frozen=True)
 class CertificateRequest:
-    role: str
+    name: str  # infra.model.certificate_name: a TLS role on one host
     dns_names: tuple[str, ...]
     ip_addresses: tuple[str, ...] = ("127.0.0.1",)
 
@@ -74,25 +74,25 @@ class Pki(pulumi.ComponentResource):
             )  # fmt: skip
             self.docker_ca_cert_pem = docker_ca.cert_pem
             signers += [
-                (CertificateRequest(role=f"docker-{h}", dns_names=(h,)), docker_key, docker_ca)
+                (CertificateRequest(name=f"docker-{h}", dns_names=(h,)), docker_key, docker_ca)
                 for h in args.docker_hosts
             ]
         for request, signer_key, signer in signers:
             key = tls.PrivateKey(
-                f"{name}-{request.role}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child
+                f"{name}-{request.name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child
             )
             csr = tls.CertRequest(
-                f"{name}-{request.role}-csr",
+                f"{name}-{request.name}-csr",
                 private_key_pem=key.private_key_pem,
                 dns_names=list(request.dns_names),
                 ip_addresses=list(request.ip_addresses),
                 subject=tls.CertRequestSubjectArgs(
-                    common_name=request.role, organization=args.organization
+                    common_name=request.name, organization=args.organization
                 ),
                 opts=child,
             )
             cert = tls.LocallySignedCert(
-                f"{name}-{request.role}-cert",
+                f"{name}-{request.name}-cert",
                 cert_request_pem=csr.cert_request_pem,
                 ca_private_key_pem=signer_key.private_key_pem,
                 ca_cert_pem=signer.cert_pem,
@@ -101,13 +101,13 @@ class Pki(pulumi.ComponentResource):
                 allowed_uses=USES,
                 opts=child,
             )
-            self.certificates[request.role] = IssuedCertificate(
+            self.certificates[request.name] = IssuedCertificate(
                 cert_pem=cert.cert_pem, key_pem=pulumi.Output.secret(key.private_key_pem)
             )
         self.register_outputs(
             {
                 "ca_cert_pem": self.ca_cert_pem,
                 "docker_ca_cert_pem": self.docker_ca_cert_pem,
-                "roles": sorted(self.certificates),
+                "certificates": sorted(self.certificates),
             }
         )

@@ -18,7 +18,8 @@ from infra.deployment import (
     kv_seed_document,
 )
 from infra.placement import Plan
-from infra.render.compose import render_compose, swarm_config_files
+from infra.render.compose import render_compose
+from infra.render.swarm import swarm_config_files
 from infra.specs import build_specs
 from tests.harness.binaries import find_binary
 from tests.harness.servers import ConsulServer

@@ -13,11 +13,9 @@ from typer.testing import CliRunner
 
 from infra.deployment import build_deployment
 from infra.placement import Plan
-from infra.render.compose import (
-    render_compose,
-    render_swarm,
-    write_renderings,
-)
+from infra.render.compose import render_compose
+from infra.render.files import write_renderings
+from infra.render.swarm import render_swarm
 from infra.specs import build_specs
 
 COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
@@ -135,8 +133,15 @@ def test_morgan_render_writes_the_files(tmp_path: Path) -> None:
         "secrets.env.example",
     ]
     stack = yaml.safe_load((tmp_path / "docker-stack.yml").read_text())
-    for config in stack["configs"].values():
-        assert (tmp_path / config["file"]).is_file()
+    files = [c["file"] for c in stack["configs"].values()]
+    plan_files = [f for f in files if f.startswith("./configs/")]
+    assert plan_files
+    for file in plan_files:
+        assert (tmp_path / file).is_file()
+    # TLS material is the operator's (from the stack's CA): a config or secret per file.
+    tls = [c["file"] for kind in ("configs", "secrets") for c in stack[kind].values()
+           if c["file"].startswith("./tls/")]  # fmt: skip
+    assert "./tls/ca.pem" in tls and "./tls/core-h1/key.pem" in tls
 
 
 @pytest.mark.integration
@@ -173,3 +178,66 @@ def test_swarm_gpu_services_reserve_a_generic_gpu(homelab_plan: Plan) -> None:
             assert kinds == ["NVIDIA-GPU"]
         else:
             assert reservations is None, spec.name
+
+
+@pytest.mark.unit
+def test_swarm_tasks_get_files_and_tls_as_configs_and_secrets(homelab_plan: Plan) -> None:
+    """No bind mount of ./tls: a path that would have to exist on every node."""
+    from infra.model import TLS_DIR
+
+    deployment = build_deployment(homelab_plan)
+    document = render_swarm(deployment)
+    for spec in deployment.rendered_specs():
+        service = document["services"][spec.name]
+        binds = [v for v in service.get("volumes", []) if v["type"] == "bind"]
+        assert not [b for b in binds if b["source"].startswith("./tls")], spec.name
+        configs = {c["target"]: c["source"] for c in service.get("configs", [])}
+        secrets = {c["target"]: c["source"] for c in service.get("secrets", [])}
+        assert {f.path for f in spec.files} <= set(configs)
+        if spec.tls is not None:
+            assert configs[f"{TLS_DIR}/ca.pem"] == "tls-ca"
+            assert configs[f"{TLS_DIR}/cert.pem"] == f"tls-{spec.certificate}-cert"
+            assert secrets == {f"{TLS_DIR}/key.pem": f"tls-{spec.certificate}-key"}
+        else:
+            assert not secrets
+    assert document["secrets"]["tls-core-h1-key"] == {
+        "file": "./tls/core-h1/key.pem",
+        "name": "tls-core-h1-key",
+    }
+    assert document["version"] == "3.8"
+    assert all(v == {"name": k} for k, v in document["volumes"].items())
+
+
+@pytest.mark.unit
+def test_swarm_config_names_change_with_their_content(homelab_plan: Plan) -> None:
+    from infra.render.swarm import SwarmObject
+
+    obj = SwarmObject("traefik-x", "config", "./configs/traefik-x", content="a")
+    assert obj.name("a") == obj.name("a") != obj.name("b")
+    assert obj.name("a").startswith("traefik-x-")
+    named = render_swarm(build_deployment(homelab_plan))["configs"]
+    names = [c["name"] for c in named.values() if "name" in c]
+    assert names and all(len(n) <= 64 and n[0].isalnum() and n[-1].isalnum() for n in names)
+    long_key = SwarmObject("x" * 80, "config", "./configs/x", content="a")
+    assert len(long_key.name("a")) == 64 and long_key.name("a") != long_key.name("b")
+
+
+@pytest.mark.unit
+def test_swarm_file_for_deploy_uses_the_swarm_objects_and_values(homelab_plan: Plan) -> None:
+    """`morgan deploy --engine swarm`: one phase's services, every object external, each
+    secret variable's value (with `$` doubled for the stack file's interpolation)."""
+    from infra.render.swarm import stack_objects
+
+    deployment = build_deployment(homelab_plan)
+    core = deployment.of_role("core")[0]
+    objects = stack_objects([core])
+    external = {k: f"{k}-0123456789" for k in stack_objects(deployment.specs)}
+    env = {core.name: {e.name: "va$lue" for e in core.secret_env}}
+    document = render_swarm(deployment, kv_seed=False, only=[core.name], external=external,
+                            env=env)  # fmt: skip
+    assert list(document["services"]) == [core.name]
+    service_env = document["services"][core.name]["environment"]
+    assert {k: service_env[k] for k in env[core.name]} == env[core.name]
+    every = {**document.get("configs", {}), **document.get("secrets", {})}
+    assert set(every) == set(objects)
+    assert all(v == {"external": True, "name": external[k]} for k, v in every.items())

@@ -22,11 +22,9 @@ from infra.components.consul_kv import ConsulKvProvider
 from infra.components.service_key import KEYS_PREFIX, CreatedAtProvider, record_entries
 from infra.deployment import build_deployment
 from infra.placement import Plan
-from infra.render.compose import (
-    render_compose,
-    render_swarm,
-    write_renderings,
-)
+from infra.render.compose import render_compose
+from infra.render.files import write_renderings
+from infra.render.swarm import render_swarm
 from tests.infra.mocks import SECRET_MARK, is_secret, plain_strings, unwrap
 from tests.infra.program import Built
 

@@ -155,6 +155,50 @@ def test_core_refuses_a_tls_client_without_a_certificate(
     print(f"without a client certificate: {without[:80]!r}")
     assert not without.startswith(b"HTTP/"), without
     member = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    member.load_cert_chain(str(pki / "core" / "cert.pem"), str(pki / "core" / "key.pem"))
+    member.load_cert_chain(str(pki / "core-h1" / "cert.pem"), str(pki / "core-h1" / "key.pem"))
     with_cert = _health_over_tls(address, member)
     assert with_cert.startswith(b"HTTP/1.1 200"), with_cert
+
+
+def _peer_names(address: str, port: int, ctx: ssl.SSLContext, starttls: bytes) -> set[str]:
+    """The subjectAltName entries of the certificate served at address:port, verified
+    against the fleet CA *for that address* (the handshake fails when it lacks the IP)."""
+    with socket.create_connection((address, port), timeout=5) as raw:
+        if starttls:
+            raw.sendall(starttls)
+            assert raw.recv(1) == b"S", (address, port)
+        with ctx.wrap_socket(raw, server_hostname=address) as tls:
+            cert = tls.getpeercert()
+    assert cert is not None
+    return {str(value) for _kind, value in cert.get("subjectAltName", ())}
+
+
+def test_each_host_serves_a_certificate_of_its_own(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    """Per-host certificates: every internal TLS port serves a certificate valid for its
+    own host's name and address and for no other host's address."""
+    deployment = build_deployment(make_plan(config), ROOT)
+    pki = st.paths("lab", ROOT).state / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    ctx.load_cert_chain(str(pki / "core-h1" / "cert.pem"), str(pki / "core-h1" / "key.pem"))
+    ssl_request = struct.pack("!ii", 8, 80877103)  # PostgreSQL's SSLRequest
+    addresses = {h.name: h.address for h in config.hosts}
+    seen = []
+    for spec in deployment.specs:
+        if spec.one_shot:
+            continue
+        for port in spec.ports:
+            if port.encryption != "tls" or port.protocol != "tcp" or port.public:
+                continue
+            address = addresses[spec.host]
+            names = _peer_names(address, port.number, ctx,
+                                ssl_request if port.purpose == "sql" else b"")  # fmt: skip
+            others = {a for h, a in addresses.items() if h != spec.host} & names
+            assert spec.host in names and address in names, (spec.name, port.number, names)
+            assert not others, (spec.name, port.number, sorted(others))
+            if spec.role == "consul-agent":
+                assert f"server.{config.consul.datacenter}.consul" not in names, names
+            seen.append(f"{spec.host}:{port.number} {spec.name}")
+    print(f"{len(seen)} TLS ports, each with its own host's certificate")
+    assert len(seen) >= 20

@@ -70,7 +70,7 @@ def render_command(
 ) -> None:
     """Write docker-stack.yml (Swarm) and compose-<host>.yml for every host of the stack."""
     from infra.deployment import build_deployment
-    from infra.render.compose import write_renderings
+    from infra.render.files import write_renderings
 
     plan = _load_plan(stack, stack_file)
     for path in write_renderings(build_deployment(plan), out):

@@ -52,7 +52,7 @@ def ensure_ca(folder: Path, organization: str) -> Path:
 def issue(folder: Path, request: CertificateRequest, organization: str) -> IssuedTls:
     """The role's certificate and key, made (again) when missing or its names changed."""
     ca = ensure_ca(folder, organization)
-    out = folder / request.role
+    out = folder / request.name
     sans = ",".join([*(f"DNS:{d}" for d in request.dns_names),
                      *(f"IP:{i}" for i in request.ip_addresses)])  # fmt: skip
     names = out / "names.txt"
@@ -64,7 +64,7 @@ def issue(folder: Path, request: CertificateRequest, organization: str) -> Issue
         )
         _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                  "-keyout", str(out / "key.pem"), "-out", str(out / "req.csr"),
-                 "-subj", f"/O={organization}/CN={request.role}")  # fmt: skip
+                 "-subj", f"/O={organization}/CN={request.name}")  # fmt: skip
         _openssl("x509", "-req", "-in", str(out / "req.csr"), "-CA", str(ca),
                  "-CAkey", str(folder / "ca-key.pem"), "-CAcreateserial", "-days", str(DAYS),
                  "-extfile", str(out / "ext.cnf"), "-out", str(out / "cert.pem"))  # fmt: skip

@@ -85,7 +85,7 @@ def _tls(deployment: Deployment, p: StackPaths) -> dict[str, IssuedTls]:
     if not deployment.plan.config.security.internal_tls:
         return {}
     org = f"Morgan {deployment.plan.config.stack}"
-    return {r.role: issue(pki_dir(p), r, org) for r in certificate_requests(deployment)}
+    return {r.name: issue(pki_dir(p), r, org) for r in certificate_requests(deployment)}
 
 
 def _wait_healthy(engine: DockerEngine, spec: ContainerSpec) -> None:
@@ -181,51 +181,115 @@ def write_outputs(
     return path
 
 
-def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> DeployReport:
-    t0 = time.monotonic()
+@dataclass
+class Staged:
+    """What every engine's deploy starts from: the hosts reached, the images pushed, the
+    secrets and certificates made."""
+
+    config: MorganStackConfig
+    deployment: Deployment
+    engines: dict[str, DockerEngine]
+    env: dict[str, str]
+    secrets: dict[str, str]
+    tls: dict[str, IssuedTls]
+    started: float = field(default_factory=time.monotonic)
+
+    def report(self) -> DeployReport:
+        return DeployReport(changes={h: {} for h in self.engines})
+
+
+def stage(config: MorganStackConfig, root: Path, p: StackPaths, log: Log,
+          check: Callable[[dict[str, DockerEngine]], None] | None = None) -> Staged:  # fmt: skip
+    """Reach the hosts (then `check` them), push the images, make secrets and certificates."""
+    started = time.monotonic()
     deployment = build_deployment(make_plan(config), root)
     eng = engines(config, root)
-    report = DeployReport(changes={h: {} for h in eng})
     log("hosts:")
     reach_hosts(eng, log)
+    if check is not None:
+        check(eng)
     if config.images.registry:
         push_images(deployment, config.images.registry, log)
     env = ensure_env(p.env_file, deployment.secret_variables())
-    secrets = _secret_values(deployment, env)
-    tls = _tls(deployment, p)
+    return Staged(config, deployment, eng, env, _secret_values(deployment, env),
+                  _tls(deployment, p), started)  # fmt: skip
+
+
+def ready_host(staged: Staged, host: str, log: Log) -> dict[str, str]:
+    """Pull the host's images from the registry, make its volumes, seed its models;
+    image reference -> image id."""
+    engine, registry = staged.engines[host], staged.config.images.registry
+    on_host = staged.deployment.rendered_specs(host, kv_seed=False)
+    ids: dict[str, str] = {}
+    for image in dict.fromkeys(s.image for s in on_host):
+        if registry and image.startswith(registry):
+            t = time.monotonic()
+            engine.run("pull", "-q", image, timeout=1800)
+            log(f"{host}  pulled {image} ({time.monotonic() - t:.0f} s)")
+        ids[image] = engine.text("image", "inspect", "-f", "{{.Id}}", image, timeout=60)
+    for volume in dict.fromkeys(v.name for s in on_host for v in s.volumes):
+        engine.run("volume", "create", volume, timeout=60)
+    seeded = deploy_models.seed_host_models(engine, staged.deployment, host)
+    if seeded:
+        log(f"{host}  tiny test models in the model volume ({', '.join(seeded)})")
+    log(f"{host}  {len(ids)} images ready, {len(on_host)} containers planned")
+    return ids
+
+
+def run_phases(staged: Staged, p: StackPaths, log: Log,
+               start: Callable[[int, list[ContainerSpec]], None]) -> None:  # fmt: skip
+    """The deployment's start phases in order, `start(index, specs)` each; the KV entries
+    are written once the Consul agents answer (after phase 2)."""
+    deployment = staged.deployment
+    by_name = {s.name: s for s in deployment.specs}
+    for index, phase in enumerate(deployment.start_order):
+        specs = [by_name[name] for name in phase]
+        roles = ", ".join(dict.fromkeys(s.role for s in specs))
+        log(f"phase {index + 1}/{len(deployment.start_order)}: {roles}")
+        start(index, specs)
+        if index == 1 or (index == 0 and len(deployment.start_order) == 1):
+            _write_kv(deployment, staged.env, p, log)
+
+
+def swarm_tasks_on(engine: DockerEngine, stack: str) -> int:
+    """How many containers of the stack's Swarm services run on this host."""
+    out = engine.text("ps", "-q", "--filter", f"label=com.docker.stack.namespace={stack}",
+                      timeout=60)  # fmt: skip
+    return len(out.split())
+
+
+def _no_swarm_services(config: MorganStackConfig) -> Callable[[dict[str, DockerEngine]], None]:
+    def check(eng: dict[str, DockerEngine]) -> None:
+        stack = swarm_stack_name(config.stack)
+        for host, engine in eng.items():
+            if n := swarm_tasks_on(engine, stack):
+                raise DeployError(
+                    f"{host} runs {n} containers of stack {config.stack!r} as Swarm services;"
+                    f" keep deploying with `morgan deploy --stack {config.stack} --engine"
+                    f" swarm`, or remove them first (`docker stack rm {stack}` on a manager)"
+                )
+
+    return check
+
+
+def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> DeployReport:
+    staged = stage(config, root, p, log, check=_no_swarm_services(config))
+    deployment, eng = staged.deployment, staged.engines
+    report = staged.report()
 
     def prepare_host(host: str) -> dict[str, Prepared]:
-        engine = eng[host]
-        on_host = deployment.rendered_specs(host, kv_seed=False)
-        ids: dict[str, str] = {}
-        for image in dict.fromkeys(s.image for s in on_host):
-            if config.images.registry and image.startswith(config.images.registry):
-                t = time.monotonic()
-                engine.run("pull", "-q", image, timeout=1800)
-                log(f"{host}  pulled {image} ({time.monotonic() - t:.0f} s)")
-            ids[image] = engine.text("image", "inspect", "-f", "{{.Id}}", image, timeout=60)
-        for volume in dict.fromkeys(v.name for s in on_host for v in s.volumes):
-            engine.run("volume", "create", volume, timeout=60)
-        seeded = deploy_models.seed_host_models(engine, deployment, host)
-        if seeded:
-            log(f"{host}  tiny test models in the model volume ({', '.join(seeded)})")
-        log(f"{host}  {len(ids)} images ready, {len(on_host)} containers planned")
+        ids = ready_host(staged, host, log)
         return {
-            s.name: prepare(container_run(s), secrets, tls.get(s.tls.role) if s.tls else None,
+            s.name: prepare(container_run(s), staged.secrets, staged.tls.get(s.certificate or ""),
                             ids[s.image])
-            for s in on_host
+            for s in deployment.rendered_specs(host, kv_seed=False)
         }  # fmt: skip
 
     log("images, volumes and models on each host:")
     prepared: dict[str, dict[str, Prepared]] = _parallel(prepare_host, list(eng))
-    by_name = {s.name: s for s in deployment.specs}
-    for index, phase in enumerate(deployment.start_order):
-        specs = [by_name[name] for name in phase]
-        hosts = list(dict.fromkeys(s.host for s in specs))
-        roles = ", ".join(dict.fromkeys(s.role for s in specs))
-        log(f"phase {index + 1}/{len(deployment.start_order)}: {roles}")
 
-        def run_phase(host: str, specs: list[ContainerSpec] = specs) -> None:
+    def start(_index: int, specs: list[ContainerSpec]) -> None:
+        def run_phase(host: str) -> None:
             mine = [s for s in specs if s.host == host]
             for spec in mine:
                 change = apply(eng[host], prepared[host][spec.name])
@@ -234,13 +298,18 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
             for spec in mine:
                 _wait_healthy(eng[host], spec)
 
-        _parallel(run_phase, hosts)
-        if index == 1 or (index == 0 and len(deployment.start_order) == 1):
-            _write_kv(deployment, env, p, log)
-    path = write_outputs(deployment, env, tls, p)
+        _parallel(run_phase, list(dict.fromkeys(s.host for s in specs)))
+
+    run_phases(staged, p, log, start)
+    path = write_outputs(deployment, staged.env, staged.tls, p)
     log(f"outputs written to {path}")
-    report.seconds = time.monotonic() - t0
+    report.seconds = time.monotonic() - staged.started
     return report
+
+
+def swarm_stack_name(stack: str) -> str:
+    """The Swarm stack of `morgan deploy --engine swarm`."""
+    return f"morgan-{stack}"
 
 
 def api_key_for(config: MorganStackConfig, outputs: dict[str, Any], ca_file: Path,

@@ -33,6 +33,7 @@ from morgan.lab.polling import NotYet, poll
 
 # Listeners a host has besides the plan's: sshd, and dockerd's TLS port on tcp:// hosts.
 HOST_PORTS = {"ssh": 22, "docker-tls": 2376}
+SWARM_PORTS = {"gossip": 7946, "manager": 2377}
 INSTANCE_HEADER = "x-morgan-instance"
 
 
@@ -73,13 +74,14 @@ def test_ssh_hosts_via_testinfra(
 
 
 def test_planned_containers_run_healthy(host_name: str, deployment: Deployment,
-                                        docker_engines: dict[str, Any]) -> None:  # fmt: skip
+                                        docker_engines: dict[str, Any],
+                                        containers: Any) -> None:  # fmt: skip
     engine = docker_engines[host_name]
     bad = []
     for spec in _planned(deployment, host_name):
         fmt = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}"
-        state = engine.text("inspect", "-f", fmt + " {{.State.ExitCode}}", spec.name,
-                            timeout=60).split()  # fmt: skip
+        state = engine.text("inspect", "-f", fmt + " {{.State.ExitCode}}",
+                            containers.of(host_name, spec.name), timeout=60).split()  # fmt: skip
         if spec.one_shot:
             ok = state[0] == "exited" and state[-1] == "0"
         else:
@@ -90,13 +92,15 @@ def test_planned_containers_run_healthy(host_name: str, deployment: Deployment,
 
 
 def test_containers_run_as_non_root(host_name: str, deployment: Deployment,
-                                    docker_engines: dict[str, Any]) -> None:  # fmt: skip
+                                    docker_engines: dict[str, Any],
+                                    containers: Any) -> None:  # fmt: skip
     engine = docker_engines[host_name]
     root = []
     for spec in _planned(deployment, host_name):
         if spec.one_shot:
             continue
-        rows = engine.text("top", spec.name, "-eo", "pid,uid,comm", timeout=60).splitlines()
+        rows = engine.text("top", containers.of(host_name, spec.name), "-eo", "pid,uid,comm",
+                           timeout=60).splitlines()  # fmt: skip
         root += [f"{spec.name}: {r.split()[2]}" for r in rows[1:] if r.split()[1] == "0"]
     assert not root, f"{host_name}: processes running as root: {root}"
 
@@ -118,20 +122,25 @@ def _listening(engine: DockerEngine, image: str) -> set[int]:
 
 def test_listens_where_the_plan_says_and_nowhere_else(
     host_name: str, config: MorganStackConfig, deployment: Deployment,
-    docker_engines: dict[str, Any],
+    docker_engines: dict[str, Any], containers: Any,
 ) -> None:  # fmt: skip
     specs = _planned(deployment, host_name)
     planned = {p.number for s in specs if not s.one_shot for p in s.ports if p.protocol == "tcp"}
     allowed = planned | {HOST_PORTS["ssh"]}
     if config.host(host_name).docker.startswith("tcp://"):
         allowed.add(HOST_PORTS["docker-tls"])
+    in_swarm, manager = containers.swarm_node(host_name)
+    if in_swarm:  # dockerd's own Swarm listeners: gossip, and the managers' raft API
+        allowed |= {SWARM_PORTS["gossip"]} | ({SWARM_PORTS["manager"]} if manager else set())
     found = _listening(docker_engines[host_name], specs[0].image)
     assert planned <= found, f"{host_name}: planned but not listening: {sorted(planned - found)}"
     assert found <= allowed, f"{host_name}: listening outside the plan: {sorted(found - allowed)}"
 
 
-def test_consul_agent_is_a_member(host_name: str, docker_engines: dict[str, Any]) -> None:
-    members = _exec(docker_engines[host_name], f"consul-agent-{host_name}", "consul", "members")
+def test_consul_agent_is_a_member(host_name: str, docker_engines: dict[str, Any],
+                                  containers: Any) -> None:  # fmt: skip
+    agent = containers.of(host_name, f"consul-agent-{host_name}")
+    members = _exec(docker_engines[host_name], agent, "consul", "members")
     rows = {line.split()[0]: line.split()[2] for line in members.splitlines()[1:]}
     assert rows.get(host_name) == "alive", members
 
@@ -140,11 +149,12 @@ def test_consul_agent_is_a_member(host_name: str, docker_engines: dict[str, Any]
 
 
 def test_three_consul_servers_and_a_leader(deployment: Deployment,
-                                           docker_engines: dict[str, Any]) -> None:  # fmt: skip
+                                           docker_engines: dict[str, Any],
+                                           containers: Any) -> None:  # fmt: skip
     servers = deployment.of_role("consul-server")
     first = servers[0]
-    peers = _exec(docker_engines[first.host], first.name, "consul", "operator", "raft",
-                  "list-peers")  # fmt: skip
+    peers = _exec(docker_engines[first.host], containers.of(first.host, first.name), "consul",
+                  "operator", "raft", "list-peers")  # fmt: skip
     rows = [line.split() for line in peers.splitlines()[1:] if line.strip()]
     assert len(rows) == len(servers) == 3, peers
     assert [r[3] for r in rows].count("leader") == 1, peers
@@ -152,12 +162,12 @@ def test_three_consul_servers_and_a_leader(deployment: Deployment,
 
 
 def test_patroni_leader_with_a_streaming_sync_replica(
-    deployment: Deployment, docker_engines: dict[str, Any]
+    deployment: Deployment, docker_engines: dict[str, Any], containers: Any
 ) -> None:
     member = deployment.of_role("postgres-primary")[0]
     engine = docker_engines[member.host]
-    listed = _exec(engine, member.name, "patronictl", "-c", patroni_cfg.CONFIG_PATH, "list",
-                   "--format", "json")  # fmt: skip
+    listed = _exec(engine, containers.of(member.host, member.name), "patronictl", "-c",
+                   patroni_cfg.CONFIG_PATH, "list", "--format", "json")  # fmt: skip
     listing = json.loads(listed)
     roles = {m["Member"]: m["Role"] for m in listing}
     assert sorted(roles) == sorted(patroni_cfg.members(deployment.plan)), listing
@@ -168,7 +178,7 @@ def test_patroni_leader_with_a_streaming_sync_replica(
     # The leader's own view: the standby streams and is the synchronous one.
     replication = _exec(
         docker_engines[leader.host],
-        leader.name,
+        containers.of(leader.host, leader.name),
         "psql",
         "-h",
         "/var/run/postgresql",
@@ -183,16 +193,20 @@ def test_patroni_leader_with_a_streaming_sync_replica(
 
 
 def test_redis_cluster_ok_with_replicas_on_other_hosts(
-    config: MorganStackConfig, deployment: Deployment, docker_engines: dict[str, Any]
+    config: MorganStackConfig,
+    deployment: Deployment,
+    docker_engines: dict[str, Any],
+    containers: Any,
 ) -> None:
     node = deployment.of_role("redis")[0]
     engine = docker_engines[node.host]
+    name = containers.of(node.host, node.name)
     cli = ["sh", "-c", f'redis-cli {redis_cli_flags(deployment.plan)} -a "$REDIS_PASSWORD"'
            " --no-auth-warning cluster {}"]  # fmt: skip
-    info = _exec(engine, node.name, cli[0], cli[1], cli[2].format("info"))
+    info = _exec(engine, name, cli[0], cli[1], cli[2].format("info"))
     assert "cluster_state:ok" in info, info
     assert "cluster_known_nodes:6" in info, info
-    nodes = _exec(engine, node.name, cli[0], cli[1], cli[2].format("nodes"))
+    nodes = _exec(engine, name, cli[0], cli[1], cli[2].format("nodes"))
     by_id = {}
     for line in nodes.splitlines():
         parts = line.split()
@@ -208,15 +222,17 @@ def test_redis_cluster_ok_with_replicas_on_other_hosts(
     assert replicated == masters, f"every master has a replica: {nodes}"
 
 
-def test_every_prometheus_target_up(deployment: Deployment,
-                                    docker_engines: dict[str, Any]) -> None:  # fmt: skip
+def test_every_prometheus_target_up(deployment: Deployment, docker_engines: dict[str, Any],
+                                    containers: Any) -> None:  # fmt: skip
     prom = deployment.of_role("prometheus")[0]
+    prom_container = containers.of(prom.host, prom.name)
     url = f"https://127.0.0.1:{OBS_PORTS['prometheus']}/api/v1/targets"
     tls = (f"--ca-certificate={TLS_DIR}/ca.pem", f"--certificate={TLS_DIR}/cert.pem",
            f"--private-key={TLS_DIR}/key.pem")  # fmt: skip
 
     def all_up() -> list[dict[str, Any]]:
-        body = json.loads(_exec(docker_engines[prom.host], prom.name, "wget", "-qO-", *tls, url))
+        answer = _exec(docker_engines[prom.host], prom_container, "wget", "-qO-", *tls, url)
+        body = json.loads(answer)
         targets: list[dict[str, Any]] = body["data"]["activeTargets"]
         down = [t["scrapeUrl"] for t in targets if t["health"] != "up"]
         if down or not targets:

@@ -1,0 +1,89 @@
+"""A steady, bounded load of text turns through the lab's gateway, recorded per request.
+
+`total` requests are sent at evenly spaced times over `duration_s` (each on its own,
+so a slow answer does not hold the next one back), from this machine to the lab's
+gateway only. Every answer is kept: when it was sent, how long it took, its status and,
+for a 200, the turn's id (read back from PostgreSQL afterwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Answer:
+    sent_s: float  # since the load started
+    seconds: float
+    status: int  # 0: no HTTP answer at all
+    detail: str
+    turn_id: str | None = None
+    instance: str | None = None
+
+
+@dataclass
+class LoadReport:
+    name: str
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Answer]:
+        return [a for a in self.answers if a.status != 200]
+
+    @property
+    def acknowledged(self) -> list[str]:
+        return [a.turn_id for a in self.answers if a.status == 200 and a.turn_id]
+
+    def recovery_s(self, since_s: float) -> float:
+        """Seconds from `since_s` until the last failed request (0: none failed after)."""
+        late = [a.sent_s + a.seconds for a in self.failed if a.sent_s + a.seconds >= since_s]
+        return max(late) - since_s if late else 0.0
+
+    def summary(self, since_s: float) -> str:
+        codes: dict[int, int] = {}
+        for a in self.failed:
+            codes[a.status] = codes.get(a.status, 0) + 1
+        slowest = max((a.seconds for a in self.answers), default=0.0)
+        return (
+            f"[{self.name}] sent {len(self.answers)}, failed {len(self.failed)} {codes},"
+            f" recovered {self.recovery_s(since_s):.1f} s after the fault,"
+            f" slowest answer {slowest:.1f} s"
+        )
+
+
+async def text_load(
+    name: str, gateway_url: str, api_key: str, ca_file: Path, *, total: int, duration_s: float
+) -> LoadReport:
+    assert total <= 400 and duration_s <= 90, "chaos loads are bounded"
+    report = LoadReport(name)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=gateway_url.rstrip("/"), verify=str(ca_file),
+                                 headers={"X-API-Key": api_key}, timeout=60,
+                                 limits=limits) as client:  # fmt: skip
+        start = time.monotonic()
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(max(0.0, start + i * duration_s / total - time.monotonic()))
+            sent = time.monotonic()
+            body = {"text": f"{name} turn {i}", "user_id": f"chaos-{name}"}
+            try:
+                resp = await client.post("/api/text", json=body)
+            except httpx.HTTPError as exc:
+                report.answers.append(Answer(sent - start, time.monotonic() - sent, 0,
+                                             f"{type(exc).__name__}: {exc}"))  # fmt: skip
+                return
+            took = time.monotonic() - sent
+            turn = resp.json().get("turn_id") if resp.status_code == 200 else None
+            report.answers.append(Answer(sent - start, took, resp.status_code, resp.text[:200],
+                                         turn, resp.headers.get("x-morgan-instance")))  # fmt: skip
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+    report.answers.sort(key=lambda a: a.sent_s)
+    for a in report.failed:
+        print(f"[{name}] failed at {a.sent_s:.1f} s after {a.seconds:.1f} s: {a.status} {a.detail}")
+    return report
