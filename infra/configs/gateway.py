@@ -17,6 +17,8 @@ CORE_SERVICE = "morgan-core@consulcatalog"
 HEALTH_INTERVAL = "5s"
 CATALOG_REFRESH = "5s"
 STICKY_COOKIE = "morgan_affinity"
+RETRY_ATTEMPTS = 3
+IDEMPOTENCY_HEADER = "Idempotency-Key"  # core's, see morgan.core.idempotency
 
 
 def core_consul_tags(plan: Plan) -> list[str]:
@@ -78,6 +80,21 @@ def static_config(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _keyed_router(name: str, rule: str, rate_limit: str, priority: int) -> dict[str, Any]:
+    """The router for requests that carry an Idempotency-Key (and so may be sent again to
+    another core after a failure mid-request), ahead of the one for those that do not."""
+    return {
+        name: {
+            "rule": f"({rule}) && HeaderRegexp(`{IDEMPOTENCY_HEADER}`, `.+`)",
+            "entryPoints": ["websecure"],
+            "middlewares": [rate_limit, "retry-keyed", "security-headers"],
+            "service": CORE_SERVICE,
+            "tls": {},
+            "priority": priority,
+        }
+    }
+
+
 def dynamic_config(plan: Plan) -> dict[str, Any]:
     """Routers to core (found in the Consul catalog), rate limits, dashboard auth and TLS."""
     cfg = plan.config
@@ -101,9 +118,19 @@ def dynamic_config(plan: Plan) -> dict[str, Any]:
                     "sourceCriterion": {"ipStrategy": {"depth": 0}},
                 }
             },
-            # A core that died mid-request, or is gone but still listed: the request goes to
-            # another core (a turn that never answered was never acknowledged).
-            "retry-elsewhere": {"retry": {"attempts": 3, "initialInterval": "100ms"}},
+            # A core that is gone but still listed (nothing of the request was sent): the
+            # request goes to another core.
+            "retry-elsewhere": {"retry": {"attempts": RETRY_ATTEMPTS, "initialInterval": "100ms"}},
+            # A request with an Idempotency-Key whose core died mid-request (Traefik answers
+            # 502) goes to another core too: the key makes the repeat the same turn.
+            "retry-keyed": {
+                "retry": {
+                    "attempts": RETRY_ATTEMPTS,
+                    "initialInterval": "100ms",
+                    "status": ["502"],
+                    "retryNonIdempotentMethod": True,
+                }
+            },
             "dashboard-auth": {"basicAuth": {"usersFile": DASHBOARD_USERS_FILE}},
             "security-headers": {
                 "headers": {"stsSeconds": 31536000, "contentTypeNosniff": True, "frameDeny": True}
@@ -125,6 +152,10 @@ def dynamic_config(plan: Plan) -> dict[str, Any]:
                 "tls": {},
                 "priority": 1000,
             },
+            **_keyed_router("morgan-api-keyed", api_rule, "api-rate-limit", priority=500),
+            **_keyed_router(
+                "morgan-audio-keyed", "PathPrefix(`/api/audio`)", "audio-rate-limit", 1001
+            ),
             "morgan-ws": {
                 "rule": "PathPrefix(`/ws`)",
                 "entryPoints": ["websecure"],

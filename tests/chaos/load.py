@@ -2,14 +2,17 @@
 
 `total` requests are sent at evenly spaced times over `duration_s` (each on its own,
 so a slow answer does not hold the next one back), from this machine to the lab's
-gateway only. Every answer is kept: when it was sent, how long it took, its status and,
-for a 200, the turn's id (read back from PostgreSQL afterwards).
+gateway only. Each turn carries its own Idempotency-Key, as Morgan's clients send, so
+the gateway may hand a turn whose core died mid-request to another core. Every answer
+is kept: when it was sent, how long it took, its status and, for a 200, the turn's id
+(read back from PostgreSQL afterwards).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
@@ -25,6 +28,7 @@ class Answer:
     detail: str
     turn_id: str | None = None
     instance: str | None = None
+    replayed: bool = False  # answered from the stored turn (the key had been seen)
 
 
 @dataclass
@@ -52,10 +56,12 @@ class LoadReport:
         times = sorted(a.seconds for a in self.answers)
         median = times[len(times) // 2] if times else 0.0
         instances = len({a.instance for a in self.answers if a.instance})
+        replayed = sum(a.replayed for a in self.answers)
         return (
             f"[{self.name}] sent {len(self.answers)}, failed {len(self.failed)} {codes},"
             f" recovered {self.recovery_s(since_s):.1f} s after the fault, answers p50"
-            f" {median:.1f} s / max {times[-1] if times else 0.0:.1f} s, from {instances} cores"
+            f" {median:.1f} s / max {times[-1] if times else 0.0:.1f} s, from {instances} cores,"
+            f" {replayed} answered from the stored turn"
         )
 
 
@@ -72,21 +78,25 @@ async def text_load(
                                  headers={"X-API-Key": api_key}, timeout=60,
                                  limits=limits, cookies=no_cookies) as client:  # fmt: skip
         start = time.monotonic()
+        run = uuid.uuid4().hex[:12]
 
         async def one(i: int) -> None:
             await asyncio.sleep(max(0.0, start + i * duration_s / total - time.monotonic()))
             sent = time.monotonic()
             body = {"text": f"{name} turn {i}", "user_id": f"chaos-{name}"}
             try:
-                resp = await client.post("/api/text", json=body)
+                key = {"Idempotency-Key": f"{name}-{run}-{i}"}
+                resp = await client.post("/api/text", json=body, headers=key)
             except httpx.HTTPError as exc:
                 report.answers.append(Answer(sent - start, time.monotonic() - sent, 0,
                                              f"{type(exc).__name__}: {exc}"))  # fmt: skip
                 return
             took = time.monotonic() - sent
             turn = resp.json().get("turn_id") if resp.status_code == 200 else None
-            report.answers.append(Answer(sent - start, took, resp.status_code, resp.text[:200],
-                                         turn, resp.headers.get("x-morgan-instance")))  # fmt: skip
+            answer = Answer(sent - start, took, resp.status_code, resp.text[:200], turn,
+                            resp.headers.get("x-morgan-instance"),
+                            resp.headers.get("idempotent-replayed") == "true")  # fmt: skip
+            report.answers.append(answer)
 
         await asyncio.gather(*(one(i) for i in range(total)))
     report.answers.sort(key=lambda a: a.sent_s)

@@ -222,6 +222,83 @@ async def test_someone_elses_conversation_is_not_continued(client: httpx.AsyncCl
     assert other.status_code == 404
 
 
+# ---------------------------------------------------------------- Idempotency-Key
+
+
+async def _llm_calls(client: httpx.AsyncClient, llm: ModelInstance) -> int:
+    return int((await client.get(llm.url + "/test/last")).json()["calls"])
+
+
+async def test_a_repeated_idempotency_key_answers_the_stored_turn(
+    client: httpx.AsyncClient, echo_models: dict[str, ModelInstance]
+) -> None:
+    """A client (or the gateway, for a core that died mid-request) sends the turn again:
+    the same turn and conversation come back, the LLM is not asked twice, one row."""
+    user, key = _user(), {"Idempotency-Key": f"turn-{uuid.uuid4()}"}
+    before = await _llm_calls(client, echo_models["llm"])
+    first = await client.post("/api/text", json={"text": "once", "user_id": user}, headers=key)
+    again = await client.post("/api/text", json={"text": "once", "user_id": user}, headers=key)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert await _llm_calls(client, echo_models["llm"]) == before + 1
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
+    a, b = first.json(), again.json()
+    assert (b["turn_id"], b["conversation_id"], b["text"]) == (
+        a["turn_id"], a["conversation_id"], a["text"])  # fmt: skip
+    conv = (await client.get(f"/api/conversations/{a['conversation_id']}")).json()
+    assert [t["id"] for t in conv["turns"]] == [a["turn_id"]]
+    listed = (await client.get("/api/conversations", params={"user_id": user})).json()
+    assert [c["id"] for c in listed["conversations"]] == [a["conversation_id"]]
+    # The same key from another user is another turn.
+    other = await client.post("/api/text", json={"text": "once", "user_id": _user()},
+                              headers=key)  # fmt: skip
+    assert other.status_code == 200 and other.json()["turn_id"] != a["turn_id"]
+    assert "Idempotent-Replayed" not in other.headers
+
+
+async def test_an_idempotency_key_reused_for_another_turn_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    user, key = _user(), {"Idempotency-Key": uuid.uuid4().hex}
+    first = await client.post("/api/text", json={"text": "one", "user_id": user}, headers=key)
+    cid = first.json()["conversation_id"]
+    body = {"text": "two", "user_id": user, "conversation_id": cid}
+    other_text = await client.post("/api/text", json=body, headers=key)
+    assert other_text.status_code == 422
+    assert "different message" in other_text.json()["error"]
+    elsewhere = (await client.post("/api/text", json={"text": "x", "user_id": user})).json()
+    other_conv = await client.post("/api/text", json={"text": "one", "user_id": user,
+                                   "conversation_id": elsewhere["conversation_id"]},
+                                   headers=key)  # fmt: skip
+    assert other_conv.status_code == 422 and "new key for each turn" in other_conv.json()["error"]
+    conv = (await client.get(f"/api/conversations/{cid}")).json()
+    assert [t["user_text"] for t in conv["turns"]] == ["one"]
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 129, "has space", "naïve", "a/b"])
+async def test_a_malformed_idempotency_key_is_422(client: httpx.AsyncClient, bad: str) -> None:
+    headers = {b"Idempotency-Key": bad.encode()}
+    resp = await client.post("/api/text", json={"text": "hi", "user_id": _user()}, headers=headers)
+    assert resp.status_code == 422, resp.text
+    assert "Idempotency-Key" in resp.json()["error"]
+
+
+async def test_a_repeated_audio_turn_is_not_transcribed_again(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    wav = espeak_wav("Remember the milk", tmp_path / "m.wav")
+    user, key = _user(), {"Idempotency-Key": uuid.uuid4().hex}
+    sent = [await client.post("/api/audio", files={"file": ("m.wav", wav, "audio/wav")},
+                              data={"user_id": user, "want_audio": "false"}, headers=key)
+            for _ in range(2)]  # fmt: skip
+    assert [r.status_code for r in sent] == [200, 200], sent[0].text
+    first, again = (r.json() for r in sent)
+    assert again["turn_id"] == first["turn_id"]
+    assert again["transcription"] == first["transcription"]
+    assert again["timings"]["stt_ms"] == first["timings"]["stt_ms"]  # the stored timings
+    assert sent[1].headers["Idempotent-Replayed"] == "true"
+
+
 async def test_reset_and_delete(client: httpx.AsyncClient) -> None:
     user = _user()
     cid = (await client.post("/api/text", json={"text": "one", "user_id": user})).json()[

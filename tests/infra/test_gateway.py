@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +23,9 @@ pytestmark = pytest.mark.integration
 CHECK_HOST = "infra-check.morgan.test"
 
 
-def _for_test_traefik(document: dict[str, Any], tmp_path: Path, backend: str) -> dict[str, Any]:
+def _for_test_traefik(
+    document: dict[str, Any], tmp_path: Path, *backends: str, sticky: bool = True
+) -> dict[str, Any]:
     """Point the config at what the test Traefik has: its `web` entrypoint, a file-provider
     backend instead of the Consul catalog, and files under tmp_path instead of /etc, /run."""
     users = tmp_path / "dashboard-users"
@@ -35,14 +40,10 @@ def _for_test_traefik(document: dict[str, Any], tmp_path: Path, backend: str) ->
             router["rule"] = f"Host(`{CHECK_HOST}`) && ({router['rule']})"
         if router["service"] == gateway.CORE_SERVICE:
             router["service"] = "morgan-core-check"
-    http["services"] = {
-        "morgan-core-check": {
-            "loadBalancer": {
-                "sticky": {"cookie": {"name": gateway.STICKY_COOKIE, "secure": True}},
-                "servers": [{"url": backend}],
-            }
-        }
-    }
+    balancer: dict[str, Any] = {"servers": [{"url": b} for b in backends]}
+    if sticky:
+        balancer["sticky"] = {"cookie": {"name": gateway.STICKY_COOKIE, "secure": True}}
+    http["services"] = {"morgan-core-check": {"loadBalancer": balancer}}
     text = str(document)
     assert "consulcatalog" not in text
     return document
@@ -196,3 +197,83 @@ def test_core_registers_sticky_cookie_tags(homelab_plan: Plan) -> None:
     tags = gateway.core_consul_tags(homelab_plan)
     assert "traefik.enable=true" in tags
     assert any("sticky.cookie.name=" in t for t in tags)
+
+
+class _Backend:
+    """A core stand-in on a loopback port: it reads each request, then either answers 200
+    naming its port or dies mid-request (the connection reset once the request is in)."""
+
+    def __init__(self, *, dies: bool) -> None:
+        self.dies = dies
+        self.hits = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                self.hits += 1
+                if self.dies:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    continue
+                body = f'{{"port": {self.port}}}'.encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))  # fmt: skip
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_keyed_turn_whose_core_dies_mid_request_is_answered_by_another(
+    homelab_plan: Plan, traefik_server: Any, tmp_path: Path
+) -> None:
+    """Of two cores one dies with every request in (reset after reading it): a turn with an
+    Idempotency-Key is sent again to the other and answered; one without is not repeated
+    (it might have been stored) and gets the 502."""
+    dying, alive = _Backend(dies=True), _Backend(dies=False)
+    urls = [f"http://127.0.0.1:{dying.port}", f"http://127.0.0.1:{alive.port}"]
+    document = _for_test_traefik(
+        gateway.dynamic_config(homelab_plan), tmp_path, *urls, sticky=False
+    )
+    document.pop("tls", None)
+    for router in document["http"]["routers"].values():
+        router.pop("tls", None)
+    traefik_server.write_dynamic_config("morgan-infra-keyed", document)
+    try:
+        _wait_for(
+            f"{traefik_server.api_url}/api/http/routers",
+            lambda rs: (
+                {"morgan-api-keyed@file", "morgan-audio-keyed@file"}
+                <= {r["name"] for r in rs if r["status"] == "enabled"}
+            ),
+        )
+        # The shared Traefik may still hold an earlier test's file under the same names.
+        _wait_for(
+            f"{traefik_server.api_url}/api/http/services/morgan-core-check@file",
+            lambda svc: {s["url"] for s in svc["loadBalancer"]["servers"]} == set(urls),
+        )
+        host = {"Host": CHECK_HOST}
+        url = f"{traefik_server.url}/api/text"
+        turn = {"text": "hi", "user_id": "u"}
+        keys = [{**host, "Idempotency-Key": f"k{i}"} for i in range(6)]
+        keyed = [httpx.post(url, json=turn, headers=h, timeout=10) for h in keys]
+        assert [r.status_code for r in keyed] == [200] * 6, [r.text for r in keyed]
+        assert {r.json()["port"] for r in keyed} == {alive.port}
+        assert dying.hits >= 3, "the balancer never sent a keyed turn to the dying core"
+
+        dying.hits = 0
+        plain = [httpx.post(url, json=turn, headers=host, timeout=10) for _ in range(6)]
+        codes = [r.status_code for r in plain]
+        assert codes.count(502) == dying.hits and dying.hits >= 2, (codes, dying.hits)
+        assert codes.count(200) == 6 - dying.hits
+    finally:
+        traefik_server.remove_dynamic_config("morgan-infra-keyed")
+        dying.close()
+        alive.close()

@@ -20,6 +20,7 @@ from typing import Any
 
 from morgan.core.config import CoreSettings
 from morgan.core.exceptions import NotFoundError, StorageUnavailableError, TurnError
+from morgan.core.idempotency import TurnKey, check_repeat
 from morgan.core.limiter import InflightLimiter
 from morgan.core.memory.store import Memory, SemanticMemory
 from morgan.core.metrics import observe_turn
@@ -48,6 +49,7 @@ class TurnResult:
     audio_format: str | None = None
     warning: str | None = None
     memories_used: int = 0
+    replayed: bool = False
 
     def to_response(self) -> dict[str, Any]:
         return {
@@ -111,10 +113,14 @@ class Orchestrator:
 
     # -- shared steps ----------------------------------------------------------------
 
-    async def _conversation(self, user_id: str, conversation_id: str | None) -> str:
+    async def _conversation(
+        self, user_id: str, conversation_id: str | None, key: TurnKey | None
+    ) -> str:
         try:
             if conversation_id is None:
-                return await self.store.repo.create_conversation(user_id)
+                return await self.store.repo.create_conversation(
+                    user_id, key.conversation_id if key else None
+                )
             conv = await self.store.repo.get_conversation(conversation_id)
         except DatabaseUnavailableError as exc:
             raise StorageUnavailableError(str(exc), headers={"Retry-After": "2"}) from exc
@@ -125,11 +131,13 @@ class Orchestrator:
             )
         return conv.id
 
-    async def _prepare(self, user_id: str, text: str, conversation_id: str | None) -> _Prepared:
+    async def _prepare(
+        self, user_id: str, text: str, conversation_id: str | None, key: TurnKey | None = None
+    ) -> _Prepared:
         s = self.settings
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        cid = await self._conversation(user_id, conversation_id)
+        cid = await self._conversation(user_id, conversation_id, key)
         try:
             previous = await self.store.context(cid) if s.context_turns else []
         except DatabaseUnavailableError as exc:
@@ -153,7 +161,7 @@ class Orchestrator:
         timings["memory_ms"] = _ms(t)
         return _Prepared(
             conversation_id=cid,
-            turn_id=str(uuid.uuid4()),
+            turn_id=key.turn_id if key else str(uuid.uuid4()),
             previous=previous,
             messages=self._messages(s, previous, memories, text),
             vector=vector,
@@ -178,10 +186,12 @@ class Orchestrator:
 
     async def _persist(
         self, prep: _Prepared, user_id: str, user_text: str, reply: str, source: str
-    ) -> None:
+    ) -> str:
+        """Commit the turn; return the reply as stored (a concurrent repeat of the same
+        Idempotency-Key may have stored its own first)."""
         t = time.perf_counter()
         try:
-            await self.store.record_turn(
+            stored = await self.store.record_turn(
                 prep.conversation_id, prep.previous, user_text, reply,
                 source=source, timings=prep.timings, turn_id=prep.turn_id,
             )  # fmt: skip
@@ -203,6 +213,7 @@ class Orchestrator:
             except Exception as exc:
                 log.warning("storing the turn in semantic memory failed: %s", exc)
             prep.timings["memory_ms"] = prep.timings.get("memory_ms", 0.0) + _ms(t)
+        return stored.assistant_text
 
     async def _speak(self, text: str, key: str) -> tuple[bytes | None, str | None, float]:
         t = time.perf_counter()
@@ -212,6 +223,35 @@ class Orchestrator:
             log.warning("tts failed, replying with text only: %s", exc.message)
             return None, f"no audio: {exc.message}", _ms(t)
         return audio, None, _ms(t)
+
+    async def _replay(
+        self,
+        key: TurnKey | None,
+        conversation_id: str | None,
+        user_text: str | None,
+        want_audio: bool,
+    ) -> TurnResult | None:
+        """The stored turn a repeated Idempotency-Key names, answered again; None if the
+        key is new."""
+        if key is None:
+            return None
+        try:
+            stored = await self.store.repo.get_turn(key.turn_id)
+        except DatabaseUnavailableError as exc:
+            raise StorageUnavailableError(str(exc), headers={"Retry-After": "2"}) from exc
+        if stored is None:
+            return None
+        check_repeat(key, stored, conversation_id, user_text)
+        result = TurnResult(
+            conversation_id=stored.conversation_id, turn_id=stored.id,
+            text=stored.assistant_text, timings=dict(stored.timings),
+            transcription=stored.user_text if stored.source == "audio" else None,
+            replayed=True,
+        )  # fmt: skip
+        if want_audio and stored.assistant_text.strip():
+            audio, result.warning, _ = await self._speak(stored.assistant_text, f"{stored.id}-tts")
+            result.audio, result.audio_format = audio, "wav" if audio else None
+        return result
 
     # -- turns -----------------------------------------------------------------------
 
@@ -226,16 +266,19 @@ class Orchestrator:
         source: str = "text",
         stt_ms: float = 0.0,
         started: float | None = None,
+        key: TurnKey | None = None,
     ) -> TurnResult:
         start = started if started is not None else time.perf_counter()
-        prep = await self._prepare(user_id, text, conversation_id)
+        if done := await self._replay(key, conversation_id, text, want_audio):
+            return done
+        prep = await self._prepare(user_id, text, conversation_id, key)
         prep.timings["stt_ms"] = stt_ms
         t = time.perf_counter()
         reply = await self.models.complete(
             prep.messages, self.settings.llm_timeout_seconds, f"{prep.turn_id}-llm"
         )
         prep.timings["llm_ms"] = _ms(t)
-        await self._persist(prep, user_id, text, reply, source)
+        reply = await self._persist(prep, user_id, text, reply, source)
         result = TurnResult(
             conversation_id=prep.conversation_id,
             turn_id=prep.turn_id,
@@ -274,8 +317,11 @@ class Orchestrator:
         language: str | None = None,
         conversation_id: str | None = None,
         want_audio: bool = True,
+        key: TurnKey | None = None,
     ) -> TurnResult:
         start = time.perf_counter()
+        if done := await self._replay(key, conversation_id, None, want_audio):
+            return done
         text, stt_ms = await self.transcribe(audio, filename, content_type, language)
         if not text:
             from morgan.core.exceptions import InvalidInputError
@@ -287,7 +333,7 @@ class Orchestrator:
         return await self.text_turn(
             user_id, text, conversation_id,
             want_audio=want_audio, transcription=text, source="audio",
-            stt_ms=stt_ms, started=start,
+            stt_ms=stt_ms, started=start, key=key,
         )  # fmt: skip
 
     async def stream_turn(

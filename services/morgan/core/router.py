@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from morgan.core.audio import inspect_audio
 from morgan.core.dependencies import get_memory, get_orchestrator
 from morgan.core.exceptions import NotFoundError, PayloadTooLargeError, StorageUnavailableError
+from morgan.core.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER, turn_key
 from morgan.core.memory.store import SemanticMemory
-from morgan.core.orchestrator import Orchestrator
+from morgan.core.orchestrator import Orchestrator, TurnResult
 from morgan.core.schemas import (
     ConversationDetail,
     ConversationList,
@@ -30,6 +31,14 @@ from morgan.core.storage.conversations import DatabaseUnavailableError
 router = APIRouter(prefix="/api", tags=["core"])
 
 Orch = Annotated[Orchestrator, Depends(get_orchestrator)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=HEADER, pattern=KEY_PATTERN,
+        description="one per turn (1-128 of A-Z a-z 0-9 . _ : -): sending the turn again "
+        "with the same key answers the stored turn instead of storing a second one",
+    ),
+]  # fmt: skip
 _ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "missing, unknown, expired or revoked API key"},
     404: {"description": "unknown conversation"},
@@ -40,7 +49,9 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 
 
 @router.post("/text", response_model=TurnResponse, responses=_ERRORS)
-async def text_turn(body: TextTurnRequest, orch: Orch) -> JSONResponse:
+async def text_turn(
+    body: TextTurnRequest, orch: Orch, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     """One text turn: context + memory -> LLM -> (TTS) ; committed before the reply."""
     limit = orch.settings.max_text_chars
     if len(body.text) > limit:
@@ -49,9 +60,10 @@ async def text_turn(body: TextTurnRequest, orch: Orch) -> JSONResponse:
         )
     with orch.limiter.slot(await orch.models.llm_capacity()):
         result = await orch.text_turn(
-            body.user_id, body.text, body.conversation_id, want_audio=body.want_audio
-        )
-    return JSONResponse(result.to_response())
+            body.user_id, body.text, body.conversation_id, want_audio=body.want_audio,
+            key=turn_key(body.user_id, idempotency_key),
+        )  # fmt: skip
+    return _turn_response(result)
 
 
 @router.post("/audio", response_model=TurnResponse, responses=_ERRORS)
@@ -62,6 +74,7 @@ async def audio_turn(
     language: Annotated[str | None, Form(max_length=16)] = None,
     conversation_id: Annotated[str | None, Form()] = None,
     want_audio: Annotated[bool, Form()] = True,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """One spoken turn: STT -> context + memory -> LLM -> TTS."""
     s = orch.settings
@@ -82,8 +95,14 @@ async def audio_turn(
             language=language,
             conversation_id=conversation_id,
             want_audio=want_audio,
+            key=turn_key(user_id, idempotency_key),
         )
-    return JSONResponse(result.to_response())
+    return _turn_response(result)
+
+
+def _turn_response(result: TurnResult) -> JSONResponse:
+    headers = {REPLAYED_HEADER: "true"} if result.replayed else None
+    return JSONResponse(result.to_response(), headers=headers)
 
 
 def _storage_error(exc: DatabaseUnavailableError) -> StorageUnavailableError:

@@ -332,6 +332,22 @@ class ConversationRepository:
             raise ConversationNotFoundError(conversation_id) from exc
         return _turn(row)
 
+    async def get_turn(self, turn_id: str) -> Turn | None:
+        tid = _parse_uuid(turn_id)
+        if tid is None:
+            return None
+
+        async def op() -> asyncpg.Record | None:
+            async with self._acquire() as conn:
+                return await conn.fetchrow(
+                    "SELECT id, conversation_id, user_text, assistant_text, source, timings, "
+                    "created_at FROM turns WHERE id = $1",
+                    tid,
+                )
+
+        row = await self._with_retry(op, "read turn")
+        return _turn(row) if row is not None else None
+
     async def recent_turns(self, conversation_id: str, limit: int) -> list[Turn]:
         """The last ``limit`` turns, oldest first."""
         cid = _parse_uuid(conversation_id)
