@@ -39,6 +39,11 @@ MAX_BUSY_WAIT_S = 10.0
 BUSY_JITTER = 0.25
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
+# A LAN peer that is up accepts a connection in milliseconds; one whose host is gone (or
+# cut off) never answers the SYN, and waiting the whole stage timeout for it would spend
+# the turn's budget before the next instance is tried.
+CONNECT_TIMEOUT_S = 3.0
+
 # Errors raised before a single byte of the request left this process.
 NOT_SENT_ERRORS: tuple[type[Exception], ...] = (
     httpx.ConnectError,
@@ -83,6 +88,7 @@ class MorganHTTPClient:
         discovery: ConsulServiceDiscovery,
         *,
         timeout: float = 30.0,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         deadline: float = 60.0,
         max_attempts: int = 5,
         backoff_base: float = 0.1,
@@ -97,6 +103,7 @@ class MorganHTTPClient:
     ) -> None:
         self.discovery = discovery
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.deadline = deadline
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -113,7 +120,9 @@ class MorganHTTPClient:
             if client_cert is not None:
                 ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
             verify = ctx
-        self._client = httpx.AsyncClient(timeout=timeout, verify=verify, transport=transport)
+        self._client = httpx.AsyncClient(
+            timeout=self._limits(timeout), verify=verify, transport=transport
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -233,7 +242,7 @@ class MorganHTTPClient:
             started = self.clock()
             try:
                 resp = await self._client.request(
-                    method, ep.url + path, headers=hdrs, timeout=t, **kwargs
+                    method, ep.url + path, headers=hdrs, timeout=self._limits(t), **kwargs
                 )
             except NOT_SENT_ERRORS as exc:
                 self.discovery.record_failure(ep)
@@ -282,6 +291,11 @@ class MorganHTTPClient:
             ),
         ) from last_exc
 
+    def _limits(self, seconds: float) -> httpx.Timeout:
+        """`seconds` for the whole exchange, but a connection must open within
+        connect_timeout: an instance whose host is gone costs that, then the next one."""
+        return httpx.Timeout(seconds, connect=min(seconds, self.connect_timeout))
+
     def _msg(self, text: str) -> str:
         return f"{self.caller.removeprefix('morgan-')}: {text}" if self.caller else text
 
@@ -313,7 +327,7 @@ class MorganHTTPClient:
                 t = min(timeout, attempt_timeout) if timeout else attempt_timeout
                 req = self._client.build_request(
                     method, ep.url + path, json=json, content=content, params=params,
-                    headers=hdrs, timeout=t,
+                    headers=hdrs, timeout=self._limits(t),
                 )  # fmt: skip
                 started = self.clock()
                 try:
