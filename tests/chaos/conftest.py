@@ -13,6 +13,7 @@ from morgan.lab import stack as st
 from morgan.lab.polling import NotYet, poll
 
 from infra.config import MorganStackConfig
+from infra.configs.patroni import CONFIG_PATH
 from infra.deployment import Deployment, build_deployment
 from infra.model import ContainerSpec
 from infra.placement import make_plan
@@ -54,20 +55,55 @@ class Fleet:
         poll(healthy, what=f"{spec.host}/{spec.name} healthy", timeout=timeout, interval=1)
         return time.monotonic() - started
 
+    def pg_members(self) -> list[ContainerSpec]:
+        return list(self.deployment.of_role("postgres-primary", "postgres-standby"))
+
+    def _psql(self, spec: ContainerSpec, database: str, sql: str) -> str | None:
+        proc = self.engine(spec).run("exec", spec.name, "psql", "-h", "/var/run/postgresql",
+                                     "-U", self.config.postgres.user, "-d", database,
+                                     "-Atc", sql, check=False, timeout=60)  # fmt: skip
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def pg_role(self, spec: ContainerSpec) -> str:
+        """'primary' or 'replica' as that member's PostgreSQL says, or 'down'."""
+        answer = self._psql(spec, "postgres", "SELECT pg_is_in_recovery()")
+        return {"f": "primary", "t": "replica"}.get(answer or "", "down")
+
+    def wait_pg_role(self, spec: ContainerSpec, role: str, what: str) -> None:
+        def check() -> None:
+            if (now := self.pg_role(spec)) != role:
+                raise NotYet(now)
+
+        poll(check, what=what, timeout=120, interval=0.5)
+
+    def lead_postgres_as_planned(self) -> None:
+        """The plan's postgres-primary member leads: a switchover to it when the other
+        member leads (after a failover, or when the other won the bootstrap), once it is
+        the synchronous standby (Patroni switches over only to that one)."""
+        planned = next(iter(self.deployment.of_role("postgres-primary")))
+        if self.pg_role(planned) == "primary":
+            return
+        leader = next(m for m in self.pg_members() if m is not planned)
+
+        def sync_standby() -> None:
+            state = self.psql("SELECT application_name, state, sync_state FROM pg_stat_replication")
+            if state != f"{planned.host}|streaming|sync":
+                raise NotYet(state)
+
+        poll(sync_standby, what=f"{planned.host} the sync standby", timeout=120, interval=1)
+        self.engine(leader).run("exec", leader.name, "patronictl", "-c", CONFIG_PATH,
+                                "switchover", "--leader", leader.host, "--candidate",
+                                planned.host, "--force", timeout=120)  # fmt: skip
+        self.wait_pg_role(planned, "primary", f"{planned.host} the leader (switched over)")
+        print(f"[postgres] switched over: {planned.host} leads, as planned")
+
     def psql(self, sql: str) -> str:
         """A query on the Patroni leader (whichever member that is now)."""
-        for spec in self.deployment.of_role("postgres-primary", "postgres-standby"):
-            engine = self.engine(spec)
-            proc = engine.run("exec", spec.name, "psql", "-h", "/var/run/postgresql", "-U",
-                              self.config.postgres.user, "-d", self.config.postgres.database,
-                              "-Atc", sql, check=False, timeout=60)  # fmt: skip
-            if proc.returncode != 0:
-                continue
-            role = engine.text("exec", spec.name, "psql", "-h", "/var/run/postgresql", "-U",
-                               self.config.postgres.user, "-d", "postgres", "-Atc",
-                               "SELECT pg_is_in_recovery()", timeout=60)  # fmt: skip
-            if role == "f":
-                return proc.stdout.decode().strip()
+        for spec in self.pg_members():
+            if self.pg_role(spec) == "primary":
+                answer = self._psql(spec, self.config.postgres.database, sql)
+                if answer is not None:
+                    return answer
         raise AssertionError("no PostgreSQL leader answered")
 
     def stored(self, turn_ids: list[str]) -> dict[str, int]:

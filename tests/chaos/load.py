@@ -1,4 +1,5 @@
-"""A steady, bounded load of text turns through the lab's gateway, recorded per request.
+"""A steady, bounded load of turns (text or spoken) through the lab's gateway, recorded
+per request.
 
 `total` requests are sent at evenly spaced times over `duration_s` (each on its own,
 so a slow answer does not hold the next one back), from this machine to the lab's
@@ -13,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -29,6 +32,9 @@ class Answer:
     turn_id: str | None = None
     instance: str | None = None
     replayed: bool = False  # answered from the stored turn (the key had been seen)
+    transcription: str | None = None
+    spoken: bool = False  # the reply came with audio
+    warning: str | None = None
 
 
 @dataclass
@@ -65,9 +71,20 @@ class LoadReport:
         )
 
 
-async def text_load(
-    name: str, gateway_url: str, api_key: str, ca_file: Path, *, total: int, duration_s: float
+Send = Callable[[httpx.AsyncClient, int, dict[str, str]], Awaitable[httpx.Response]]
+
+
+async def bounded_load(
+    name: str,
+    gateway_url: str,
+    api_key: str,
+    ca_file: Path,
+    send: Send,
+    *,
+    total: int,
+    duration_s: float,
 ) -> LoadReport:
+    """`send(client, i, headers)` for i in range(total), at evenly spaced times."""
     assert total <= 400 and duration_s <= 90, "chaos loads are bounded"
     report = LoadReport(name)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
@@ -83,19 +100,19 @@ async def text_load(
         async def one(i: int) -> None:
             await asyncio.sleep(max(0.0, start + i * duration_s / total - time.monotonic()))
             sent = time.monotonic()
-            body = {"text": f"{name} turn {i}", "user_id": f"chaos-{name}"}
             try:
-                key = {"Idempotency-Key": f"{name}-{run}-{i}"}
-                resp = await client.post("/api/text", json=body, headers=key)
+                resp = await send(client, i, {"Idempotency-Key": f"{name}-{run}-{i}"})
             except httpx.HTTPError as exc:
                 report.answers.append(Answer(sent - start, time.monotonic() - sent, 0,
                                              f"{type(exc).__name__}: {exc}"))  # fmt: skip
                 return
             took = time.monotonic() - sent
-            turn = resp.json().get("turn_id") if resp.status_code == 200 else None
-            answer = Answer(sent - start, took, resp.status_code, resp.text[:200], turn,
-                            resp.headers.get("x-morgan-instance"),
-                            resp.headers.get("idempotent-replayed") == "true")  # fmt: skip
+            body = resp.json() if resp.status_code == 200 else {}
+            answer = Answer(sent - start, took, resp.status_code, resp.text[:200],
+                            body.get("turn_id"), resp.headers.get("x-morgan-instance"),
+                            resp.headers.get("idempotent-replayed") == "true",
+                            body.get("transcription"), bool(body.get("audio_base64")),
+                            body.get("warning"))  # fmt: skip
             report.answers.append(answer)
 
         await asyncio.gather(*(one(i) for i in range(total)))
@@ -103,3 +120,37 @@ async def text_load(
     for a in report.failed:
         print(f"[{name}] failed at {a.sent_s:.1f} s after {a.seconds:.1f} s: {a.status} {a.detail}")
     return report
+
+
+async def text_load(
+    name: str, gateway_url: str, api_key: str, ca_file: Path, *, total: int, duration_s: float
+) -> LoadReport:
+    """Text turns, each in a conversation of its own."""
+
+    def send(client: httpx.AsyncClient, i: int, headers: dict[str, str]) -> Any:
+        body = {"text": f"{name} turn {i}", "user_id": f"chaos-{name}"}
+        return client.post("/api/text", json=body, headers=headers)
+
+    return await bounded_load(name, gateway_url, api_key, ca_file, send, total=total,
+                              duration_s=duration_s)  # fmt: skip
+
+
+async def audio_load(
+    name: str,
+    gateway_url: str,
+    api_key: str,
+    ca_file: Path,
+    wav: bytes,
+    *,
+    total: int,
+    duration_s: float,
+) -> LoadReport:
+    """Spoken turns (the same recording each time), answered with speech."""
+
+    def send(client: httpx.AsyncClient, i: int, headers: dict[str, str]) -> Any:
+        return client.post("/api/audio", files={"file": ("turn.wav", wav, "audio/wav")},
+                           data={"user_id": f"chaos-{name}", "want_audio": "true"},
+                           headers=headers)  # fmt: skip
+
+    return await bounded_load(name, gateway_url, api_key, ca_file, send, total=total,
+                              duration_s=duration_s)  # fmt: skip
