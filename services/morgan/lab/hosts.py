@@ -160,9 +160,14 @@ def start_registry(p: LabPaths, image: str, address: str) -> str:
     return endpoint
 
 
+def container_name(host: str) -> str:
+    """The container (on this machine's daemon) that is lab host `host`."""
+    return f"morgan-lab-{host}"
+
+
 def start_host(p: LabPaths, name: str, image: str, address: str, registry: str) -> LabHost:
     tls = name in TLS_HOSTS
-    args = ["docker", "run", "-d", "--name", f"morgan-lab-{name}", "--hostname", name,
+    args = ["docker", "run", "-d", "--name", container_name(name), "--hostname", name,
             "--network", NETWORK, "--network-alias", name, "--ip", address, "--label", LABEL,
             *INNER_DAEMON_FLAGS,
             "-v", f"morgan-lab-{name}-docker:/var/lib/docker",
@@ -247,7 +252,7 @@ def up(
                         timeout=120, interval=1)  # fmt: skip
         except PollTimeout as exc:
             raise LabError(
-                f"{exc}; see `docker logs morgan-lab-{host.name}` (dockerd and sshd log there)"
+                f"{exc}; see `docker logs {container_name(host.name)}` (dockerd and sshd log there)"
             ) from None
         if info["name"] != host.name:
             raise LabError(f"{host.docker} answered as {info['name']!r}, not {host.name}")
