@@ -9,6 +9,7 @@ users and prints p50/p95 of:
 Numbers only; nothing passes or fails.
 
     .venv/bin/python bench/bench_core.py [--turns 200] [--users 1,50] [--no-memory]
+                                         [--memory-store qdrant|postgres]
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=200, help="turns per concurrency level")
     parser.add_argument("--users", default="1,50", help="concurrency levels, comma separated")
     parser.add_argument("--no-memory", action="store_true", help="switch semantic memory off")
+    parser.add_argument(
+        "--memory-store",
+        choices=("qdrant", "postgres"),
+        default="qdrant",
+        help="where memories live (the fleet's is postgres: one for all cores)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-core-") as tmp_s:
@@ -112,6 +119,10 @@ def main() -> None:
                 "MORGAN_CORE_QDRANT_PATH": str(tmp / "qdrant"),
                 "MORGAN_CORE_LLM_SERVICE": LLM_NAME,
                 "MORGAN_CORE_MEMORY_ENABLED": "false" if args.no_memory else "true",
+                "MORGAN_CORE_MEMORY_STORE": args.memory_store,
+                # One client sends every turn here: per-client rate limits would refuse most.
+                "MORGAN_CORE_RATE_LIMIT_PER_MINUTE": "0",
+                "MORGAN_CORE_AUDIO_RATE_LIMIT_PER_MINUTE": "0",
                 "MORGAN_CORE_LOG_LEVEL": "WARNING",
             }
             core = ManagedProcess("core", [sys.executable, "-m", "morgan.core"],
@@ -121,7 +132,9 @@ def main() -> None:
                 wait_passing(consul.addr, "morgan-core", port, timeout=120)
                 url = f"http://127.0.0.1:{port}"
                 asyncio.run(run_load(url, key, 1, 20))  # warm-up
-                memory = "off" if args.no_memory else "on (embed + Qdrant search + store)"
+                memory = (
+                    "off" if args.no_memory else f"on (embed + {args.memory_store} search + store)"
+                )
                 print(f"core overhead per text turn — 2-core host, semantic memory {memory}")
                 print(f"{'users':>6} {'turns':>6} {'err':>4} {'overhead p50':>13} "
                       f"{'p95':>8} {'latency p50':>12} {'p95':>8} {'turns/s':>8}")  # fmt: skip

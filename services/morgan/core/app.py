@@ -86,7 +86,10 @@ async def start_core(app: FastAPI) -> None:
             SentenceEmbedder, s.memory_model_path, threads=s.memory_threads
         )
         if s.memory_store == "postgres":
-            memory = PgMemoryStore(dsn, embedder)
+            # Sized like the conversation store: every turn searches and stores a memory.
+            memory = PgMemoryStore(
+                dsn, embedder, min_size=s.postgres_pool_min, max_size=s.postgres_pool_max
+            )
         else:
             memory = MemoryStore.open(
                 embedder,

@@ -136,20 +136,32 @@ class Orchestrator:
     ) -> _Prepared:
         s = self.settings
         timings: dict[str, float] = {}
+        # The embedding (CPU) does not depend on the conversation: it runs while the
+        # conversation and its context are read (I/O), instead of after them.
+        embedding = (
+            asyncio.ensure_future(self.memory.embedder.embed(text))
+            if self.memory is not None
+            else None
+        )
         t = time.perf_counter()
-        cid = await self._conversation(user_id, conversation_id, key)
         try:
-            previous = await self.store.context(cid) if s.context_turns else []
-        except DatabaseUnavailableError as exc:
-            raise StorageUnavailableError(str(exc), headers={"Retry-After": "2"}) from exc
+            cid = await self._conversation(user_id, conversation_id, key)
+            try:
+                previous = await self.store.context(cid) if s.context_turns else []
+            except DatabaseUnavailableError as exc:
+                raise StorageUnavailableError(str(exc), headers={"Retry-After": "2"}) from exc
+        except BaseException:
+            if embedding is not None:
+                embedding.cancel()
+            raise
         timings["context_ms"] = _ms(t)
 
         t = time.perf_counter()
         vector: list[float] | None = None
         memories: list[Memory] = []
-        if self.memory is not None:
+        if self.memory is not None and embedding is not None:
             try:
-                vector = await self.memory.embedder.embed(text)
+                vector = await embedding
                 if s.memory_top_k:
                     found = await self.memory.search_similar(
                         user_id, text, s.memory_top_k,

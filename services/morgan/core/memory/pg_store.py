@@ -43,9 +43,12 @@ LIMIT $3
 
 
 class PgMemoryStore:
-    def __init__(self, dsn: str, embedder: SentenceEmbedder, *, max_size: int = 4) -> None:
+    def __init__(
+        self, dsn: str, embedder: SentenceEmbedder, *, min_size: int = 1, max_size: int = 4
+    ) -> None:
         self._dsn = dsn
         self.embedder = embedder
+        self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
 
@@ -55,7 +58,9 @@ class PgMemoryStore:
         return self._pool
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_size)
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=self._min_size, max_size=self._max_size
+        )
         async with self._pool.acquire() as conn:
             await conn.execute(_SCHEMA)
             size = await conn.fetchval("SELECT array_length(embedding, 1) FROM memories LIMIT 1")
