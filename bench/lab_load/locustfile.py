@@ -39,7 +39,7 @@ def stages(timings: dict[str, float]) -> dict[str, float]:
 
 def report_stages(kind: str, body: dict[str, Any]) -> None:
     for stage, ms in stages(body.get("timings") or {}).items():
-        if stage == "stt" and kind == "text":
+        if stage in ("stt", "tts") and kind == "text":  # text turns are neither heard nor spoken
             continue
         events.request.fire(request_type="STAGE", name=f"{kind} {stage}", response_time=ms,
                             response_length=0, exception=None, context={})  # fmt: skip
