@@ -95,6 +95,7 @@ class Fleet:
                                 "switchover", "--leader", leader.host, "--candidate",
                                 planned.host, "--force", timeout=120)  # fmt: skip
         self.wait_pg_role(planned, "primary", f"{planned.host} the leader (switched over)")
+        self.wait_pg_role(leader, "replica", f"{leader.host} a replica (switched over)")
         print(f"[postgres] switched over: {planned.host} leads, as planned")
 
     def psql(self, sql: str) -> str:

@@ -2,9 +2,10 @@
 quorum with one gone, so the catalog and the KV store keep answering (through h2's client
 agent, which runs no server) and every turn through the gateway succeeds: core reads its
 config and its discovery from the local agent, Traefik its routes. The leader's loss
-costs one election (raft_multiplier 1); a default-consistency read waits for it, a stale
-read does not. Each server, started again, rejoins by itself: autopilot is healthy with a
-failure tolerance of one again."""
+costs one election (raft_multiplier 1); a default-consistency read waits for it. A read
+the agent sent to the server as it died fails, so reads may fail in the first seconds
+after a kill (READ_GAP_S), never later. Each server, started again, rejoins by itself:
+autopilot is healthy with a failure tolerance of one again."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900),
 LOAD_START_S = 6.0
 RESTART_AFTER_S = 15.0
 MAX_PROBES = 120
+# The agent sends its reads to one server at a time: a read sent to the server just
+# killed fails, and the agent moves to another (measured: reads failed at 0.0 and 1.1 s
+# after the leader's kill, none later). A consistent read also waits for the election
+# (raft_multiplier 1: about a second). Past this gap every read must be answered.
+READ_GAP_S = 5.0
 CORES = 3
 
 # One exec, four reads through the agent: the cores in the catalog and the config keys,
@@ -155,7 +161,7 @@ async def test_losing_a_consul_follower_then_the_leader_keeps_discovery_and_kv(
                                                    "consul-follower-kill")  # fmt: skip
     assert elected is None
     assert report.failed == [], [(a.status, a.detail) for a in report.failed[:5]]
-    assert probes and all(p.consistent_ok and p.stale_ok for p in probes), probes
+    assert_reads_recover(probes)
     assert_nothing_lost(fleet, report)
 
     leader = await asyncio.to_thread(leader_host, fleet, observer)
@@ -163,9 +169,17 @@ async def test_losing_a_consul_follower_then_the_leader_keeps_discovery_and_kv(
                                                    "consul-leader-kill")  # fmt: skip
     assert elected is not None
     assert report.failed == [], [(a.status, a.detail) for a in report.failed[:5]]
-    # A stale read is answered by any server, leader or not; a consistent one only once
-    # the new leader is there.
-    assert probes and all(p.stale_ok for p in probes), probes
-    late = [p for p in probes if p.at_s > elected + 1.0]
-    assert late and all(p.consistent_ok for p in late), late
+    assert_reads_recover(probes)
     assert_nothing_lost(fleet, report)
+
+
+def assert_reads_recover(probes: list[Probe]) -> None:
+    """Reads through the agent fail, if at all, only in the first READ_GAP_S after the
+    kill; every read after that, consistent and stale, is answered."""
+    late = [p for p in probes if p.at_s > READ_GAP_S]
+    assert late and all(p.consistent_ok and p.stale_ok for p in late), late
+    early = [p for p in probes if p.at_s <= READ_GAP_S]
+    print(
+        f"reads in the first {READ_GAP_S:.0f} s: {len(early)},"
+        f" failed {sum(not (p.consistent_ok and p.stale_ok) for p in early)}"
+    )
