@@ -56,6 +56,10 @@ def patroni_config(plan: Plan, host: str) -> dict[str, Any]:
         "max_wal_senders": 10,
         "max_replication_slots": 10,
         "wal_log_hints": "on",
+        # A standby that vanished without closing its connection (its host lost or cut
+        # off) leaves pg_stat_replication after this, and Patroni stops waiting for it
+        # as the synchronous standby; at the default 60 s every commit would wait that long.
+        "wal_sender_timeout": "10s",
         "password_encryption": "scram-sha-256",
     }
     sslmode = "verify-full" if tls else "prefer"
