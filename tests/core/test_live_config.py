@@ -92,6 +92,7 @@ async def test_kv_change_reaches_the_next_turn_without_restart(
     first = await _turn(core, api_keys, private_llm)
     assert first["messages"][0] == {"role": "system", "content": default}
     assert (first["params"]["max_tokens"], first["params"]["temperature"]) == (256, 0.7)
+    assert first["params"]["min_tokens"] == 1, "a sampled reply must not end before a word"
 
     await asyncio.sleep(0.3)  # let the loader's blocking KV query start
     changes = {"system_prompt": "You are a terse pirate.", "llm_max_tokens": 77,

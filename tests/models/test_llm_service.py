@@ -170,6 +170,18 @@ async def test_same_seed_same_sampled_reply(model_dir: Path) -> None:
         assert await reply(7) != await reply(8)
 
 
+@in_session_loop
+async def test_min_tokens_holds_back_the_end_of_a_sampled_reply(model_dir: Path) -> None:
+    async with running(build_app(settings(model_dir))) as client:
+        body = {"messages": HELLO, "max_tokens": 6, "min_tokens": 6, "temperature": 2.0}
+        for seed in range(8):
+            answer = await client.post("/v1/chat/completions", json={**body, "seed": seed})
+            assert answer.status_code == 200, answer.text
+            reply = answer.json()
+            assert reply["usage"]["completion_tokens"] == 6, (seed, reply)
+            assert reply["choices"][0]["finish_reason"] == "length", (seed, reply)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
@@ -186,6 +198,8 @@ async def test_same_seed_same_sampled_reply(model_dir: Path) -> None:
         ),
         ({"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, 400, "at most 4"),
         ({"messages": HELLO, "temperature": 9}, 422, "temperature"),
+        ({"messages": HELLO, "max_tokens": 4, "min_tokens": 5}, 400, "min_tokens 5 is over"),
+        ({"messages": HELLO, "min_tokens": -1}, 422, "min_tokens"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, 422, "role"),
         ({"messages": HELLO, "tools": [{"type": "function"}]}, 400, "tools are not supported"),
     ],

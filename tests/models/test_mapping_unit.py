@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from morgan.llm.engine import GenerationParams
+from morgan.llm.llamacpp_engine import HoldBackEnd
 from morgan.llm.prompt import IncrementalDecoder
 from morgan.llm.service import StopStringFilter, stop_list
 from morgan.llm.vllm_engine import VLLMEngine, VLLMOutputMapper, sampling_params_kwargs, vllm_prompt
@@ -32,6 +33,20 @@ def test_sampling_params_follow_the_request() -> None:
         "stop": ["\n\n"],
         "seed": 7,
     }
+
+
+def test_min_tokens_maps_to_vllms_min_tokens() -> None:
+    kwargs = sampling_params_kwargs(GenerationParams(max_tokens=5, temperature=0.7, min_tokens=2))
+    assert kwargs["min_tokens"] == 2
+
+
+def test_llamacpp_end_tokens_held_back_until_min_tokens_are_out() -> None:
+    hold = HoldBackEnd({3, 7}, min_tokens=2)
+    scores = np.zeros(10, dtype=np.float32)
+    masked = hold(np.array([1, 2]), scores.copy())
+    assert np.isneginf(masked[[3, 7]]).all() and np.isfinite(np.delete(masked, [3, 7])).all()
+    hold.generated = 2
+    assert np.isfinite(hold(np.array([1, 2]), scores.copy())).all()
 
 
 def test_greedy_sampling_drops_top_p_and_leaves_out_unset_fields() -> None:

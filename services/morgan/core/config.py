@@ -23,6 +23,11 @@ class CoreSettings(ServiceSettings):
     llm_model: str = Field("default", description="`model` sent to /v1/chat/completions.")
     llm_max_tokens: int = Field(256, ge=1, le=8192, description="Reply length limit (tokens).")
     llm_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    llm_min_tokens: int = Field(
+        1, ge=0, le=64,
+        description="Tokens before the LLM may end its reply (0: no floor); a sampled reply "
+        "that ended at once would be an empty answer.",
+    )  # fmt: skip
     system_prompt: str = Field(
         "You are Morgan, a helpful voice assistant. Answer briefly and clearly.",
         description="System message of every conversation.",

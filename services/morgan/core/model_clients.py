@@ -152,13 +152,16 @@ class ModelClients:
 
     def _chat_body(self, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
         s = self.settings
-        return {
+        body: dict[str, Any] = {
             "model": s.llm_model,
             "messages": messages,
             "max_tokens": s.llm_max_tokens,
             "temperature": s.llm_temperature,
             "stream": stream,
         }
+        if s.llm_min_tokens:
+            body["min_tokens"] = min(s.llm_min_tokens, s.llm_max_tokens)
+        return body
 
     async def complete(
         self, messages: list[dict[str, str]], timeout_s: float, idempotency_key: str

@@ -19,6 +19,9 @@ class GenerationParams:
     top_p: float = 1.0
     stop: Sequence[str] = field(default_factory=tuple)
     seed: int | None = None
+    # The end-of-reply token is held back until this many tokens are out (vLLM's
+    # `min_tokens`): a sampled reply never ends before its first word.
+    min_tokens: int = 0
 
 
 @dataclass

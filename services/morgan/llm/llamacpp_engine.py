@@ -34,6 +34,21 @@ def gguf_file(path: Path) -> Path:
     return found[0]
 
 
+class HoldBackEnd:
+    """A llama.cpp logits processor: the end-of-generation tokens cannot be sampled until
+    `min_tokens` tokens are out (`generated` counts them)."""
+
+    def __init__(self, end_tokens: set[int], min_tokens: int) -> None:
+        self.end_tokens = sorted(end_tokens)
+        self.min_tokens = min_tokens
+        self.generated = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.generated < self.min_tokens:
+            scores[self.end_tokens] = -float("inf")
+        return scores
+
+
 def _piece(llama: Any, token: int) -> str:
     """The text of one (special) token, e.g. the template's `<|im_end|>`."""
     data: bytes = llama.detokenize([token], special=True)
@@ -118,6 +133,7 @@ class LlamaCppEngine:
             llama.set_seed(params.seed)
         greedy = params.temperature <= 0
         count = 0
+        hold = HoldBackEnd(self._eog, params.min_tokens) if params.min_tokens else None
         with self._lock:  # one llama context: generations take turns
             for token in llama.generate(
                 prompt_ids,
@@ -127,6 +143,7 @@ class LlamaCppEngine:
                 min_p=0.0,
                 repeat_penalty=1.0,
                 reset=True,
+                logits_processor=[hold] if hold else None,
             ):
                 if cancel.is_set():
                     return
@@ -134,6 +151,8 @@ class LlamaCppEngine:
                     emit(([int(token)], True))
                     return
                 count += 1
+                if hold:
+                    hold.generated = count
                 emit(([int(token)], False))
                 if count >= params.max_tokens:
                     return

@@ -162,12 +162,20 @@ class ChatService:
                 f"{s.max_tokens_limit}; ask for fewer",
                 param="max_tokens",
             )
+        if request.min_tokens > max_tokens:
+            raise ModelRequestError(
+                400,
+                f"min_tokens {request.min_tokens} is over max_tokens {max_tokens}; "
+                "ask for at most as many tokens as the reply may have",
+                param="min_tokens",
+            )
         params = GenerationParams(
             max_tokens=max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
             stop=stop_list(request.stop),
             seed=request.seed,
+            min_tokens=request.min_tokens,
         )
         return messages, params
 

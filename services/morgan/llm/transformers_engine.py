@@ -105,6 +105,8 @@ class TransformersEngine:
         }
         if self._eos_ids:
             kwargs["eos_token_id"] = self._eos_ids
+        if params.min_tokens:
+            kwargs["min_new_tokens"] = params.min_tokens
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
             if params.seed is not None:

@@ -28,6 +28,8 @@ def sampling_params_kwargs(params: GenerationParams) -> dict[str, Any]:
         kwargs["stop"] = list(params.stop)
     if params.seed is not None:
         kwargs["seed"] = params.seed
+    if params.min_tokens:
+        kwargs["min_tokens"] = params.min_tokens
     return kwargs
 
 
