@@ -1,11 +1,13 @@
 """WS /ws/stream: a spoken or typed turn, streamed back token by token and sentence by sentence.
 
-In:  {type: start, user_id, conversation_id?, want_audio?, language?}
+In:  {type: start, user_id?, conversation_id?, want_audio?, language?}
      {type: text, text} | {type: audio, data: <base64 chunk>} | {type: utterance_end}
      {type: ping} | {type: stop}
 Out: transcription, response_text (deltas), response_audio (one per sentence, wav base64),
      response_complete (after the turn is committed), error, pong.
-The API key comes in the handshake (X-API-Key / Authorization header, or ?api_key=).
+The API key comes in the handshake: an X-API-Key or Authorization header, or (for a browser,
+which cannot set headers on a WebSocket) the subprotocols `morgan, bearer.<key>`; never in
+the URL. The session acts for the key's owner (`user_id`, as on the HTTP API).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from morgan.core.audio import inspect_audio
 from morgan.core.dependencies import get_orchestrator
 from morgan.core.exceptions import InvalidInputError, PayloadTooLargeError, TurnError
 from morgan.core.orchestrator import Orchestrator
+from morgan.core.principal import acting_user
 from morgan.core.rate_limit import Bucket, RateLimiter, client_of_scope
+from morgan.shared.auth import WS_SUBPROTOCOL as SUBPROTOCOL
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -84,9 +88,9 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         return False
     if kind == "start":
         user_id = msg.get("user_id")
-        if not isinstance(user_id, str) or not _USER_ID.match(user_id):
-            raise InvalidInputError("start needs user_id (letters, digits, _ . @ : -)")
-        session.user_id = user_id
+        if user_id is not None and (not isinstance(user_id, str) or not _USER_ID.match(user_id)):
+            raise InvalidInputError("user_id takes letters, digits and _ . @ : -")
+        session.user_id = acting_user(ws, user_id)
         cid = msg.get("conversation_id")
         session.conversation_id = str(cid) if cid else None
         session.want_audio = bool(msg.get("want_audio", True))
@@ -95,7 +99,7 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         session.audio.clear()
         return True
     if session.user_id is None:
-        raise InvalidInputError('send {"type": "start", "user_id": ...} first')
+        raise InvalidInputError('send {"type": "start"} first')
     s = orch.settings
     if kind == "text":
         text = msg.get("text")
@@ -146,7 +150,9 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
 
 @router.websocket("/ws/stream")
 async def stream(ws: WebSocket) -> None:
-    await ws.accept()
+    await ws.accept(
+        subprotocol=SUBPROTOCOL if SUBPROTOCOL in ws.scope.get("subprotocols", []) else None
+    )
     try:
         orch = get_orchestrator(ws)
     except Exception:

@@ -4,6 +4,11 @@ A key looks like `mk_<key-id>_<secret>`; the id finds the record at
 `morgan/auth/keys/<key-id>` in one read, and only the salted hash of the secret is stored.
 Verified keys are trusted for `cache_seconds` (30 s by default) in each process, so a
 revocation takes effect everywhere within that window (immediately in the revoking process).
+
+A key has an owner and scopes: `user` keys act only for their owner (core scopes every
+conversation and memory to the key's owner), `admin` keys may act for any user named in a
+request, and `service` keys are the only ones the model services (llm, stt, tts) accept.
+A record written before scopes existed is a `user` key.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from pydantic import BaseModel, Field
@@ -29,7 +34,13 @@ from morgan.shared.consul_client import ConsulClientFactory
 KEYS_PREFIX = "morgan/auth/keys/"
 KEY_PATTERN = re.compile(r"^mk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
 API_KEY_HEADER = "X-API-Key"
+WS_SUBPROTOCOL = "morgan"  # what a WebSocket server picks when a browser sends its key
+WS_KEY_PREFIX = "bearer."
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
+Scope = Literal["user", "admin", "service"]
+SCOPES: tuple[Scope, ...] = ("user", "admin", "service")
+USER_SCOPES: frozenset[str] = frozenset({"user", "admin"})  # what core accepts
+SERVICE_SCOPES: frozenset[str] = frozenset({"service"})  # what the model services accept
 
 
 class AuthError(Exception):
@@ -41,11 +52,16 @@ class AuthError(Exception):
         self.message = message
 
 
+def _user_scope() -> list[Scope]:
+    return ["user"]
+
+
 class ApiKeyRecord(BaseModel):
     """What KV holds for one key (never the key itself)."""
 
     key_id: str
     owner: str
+    scopes: list[Scope] = Field(default_factory=_user_scope, min_length=1)
     created: datetime
     expires: datetime | None = None
     revoked: bool = False
@@ -59,6 +75,10 @@ class ApiKeyRecord(BaseModel):
 
     def expired(self, now: datetime) -> bool:
         return self.expires is not None and now >= self.expires
+
+    def may_act_for(self, user_id: str) -> bool:
+        """Whether this key may act for `user_id`: its own owner always, anyone for admin."""
+        return user_id == self.owner or "admin" in self.scopes
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"salt", "hash", "n", "r", "p", "algorithm"})
@@ -90,12 +110,14 @@ def make_record(
     created: datetime,
     expires: datetime | None = None,
     salt: bytes | None = None,
+    scopes: Sequence[Scope] = ("user",),
 ) -> ApiKeyRecord:
     """The KV record of a key: its salted hash, never the secret (a fresh salt unless given)."""
     salt = secrets.token_bytes(16) if salt is None else salt
     return ApiKeyRecord(
         key_id=key_id,
         owner=owner,
+        scopes=list(scopes),
         created=created,
         expires=expires,
         salt=base64.b64encode(salt).decode(),
@@ -145,10 +167,21 @@ class ApiKeyStore:
 
     # -- management --------------------------------------------------------------------------
 
-    def create(self, owner: str, expires_days: float | None = None) -> tuple[ApiKeyRecord, str]:
+    def create(
+        self,
+        owner: str,
+        expires_days: float | None = None,
+        scopes: Sequence[Scope] = ("user",),
+    ) -> tuple[ApiKeyRecord, str]:
         """Store a new key for `owner`; returns (record, the key — shown once, never stored)."""
         if not owner.strip():
             raise ValueError("owner must not be empty: say who the key is for (--owner alice)")
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown or not scopes:
+            raise ValueError(
+                f"scopes {unknown or '(none)'} are not known; a key has one or more of "
+                f"{', '.join(SCOPES)}"
+            )
         if expires_days is not None and expires_days <= 0:
             raise ValueError("expires_days must be positive (or left out for no expiry)")
         key_id = secrets.token_hex(6)
@@ -160,6 +193,7 @@ class ApiKeyStore:
             owner.strip(),
             created,
             created + timedelta(days=expires_days) if expires_days else None,
+            scopes=scopes,
         )
         self._put(record)
         return record, compose_key(key_id, secret)
@@ -239,6 +273,17 @@ def key_from_headers(headers: Any) -> str | None:
         scheme, _, value = str(auth).partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
+    return None
+
+
+def key_from_subprotocols(headers: Any) -> str | None:
+    """A browser's key on a WebSocket: the subprotocols `morgan, bearer.<key>` (a browser
+    cannot set headers on a WebSocket, and a key in the URL ends up in logs and history)."""
+    offered = headers.get("sec-websocket-protocol") or ""
+    for item in str(offered).split(","):
+        name = item.strip()
+        if name.startswith(WS_KEY_PREFIX) and len(name) > len(WS_KEY_PREFIX):
+            return name[len(WS_KEY_PREFIX) :]
     return None
 
 
