@@ -33,10 +33,11 @@ def pg_hba(plan: Plan) -> str:
     return "".join(f"{rule}\n" for rule in pg_hba_rules(plan))
 
 
-def pg_settings(plan: Plan) -> list[str]:
+def pg_settings(plan: Plan, host: str) -> list[str]:
+    listen = plan.listen_address(host)
     args = [
         "-c",
-        "listen_addresses=*",
+        f"listen_addresses={'*' if listen == '0.0.0.0' else listen}",
         "-c",
         "wal_level=replica",
         "-c",
@@ -86,7 +87,7 @@ def standby_entrypoint(plan: Plan, host: str) -> str:
     address = plan.config.host(primary).address
     sslmode = "verify-full" if plan.config.security.internal_tls else "prefer"
     slot = f"standby_{host.replace('-', '_')}"
-    settings = " ".join(pg_settings(plan))
+    settings = " ".join(pg_settings(plan, host))
     return (
         "set -eu\n"
         'if [ ! -s "$PGDATA/PG_VERSION" ]; then\n'
@@ -103,7 +104,8 @@ def standby_entrypoint(plan: Plan, host: str) -> str:
 
 def redis_server_args(plan: Plan, host: str, cluster: bool, port: int = REDIS_PORT) -> str:
     address = plan.config.host(host).address
-    parts = ['exec redis-server --appendonly yes --dir /data --requirepass "$REDIS_PASSWORD"']
+    parts = ['exec redis-server --appendonly yes --dir /data --requirepass "$REDIS_PASSWORD"',
+             f"--bind {plan.listen_address(host)}"]  # fmt: skip
     if plan.config.security.internal_tls:
         parts.append(
             f"--port 0 --tls-port {port} --tls-cert-file {TLS_DIR}/cert.pem"

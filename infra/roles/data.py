@@ -43,7 +43,7 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
                 "/docker-entrypoint-initdb.d/10-replication.sh", data_cfg.primary_init_script(plan)
             )
         )
-        command: tuple[str, ...] = ("postgres", *data_cfg.pg_settings(plan))
+        command: tuple[str, ...] = ("postgres", *data_cfg.pg_settings(plan, replica.host))
         entrypoint = None
     else:
         command = ("-c", data_cfg.standby_entrypoint(plan, replica.host))
