@@ -228,3 +228,63 @@ def test_websocket_key_in_a_header_or_subprotocol_never_in_the_url(
             assert s.receive_json() == {"user": "wsuser"}
         with c.websocket_connect("/api/ws", headers={"X-API-Key": key}) as s:
             assert s.receive_json() == {"user": "wsuser"}
+
+
+class CountingStore(ApiKeyStore):
+    """The real store, counting its Consul reads of key records."""
+
+    reads = 0
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        self.reads += 1
+        return super().get(key_id)
+
+
+def test_a_bad_key_is_remembered_briefly_without_asking_consul_again(
+    consul: ConsulClientFactory,
+) -> None:
+    clock = Clock()
+    store = CountingStore(consul, clock=clock.monotonic)
+    _, key = store.create("hal", scopes=("service",))
+    wrong = key[:-4] + "abcd"
+    unknown = "mk_" + "0" * 12 + "_" + "x" * 30
+    for bad, reason in ((wrong, "wrong"), (unknown, "unknown")):
+        for _ in range(3):
+            with pytest.raises(AuthError) as err:
+                store.verify(bad)
+            assert err.value.reason == reason
+    assert store.reads == 2, "each bad key was looked up once"
+    clock.mono += 11  # past BAD_KEY_SECONDS: the next try asks Consul again
+    with pytest.raises(AuthError):
+        store.verify(wrong)
+    assert store.reads == 3
+    assert store.verify(key).owner == "hal"
+
+
+def test_repeated_failed_key_checks_get_429_before_any_lookup(
+    consul: ConsulClientFactory,
+) -> None:
+    router = APIRouter()
+
+    @router.get("/api/me")
+    async def me(rec: ApiKeyRecord = Depends(require_api_key)) -> dict[str, str]:
+        return {"owner": rec.owner}
+
+    store = CountingStore(consul, cache_seconds=0)
+    _, key = store.create("ivy", scopes=("service",))
+    settings = ServiceSettings(
+        service_name=unique_name(), register_in_consul=False, consul_http_addr=consul.addr,
+        auth_failures_per_minute=3,
+    )  # fmt: skip
+    with TestClient(create_app(settings, routers=[router], api_key_store=store)) as c:
+        guesses = [f"mk_{i:012x}_{'g' * 30}" for i in range(5)]
+        codes = [c.get("/api/me", headers={"X-API-Key": g}).status_code for g in guesses]
+        assert codes == [401, 401, 401, 429, 429]
+        assert store.reads == 3, "the throttled guesses reached Consul"
+        blocked = c.get("/api/me", headers={"X-API-Key": key})
+        assert blocked.status_code == 429 and 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert "failed more than 3 API key checks" in blocked.json()["detail"]
+        assert store.reads == 3
+        # Another client (behind no proxy, so another peer) is not held back by them.
+        other = TestClient(c.app, client=("10.9.8.7", 5000))
+        assert other.get("/api/me", headers={"X-API-Key": key}).json() == {"owner": "ivy"}

@@ -26,8 +26,9 @@ from morgan.core.dependencies import get_orchestrator
 from morgan.core.exceptions import InvalidInputError, PayloadTooLargeError, TurnError
 from morgan.core.orchestrator import Orchestrator
 from morgan.core.principal import acting_user
-from morgan.core.rate_limit import Bucket, RateLimiter, client_of_scope
+from morgan.core.rate_limit import Bucket, RateLimiter
 from morgan.shared.auth import WS_SUBPROTOCOL as SUBPROTOCOL
+from morgan.shared.clients import client_of_scope
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -37,6 +37,8 @@ API_KEY_HEADER = "X-API-Key"
 WS_SUBPROTOCOL = "morgan"  # what a WebSocket server picks when a browser sends its key
 WS_KEY_PREFIX = "bearer."
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
+BAD_KEY_SECONDS = 10.0
+BAD_KEYS_MAX = 10_000
 Scope = Literal["user", "admin", "service"]
 SCOPES: tuple[Scope, ...] = ("user", "admin", "service")
 USER_SCOPES: frozenset[str] = frozenset({"user", "admin"})  # what core accepts
@@ -46,10 +48,11 @@ SERVICE_SCOPES: frozenset[str] = frozenset({"service"})  # what the model servic
 class AuthError(Exception):
     """A request's API key is missing, malformed, unknown, wrong, expired or revoked."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
 
 
 def _user_scope() -> list[Scope]:
@@ -163,6 +166,9 @@ class ApiKeyStore:
         self.now = now
         self._client = self.consul.client()
         self._cache: dict[str, tuple[ApiKeyRecord, float]] = {}
+        # Keys found unknown or wrong, briefly: a client repeating one costs no Consul read
+        # and no scrypt run (at most BAD_KEYS_MAX remembered).
+        self._bad: dict[str, tuple[AuthError, float]] = {}
         self._lock = threading.Lock()
 
     # -- management --------------------------------------------------------------------------
@@ -237,14 +243,21 @@ class ApiKeyStore:
         now_mono = self.clock()
         with self._lock:
             hit = self._cache.get(cache_key)
+            bad = self._bad.get(cache_key)
+        if bad is not None and now_mono - bad[1] < BAD_KEY_SECONDS:
+            raise bad[0]
         if hit is not None and now_mono - hit[1] < self.cache_seconds:
             record = hit[0]
         else:
             found = self.get(key_id)
             if found is None:
-                raise AuthError("unknown", "unknown API key; create one with `morgan keys create`")
+                unknown = AuthError(
+                    "unknown", "unknown API key; create one with `morgan keys create`"
+                )
+                raise self._remember_bad(cache_key, now_mono, unknown)
             if not secret_matches(found, secret):
-                raise AuthError("wrong", "wrong API key secret; check the key you were given")
+                wrong = AuthError("wrong", "wrong API key secret; check the key you were given")
+                raise self._remember_bad(cache_key, now_mono, wrong)
             record = found
             with self._lock:
                 self._cache[cache_key] = (record, now_mono)
@@ -258,6 +271,14 @@ class ApiKeyStore:
                 "ask for a new one",
             )
         return record
+
+    def _remember_bad(self, cache_key: str, now: float, error: AuthError) -> AuthError:
+        with self._lock:
+            if len(self._bad) >= BAD_KEYS_MAX:
+                self._bad = {k: v for k, v in self._bad.items() if now - v[1] < BAD_KEY_SECONDS}
+            if len(self._bad) < BAD_KEYS_MAX:
+                self._bad[cache_key] = (error, now)
+        return error
 
     async def averify(self, key: str) -> ApiKeyRecord:
         return await asyncio.to_thread(self.verify, key)

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from morgan.shared.auth import ApiKeyStore, AuthError, key_from_headers, key_from_subprotocols
+from morgan.shared.clients import FailureBudget, client_of_scope
 from morgan.shared.logging import REQUEST_ID_HEADER, request_id_var, user_id_var
 from morgan.shared.metrics import (
     HTTP_REQUEST_DURATION_SECONDS,
@@ -50,8 +51,9 @@ def _json_body(
 INSTANCE_HEADER = b"x-morgan-instance"
 # A key check that failed: 401 names a bad key, 403 a good key of the wrong scope, 503 a
 # key store that cannot be asked.
-_AUTH_STATUS = {"scope": 403, "in_url": 400, "unavailable": 503}
-_AUTH_ERROR = {400: "bad request", 401: "unauthorized", 403: "forbidden", 503: "unavailable"}
+_AUTH_STATUS = {"scope": 403, "in_url": 400, "throttled": 429, "unavailable": 503}
+_AUTH_ERROR = {400: "bad request", 401: "unauthorized", 403: "forbidden",
+               429: "too many requests", 503: "unavailable"}  # fmt: skip
 
 
 class EdgeMiddleware:
@@ -69,6 +71,12 @@ class EdgeMiddleware:
         self.fastapi_app = fastapi_app
         self.prefixes = tuple(auth_required_prefixes)
         self.accepted_scopes = accepted_scopes
+        self.failures = FailureBudget(lambda: self._settings.auth_failures_per_minute)
+
+    @property
+    def _settings(self) -> ServiceSettings:
+        settings: ServiceSettings = self.fastapi_app.state.settings
+        return settings
 
     def _needs_auth(self, path: str) -> bool:
         if path in PUBLIC_PATHS:
@@ -119,9 +127,18 @@ class EdgeMiddleware:
             )
         if store is None:
             return AuthError("unconfigured", "API keys are not configured on this service")
+        client = client_of_scope(scope, getattr(self._settings, "trusted_proxies", ()))
+        if (wait := self.failures.retry_after(client)) is not None:
+            return AuthError(
+                "throttled",
+                f"{client} failed more than {self._settings.auth_failures_per_minute} API key "
+                f"checks this minute; retry after {wait} s with a valid key",
+                retry_after=wait,
+            )
         try:
             record = await store.averify(key)
         except AuthError as exc:
+            self.failures.failed(client)
             return exc
         except Exception as exc:
             log.warning("API key check failed: %s", exc)
@@ -186,12 +203,10 @@ class EdgeMiddleware:
                 err = await self._authenticate(scope, headers, websocket=False)
                 if err is not None:
                     status = _AUTH_STATUS.get(err.reason, 401)
-                    await send_json(
-                        status,
-                        _AUTH_ERROR[status],
-                        err.message,
-                        [(b"www-authenticate", b"Bearer")] if status == 401 else [],
-                    )
+                    extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+                    if err.retry_after is not None:
+                        extra.append((b"retry-after", str(err.retry_after).encode()))
+                    await send_json(status, _AUTH_ERROR[status], err.message, extra)
                     return
             try:
                 await self.app(scope, receive, send_wrapper)

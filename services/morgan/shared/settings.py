@@ -145,6 +145,13 @@ class ServiceSettings(BaseModel):
         description="How long a verified API key is trusted without asking Consul "
         "again (at most 300 s); a revocation takes effect within this window.",
     )
+    auth_failures_per_minute: int = env_only_field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Failed API-key checks a client may make per minute; past them it is "
+        "answered 429 before any key is looked up.",
+    )
     shutdown_drain_seconds: float = restart_field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
