@@ -92,19 +92,32 @@ def standby_entrypoint(plan: Plan, host: str) -> str:
         "set -eu\n"
         'if [ ! -s "$PGDATA/PG_VERSION" ]; then\n'
         '  mkdir -p "$PGDATA" && chown postgres "$PGDATA" && chmod 700 "$PGDATA"\n'
-        '  until gosu postgres env PGPASSWORD="$REPLICATION_PASSWORD" pg_basebackup'
+        # Exported by the shell (a builtin): the password is in no process's arguments.
+        '  export PGPASSWORD="$REPLICATION_PASSWORD"\n'
+        "  until gosu postgres pg_basebackup"
         f' -h {address} -p {PG_PORT} -U replicator -D "$PGDATA" -X stream -R -c fast -S {slot}'
         f" -d 'sslmode={sslmode} sslrootcert={TLS_DIR}/ca.pem'; do\n"
         '    echo "waiting for the primary to accept the standby"; sleep 5\n'
         "  done\n"
+        "  unset PGPASSWORD\n"
         "fi\n"
         f"exec gosu postgres postgres {settings}\n"
     )
 
 
+REDIS_AUTH_CONF = "/tmp/redis-auth.conf"
+# redis-cli reads the password from REDISCLI_AUTH: never `-a PASSWORD` in its arguments.
+REDIS_CLI = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli'
+
+
 def redis_server_args(plan: Plan, host: str, cluster: bool, port: int = REDIS_PORT) -> str:
+    """The node's shell command. The password goes into a 0600 config file written by the
+    shell's own printf, never into redis-server's arguments (which any process can read)."""
     address = plan.config.host(host).address
-    parts = ['exec redis-server --appendonly yes --dir /data --requirepass "$REDIS_PASSWORD"',
+    auth = ["requirepass", "masterauth"] if cluster else ["requirepass"]
+    lines = "; ".join(f'printf \'{name} "%s"\\n\' "$REDIS_PASSWORD"' for name in auth)
+    parts = [f"umask 077; {{ {lines}; }} > {REDIS_AUTH_CONF};",
+             f"exec redis-server {REDIS_AUTH_CONF} --appendonly yes --dir /data",
              f"--bind {plan.listen_address(host)}"]  # fmt: skip
     if plan.config.security.internal_tls:
         parts.append(
@@ -118,7 +131,7 @@ def redis_server_args(plan: Plan, host: str, cluster: bool, port: int = REDIS_PO
         parts.append(f"--port {port}")
     if cluster:
         parts.append(
-            '--masterauth "$REDIS_PASSWORD" --cluster-enabled yes'
+            "--cluster-enabled yes"
             " --cluster-config-file /data/nodes.conf --cluster-node-timeout 5000"
             # The cluster bus follows the port (+10000); nodes.conf stays in the node's volume.
             f" --cluster-announce-hostname {address} --cluster-preferred-endpoint-type hostname"
@@ -141,7 +154,7 @@ def redis_cluster_create(plan: Plan) -> str:
         f"{cfg.host(r.host).address}:{REDIS_REPLICA_PORT}" for r in plan.of_role("redis-replica")
     ]
     flags = redis_cli_flags(plan)
-    cli = f'redis-cli {flags} -a "$REDIS_PASSWORD" --no-auth-warning'
+    cli = f"{REDIS_CLI} {flags}"
     first_host, first_port = masters[0].rsplit(":", 1)
     first = f"{cli} -h {first_host} -p {first_port}"
     lines = [

@@ -135,8 +135,7 @@ def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> Contain
         healthcheck=Healthcheck(
             test=(
                 "CMD-SHELL",
-                f'redis-cli {flags} -p {port} -a "$REDIS_PASSWORD"'
-                " --no-auth-warning ping | grep -q PONG",
+                f"{data_cfg.REDIS_CLI} {flags} -p {port} ping | grep -q PONG",
             ),
             start_period="10s",
         ),
