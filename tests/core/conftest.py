@@ -103,6 +103,12 @@ def echo_settings_overrides() -> dict[str, Any]:
     return {"llm_service": ECHO_LLM, "stt_service": ECHO_STT, "tts_service": ECHO_TTS}
 
 
+@pytest.fixture(scope="module")
+def core_overrides() -> dict[str, Any]:
+    """Settings a test module's `core` runs with (a module overrides this fixture)."""
+    return {}
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def core(
     consul_server: ConsulServer,
@@ -110,6 +116,7 @@ async def core(
     redis_cluster: RedisCluster,
     echo_models: dict[str, ModelInstance],
     tmp_path_factory: pytest.TempPathFactory,
+    core_overrides: dict[str, Any],
 ) -> AsyncIterator[CoreServer]:
     """A core on the echo model services, one per test module."""
     settings = core_settings(
@@ -117,7 +124,7 @@ async def core(
         make_database(postgres_server),
         tmp_path_factory.mktemp("qdrant-api"),
         redis_cluster_nodes=[f"{h}:{p}" for h, p in redis_cluster.startup_nodes],
-        **echo_settings_overrides(),
+        **{**echo_settings_overrides(), **core_overrides},
     )
     server = await CoreServer(settings).start()
     yield server

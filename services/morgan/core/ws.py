@@ -12,8 +12,10 @@ the URL. The session acts for the key's owner (`user_id`, as on the HTTP API).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import json
 import logging
 import re
 import time
@@ -26,7 +28,7 @@ from morgan.core.dependencies import get_orchestrator
 from morgan.core.exceptions import InvalidInputError, PayloadTooLargeError, TurnError
 from morgan.core.orchestrator import Orchestrator
 from morgan.core.principal import acting_user
-from morgan.core.rate_limit import Bucket, RateLimiter
+from morgan.core.rate_limit import Bucket, RateLimitedError, RateLimiter
 from morgan.shared.auth import WS_SUBPROTOCOL as SUBPROTOCOL
 from morgan.shared.clients import client_of_scope
 
@@ -42,6 +44,20 @@ class _Session:
         self.want_audio = True
         self.language: str | None = None
         self.audio = bytearray()
+        self.window_start = time.monotonic()
+        self.window_bytes = 0
+
+    def received(self, size: int, limit: int) -> None:
+        """Count a frame's bytes in this minute's budget; RateLimitedError past it."""
+        now = time.monotonic()
+        if now - self.window_start >= 60:
+            self.window_start, self.window_bytes = now, 0
+        self.window_bytes += size
+        if self.window_bytes > limit:
+            raise RateLimitedError(
+                f"this session sent more than {limit} bytes this minute "
+                "(ws_max_bytes_per_minute); reconnect and send less"
+            )
 
 
 async def _error(
@@ -163,9 +179,26 @@ async def stream(ws: WebSocket) -> None:
     session = _Session()
     try:
         while True:
+            s = orch.settings
             try:
-                msg = await ws.receive_json()
-            except (ValueError, KeyError):
+                raw = await asyncio.wait_for(ws.receive_text(), s.ws_idle_timeout_seconds)
+            except TimeoutError:
+                await _error(ws, 408, f"no message for {s.ws_idle_timeout_seconds:g} s "
+                             "(ws_idle_timeout_seconds); reconnect to go on")  # fmt: skip
+                await ws.close(code=1001, reason="idle")
+                return
+            except KeyError:
+                await _error(ws, 422, "messages must be JSON text frames")
+                continue
+            try:
+                session.received(len(raw), s.ws_max_bytes_per_minute)
+            except RateLimitedError as exc:
+                await _error(ws, exc.status_code, exc.message)
+                await ws.close(code=1008, reason="over ws_max_bytes_per_minute")
+                return
+            try:
+                msg = json.loads(raw)
+            except ValueError:
                 await _error(ws, 422, "messages must be JSON text frames")
                 continue
             try:
