@@ -8,7 +8,6 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from morgan.core.body_limit import BodyLimitMiddleware
 from morgan.core.config import CoreSettings
 from morgan.core.exceptions import TurnError
 from morgan.core.memory.embedder import SentenceEmbedder
@@ -25,6 +24,7 @@ from morgan.core.ws import router as ws_router
 from morgan.shared import consul_names
 from morgan.shared.app import create_app
 from morgan.shared.auth import USER_SCOPES, ApiKeyStore
+from morgan.shared.body_limit import BodyLimitMiddleware
 from morgan.shared.config_loader import ConsulConfigLoader
 from morgan.shared.consul_client import ConsulClientFactory
 from morgan.shared.settings import ServiceSettings
