@@ -145,6 +145,13 @@ def redis_cli_flags(plan: Plan) -> str:
     return ""
 
 
+def redis_cli(plan: Plan) -> str:
+    """The shell words that run redis-cli against this plan's nodes: TLS flags, and the
+    password from $REDIS_PASSWORD through the environment."""
+    flags = redis_cli_flags(plan)
+    return f"{REDIS_CLI} {flags}" if flags else REDIS_CLI
+
+
 def redis_cluster_create(plan: Plan) -> str:
     """One-shot: create the cluster once all nodes answer, then give each master the replica
     the plan put on the next host. Each step is skipped when already done."""
@@ -153,8 +160,7 @@ def redis_cluster_create(plan: Plan) -> str:
     replicas = [
         f"{cfg.host(r.host).address}:{REDIS_REPLICA_PORT}" for r in plan.of_role("redis-replica")
     ]
-    flags = redis_cli_flags(plan)
-    cli = f"{REDIS_CLI} {flags}"
+    cli = redis_cli(plan)
     first_host, first_port = masters[0].rsplit(":", 1)
     first = f"{cli} -h {first_host} -p {first_port}"
     lines = [

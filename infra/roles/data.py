@@ -112,7 +112,6 @@ def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
 def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> ContainerSpec:
     cfg = plan.config
     cluster = cfg.redis.mode == "cluster"
-    flags = data_cfg.redis_cli_flags(plan)
     ports = [Port(port, encryption=port_encryption(plan), purpose="resp")]
     if cluster:
         ports.append(
@@ -135,7 +134,7 @@ def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> Contain
         healthcheck=Healthcheck(
             test=(
                 "CMD-SHELL",
-                f"{data_cfg.REDIS_CLI} {flags} -p {port} ping | grep -q PONG",
+                f"{data_cfg.redis_cli(plan)} -p {port} ping | grep -q PONG",
             ),
             start_period="10s",
         ),
