@@ -78,6 +78,7 @@ def create_app(
             cache_seconds=current.discovery_cache_seconds,
             stale_max_seconds=current.discovery_stale_max_seconds,
             caller=current.service_name,
+            require_tls=current.tls_enabled,
         )
         client_cert = (current.tls_cert, current.tls_key) if current.tls_enabled else None
         app.state.http_client = MorganHTTPClient(
