@@ -52,9 +52,8 @@ def record_entries(
     from morgan.shared.auth import make_record
 
     record = make_record(
-        key_id, secret, owner, datetime.fromisoformat(created), salt=bytes.fromhex(salt_hex),
-        scopes=("service",),
-    )  # fmt: skip
+        key_id, secret, owner, datetime.fromisoformat(created), salt=bytes.fromhex(salt_hex)
+    )
     return {f"{KEYS_PREFIX}/{key_id}": record.model_dump_json()}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +30,9 @@ def key_store(ep: Endpoints) -> Any:
     return ApiKeyStore(factory)
 
 
-def create_api_key(store: Any, owner: str = "dev", scopes: Sequence[str] = ("user",)) -> str:
+def create_api_key(store: Any, owner: str = "dev") -> str:
     """A new API key in the stack's Consul KV (the `morgan keys create` logic)."""
-    _record, key = store.create(owner, scopes=scopes)
+    _record, key = store.create(owner)
     return str(key)
 
 
@@ -54,12 +53,12 @@ def ensure_service_key_record(store: Any, key: str, spec: ServiceKey) -> bool:
     from morgan.shared.auth import AuthError, make_record, parse_key
 
     try:
-        if "service" in store.verify(key).scopes:
-            return False
+        store.verify(key)
+        return False
     except AuthError:
         pass
     key_id, secret = parse_key(key)
-    record = make_record(key_id, secret, spec.owner, datetime.now(UTC), scopes=("service",))
+    record = make_record(key_id, secret, spec.owner, datetime.now(UTC))
     client = store.consul.client()
     client.kv.put(f"{spec.record_prefix}/{key_id}", record.model_dump_json())
     # The record is all KV holds: check it round-trips before core starts on it.
