@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import time
 import uuid
 import wave
 from collections.abc import AsyncIterator
@@ -512,6 +513,14 @@ async def test_sixty_concurrent_turns_over_max_inflight_get_503_never_500(
 # ---------------------------------------------------------------- rate limits
 
 
+async def _fresh_window() -> None:
+    """Budgets are fixed one-minute windows (wall clock): a test whose requests straddled
+    a window's end would see the count start again. Start in a window with 20 s left."""
+    left = 60 - time.time() % 60
+    if left < 20:
+        await asyncio.sleep(left + 0.2)
+
+
 def _client_ip() -> str:
     # A documentation address (TEST-NET-2), carried only in X-Forwarded-For: a fresh budget.
     return f"198.51.100.{uuid.uuid4().int % 250 + 1}"
@@ -522,6 +531,7 @@ async def test_api_requests_past_the_budget_get_429_with_retry_after(
 ) -> None:
     ip, other = _client_ip(), _client_ip()
     params = {"user_id": _user()}
+    await _fresh_window()
     with core.settings_changed(rate_limit_per_minute=5):
         got = [await client.get("/api/conversations", params=params,
                                 headers={"X-Forwarded-For": f"203.0.113.9, {ip}"})
@@ -546,6 +556,7 @@ async def test_audio_turns_have_their_own_smaller_budget(
 ) -> None:
     ip = _client_ip()
     headers = {"X-Forwarded-For": ip}
+    await _fresh_window()
     with core.settings_changed(rate_limit_per_minute=100, audio_rate_limit_per_minute=2):
         statuses = []
         for _ in range(3):
@@ -564,6 +575,7 @@ async def test_websocket_turns_count_in_the_same_budget(
     core: CoreServer, client: httpx.AsyncClient, api_keys: ApiKeys
 ) -> None:
     ip = _client_ip()
+    await _fresh_window()
     with core.settings_changed(rate_limit_per_minute=3):
         for _ in range(2):
             ok = await client.get("/api/conversations", params={"user_id": _user()},
@@ -589,6 +601,7 @@ async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
     core: CoreServer, client: httpx.AsyncClient
 ) -> None:
     """A peer that is not a trusted proxy cannot pick a fresh budget by naming a client."""
+    await _fresh_window()
     with core.settings_changed(rate_limit_per_minute=2, trusted_proxies=[]):
         statuses = [
             (await client.get("/api/conversations", params={"user_id": _user()},
