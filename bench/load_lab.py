@@ -64,7 +64,7 @@ def lab_target(stack: str, work: Path) -> Target:
     wav = work / "turn.wav"
     subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), "What is the weather like today?"],
                    check=True, timeout=30)  # fmt: skip
-    key = api_key_for(config, outputs, ca_file, owner="bench-load")
+    key = api_key_for(config, outputs, ca_file, owner="bench-load", scopes=("admin",))
     return Target(outputs["gateway_url"].rstrip("/"), key, ca_file, wav)
 
 

@@ -92,6 +92,15 @@ def service_entries(plan: Plan, service: str) -> dict[str, str]:
                 f"morgan:fleet.services.{service}.settings: {bad} cannot be set in shared KV"
                 " (secret or per-replica); remove them, the deploy sets them per container"
             )
+        from morgan.shared.settings import is_env_only
+
+        env_only = {name for name in model.model_fields if is_env_only(model, name)}
+        if bad := sorted(set(overrides) & env_only):
+            raise KvConfigError(
+                f"morgan:fleet.services.{service}.settings: {bad} are security settings only "
+                "a container's environment may set, and the deploy keeps them on (API keys, "
+                "TLS as morgan:security says); remove them"
+            )
         try:
             validated = model.model_validate(overrides)
         except ValidationError as error:
@@ -103,7 +112,9 @@ def service_entries(plan: Plan, service: str) -> dict[str, str]:
             raise KvConfigError(problems + " (see docs/configuration.md)") from None
         dumped = validated.model_dump(mode="json")
         values = {
-            k: v for k, v in dumped.items() if k not in PER_REPLICA_FIELDS and k not in secret
+            k: v
+            for k, v in dumped.items()
+            if k not in PER_REPLICA_FIELDS and k not in secret and k not in env_only
         }
     return {
         f"{KV_ROOT}/{service}/{k}": json.dumps(v, sort_keys=True) for k, v in sorted(values.items())

@@ -12,6 +12,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from infra.config import SERVICE_NAMES, HostConfig, MorganStackConfig
@@ -76,6 +77,17 @@ class Plan:
     def host_of(self, role: str) -> str | None:
         hosts = self.hosts_of(role)
         return hosts[0] if hosts else None
+
+    def listen_address(self, host: str) -> str:
+        """Where the host's internal listeners bind: loopback on a host addressed as
+        loopback (the one-machine dev stack: nothing but the gateway is reachable from the
+        home network), every interface on a fleet host (its peers connect over the LAN)."""
+        address = self.config.host(host).address
+        try:
+            loopback = ipaddress.ip_address(address).is_loopback
+        except ValueError:
+            loopback = address == "localhost"
+        return "127.0.0.1" if loopback else "0.0.0.0"
 
     def by_host(self) -> dict[str, list[str]]:
         """Host name → sorted role names, one per replica (what `morgan plan --json` prints)."""

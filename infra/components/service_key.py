@@ -52,8 +52,9 @@ def record_entries(
     from morgan.shared.auth import make_record
 
     record = make_record(
-        key_id, secret, owner, datetime.fromisoformat(created), salt=bytes.fromhex(salt_hex)
-    )
+        key_id, secret, owner, datetime.fromisoformat(created), salt=bytes.fromhex(salt_hex),
+        scopes=("service",),
+    )  # fmt: skip
     return {f"{KEYS_PREFIX}/{key_id}": record.model_dump_json()}
 
 

@@ -33,10 +33,11 @@ def pg_hba(plan: Plan) -> str:
     return "".join(f"{rule}\n" for rule in pg_hba_rules(plan))
 
 
-def pg_settings(plan: Plan) -> list[str]:
+def pg_settings(plan: Plan, host: str) -> list[str]:
+    listen = plan.listen_address(host)
     args = [
         "-c",
-        "listen_addresses=*",
+        f"listen_addresses={'*' if listen == '0.0.0.0' else listen}",
         "-c",
         "wal_level=replica",
         "-c",
@@ -86,24 +87,38 @@ def standby_entrypoint(plan: Plan, host: str) -> str:
     address = plan.config.host(primary).address
     sslmode = "verify-full" if plan.config.security.internal_tls else "prefer"
     slot = f"standby_{host.replace('-', '_')}"
-    settings = " ".join(pg_settings(plan))
+    settings = " ".join(pg_settings(plan, host))
     return (
         "set -eu\n"
         'if [ ! -s "$PGDATA/PG_VERSION" ]; then\n'
         '  mkdir -p "$PGDATA" && chown postgres "$PGDATA" && chmod 700 "$PGDATA"\n'
-        '  until gosu postgres env PGPASSWORD="$REPLICATION_PASSWORD" pg_basebackup'
+        # Exported by the shell (a builtin): the password is in no process's arguments.
+        '  export PGPASSWORD="$REPLICATION_PASSWORD"\n'
+        "  until gosu postgres pg_basebackup"
         f' -h {address} -p {PG_PORT} -U replicator -D "$PGDATA" -X stream -R -c fast -S {slot}'
         f" -d 'sslmode={sslmode} sslrootcert={TLS_DIR}/ca.pem'; do\n"
         '    echo "waiting for the primary to accept the standby"; sleep 5\n'
         "  done\n"
+        "  unset PGPASSWORD\n"
         "fi\n"
         f"exec gosu postgres postgres {settings}\n"
     )
 
 
+REDIS_AUTH_CONF = "/tmp/redis-auth.conf"
+# redis-cli reads the password from REDISCLI_AUTH: never `-a PASSWORD` in its arguments.
+REDIS_CLI = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli'
+
+
 def redis_server_args(plan: Plan, host: str, cluster: bool, port: int = REDIS_PORT) -> str:
+    """The node's shell command. The password goes into a 0600 config file written by the
+    shell's own printf, never into redis-server's arguments (which any process can read)."""
     address = plan.config.host(host).address
-    parts = ['exec redis-server --appendonly yes --dir /data --requirepass "$REDIS_PASSWORD"']
+    auth = ["requirepass", "masterauth"] if cluster else ["requirepass"]
+    lines = "; ".join(f'printf \'{name} "%s"\\n\' "$REDIS_PASSWORD"' for name in auth)
+    parts = [f"umask 077; {{ {lines}; }} > {REDIS_AUTH_CONF};",
+             f"exec redis-server {REDIS_AUTH_CONF} --appendonly yes --dir /data",
+             f"--bind {plan.listen_address(host)}"]  # fmt: skip
     if plan.config.security.internal_tls:
         parts.append(
             f"--port 0 --tls-port {port} --tls-cert-file {TLS_DIR}/cert.pem"
@@ -116,7 +131,7 @@ def redis_server_args(plan: Plan, host: str, cluster: bool, port: int = REDIS_PO
         parts.append(f"--port {port}")
     if cluster:
         parts.append(
-            '--masterauth "$REDIS_PASSWORD" --cluster-enabled yes'
+            "--cluster-enabled yes"
             " --cluster-config-file /data/nodes.conf --cluster-node-timeout 5000"
             # The cluster bus follows the port (+10000); nodes.conf stays in the node's volume.
             f" --cluster-announce-hostname {address} --cluster-preferred-endpoint-type hostname"
@@ -130,6 +145,13 @@ def redis_cli_flags(plan: Plan) -> str:
     return ""
 
 
+def redis_cli(plan: Plan) -> str:
+    """The shell words that run redis-cli against this plan's nodes: TLS flags, and the
+    password from $REDIS_PASSWORD through the environment."""
+    flags = redis_cli_flags(plan)
+    return f"{REDIS_CLI} {flags}" if flags else REDIS_CLI
+
+
 def redis_cluster_create(plan: Plan) -> str:
     """One-shot: create the cluster once all nodes answer, then give each master the replica
     the plan put on the next host. Each step is skipped when already done."""
@@ -138,8 +160,7 @@ def redis_cluster_create(plan: Plan) -> str:
     replicas = [
         f"{cfg.host(r.host).address}:{REDIS_REPLICA_PORT}" for r in plan.of_role("redis-replica")
     ]
-    flags = redis_cli_flags(plan)
-    cli = f'redis-cli {flags} -a "$REDIS_PASSWORD" --no-auth-warning'
+    cli = redis_cli(plan)
     first_host, first_port = masters[0].rsplit(":", 1)
     first = f"{cli} -h {first_host} -p {first_port}"
     lines = [

@@ -91,7 +91,7 @@ def patroni_config(plan: Plan, host: str) -> dict[str, Any]:
             }
         )
     restapi: dict[str, Any] = {
-        "listen": f"0.0.0.0:{REST_PORT}",
+        "listen": f"{plan.listen_address(host)}:{REST_PORT}",
         "connect_address": f"{address}:{REST_PORT}",
     }
     if tls:
@@ -113,7 +113,7 @@ def patroni_config(plan: Plan, host: str) -> dict[str, Any]:
             "post_bootstrap": POST_BOOTSTRAP_PATH,
         },
         "postgresql": {
-            "listen": f"0.0.0.0:{PG_PORT}",
+            "listen": f"{plan.listen_address(host)}:{PG_PORT}",
             "connect_address": f"{address}:{PG_PORT}",
             "data_dir": "/var/lib/postgresql/data/pgdata",
             "bin_dir": "/usr/lib/postgresql/15/bin",

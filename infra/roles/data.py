@@ -43,7 +43,7 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
                 "/docker-entrypoint-initdb.d/10-replication.sh", data_cfg.primary_init_script(plan)
             )
         )
-        command: tuple[str, ...] = ("postgres", *data_cfg.pg_settings(plan))
+        command: tuple[str, ...] = ("postgres", *data_cfg.pg_settings(plan, replica.host))
         entrypoint = None
     else:
         command = ("-c", data_cfg.standby_entrypoint(plan, replica.host))
@@ -112,7 +112,6 @@ def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
 def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> ContainerSpec:
     cfg = plan.config
     cluster = cfg.redis.mode == "cluster"
-    flags = data_cfg.redis_cli_flags(plan)
     ports = [Port(port, encryption=port_encryption(plan), purpose="resp")]
     if cluster:
         ports.append(
@@ -135,8 +134,7 @@ def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> Contain
         healthcheck=Healthcheck(
             test=(
                 "CMD-SHELL",
-                f'redis-cli {flags} -p {port} -a "$REDIS_PASSWORD"'
-                " --no-auth-warning ping | grep -q PONG",
+                f"{data_cfg.redis_cli(plan)} -p {port} ping | grep -q PONG",
             ),
             start_period="10s",
         ),

@@ -46,6 +46,8 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         "MORGAN_MODEL_DIR": "/models",
         "CONSUL_HTTP_ADDR": consul_cfg.local_agent_addr(plan),
     }
+    if (listen := plan.listen_address(replica.host)) != "0.0.0.0":  # else bind_host's default
+        env[f"{prefix}BIND_HOST"] = listen
     if svc.engine is not None:
         env[f"{prefix}ENGINE"] = svc.engine
     # The name or address this replica registers in Consul: how the other hosts reach it,

@@ -50,7 +50,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             "--config.file=/etc/prometheus/prometheus.yml",
             "--storage.tsdb.path=/prometheus",
             f"--storage.tsdb.retention.time={obs.metrics_retention}",
-            f"--web.listen-address=:{port}",
+            f"--web.listen-address={plan.listen_address(replica.host)}:{port}",
         ]
         if tls:
             files.append(
@@ -77,7 +77,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         command = [
             "--config.file=/etc/alertmanager/alertmanager.yml",
             "--storage.path=/alertmanager",
-            f"--web.listen-address=:{port}",
+            f"--web.listen-address={plan.listen_address(replica.host)}:{port}",
             "--cluster.listen-address=",
         ]
         if tls:

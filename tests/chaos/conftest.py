@@ -31,7 +31,8 @@ class Fleet:
         self.outputs: dict[str, Any] = load_outputs(st.paths("lab", ROOT))
         self.ca_file = tmp / "ca.pem"
         self.ca_file.write_text(self.outputs["ca_certificate"])
-        self.api_key = api_key_for(config, self.outputs, self.ca_file, owner="chaos")
+        self.api_key = api_key_for(config, self.outputs, self.ca_file, owner="chaos",
+                                   scopes=("admin",))  # fmt: skip
         self.gateway_url: str = self.outputs["gateway_url"]
 
     def engine(self, spec: ContainerSpec) -> DockerEngine:

@@ -10,7 +10,7 @@ import time
 import pytest
 from morgan.lab.polling import NotYet, poll
 
-from infra.configs.data import REDIS_PORT, redis_cli_flags
+from infra.configs.data import REDIS_PORT, redis_cli
 from infra.model import ContainerSpec
 from tests.chaos.conftest import Fleet
 from tests.chaos.load import text_load
@@ -21,8 +21,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900),
 
 
 def cluster(fleet: Fleet, node: ContainerSpec, *args: str) -> str:
-    cli = (f'redis-cli {redis_cli_flags(fleet.deployment.plan)} -a "$REDIS_PASSWORD"'
-           f" --no-auth-warning {' '.join(args)}")  # fmt: skip
+    cli = f"{redis_cli(fleet.deployment.plan)} {' '.join(args)}"
     return fleet.engine(node).text("exec", node.name, "sh", "-c", cli, timeout=60)
 
 

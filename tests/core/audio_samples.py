@@ -38,3 +38,19 @@ def encode(wav: bytes, fmt: str) -> bytes:
 def corrupted_wav() -> bytes:
     good = silence_wav(1.0)
     return good[:12] + b"\xde\xad\xbe\xef" * 64
+
+
+def forged_flac(
+    rate: int | None = None, channels: int | None = None, frames: int | None = None
+) -> bytes:
+    """A one-second FLAC whose STREAMINFO header claims another sample rate, channel count
+    or length (a small upload that would decode to far more samples than it holds)."""
+    data = bytearray(encode(silence_wav(1.0, rate=16000), "flac"))
+    at = 8 + 10  # "fLaC", the block header, then block sizes (4) and frame sizes (6)
+    bits = int.from_bytes(data[at : at + 8], "big")  # rate:20 channels-1:3 bps-1:5 frames:36
+    old_rate, old_ch, bps, old_frames = bits >> 44, (bits >> 41) & 7, (bits >> 36) & 31, bits
+    old_frames &= (1 << 36) - 1
+    bits = ((rate or old_rate) << 44) | ((channels - 1 if channels else old_ch) << 41)
+    bits |= (bps << 36) | (old_frames if frames is None else frames)
+    data[at : at + 8] = bits.to_bytes(8, "big")
+    return bytes(data)

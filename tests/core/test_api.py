@@ -25,33 +25,10 @@ from tests.core.conftest import (
     ECHO_LLM_SLOW,
     ECHO_TTS_BROKEN,
     ApiKeys,
-    echo_settings_overrides,
-    make_database,
 )
-from tests.core.servers import CoreServer, ModelInstance, core_settings
-from tests.harness.servers import ConsulServer, PostgresServer, RedisCluster
+from tests.core.servers import CoreServer, ModelInstance
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def core(
-    consul_server: ConsulServer,
-    postgres_server: PostgresServer,
-    redis_cluster: RedisCluster,
-    echo_models: dict[str, ModelInstance],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[CoreServer]:
-    settings = core_settings(
-        consul_server.addr,
-        make_database(postgres_server),
-        tmp_path_factory.mktemp("qdrant-api"),
-        redis_cluster_nodes=[f"{h}:{p}" for h, p in redis_cluster.startup_nodes],
-        **echo_settings_overrides(),
-    )
-    server = await CoreServer(settings).start()
-    yield server
-    await server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -157,7 +134,6 @@ async def test_failed_tts_still_returns_text_with_warning(
         ({"text": "", "user_id": "a"}, 422, "text"),
         ({"text": "   ", "user_id": "a"}, 422, "blank"),
         ({"user_id": "a"}, 422, "text"),
-        ({"text": "hi"}, 422, "user_id"),
         ({"text": "hi", "user_id": "a b"}, 422, "user_id"),
         ({"text": "x" * 10_001, "user_id": "a"}, 413, "10000"),
         ({"text": "hi", "user_id": "a", "surprise": 1}, 422, "surprise"),
@@ -212,7 +188,6 @@ async def test_unknown_conversation_is_404_everywhere(client: httpx.AsyncClient)
     reset = await client.post("/api/conversation/reset",
                               json={"user_id": "a", "conversation_id": ghost})  # fmt: skip
     assert reset.status_code == 404
-    assert (await client.get("/api/conversations")).status_code == 422  # user_id missing
 
 
 async def test_someone_elses_conversation_is_not_continued(client: httpx.AsyncClient) -> None:
@@ -340,7 +315,8 @@ async def test_memory_is_stored_searched_and_used_in_later_conversations(
     async with httpx.AsyncClient(base_url=echo_models["llm"].url) as llm:
         seen = (await llm.get("/test/last")).json()["messages"]
     assert "My dog is called Biscuit" in seen[0]["content"]
-    for params in ({"q": "", "user_id": user}, {"q": "x"}, {"q": "   ", "user_id": user}):
+    for params in ({"q": "", "user_id": user}, {"q": "x", "user_id": "a b"},
+                   {"q": "   ", "user_id": user}):  # fmt: skip
         assert (await client.get("/api/memory/search", params=params)).status_code == 422
 
 
@@ -384,10 +360,11 @@ async def test_audio_bad_input(client: httpx.AsyncClient) -> None:
     assert text_file.status_code == 415 and "wav, flac, ogg, mp3" in text_file.json()["error"]
     as_json = await client.post("/api/audio", json={"file": "x", "user_id": "a"})
     assert as_json.status_code == 422
-    no_user = await client.post(
-        "/api/audio", files={"file": ("a.wav", silence_wav(1), "audio/wav")}
-    )
-    assert no_user.status_code == 422 and "user_id" in no_user.text
+    bad_user = await client.post(
+        "/api/audio", files={"file": ("a.wav", silence_wav(1), "audio/wav")},
+        data={"user_id": "a b"},
+    )  # fmt: skip
+    assert bad_user.status_code == 422 and "user_id" in bad_user.text
     long = await client.post(
         "/api/audio", files={"file": ("a.wav", silence_wav(301), "audio/wav")}, data=user
     )
@@ -405,7 +382,7 @@ async def test_websocket_streams_text_and_sentence_audio(
     core: CoreServer, api_keys: ApiKeys, tmp_path: Path
 ) -> None:
     user = _user()
-    async with websockets.connect(f"{core.ws_url}?api_key={api_keys.good}") as ws:
+    async with websockets.connect(core.ws_url, additional_headers=api_keys.headers) as ws:
         await ws.send(json.dumps({"type": "ping"}))
         assert json.loads(await ws.recv()) == {"type": "pong"}
         await ws.send(json.dumps({"type": "start", "user_id": user}))
@@ -467,9 +444,9 @@ async def test_websocket_needs_start_and_a_valid_key(core: CoreServer, api_keys:
         await ws.send(json.dumps({"type": "text", "text": "hi"}))
         err = json.loads(await ws.recv())
         assert err["status"] == 422 and "start" in err["message"]
-    for url in (core.ws_url, f"{core.ws_url}?api_key={api_keys.revoked}"):
+    for headers in ({}, {"X-API-Key": api_keys.revoked}):
         with pytest.raises((websockets.ConnectionClosedError, websockets.InvalidStatus)) as info:
-            async with websockets.connect(url) as ws:
+            async with websockets.connect(core.ws_url, additional_headers=headers) as ws:
                 await ws.recv()
         if isinstance(info.value, websockets.ConnectionClosedError):
             assert info.value.rcvd is not None and info.value.rcvd.code == 1008
@@ -581,8 +558,8 @@ async def test_websocket_turns_count_in_the_same_budget(
             ok = await client.get("/api/conversations", params={"user_id": _user()},
                                   headers={"X-Forwarded-For": ip})  # fmt: skip
             assert ok.status_code == 200
-        url = f"{core.ws_url}?api_key={api_keys.good}"
-        async with websockets.connect(url, additional_headers={"X-Forwarded-For": ip}) as ws:
+        headers = {**api_keys.headers, "X-Forwarded-For": ip}
+        async with websockets.connect(core.ws_url, additional_headers=headers) as ws:
             await ws.send(json.dumps({"type": "start", "user_id": _user()}))
             events = []
             for turn in range(2):

@@ -13,7 +13,7 @@ from morgan.core.exceptions import (
 from morgan.core.limiter import InflightLimiter
 from morgan.core.sentences import SentenceSplitter
 
-from tests.core.audio_samples import corrupted_wav, encode, silence_wav
+from tests.core.audio_samples import corrupted_wav, encode, forged_flac, silence_wav
 
 pytestmark = pytest.mark.unit
 MB = 1024 * 1024
@@ -43,6 +43,20 @@ def test_wav_duration_and_limits() -> None:
     with pytest.raises(PayloadTooLargeError, match="MB"):
         inspect_audio(b"RIFF" + b"\0" * (2 * MB), content_type="audio/wav", filename="a.wav",
                       max_bytes=MB, max_seconds=300)  # fmt: skip
+
+
+def test_headers_claiming_too_many_samples_are_refused_before_decoding() -> None:
+    def flac(data: bytes, max_seconds: float = 300) -> object:
+        return _inspect(data, ct="audio/flac", name="a.flac", max_seconds=max_seconds)
+
+    assert len(forged_flac(frames=16_000 * 36_000)) < 1000  # 10 hours claimed in < 1 KB
+    with pytest.raises(PayloadTooLargeError, match="limit is 300 s"):
+        flac(forged_flac(frames=16_000 * 36_000))
+    with pytest.raises(InvalidInputError, match="claims 192000 Hz; at most 48000"):
+        flac(forged_flac(rate=192_000))
+    with pytest.raises(InvalidInputError, match="claims 8 channels; at most 2"):
+        flac(forged_flac(channels=8))
+    assert flac(forged_flac()).duration_s == pytest.approx(1.0)  # type: ignore[attr-defined]
 
 
 def test_bad_uploads_get_clear_errors() -> None:

@@ -85,7 +85,7 @@ async def core(
     settings = core_settings(
         consul_server.addr, make_database(postgres_server), tmp_path_factory.mktemp("q-e2e"),
         redis_cluster_nodes=[f"{h}:{p}" for h, p in redis_cluster.startup_nodes],
-        service_api_key=api_keys.good, llm_max_tokens=24, llm_timeout_seconds=60,
+        service_api_key=api_keys.service, llm_max_tokens=24, llm_timeout_seconds=60,
     )  # fmt: skip
     server = await CoreServer(settings).start()
     yield server

@@ -148,6 +148,15 @@ def test_secret_setting_cannot_go_to_shared_kv(homelab_raw: dict[str, Any]) -> N
         kv_entries(plan_from(homelab_raw))
 
 
+def test_security_settings_never_go_to_kv(homelab_raw: dict[str, Any]) -> None:
+    entries = kv_entries(plan_from(dict(homelab_raw)))
+    for name in ("auth_enabled", "api_key_cache_seconds", "tls_ca"):
+        assert not [k for k in entries if k.endswith(f"/{name}")], name
+    homelab_raw["services"]["core"]["settings"] = {"auth_enabled": False}
+    with pytest.raises(KvConfigError, match=r"\['auth_enabled'\] are security settings"):
+        kv_entries(plan_from(homelab_raw))
+
+
 def test_pulumi_project_points_at_the_program_and_the_stacks() -> None:
     import yaml
 

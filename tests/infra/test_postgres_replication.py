@@ -30,7 +30,7 @@ def _loopback_plan(homelab_raw: dict[str, Any]) -> Plan:
 
 
 def _settings(plan: Plan, hba: Path) -> dict[str, str]:
-    args = data_cfg.pg_settings(plan)
+    args = data_cfg.pg_settings(plan, plan.hosts_of("postgres-primary")[0])
     pairs = dict(args[i + 1].split("=", 1) for i in range(0, len(args), 2))
     pairs.pop("listen_addresses")  # the harness listens on loopback
     pairs["hba_file"] = str(hba)

@@ -159,6 +159,40 @@ def test_no_secret_value_of_the_stack_is_in_kv(
     assert json.loads(kv[f"morgan/auth/keys/{key_id}"])["owner"] == "morgan-core (service key)"
 
 
+def _listeners() -> dict[tuple[str, int], set[str]]:
+    """(protocol, port) → the addresses a socket listens on there, from `ss`."""
+    out = subprocess.run(["ss", "-Hltnu"], capture_output=True, text=True, check=True).stdout
+    found: dict[tuple[str, int], set[str]] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        address, _, port = fields[4].rpartition(":")
+        found.setdefault((fields[0], int(port)), set()).add(address.strip("[]"))
+    return found
+
+
+def test_only_the_gateway_listens_beyond_loopback(
+    dev_stack: subprocess.CompletedProcess[str],
+) -> None:
+    """Nothing on the home network reaches the dev stack's Consul, PostgreSQL, Redis, model
+    services or Prometheus: every port but the gateway's is bound to 127.0.0.1."""
+    assert dev_stack.returncode == 0
+    deployment = st.render(st.load_config("dev", ROOT)).deployment
+    listeners = _listeners()
+    ports = [(spec.name, port) for spec in deployment.on_host("local") for port in spec.ports]
+    checked = 0
+    for name, port in ports:
+        addresses = listeners.get(("udp" if port.protocol == "udp" else "tcp", port.number))
+        if addresses is None:
+            continue  # a one-shot job's port, or a protocol the service leaves off
+        checked += 1
+        if port.public:
+            assert addresses & {"0.0.0.0", "*", "::"}, (name, port.number, addresses)
+        else:
+            assert addresses == {"127.0.0.1"}, (name, port.number, addresses)
+    assert checked >= 8, f"only {checked} of the stack's ports were found listening"
+    assert any(p.public for _, p in ports)
+
+
 def test_verify_passes(dev_stack: subprocess.CompletedProcess[str]) -> None:
     result = morgan("verify", "--stack", "dev", timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]

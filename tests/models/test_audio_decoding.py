@@ -10,6 +10,8 @@ import soundfile as sf
 from morgan.models.errors import ModelRequestError
 from morgan.stt.audio import TARGET_RATE, decode_audio, decode_pcm
 
+from tests.core.audio_samples import forged_flac
+
 pytestmark = pytest.mark.unit
 
 
@@ -83,6 +85,19 @@ def test_over_the_length_limit_is_413() -> None:
     assert error.status == 413 and "over the limit of 2 s" in error.message
     pcm = b"\x00\x00" * 16000 * 3
     assert refusal(decode_pcm, pcm, sample_rate=16000, max_seconds=2).status == 413
+
+
+@pytest.mark.parametrize(
+    ("forged", "needle"),
+    [({"rate": 192_000}, "claims 192000 Hz"), ({"channels": 8}, "claims 8 channels")],
+)
+def test_headers_claiming_too_many_samples_are_400(forged: dict[str, int], needle: str) -> None:
+    with pytest.raises(ModelRequestError) as err:
+        decode_audio(forged_flac(**forged), max_seconds=300)
+    assert err.value.status == 400 and needle in err.value.message
+    with pytest.raises(ModelRequestError) as long:
+        decode_audio(forged_flac(frames=16_000 * 36_000), max_seconds=300)
+    assert long.value.status == 413
 
 
 def test_pcm_refusals() -> None:

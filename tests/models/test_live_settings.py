@@ -21,7 +21,7 @@ from morgan.llm.service import ChatService
 from morgan.models.errors import ModelRequestError
 from morgan.models.holder import ModelHolder
 from morgan.models.slots import MeteredLimiter
-from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.config_loader import ConsulConfigLoader, env_prefix
 from morgan.shared.consul_client import ConsulClientFactory
 from morgan.tts.config import TTSSettings
 from morgan.tts.engine import CoquiEngine, VoiceInfo
@@ -99,13 +99,14 @@ async def test_llm_service_follows_a_kv_change_without_restart(consul_server: Co
     for name, value in {
         # Registered under its own name (no other test discovers it): its meta follows.
         "service_name": scope,
-        "auth_enabled": False,
         "model": "fake",
         "consul_http_addr": consul.addr,
         "host": "127.0.0.1",
     }.items():
         put(name, value)  # fmt: skip
-    loader = ConsulConfigLoader(LLMSettings, scope, consul, environ={}, watch_wait_seconds=5)
+    # A security setting: only the environment may switch API keys off.
+    environ = {f"{env_prefix(scope)}AUTH_ENABLED": "false"}
+    loader = ConsulConfigLoader(LLMSettings, scope, consul, environ=environ, watch_wait_seconds=5)
     app = build_app(loader.load(), loader, engine=cast(LLMEngine, FakeEngine()))
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 80}
     try:

@@ -233,6 +233,18 @@ async def test_json_refusals(
         assert needle in reply.json()["error"]
 
 
+@in_session_loop
+async def test_a_body_over_the_limit_is_413_before_it_is_read(model_dir: Path) -> None:
+    limits = settings(model_dir, max_upload_bytes=64 * 1024)
+    async with running(build_app(limits)) as client:
+        huge = b"\x00" * (limits.max_request_bytes() + 1)
+        for path in ("/transcribe", "/v1/audio/transcriptions"):
+            reply = await client.post(path, content=huge,
+                                      headers={"content-type": "application/json"})  # fmt: skip
+            assert reply.status_code == 413, (path, reply.text)
+            assert "the limit for this endpoint is 0.15 MB" in reply.json()["error"]
+
+
 def test_websocket_streams_partials_then_a_final(model_dir: Path, speech_wav: bytes) -> None:
     pcm = pcm16k(speech_wav)
     app = build_app(settings(model_dir, partial_interval_seconds=0.5))

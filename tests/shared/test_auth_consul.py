@@ -48,6 +48,21 @@ def test_key_is_stored_hashed_and_verifies(consul: ConsulClientFactory) -> None:
     assert {r.key_id for r in store.list()} >= {record.key_id, other.key_id}
 
 
+def test_scopes_default_to_user_and_unknown_ones_are_refused(consul: ConsulClientFactory) -> None:
+    store = ApiKeyStore(consul)
+    record, key = store.create("gail", scopes=("service",))
+    # A record written before keys had scopes is a user key: least privilege.
+    raw = json.loads(consul.client().kv.get(KEYS_PREFIX + record.key_id)[1]["Value"])
+    assert raw["scopes"] == ["service"]
+    del raw["scopes"]
+    consul.client().kv.put(KEYS_PREFIX + record.key_id, json.dumps(raw))
+    assert ApiKeyStore(consul).verify(key).scopes == ["user"]
+    with pytest.raises(ValueError, match="not known"):
+        store.create("gail", scopes=("root",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not known"):
+        store.create("gail", scopes=())
+
+
 def test_wrong_malformed_unknown_expired_revoked(consul: ConsulClientFactory) -> None:
     clock = Clock()
     store = ApiKeyStore(consul, clock=clock.monotonic, now=clock.now)
@@ -112,11 +127,11 @@ def test_app_401s_and_public_paths(
     consul: ConsulClientFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = ApiKeyStore(consul)
-    _, key = store.create("erin")
-    expired_rec, expired_key = store.create("old", expires_days=1)
+    _, key = store.create("erin", scopes=("service",))
+    expired_rec, expired_key = store.create("old", expires_days=1, scopes=("service",))
     expired_rec.expires = datetime.now(UTC) - timedelta(seconds=1)
     store._put(expired_rec)
-    revoked_rec, revoked_key = store.create("gone")
+    revoked_rec, revoked_key = store.create("gone", scopes=("service",))
     store.revoke(revoked_rec.key_id)
     with TestClient(make_app(consul)) as c:
         assert c.get("/api/me", headers={"X-API-Key": key}).json() == {"owner": "erin"}
@@ -139,6 +154,15 @@ def test_app_401s_and_public_paths(
             assert key not in r.text
         for path in ("/health", "/ready", "/metrics", "/open"):
             assert c.get(path).status_code == 200, path
+        # A model service takes service keys only: a user's or an admin's key is refused.
+        for scope in ("user", "admin"):
+            _, other = store.create("frank", scopes=(scope,))
+            r = c.get("/api/me", headers={"X-API-Key": other})
+            assert r.status_code == 403, scope
+            assert r.json()["error"] == "forbidden"
+            assert f"has scope {scope}; this service accepts only service keys" in r.text
+        in_url = c.get("/api/me", params={"api_key": key})
+        assert in_url.status_code == 400 and "not accepted in the URL" in in_url.text
     logs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
     served = [r for r in logs if r.get("route") == "/api/me" and r.get("status") == 200]
     assert served and all(r["user_id"] == "erin" for r in served)
@@ -148,14 +172,17 @@ def test_keys_cli_create_list_revoke(consul: ConsulClientFactory) -> None:
     runner = CliRunner()
     owner = unique_name("user")
     r = runner.invoke(
-        cli, ["keys", "create", "--owner", owner, "--expires-days", "7", "--consul", consul.addr]
-    )
+        cli, ["keys", "create", "--owner", owner, "--expires-days", "7", "--scope", "admin",
+              "--consul", consul.addr],
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     key = r.stdout.strip().splitlines()[0]
     key_id = key.split("_")[1]
     assert ApiKeyStore(consul).verify(key).owner == owner
+    assert ApiKeyStore(consul).verify(key).scopes == ["admin"]
     r = runner.invoke(cli, ["keys", "list", "--consul", consul.addr])
-    assert key_id in r.output and owner in r.output and "active" in r.output
+    line = next(ln for ln in r.output.splitlines() if key_id in ln)
+    assert owner in line and "admin" in line and "active" in line
     assert key not in r.output
     r = runner.invoke(cli, ["keys", "revoke", key_id, "--consul", consul.addr])
     assert r.exit_code == 0 and "revoked" in r.output
@@ -168,9 +195,14 @@ def test_keys_cli_create_list_revoke(consul: ConsulClientFactory) -> None:
         cli, ["keys", "create", "--owner", "x", "--expires-days", "-1", "--consul", consul.addr]
     )
     assert r.exit_code == 2 and "positive" in r.output
+    r = runner.invoke(cli, ["keys", "create", "--owner", "x", "--scope", "root",
+                            "--consul", consul.addr])  # fmt: skip
+    assert r.exit_code == 2 and "unknown scope root" in r.output
 
 
-def test_websocket_needs_a_key_in_header_or_query(consul: ConsulClientFactory) -> None:
+def test_websocket_key_in_a_header_or_subprotocol_never_in_the_url(
+    consul: ConsulClientFactory,
+) -> None:
     router = APIRouter()
 
     @router.websocket("/api/ws")
@@ -179,14 +211,80 @@ def test_websocket_needs_a_key_in_header_or_query(consul: ConsulClientFactory) -
         await websocket.send_json({"user": websocket.scope["state"]["api_key"].owner})
         await websocket.close()
 
-    _, key = ApiKeyStore(consul).create("wsuser")
+    _, key = ApiKeyStore(consul).create("wsuser", scopes=("service",))
     settings = ServiceSettings(
         service_name=unique_name(), register_in_consul=False, consul_http_addr=consul.addr
     )
     with TestClient(create_app(settings, routers=[router])) as c:
         with pytest.raises(WebSocketDisconnect), c.websocket_connect("/api/ws") as s:
             s.receive_json()
-        with c.websocket_connect(f"/api/ws?api_key={key}") as s:
+        with (
+            pytest.raises(WebSocketDisconnect) as refused,
+            c.websocket_connect(f"/api/ws?api_key={key}") as s,
+        ):
+            s.receive_json()
+        assert refused.value.code == 1008 and "not accepted in the URL" in refused.value.reason
+        with c.websocket_connect("/api/ws", subprotocols=["morgan", f"bearer.{key}"]) as s:
             assert s.receive_json() == {"user": "wsuser"}
         with c.websocket_connect("/api/ws", headers={"X-API-Key": key}) as s:
             assert s.receive_json() == {"user": "wsuser"}
+
+
+class CountingStore(ApiKeyStore):
+    """The real store, counting its Consul reads of key records."""
+
+    reads = 0
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        self.reads += 1
+        return super().get(key_id)
+
+
+def test_a_bad_key_is_remembered_briefly_without_asking_consul_again(
+    consul: ConsulClientFactory,
+) -> None:
+    clock = Clock()
+    store = CountingStore(consul, clock=clock.monotonic)
+    _, key = store.create("hal", scopes=("service",))
+    wrong = key[:-4] + "abcd"
+    unknown = "mk_" + "0" * 12 + "_" + "x" * 30
+    for bad, reason in ((wrong, "wrong"), (unknown, "unknown")):
+        for _ in range(3):
+            with pytest.raises(AuthError) as err:
+                store.verify(bad)
+            assert err.value.reason == reason
+    assert store.reads == 2, "each bad key was looked up once"
+    clock.mono += 11  # past BAD_KEY_SECONDS: the next try asks Consul again
+    with pytest.raises(AuthError):
+        store.verify(wrong)
+    assert store.reads == 3
+    assert store.verify(key).owner == "hal"
+
+
+def test_repeated_failed_key_checks_get_429_before_any_lookup(
+    consul: ConsulClientFactory,
+) -> None:
+    router = APIRouter()
+
+    @router.get("/api/me")
+    async def me(rec: ApiKeyRecord = Depends(require_api_key)) -> dict[str, str]:
+        return {"owner": rec.owner}
+
+    store = CountingStore(consul, cache_seconds=0)
+    _, key = store.create("ivy", scopes=("service",))
+    settings = ServiceSettings(
+        service_name=unique_name(), register_in_consul=False, consul_http_addr=consul.addr,
+        auth_failures_per_minute=3,
+    )  # fmt: skip
+    with TestClient(create_app(settings, routers=[router], api_key_store=store)) as c:
+        guesses = [f"mk_{i:012x}_{'g' * 30}" for i in range(5)]
+        codes = [c.get("/api/me", headers={"X-API-Key": g}).status_code for g in guesses]
+        assert codes == [401, 401, 401, 429, 429]
+        assert store.reads == 3, "the throttled guesses reached Consul"
+        blocked = c.get("/api/me", headers={"X-API-Key": key})
+        assert blocked.status_code == 429 and 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert "failed more than 3 API key checks" in blocked.json()["detail"]
+        assert store.reads == 3
+        # Another client (behind no proxy, so another peer) is not held back by them.
+        other = TestClient(c.app, client=("10.9.8.7", 5000))
+        assert other.get("/api/me", headers={"X-API-Key": key}).json() == {"owner": "ivy"}

@@ -63,5 +63,5 @@ def test_deploy_commands_say_what_is_missing(command: str) -> None:
 
 def test_deploy_commands_list_matches_the_registered_ones() -> None:
     registered = set(get_command(app).commands)  # type: ignore[attr-defined]
-    service_commands = {"version", "config", "keys", "models"}
+    service_commands = {"version", "config", "keys", "models", "host"}
     assert registered - service_commands == set(DEPLOY_COMMANDS)

@@ -273,3 +273,32 @@ def test_migrate_names_the_services_that_need_a_restart(
     assert r.exit_code == 0, r.output
     assert "needs a restart of core (postgres_pool_max)" in r.output
     assert "the other changes are picked up live" in r.output
+
+
+def test_security_settings_in_kv_are_ignored_and_refused_by_config_set(
+    consul: ConsulClientFactory,
+    restore_keys: Callable[[str], str],
+) -> None:
+    """Whoever can write KV must not switch off API keys, TLS or stretch the key cache."""
+    svc = unique_name("kv")
+    put(consul, f"morgan/config/{svc}/auth_enabled", False)
+    put(consul, f"morgan/config/{svc}/api_key_cache_seconds", 86400)
+    put(consul, f"morgan/config/{svc}/temperature", 0.3)
+    before = rejected(svc)
+    s = ConsulConfigLoader(KVSettings, svc, consul, environ={}).load()
+    assert s.auth_enabled is True and s.api_key_cache_seconds == 30.0
+    assert s.temperature == 0.3, "the other KV keys still apply"
+    assert rejected(svc) == before + 2
+    env = {f"MORGAN_{svc.upper().replace('-', '_')}_AUTH_ENABLED": "false"}
+    assert ConsulConfigLoader(KVSettings, svc, consul, environ=env).load().auth_enabled is False
+    consul.client().kv.delete(f"morgan/config/{svc}/", recurse=True)
+
+    key = restore_keys("morgan/config/global/auth_enabled")
+    consul.client().kv.delete(key)
+    r = CliRunner().invoke(
+        cli, ["config", "set", "--consul", consul.addr, "global", "auth_enabled", "false"]
+    )
+    assert r.exit_code == 2 and "only the environment may set" in r.output, r.output
+    assert consul.client().kv.get(key)[1] is None
+    with pytest.raises(ValueError, match="less than or equal to 300"):
+        KVSettings(api_key_cache_seconds=3600)

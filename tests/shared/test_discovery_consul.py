@@ -124,3 +124,32 @@ async def test_consul_down_serves_stale_endpoints_then_fails_clearly(tmp_path: P
         msg = str(info.value)
         assert f"no healthy instance of {name} in Consul (last seen 3 min ago" in msg
         assert "host up" in msg
+
+
+async def test_with_internal_tls_a_plaintext_instance_is_refused(
+    consul: ConsulClientFactory,
+) -> None:
+    """Someone on the LAN registers a plain-HTTP `morgan-core` next to the real (https) one:
+    a service with internal TLS on never sends it a request."""
+    name = unique_name()
+    agent = consul.client().agent
+    agent.service.register(name, service_id=f"{name}-real", address=LOOPBACK, port=9443,
+                           meta={"scheme": "https"})  # fmt: skip
+    agent.service.register(name, service_id=f"{name}-fake", address=LOOPBACK, port=9080)
+    tls_on = ConsulServiceDiscovery(consul, watch=False, require_tls=True, caller="morgan-core")
+    tls_off = ConsulServiceDiscovery(consul, watch=False)
+    try:
+        assert await ids(tls_off, name) == {f"{name}-real", f"{name}-fake"}
+        found = await tls_on.discover(name)
+        assert [e.id for e in found] == [f"{name}-real"]
+        assert found[0].url == f"https://{LOOPBACK}:9443"
+        agent.service.deregister(f"{name}-real")
+        tls_on.invalidate(name)
+        with pytest.raises(NoHealthyInstanceError, match=rf"refused {name}-fake: registered as "
+                           "plain HTTP while internal TLS is on"):  # fmt: skip
+            await tls_on.discover(name)
+    finally:
+        agent.service.deregister(f"{name}-real")
+        agent.service.deregister(f"{name}-fake")
+        tls_on.close()
+        tls_off.close()

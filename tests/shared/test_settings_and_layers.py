@@ -165,7 +165,7 @@ def test_restart_only_settings_are_marked_in_every_service_model() -> None:
     assert {"voices", "model_dir"} <= restart_fields(tts)
     live = {
         core: ["system_prompt", "llm_max_tokens", "llm_temperature", "llm_service", "tts_voice",
-               "max_inflight", "context_turns", "memory_top_k", "log_level", "auth_enabled"],
+               "max_inflight", "context_turns", "memory_top_k", "log_level"],
         llm: ["max_tokens_limit", "default_max_tokens", "max_concurrency", "max_queue"],
         stt: ["beam_size", "vad_filter", "max_upload_bytes", "idle_unload_seconds"],
         tts: ["voice_aliases", "default_voice", "max_input_chars"],

@@ -22,7 +22,7 @@ from morgan.shared.config_loader import (
 )
 from morgan.shared.config_migrate import apply_migration, plan_migration
 from morgan.shared.consul_client import CONSUL_UNREACHABLE_ERRORS, ConsulClientFactory
-from morgan.shared.settings import ServiceSettings, needs_restart
+from morgan.shared.settings import ServiceSettings, is_env_only, needs_restart
 
 config_app = typer.Typer(help="Service configuration in Consul KV.", no_args_is_help=True)
 
@@ -150,6 +150,13 @@ def set_value(
         where = "no service" if service == GLOBAL_SCOPE else service
         raise _fail(
             f"{where} has no setting {field!r}{hint}; docs/configuration.md lists every setting"
+        )
+    env_only = [n for n, cls in targets.items() if is_env_only(cls, field)]
+    if env_only:
+        envs = ", ".join(env_prefix(n) + field.upper() for n in env_only)
+        raise _fail(
+            f"{field} is a security setting that only the environment may set ({envs}); "
+            "services ignore it in Consul KV, so nothing was written"
         )
     secret = [n for n, cls in targets.items() if cls.model_fields[field].annotation is SecretStr]
     if secret:

@@ -56,7 +56,7 @@ def _missing_infra(name: str) -> None:
 
 def _register() -> None:
     # Sub-command modules add themselves to `app`; each owns one concern.
-    from morgan.cli import config_cmd, keys_cmd, models_cmd  # noqa: F401
+    from morgan.cli import config_cmd, host_cmd, keys_cmd, models_cmd  # noqa: F401
 
     if infra_installed():
         from morgan.cli import deploy_cmd, lab_cmd, plan_cmd, stack_cmd  # noqa: F401

@@ -161,7 +161,7 @@ def up(stack: str = STACK_OPTION) -> None:
     console.print(
         f"  curl -sk {ep.gateway_url}/api/text -H 'X-API-Key: {key}'"
         " -H 'Content-Type: application/json'"
-        ' -d \'{"text": "Hello Morgan", "user_id": "me"}\'',
+        ' -d \'{"text": "Hello Morgan"}\'',
         soft_wrap=True,
         highlight=False,
     )

@@ -8,7 +8,6 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from morgan.core.body_limit import BodyLimitMiddleware
 from morgan.core.config import CoreSettings
 from morgan.core.exceptions import TurnError
 from morgan.core.memory.embedder import SentenceEmbedder
@@ -24,7 +23,8 @@ from morgan.core.storage.conversations import ConversationRepository
 from morgan.core.ws import router as ws_router
 from morgan.shared import consul_names
 from morgan.shared.app import create_app
-from morgan.shared.auth import ApiKeyStore
+from morgan.shared.auth import USER_SCOPES, ApiKeyStore
+from morgan.shared.body_limit import BodyLimitMiddleware
 from morgan.shared.config_loader import ConsulConfigLoader
 from morgan.shared.consul_client import ConsulClientFactory
 from morgan.shared.settings import ServiceSettings
@@ -157,6 +157,7 @@ def build_app(
         meta={"engine": "orchestrator"},
         config_loader=config_loader,
         auth_required_prefixes=("/api", "/ws"),
+        accepted_scopes=USER_SCOPES,
         api_key_store=api_key_store,
         on_config_change=apply_core_settings,
     )

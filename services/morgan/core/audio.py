@@ -9,6 +9,7 @@ import soundfile
 
 from morgan.core.config import AUDIO_FORMATS
 from morgan.core.exceptions import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
+from morgan.shared.audio_limits import header_problem
 
 _CONTENT_TYPES = {
     "audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/vnd.wave": "wav",
@@ -92,6 +93,8 @@ def inspect_audio(
         )
     if info.frames <= 0 or info.samplerate <= 0:
         raise InvalidInputError("the audio holds no samples; record something and send it again")
+    if problem := header_problem(int(info.samplerate), int(info.channels)):
+        raise InvalidInputError(problem)
     duration = info.frames / info.samplerate
     if duration > max_seconds:
         raise PayloadTooLargeError(

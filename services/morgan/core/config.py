@@ -56,6 +56,16 @@ class CoreSettings(ServiceSettings):
     audio_rate_limit_per_minute: int = Field(
         10, ge=0, description="Audio turns (HTTP or WebSocket) per client IP per minute."
     )
+    ws_idle_timeout_seconds: float = Field(
+        120.0, gt=0, le=3600,
+        description="A WebSocket session that sends nothing (not even a ping) for this long "
+        "is closed (code 1001).",
+    )  # fmt: skip
+    ws_max_bytes_per_minute: int = Field(
+        64 * 1024 * 1024, ge=1024,
+        description="Bytes one WebSocket session may send per minute; past it the session "
+        "gets a 429 error and is closed (code 1008).",
+    )  # fmt: skip
     trusted_proxies: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
                                  "192.168.0.0/16", "fc00::/7"],

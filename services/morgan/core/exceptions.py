@@ -18,6 +18,11 @@ class InvalidInputError(TurnError):
     error = "invalid input"
 
 
+class ForbiddenError(TurnError):
+    status_code = 403
+    error = "forbidden"
+
+
 class PayloadTooLargeError(TurnError):
     status_code = 413
     error = "payload too large"

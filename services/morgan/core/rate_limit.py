@@ -12,7 +12,6 @@ count against `rate_limit_per_minute`; audio turns (HTTP or WebSocket) also agai
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from morgan.core.config import CoreSettings
 from morgan.core.exceptions import TurnError
 from morgan.core.metrics import RATE_LIMITED_TOTAL
 from morgan.core.storage.cache import ContextCache
+from morgan.shared.clients import client_of_scope
 
 Bucket = Literal["api", "audio"]
 WINDOW_S = 60
@@ -33,26 +33,6 @@ _KEY_PREFIX = "morgan:rl:"
 class RateLimitedError(TurnError):
     status_code = 429
     error = "too many requests"
-
-
-def client_address(peer: str | None, forwarded_for: str | None, trusted: list[str]) -> str:
-    """The client's IP: the peer, or the last hop X-Forwarded-For names when the peer is
-    one of the trusted proxies (addresses or networks)."""
-    if not peer:
-        return "unknown"
-    if forwarded_for and _is_trusted(peer, trusted):
-        last = forwarded_for.split(",")[-1].strip()
-        if last:
-            return last
-    return peer
-
-
-def _is_trusted(peer: str, trusted: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(net, strict=False) for net in trusted)
 
 
 class RateLimiter:
@@ -136,10 +116,3 @@ class RateLimitMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
-
-
-def client_of_scope(scope: Scope, trusted: list[str]) -> str:
-    peer = scope.get("client")
-    forwarded = next((v.decode("latin-1") for k, v in scope.get("headers", [])
-                      if k == b"x-forwarded-for"), None)  # fmt: skip
-    return client_address(peer[0] if peer else None, forwarded, trusted)

@@ -6,9 +6,11 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+USER_ID_PATTERN = r"^[A-Za-z0-9_.@:-]+$"
 USER_ID = Field(
-    min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:-]+$",
-    description="Who is speaking; letters, digits and _ . @ : -",
+    None, min_length=1, max_length=128, pattern=USER_ID_PATTERN,
+    description="Who is speaking (letters, digits and _ . @ : -); with API keys on, the "
+    "key's owner when left out, and only an admin key may name another user",
 )  # fmt: skip
 
 
@@ -30,7 +32,7 @@ class TextTurnRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, description="What the user says (at most 10 000 characters).")
-    user_id: str = USER_ID
+    user_id: str | None = USER_ID
     conversation_id: str | None = Field(None, description="Continue this conversation.")
     want_audio: bool = Field(False, description="Also speak the reply (WAV, base64).")
 
@@ -85,7 +87,7 @@ class ConversationList(BaseModel):
 class ResetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = USER_ID
+    user_id: str | None = USER_ID
     conversation_id: str = Field(min_length=1, description="The conversation to forget.")
 
 

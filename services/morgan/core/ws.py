@@ -1,17 +1,21 @@
 """WS /ws/stream: a spoken or typed turn, streamed back token by token and sentence by sentence.
 
-In:  {type: start, user_id, conversation_id?, want_audio?, language?}
+In:  {type: start, user_id?, conversation_id?, want_audio?, language?}
      {type: text, text} | {type: audio, data: <base64 chunk>} | {type: utterance_end}
      {type: ping} | {type: stop}
 Out: transcription, response_text (deltas), response_audio (one per sentence, wav base64),
      response_complete (after the turn is committed), error, pong.
-The API key comes in the handshake (X-API-Key / Authorization header, or ?api_key=).
+The API key comes in the handshake: an X-API-Key or Authorization header, or (for a browser,
+which cannot set headers on a WebSocket) the subprotocols `morgan, bearer.<key>`; never in
+the URL. The session acts for the key's owner (`user_id`, as on the HTTP API).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import json
 import logging
 import re
 import time
@@ -23,7 +27,10 @@ from morgan.core.audio import inspect_audio
 from morgan.core.dependencies import get_orchestrator
 from morgan.core.exceptions import InvalidInputError, PayloadTooLargeError, TurnError
 from morgan.core.orchestrator import Orchestrator
-from morgan.core.rate_limit import Bucket, RateLimiter, client_of_scope
+from morgan.core.principal import acting_user
+from morgan.core.rate_limit import Bucket, RateLimitedError, RateLimiter
+from morgan.shared.auth import WS_SUBPROTOCOL as SUBPROTOCOL
+from morgan.shared.clients import client_of_scope
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -37,6 +44,20 @@ class _Session:
         self.want_audio = True
         self.language: str | None = None
         self.audio = bytearray()
+        self.window_start = time.monotonic()
+        self.window_bytes = 0
+
+    def received(self, size: int, limit: int) -> None:
+        """Count a frame's bytes in this minute's budget; RateLimitedError past it."""
+        now = time.monotonic()
+        if now - self.window_start >= 60:
+            self.window_start, self.window_bytes = now, 0
+        self.window_bytes += size
+        if self.window_bytes > limit:
+            raise RateLimitedError(
+                f"this session sent more than {limit} bytes this minute "
+                "(ws_max_bytes_per_minute); reconnect and send less"
+            )
 
 
 async def _error(
@@ -84,9 +105,9 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         return False
     if kind == "start":
         user_id = msg.get("user_id")
-        if not isinstance(user_id, str) or not _USER_ID.match(user_id):
-            raise InvalidInputError("start needs user_id (letters, digits, _ . @ : -)")
-        session.user_id = user_id
+        if user_id is not None and (not isinstance(user_id, str) or not _USER_ID.match(user_id)):
+            raise InvalidInputError("user_id takes letters, digits and _ . @ : -")
+        session.user_id = acting_user(ws, user_id)
         cid = msg.get("conversation_id")
         session.conversation_id = str(cid) if cid else None
         session.want_audio = bool(msg.get("want_audio", True))
@@ -95,7 +116,7 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         session.audio.clear()
         return True
     if session.user_id is None:
-        raise InvalidInputError('send {"type": "start", "user_id": ...} first')
+        raise InvalidInputError('send {"type": "start"} first')
     s = orch.settings
     if kind == "text":
         text = msg.get("text")
@@ -146,7 +167,9 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
 
 @router.websocket("/ws/stream")
 async def stream(ws: WebSocket) -> None:
-    await ws.accept()
+    await ws.accept(
+        subprotocol=SUBPROTOCOL if SUBPROTOCOL in ws.scope.get("subprotocols", []) else None
+    )
     try:
         orch = get_orchestrator(ws)
     except Exception:
@@ -156,9 +179,26 @@ async def stream(ws: WebSocket) -> None:
     session = _Session()
     try:
         while True:
+            s = orch.settings
             try:
-                msg = await ws.receive_json()
-            except (ValueError, KeyError):
+                raw = await asyncio.wait_for(ws.receive_text(), s.ws_idle_timeout_seconds)
+            except TimeoutError:
+                await _error(ws, 408, f"no message for {s.ws_idle_timeout_seconds:g} s "
+                             "(ws_idle_timeout_seconds); reconnect to go on")  # fmt: skip
+                await ws.close(code=1001, reason="idle")
+                return
+            except KeyError:
+                await _error(ws, 422, "messages must be JSON text frames")
+                continue
+            try:
+                session.received(len(raw), s.ws_max_bytes_per_minute)
+            except RateLimitedError as exc:
+                await _error(ws, exc.status_code, exc.message)
+                await ws.close(code=1008, reason="over ws_max_bytes_per_minute")
+                return
+            try:
+                msg = json.loads(raw)
+            except ValueError:
                 await _error(ws, 422, "messages must be JSON text frames")
                 continue
             try:

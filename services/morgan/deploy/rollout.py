@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,7 +313,7 @@ def swarm_stack_name(stack: str) -> str:
 
 
 def api_key_for(config: MorganStackConfig, outputs: dict[str, Any], ca_file: Path,
-                owner: str) -> str:  # fmt: skip
+                owner: str, scopes: Sequence[str] = ("user",)) -> str:  # fmt: skip
     """A new API key of a deployed stack, made through its Consul API (`morgan keys create`)."""
     from morgan.shared.auth import ApiKeyStore
     from morgan.shared.consul_client import ConsulClientFactory, parse_consul_addr
@@ -322,7 +322,7 @@ def api_key_for(config: MorganStackConfig, outputs: dict[str, Any], ca_file: Pat
     factory = ConsulClientFactory(scheme=scheme, host=host, port=port,
                                   token=outputs["consul_management_token"],
                                   cacert=str(ca_file) if scheme == "https" else None)  # fmt: skip
-    return keys.create_api_key(ApiKeyStore(factory), owner=owner)
+    return keys.create_api_key(ApiKeyStore(factory), owner=owner, scopes=scopes)
 
 
 def load_outputs(p: StackPaths) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,9 @@ def key_store(ep: Endpoints) -> Any:
     return ApiKeyStore(factory)
 
 
-def create_api_key(store: Any, owner: str = "dev") -> str:
+def create_api_key(store: Any, owner: str = "dev", scopes: Sequence[str] = ("user",)) -> str:
     """A new API key in the stack's Consul KV (the `morgan keys create` logic)."""
-    _record, key = store.create(owner)
+    _record, key = store.create(owner, scopes=scopes)
     return str(key)
 
 
@@ -53,12 +54,12 @@ def ensure_service_key_record(store: Any, key: str, spec: ServiceKey) -> bool:
     from morgan.shared.auth import AuthError, make_record, parse_key
 
     try:
-        store.verify(key)
-        return False
+        if "service" in store.verify(key).scopes:
+            return False
     except AuthError:
         pass
     key_id, secret = parse_key(key)
-    record = make_record(key_id, secret, spec.owner, datetime.now(UTC))
+    record = make_record(key_id, secret, spec.owner, datetime.now(UTC), scopes=("service",))
     client = store.consul.client()
     client.kv.put(f"{spec.record_prefix}/{key_id}", record.model_dump_json())
     # The record is all KV holds: check it round-trips before core starts on it.

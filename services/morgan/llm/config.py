@@ -10,6 +10,8 @@ from pydantic import Field
 from morgan.models.directory import default_model_dir
 from morgan.shared.settings import ServiceSettings, restart_field
 
+_ENVELOPE_BYTES = 64 * 1024  # JSON or multipart framing around the payload
+
 
 class LLMSettings(ServiceSettings):
     """morgan-llm: chat completions from a local model (vLLM on NVIDIA GPUs, llama.cpp on CPUs
@@ -100,3 +102,8 @@ class LLMSettings(ServiceSettings):
     @property
     def model_id(self) -> str:
         return self.served_model_name or Path(self.model).name
+
+    def max_request_bytes(self) -> int:
+        """Largest request body read: messages of max_prompt_chars characters (at most 4
+        bytes each in UTF-8) and the request's other fields."""
+        return 4 * self.max_prompt_chars + _ENVELOPE_BYTES

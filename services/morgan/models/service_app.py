@@ -18,7 +18,9 @@ from morgan.models.errors import ModelRequestError
 from morgan.models.holder import ModelHolder
 from morgan.models.slots import MeteredLimiter
 from morgan.shared.app import create_app
+from morgan.shared.body_limit import BodyLimitMiddleware
 from morgan.shared.config_loader import ConsulConfigLoader
+from morgan.shared.middleware import PUBLIC_PATHS
 from morgan.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,10 @@ class ModelServiceSettings(Protocol):
     idle_unload_seconds: float
     vram_mb: int
 
+    def max_request_bytes(self) -> int:
+        """The largest request body this service reads (413 past it, before reading it)."""
+        ...
+
 
 E = TypeVar("E", bound=ModelEngine)
 
@@ -177,5 +183,11 @@ def build_model_app(
         on_config_change=follow_settings,
     )
     install_model_error_handler(app)
+
+    def body_limit(path: str) -> int | None:
+        current: ModelServiceSettings = app.state.settings
+        return None if path in PUBLIC_PATHS else current.max_request_bytes()
+
+    app.add_middleware(BodyLimitMiddleware, limits=body_limit)
     app.state.model_holder = holder
     return ModelApp(app=app, holder=holder, limiter=limiter)

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from morgan.shared.auth import ApiKeyStore
+from morgan.shared.auth import SERVICE_SCOPES, ApiKeyStore
 from morgan.shared.config_loader import ConfigWatch, ConsulConfigLoader
 from morgan.shared.consul_client import ConsulClientFactory
 from morgan.shared.discovery import ConsulServiceDiscovery
@@ -44,6 +44,7 @@ def create_app(
     meta: Mapping[str, str] | None = None,
     config_loader: ConsulConfigLoader[Any] | None = None,
     auth_required_prefixes: Sequence[str] = ("/api", "/v1"),
+    accepted_scopes: frozenset[str] = SERVICE_SCOPES,
     api_key_store: ApiKeyStore | None = None,
     on_config_change: Callable[[FastAPI, ServiceSettings], Coroutine[Any, Any, None]] | None = None,
 ) -> FastAPI:
@@ -77,6 +78,7 @@ def create_app(
             cache_seconds=current.discovery_cache_seconds,
             stale_max_seconds=current.discovery_stale_max_seconds,
             caller=current.service_name,
+            require_tls=current.tls_enabled,
         )
         client_cert = (current.tls_cert, current.tls_key) if current.tls_enabled else None
         app.state.http_client = MorganHTTPClient(
@@ -155,6 +157,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(
-        EdgeMiddleware, fastapi_app=app, auth_required_prefixes=auth_required_prefixes
-    )
+        EdgeMiddleware, fastapi_app=app, auth_required_prefixes=auth_required_prefixes,
+        accepted_scopes=accepted_scopes,
+    )  # fmt: skip
     return app

@@ -4,6 +4,11 @@ A key looks like `mk_<key-id>_<secret>`; the id finds the record at
 `morgan/auth/keys/<key-id>` in one read, and only the salted hash of the secret is stored.
 Verified keys are trusted for `cache_seconds` (30 s by default) in each process, so a
 revocation takes effect everywhere within that window (immediately in the revoking process).
+
+A key has an owner and scopes: `user` keys act only for their owner (core scopes every
+conversation and memory to the key's owner), `admin` keys may act for any user named in a
+request, and `service` keys are the only ones the model services (llm, stt, tts) accept.
+A record written before scopes existed is a `user` key.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from pydantic import BaseModel, Field
@@ -29,16 +34,29 @@ from morgan.shared.consul_client import ConsulClientFactory
 KEYS_PREFIX = "morgan/auth/keys/"
 KEY_PATTERN = re.compile(r"^mk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
 API_KEY_HEADER = "X-API-Key"
+WS_SUBPROTOCOL = "morgan"  # what a WebSocket server picks when a browser sends its key
+WS_KEY_PREFIX = "bearer."
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
+BAD_KEY_SECONDS = 10.0
+BAD_KEYS_MAX = 10_000
+Scope = Literal["user", "admin", "service"]
+SCOPES: tuple[Scope, ...] = ("user", "admin", "service")
+USER_SCOPES: frozenset[str] = frozenset({"user", "admin"})  # what core accepts
+SERVICE_SCOPES: frozenset[str] = frozenset({"service"})  # what the model services accept
 
 
 class AuthError(Exception):
     """A request's API key is missing, malformed, unknown, wrong, expired or revoked."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
+
+
+def _user_scope() -> list[Scope]:
+    return ["user"]
 
 
 class ApiKeyRecord(BaseModel):
@@ -46,6 +64,7 @@ class ApiKeyRecord(BaseModel):
 
     key_id: str
     owner: str
+    scopes: list[Scope] = Field(default_factory=_user_scope, min_length=1)
     created: datetime
     expires: datetime | None = None
     revoked: bool = False
@@ -59,6 +78,10 @@ class ApiKeyRecord(BaseModel):
 
     def expired(self, now: datetime) -> bool:
         return self.expires is not None and now >= self.expires
+
+    def may_act_for(self, user_id: str) -> bool:
+        """Whether this key may act for `user_id`: its own owner always, anyone for admin."""
+        return user_id == self.owner or "admin" in self.scopes
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"salt", "hash", "n", "r", "p", "algorithm"})
@@ -90,12 +113,14 @@ def make_record(
     created: datetime,
     expires: datetime | None = None,
     salt: bytes | None = None,
+    scopes: Sequence[Scope] = ("user",),
 ) -> ApiKeyRecord:
     """The KV record of a key: its salted hash, never the secret (a fresh salt unless given)."""
     salt = secrets.token_bytes(16) if salt is None else salt
     return ApiKeyRecord(
         key_id=key_id,
         owner=owner,
+        scopes=list(scopes),
         created=created,
         expires=expires,
         salt=base64.b64encode(salt).decode(),
@@ -141,14 +166,28 @@ class ApiKeyStore:
         self.now = now
         self._client = self.consul.client()
         self._cache: dict[str, tuple[ApiKeyRecord, float]] = {}
+        # Keys found unknown or wrong, briefly: a client repeating one costs no Consul read
+        # and no scrypt run (at most BAD_KEYS_MAX remembered).
+        self._bad: dict[str, tuple[AuthError, float]] = {}
         self._lock = threading.Lock()
 
     # -- management --------------------------------------------------------------------------
 
-    def create(self, owner: str, expires_days: float | None = None) -> tuple[ApiKeyRecord, str]:
+    def create(
+        self,
+        owner: str,
+        expires_days: float | None = None,
+        scopes: Sequence[Scope] = ("user",),
+    ) -> tuple[ApiKeyRecord, str]:
         """Store a new key for `owner`; returns (record, the key — shown once, never stored)."""
         if not owner.strip():
             raise ValueError("owner must not be empty: say who the key is for (--owner alice)")
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown or not scopes:
+            raise ValueError(
+                f"scopes {unknown or '(none)'} are not known; a key has one or more of "
+                f"{', '.join(SCOPES)}"
+            )
         if expires_days is not None and expires_days <= 0:
             raise ValueError("expires_days must be positive (or left out for no expiry)")
         key_id = secrets.token_hex(6)
@@ -160,6 +199,7 @@ class ApiKeyStore:
             owner.strip(),
             created,
             created + timedelta(days=expires_days) if expires_days else None,
+            scopes=scopes,
         )
         self._put(record)
         return record, compose_key(key_id, secret)
@@ -203,14 +243,21 @@ class ApiKeyStore:
         now_mono = self.clock()
         with self._lock:
             hit = self._cache.get(cache_key)
+            bad = self._bad.get(cache_key)
+        if bad is not None and now_mono - bad[1] < BAD_KEY_SECONDS:
+            raise bad[0]
         if hit is not None and now_mono - hit[1] < self.cache_seconds:
             record = hit[0]
         else:
             found = self.get(key_id)
             if found is None:
-                raise AuthError("unknown", "unknown API key; create one with `morgan keys create`")
+                unknown = AuthError(
+                    "unknown", "unknown API key; create one with `morgan keys create`"
+                )
+                raise self._remember_bad(cache_key, now_mono, unknown)
             if not secret_matches(found, secret):
-                raise AuthError("wrong", "wrong API key secret; check the key you were given")
+                wrong = AuthError("wrong", "wrong API key secret; check the key you were given")
+                raise self._remember_bad(cache_key, now_mono, wrong)
             record = found
             with self._lock:
                 self._cache[cache_key] = (record, now_mono)
@@ -224,6 +271,14 @@ class ApiKeyStore:
                 "ask for a new one",
             )
         return record
+
+    def _remember_bad(self, cache_key: str, now: float, error: AuthError) -> AuthError:
+        with self._lock:
+            if len(self._bad) >= BAD_KEYS_MAX:
+                self._bad = {k: v for k, v in self._bad.items() if now - v[1] < BAD_KEY_SECONDS}
+            if len(self._bad) < BAD_KEYS_MAX:
+                self._bad[cache_key] = (error, now)
+        return error
 
     async def averify(self, key: str) -> ApiKeyRecord:
         return await asyncio.to_thread(self.verify, key)
@@ -239,6 +294,17 @@ def key_from_headers(headers: Any) -> str | None:
         scheme, _, value = str(auth).partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
+    return None
+
+
+def key_from_subprotocols(headers: Any) -> str | None:
+    """A browser's key on a WebSocket: the subprotocols `morgan, bearer.<key>` (a browser
+    cannot set headers on a WebSocket, and a key in the URL ends up in logs and history)."""
+    offered = headers.get("sec-websocket-protocol") or ""
+    for item in str(offered).split(","):
+        name = item.strip()
+        if name.startswith(WS_KEY_PREFIX) and len(name) > len(WS_KEY_PREFIX):
+            return name[len(WS_KEY_PREFIX) :]
     return None
 
 

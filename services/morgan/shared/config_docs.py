@@ -121,13 +121,26 @@ def render_markdown(classes: dict[str, type[BaseModel]]) -> str:
         "",
         "## API keys",
         "",
-        "`morgan keys create --owner NAME [--expires-days N]` prints a key `mk_<id>_<secret>`",
-        "once; Consul KV keeps only a salted scrypt hash at `morgan/auth/keys/<id>` with owner,",
-        "created, expires and revoked. Clients send `X-API-Key: <key>` or",
-        "`Authorization: Bearer <key>` (WebSockets may also use `?api_key=`). `/health`,",
-        "`/ready` and `/metrics` are public. Each service trusts a verified key for",
-        "`api_key_cache_seconds` (30 s): `morgan keys revoke ID` takes effect everywhere",
-        "within that window.",
+        "`morgan keys create --owner NAME [--scope user|admin|service] [--expires-days N]`",
+        "prints a key `mk_<id>_<secret>` once; Consul KV keeps only a salted scrypt hash at",
+        "`morgan/auth/keys/<id>` with owner, scopes, created, expires and revoked. Clients send",
+        "`X-API-Key: <key>` or `Authorization: Bearer <key>`; a browser's WebSocket offers the",
+        "subprotocols `morgan` and `bearer.<key>`. A key in the URL (`?api_key=`) is refused",
+        "(400): it would end up in logs and history; log lines show a key as `mk_<id>_[redacted]`.",
+        "`/health`, `/ready` and `/metrics` are public. Each service trusts a verified key for",
+        "`api_key_cache_seconds` (30 s, at most 300): `morgan keys revoke ID` takes effect",
+        "everywhere within that window.",
+        "",
+        "A `user` key (the default) acts only for its owner: core scopes every conversation,",
+        "memory search, reset and delete to the key's owner, `user_id` may be left out, and",
+        "naming another user is refused (403); another user's conversation answers 404. An",
+        "`admin` key may act for any `user_id` it names and read, reset or delete any",
+        "conversation by id. The model services (llm, stt, tts) accept only `service` keys, and",
+        "core refuses them. A key record written before scopes existed is a `user` key.",
+        "",
+        "Security settings (`auth_enabled`, `tls_*`, `api_key_cache_seconds`) come only from the",
+        "environment: a Consul KV key for one is ignored (logged, counted in",
+        "`morgan_config_rejected_total`) and `morgan config set` refuses to write it.",
         "",
         "## TLS between services",
         "",
@@ -165,9 +178,10 @@ def render_markdown(classes: dict[str, type[BaseModel]]) -> str:
             if service != "shared" and name in base_props and base_props[name] == prop:
                 continue
             desc = str(prop.get("description", "")).replace("\n", " ").replace("|", "\\|")
+            kv = "— (environment only)" if prop.get("env_only") else f"`{kv_prefix(scope)}{name}`"
             lines.append(
                 f"| `{name}` | {_type_text(prop, defs)} | {_default_text(prop)} | "
-                f"`{env}{name.upper()}` | `{kv_prefix(scope)}{name}` | {desc} |"
+                f"`{env}{name.upper()}` | {kv} | {desc} |"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

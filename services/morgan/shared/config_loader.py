@@ -32,7 +32,7 @@ from morgan.shared.consul_client import (
     until_answered,
 )
 from morgan.shared.metrics import CONFIG_REJECTED_TOTAL
-from morgan.shared.settings import ServiceSettings
+from morgan.shared.settings import ServiceSettings, is_env_only
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,16 @@ class ConsulConfigLoader(Generic[S]):
         glob, svc, errors = kv_entries_to_layers(self.service, entries)
         known = self.settings_cls.model_fields
         glob = {k: v for k, v in glob.items() if k in known}
-        return deep_merge(glob, svc), errors
+        merged = deep_merge(glob, svc)
+        for name in sorted(n for n in merged if is_env_only(self.settings_cls, n)):
+            # Ignored, not an error: one such key must not hold back every other change.
+            del merged[name]
+            self._reject(
+                f"{name} is set in Consul KV and ignored: it is a security setting only the "
+                f"environment may set ({env_prefix(self.service)}{name.upper()}); delete the "
+                "KV key"
+            )
+        return merged, errors
 
     def build(self, kv: Mapping[str, Any]) -> S:
         merged = deep_merge(self.defaults_layer(), self.yaml_layer())

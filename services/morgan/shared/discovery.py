@@ -121,6 +121,7 @@ class ConsulServiceDiscovery:
         watch_wait_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         caller: str | None = None,
+        require_tls: bool = False,
     ) -> None:
         if isinstance(consul_addr, ConsulClientFactory):
             self.consul = consul_addr
@@ -132,6 +133,10 @@ class ConsulServiceDiscovery:
         self.watch_wait_seconds = watch_wait_seconds
         self.clock = clock
         self.caller = caller
+        # With internal TLS on, an instance registered as plain HTTP is refused: whoever
+        # registered it is not a Morgan service of this fleet (or one misconfigured).
+        self.require_tls = require_tls
+        self._refused: dict[str, set[str]] = {}
         self._client = self.consul.client()
         self._cache: dict[str, _CacheEntry] = {}
         self._lock = threading.Lock()
@@ -144,7 +149,21 @@ class ConsulServiceDiscovery:
 
     def _query(self, name: str) -> tuple[str | None, list[ServiceEndpoint]]:
         index, entries = self._client.health.service(name, passing=True)
-        return index, endpoints_from_health(name, entries or [])
+        return index, self._usable(name, entries or [])
+
+    def _usable(self, name: str, entries: list[dict[str, Any]]) -> list[ServiceEndpoint]:
+        endpoints = endpoints_from_health(name, entries)
+        if not self.require_tls:
+            return endpoints
+        refused = self._refused.setdefault(name, set())
+        for plain in (e for e in endpoints if e.scheme != "https" and e.id not in refused):
+            refused.add(plain.id)
+            log.warning(
+                "%sinstance %s of %s at %s is registered without TLS while internal TLS is "
+                "on; it is not used (a Morgan service with tls_* set registers as https)",
+                self._prefix(), plain.id, name, plain.url,
+            )  # fmt: skip
+        return [e for e in endpoints if e.scheme == "https"]
 
     async def discover(self, name: str) -> list[ServiceEndpoint]:
         """Passing instances of `name`; raises `NoHealthyInstanceError` when there are none."""
@@ -167,6 +186,13 @@ class ConsulServiceDiscovery:
     def _non_empty(self, name: str, entry: _CacheEntry) -> list[ServiceEndpoint]:
         if entry.endpoints:
             return list(entry.endpoints)
+        refused = sorted(self._refused.get(name, ()))
+        if refused:
+            raise NoHealthyInstanceError(
+                name,
+                f"{self._prefix()}no healthy TLS instance of {name} in Consul; refused "
+                f"{', '.join(refused)}: registered as plain HTTP while internal TLS is on",
+            )
         raise NoHealthyInstanceError(
             name,
             f"{self._prefix()}no healthy instance of {name} in Consul; "
@@ -235,7 +261,7 @@ class ConsulServiceDiscovery:
             if answer is None:
                 return
             new_index, entries = answer
-            endpoints = endpoints_from_health(name, entries or [])
+            endpoints = self._usable(name, entries or [])
             # A restarted Consul resets its index; start over rather than wait forever.
             if index is not None and new_index is not None and int(new_index) < int(index):
                 new_index = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -27,6 +28,17 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
 ) | {"message", "asctime", "color_message", "taskName"}
+
+
+# An API key anywhere in a line (a client that put it in a URL, a library that logs a
+# request line): only its id survives, which is enough to find it in `morgan keys list`.
+_KEY_IN_TEXT = re.compile(r"mk_([0-9a-f]{12})_[A-Za-z0-9_-]{20,}")
+_KEY_PARAM = re.compile(r"(api_key=)(?!mk_)[^&\s\"']+")
+
+
+def redact_keys(text: str) -> str:
+    """`text` with every API key's secret replaced (mk_<id>_[redacted])."""
+    return _KEY_PARAM.sub(r"\1[redacted]", _KEY_IN_TEXT.sub(r"mk_\1_[redacted]", text))
 
 
 def get_request_id() -> str | None:
@@ -63,7 +75,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return redact_keys(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 _HANDLER_MARK = "_morgan_json_handler"

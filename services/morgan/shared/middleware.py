@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from morgan.shared.auth import ApiKeyStore, AuthError, key_from_headers
+from morgan.shared.auth import ApiKeyStore, AuthError, key_from_headers, key_from_subprotocols
+from morgan.shared.clients import FailureBudget, client_of_scope
 from morgan.shared.logging import REQUEST_ID_HEADER, request_id_var, user_id_var
 from morgan.shared.metrics import (
     HTTP_REQUEST_DURATION_SECONDS,
@@ -48,17 +49,34 @@ def _json_body(
 
 
 INSTANCE_HEADER = b"x-morgan-instance"
+# A key check that failed: 401 names a bad key, 403 a good key of the wrong scope, 503 a
+# key store that cannot be asked.
+_AUTH_STATUS = {"scope": 403, "in_url": 400, "throttled": 429, "unavailable": 503}
+_AUTH_ERROR = {400: "bad request", 401: "unauthorized", 403: "forbidden",
+               429: "too many requests", 503: "unavailable"}  # fmt: skip
 
 
 class EdgeMiddleware:
     """Request ids, user ids, metrics, access log, API-key auth and last-resort 500s."""
 
     def __init__(
-        self, app: ASGIApp, *, fastapi_app: FastAPI, auth_required_prefixes: Sequence[str]
+        self,
+        app: ASGIApp,
+        *,
+        fastapi_app: FastAPI,
+        auth_required_prefixes: Sequence[str],
+        accepted_scopes: frozenset[str],
     ) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
         self.prefixes = tuple(auth_required_prefixes)
+        self.accepted_scopes = accepted_scopes
+        self.failures = FailureBudget(lambda: self._settings.auth_failures_per_minute)
+
+    @property
+    def _settings(self) -> ServiceSettings:
+        settings: ServiceSettings = self.fastapi_app.state.settings
+        return settings
 
     def _needs_auth(self, path: str) -> bool:
         if path in PUBLIC_PATHS:
@@ -90,28 +108,48 @@ class EdgeMiddleware:
             user_id_var.reset(uid_token)
 
     async def _authenticate(
-        self, scope: Scope, headers: Mapping[str, str], allow_query: bool
+        self, scope: Scope, headers: Mapping[str, str], websocket: bool
     ) -> AuthError | None:
         store: ApiKeyStore | None = getattr(self.fastapi_app.state, "api_key_store", None)
         key = key_from_headers(headers)
-        if not key and allow_query:
-            from urllib.parse import parse_qs
-
-            key = (parse_qs(scope.get("query_string", b"").decode()).get("api_key") or [None])[0]
+        if not key and websocket:
+            key = key_from_subprotocols(headers)
+        if "api_key=" in scope.get("query_string", b"").decode("latin-1"):
+            return AuthError(
+                "in_url",
+                "API keys are not accepted in the URL (they end up in logs and browser "
+                "history); send X-API-Key or Authorization: Bearer <key>, or on a browser "
+                "WebSocket the subprotocols 'morgan' and 'bearer.<key>'",
+            )
         if not key:
             return AuthError(
                 "missing", "missing API key: send X-API-Key or Authorization: Bearer <key>"
             )
         if store is None:
             return AuthError("unconfigured", "API keys are not configured on this service")
+        client = client_of_scope(scope, getattr(self._settings, "trusted_proxies", ()))
+        if (wait := self.failures.retry_after(client)) is not None:
+            return AuthError(
+                "throttled",
+                f"{client} failed more than {self._settings.auth_failures_per_minute} API key "
+                f"checks this minute; retry after {wait} s with a valid key",
+                retry_after=wait,
+            )
         try:
             record = await store.averify(key)
         except AuthError as exc:
+            self.failures.failed(client)
             return exc
         except Exception as exc:
             log.warning("API key check failed: %s", exc)
             return AuthError(
                 "unavailable", "cannot check API keys right now (Consul unreachable); retry shortly"
+            )
+        if not self.accepted_scopes.intersection(record.scopes):
+            return AuthError(
+                "scope",
+                f"API key {record.key_id} has scope {', '.join(record.scopes)}; this service "
+                f"accepts only {' or '.join(sorted(self.accepted_scopes))} keys",
             )
         user_id_var.set(record.owner)
         scope.setdefault("state", {})["api_key"] = record
@@ -121,7 +159,7 @@ class EdgeMiddleware:
         self, scope: Scope, receive: Receive, send: Send, headers: Mapping[str, str]
     ) -> None:
         if self._needs_auth(scope["path"]):
-            err = await self._authenticate(scope, headers, allow_query=True)
+            err = await self._authenticate(scope, headers, websocket=True)
             if err is not None:
                 log.info("websocket refused: %s", err.message)
                 await send({"type": "websocket.close", "code": 1008, "reason": err.message[:120]})
@@ -162,15 +200,13 @@ class EdgeMiddleware:
         start = time.perf_counter()
         try:
             if self._needs_auth(scope["path"]):
-                err = await self._authenticate(scope, headers, allow_query=False)
+                err = await self._authenticate(scope, headers, websocket=False)
                 if err is not None:
-                    status = 503 if err.reason == "unavailable" else 401
-                    await send_json(
-                        status,
-                        "unauthorized" if status == 401 else "unavailable",
-                        err.message,
-                        [(b"www-authenticate", b"Bearer")],
-                    )
+                    status = _AUTH_STATUS.get(err.reason, 401)
+                    extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+                    if err.retry_after is not None:
+                        extra.append((b"retry-after", str(err.retry_after).encode()))
+                    await send_json(status, _AUTH_ERROR[status], err.message, extra)
                     return
             try:
                 await self.app(scope, receive, send_wrapper)

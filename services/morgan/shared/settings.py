@@ -39,6 +39,27 @@ def restart_field(default: Any = PydanticUndefined, *, description: str, **kwarg
     )  # fmt: skip
 
 
+ENV_ONLY_NOTE = (
+    "Environment only: a security setting that Consul KV cannot change (a KV key is ignored)."
+)
+
+
+def env_only_field(default: Any = PydanticUndefined, *, description: str, **kwargs: Any) -> Any:
+    """`Field` of a security setting only the service's environment may set: whoever can
+    write Consul KV must not be able to switch off API keys or TLS. Read at start-up."""
+    return Field(
+        default, description=f"{description} {ENV_ONLY_NOTE} {RESTART_NOTE}",
+        json_schema_extra={"restart": True, "env_only": True}, **kwargs,
+    )  # fmt: skip
+
+
+def is_env_only(cls: type[BaseModel], name: str) -> bool:
+    """True when field `name` of `cls` was declared with `env_only_field`."""
+    field = cls.model_fields.get(name)
+    extra = field.json_schema_extra if field is not None else None
+    return isinstance(extra, dict) and extra.get("env_only") is True
+
+
 def needs_restart(cls: type[BaseModel], name: str) -> bool:
     """True when field `name` of `cls` is read only at start-up (declared with
     `restart_field`); False for live settings and for names `cls` does not have."""
@@ -107,19 +128,29 @@ class ServiceSettings(BaseModel):
     engine: str = restart_field("", description="Inference engine advertised in Consul meta.")
     device: Device = restart_field("cpu", description="Compute device advertised in Consul meta.")
     vram_mb: int = restart_field(0, ge=0, description="GPU memory advertised in Consul meta (MiB).")
-    tls_ca: Path | None = restart_field(
+    tls_ca: Path | None = env_only_field(
         None,
         description="CA bundle that signs peers' certificates; with tls_cert and tls_key "
         "the server speaks HTTPS and requires client certificates (mTLS).",
     )
-    tls_cert: Path | None = restart_field(None, description="This service's certificate (PEM).")
-    tls_key: Path | None = restart_field(None, description="This service's private key (PEM).")
-    auth_enabled: bool = Field(True, description="Require an API key on protected prefixes.")
-    api_key_cache_seconds: float = restart_field(
+    tls_cert: Path | None = env_only_field(None, description="This service's certificate (PEM).")
+    tls_key: Path | None = env_only_field(None, description="This service's private key (PEM).")
+    auth_enabled: bool = env_only_field(
+        True, description="Require an API key on protected prefixes."
+    )
+    api_key_cache_seconds: float = env_only_field(
         30.0,
         ge=0,
+        le=300,
         description="How long a verified API key is trusted without asking Consul "
-        "again; a revocation takes effect within this window.",
+        "again (at most 300 s); a revocation takes effect within this window.",
+    )
+    auth_failures_per_minute: int = env_only_field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Failed API-key checks a client may make per minute; past them it is "
+        "answered 429 before any key is looked up.",
     )
     shutdown_drain_seconds: float = restart_field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from morgan.models.errors import ModelRequestError
+from morgan.shared.audio_limits import header_problem
 
 TARGET_RATE = 16000
 SUPPORTED_FORMATS = ("wav", "flac", "ogg", "mp3")
@@ -77,6 +78,8 @@ def decode_audio(data: bytes, *, max_seconds: float) -> DecodedAudio:
         )
     try:
         info = sf.info(io.BytesIO(data))
+        if problem := header_problem(int(info.samplerate), int(info.channels)):
+            raise ModelRequestError(400, problem, code="audio_header_refused", param="file")
         if info.duration > max_seconds:
             raise _too_long(info.duration, max_seconds)
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)

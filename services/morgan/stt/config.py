@@ -10,6 +10,8 @@ from pydantic import Field
 from morgan.models.directory import default_model_dir
 from morgan.shared.settings import ServiceSettings, restart_field
 
+_ENVELOPE_BYTES = 64 * 1024  # JSON or multipart framing around the payload
+
 
 class STTSettings(ServiceSettings):
     """morgan-stt: speech to text with faster-whisper (CTranslate2 Whisper models)."""
@@ -58,3 +60,8 @@ class STTSettings(ServiceSettings):
     partial_interval_seconds: float = Field(
         1.0, gt=0, description="WebSocket streaming: a partial result after this much new audio."
     )
+
+    def max_request_bytes(self) -> int:
+        """Largest request body read: an upload of max_upload_bytes, as base64 in
+        /transcribe (4/3 of it) or multipart."""
+        return self.max_upload_bytes * 4 // 3 + _ENVELOPE_BYTES

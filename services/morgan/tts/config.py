@@ -10,6 +10,8 @@ from pydantic import Field
 from morgan.models.directory import default_model_dir
 from morgan.shared.settings import ServiceSettings, restart_field
 
+_ENVELOPE_BYTES = 64 * 1024  # JSON or multipart framing around the payload
+
 
 class TTSSettings(ServiceSettings):
     """morgan-tts: text to speech with Coqui TTS; each voice is one model directory."""
@@ -57,3 +59,8 @@ class TTSSettings(ServiceSettings):
     idle_unload_seconds: float = Field(
         0.0, ge=0, description="Unload the voices after this long without requests (0 = never)."
     )
+
+    def max_request_bytes(self) -> int:
+        """Largest request body read: text of max_input_chars characters (at most 4 bytes
+        each in UTF-8) and the other fields."""
+        return 4 * self.max_input_chars + _ENVELOPE_BYTES

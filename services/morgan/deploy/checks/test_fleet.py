@@ -24,7 +24,7 @@ import testinfra
 
 from infra.config import MorganStackConfig
 from infra.configs import patroni as patroni_cfg
-from infra.configs.data import redis_cli_flags
+from infra.configs.data import redis_cli
 from infra.configs.observability import PORTS as OBS_PORTS
 from infra.deployment import Deployment
 from infra.model import TLS_DIR
@@ -201,8 +201,7 @@ def test_redis_cluster_ok_with_replicas_on_other_hosts(
     node = deployment.of_role("redis")[0]
     engine = docker_engines[node.host]
     name = containers.of(node.host, node.name)
-    cli = ["sh", "-c", f'redis-cli {redis_cli_flags(deployment.plan)} -a "$REDIS_PASSWORD"'
-           " --no-auth-warning cluster {}"]  # fmt: skip
+    cli = ["sh", "-c", f"{redis_cli(deployment.plan)} cluster {{}}"]
     info = _exec(engine, name, cli[0], cli[1], cli[2].format("info"))
     assert "cluster_state:ok" in info, info
     assert "cluster_known_nodes:6" in info, info

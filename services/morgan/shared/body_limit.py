@@ -33,7 +33,7 @@ class BodyLimitMiddleware:
         got = f"{size / 1e6:.1f} MB" if size is not None else "more"
         message = (
             f"request body is {got}; the limit for this endpoint is {limit / 1e6:.2f} MB — "
-            "send less (text turns take at most 10 000 characters, audio at most 25 MB)"
+            "send less"
         )
         body = json.dumps({"error": message, "detail": "payload too large"}).encode()
         await send({
