@@ -48,6 +48,11 @@ class GpuConfig(StrictModel):
     vendor: Literal["nvidia"]
     vram_mb: Annotated[int, Field(gt=0)]
     cuda: Annotated[str, Field(pattern=r"^\d+\.\d+$")]
+    # The GPUs Morgan's containers on this host get, as `nvidia-smi -L` numbers them (or
+    # their UUIDs); the others stay free for the host's own use.
+    devices: Annotated[
+        tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")], ...], Field(min_length=1)
+    ] = ("0",)
 
 
 class DockerTlsConfig(StrictModel):

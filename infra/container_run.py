@@ -2,7 +2,8 @@
 use. Pulumi turns it into a `docker.Container` (infra/components/containers.py), `morgan
 deploy` into `docker create` + an upload + `docker start` (morgan.deploy.containers), so the
 two cannot drift apart: same name, image, network, entrypoint, command, environment,
-files, volumes, healthcheck, restart policy, memory limit, labels and log options.
+files, volumes, healthcheck, restart policy, memory limit, GPUs, capabilities,
+labels and log options.
 """
 
 from __future__ import annotations
@@ -10,9 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from infra.model import ContainerSpec, Healthcheck, SecretEnv
+from infra.model import ContainerSpec, Healthcheck, Privileges, SecretEnv
 
-LOG_OPTS: dict[str, str] = {"max-size": "20m", "max-file": "5"}
+# json-file options: rotation, and in each line's attrs the container's name and role, which
+# Promtail reads from the log files (infra.configs.observability.promtail_config).
+LOG_OPTS: dict[str, str] = {
+    "max-size": "20m",
+    "max-file": "5",
+    "tag": "{{.Name}}",
+    "labels": "morgan.role",
+}
 # Restarts of an `on-failure` container before the engine gives up.
 MAX_RETRY_COUNT = 10
 
@@ -52,7 +60,8 @@ class ContainerRun:
     max_retry_count: int | None
     must_run: bool
     memory_mb: int
-    gpu: bool
+    gpu_devices: tuple[str, ...]
+    privileges: Privileges
     labels: dict[str, str]
     certificate: str | None  # infra.model.certificate_name, when the container holds one
     network_mode: str = "host"
@@ -87,7 +96,8 @@ def container_run(spec: ContainerSpec) -> ContainerRun:
         max_retry_count=MAX_RETRY_COUNT if spec.restart == "on-failure" else None,
         must_run=not spec.one_shot,
         memory_mb=spec.memory_mb,
-        gpu=spec.gpu,
+        gpu_devices=spec.gpu_devices,
+        privileges=spec.privileges,
         labels=dict(sorted(spec.labels.items())),
         certificate=spec.certificate,
     )

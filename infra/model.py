@@ -103,6 +103,21 @@ class SecretEnv:
 
 
 @dataclass(frozen=True)
+class Privileges:
+    """What the container's processes may do beyond the engine's defaults: capabilities
+    dropped and added back, and whether a process may gain privileges (setuid binaries,
+    file capabilities) after it starts."""
+
+    cap_drop: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool = False
+
+
+# Morgan's own containers: no capability at all, no way to gain one.
+UNPRIVILEGED = Privileges(cap_drop=("ALL",), no_new_privileges=True)
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str
     role: str
@@ -121,10 +136,15 @@ class ContainerSpec:
     memory_mb: int = 256
     restart: Literal["unless-stopped", "on-failure"] = "unless-stopped"
     one_shot: bool = False
-    gpu: bool = False
+    gpu_devices: tuple[str, ...] = ()  # the host's GPUs this container gets (ids or UUIDs)
+    privileges: Privileges = Privileges()
     user: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     entrypoint: tuple[str, ...] | None = None
+
+    @property
+    def gpu(self) -> bool:
+        return bool(self.gpu_devices)
 
     @property
     def certificate(self) -> str | None:

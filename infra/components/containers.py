@@ -106,10 +106,18 @@ def make_container(
         must_run=run.must_run,
         memory=run.memory_mb,
         device_requests=[
-            docker.ContainerDeviceRequestArgs(driver="nvidia", count=-1, capabilities=["gpu"])
+            docker.ContainerDeviceRequestArgs(
+                driver="nvidia", device_ids=list(run.gpu_devices), capabilities=["gpu"]
+            )
         ]
-        if run.gpu
+        if run.gpu_devices
         else None,
+        capabilities=docker.ContainerCapabilitiesArgs(
+            drops=list(run.privileges.cap_drop) or None, adds=list(run.privileges.cap_add) or None
+        )
+        if run.privileges.cap_drop or run.privileges.cap_add
+        else None,
+        security_opts=["no-new-privileges:true"] if run.privileges.no_new_privileges else None,
         labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in run.labels.items()],
         log_opts=dict(run.log_opts),
         opts=pulumi.ResourceOptions(parent=parent, provider=host.provider, depends_on=deps),

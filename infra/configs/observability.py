@@ -425,6 +425,11 @@ def loki_config(plan: Plan) -> dict[str, Any]:
     }
 
 
+# Where the engine keeps each container's json-file log, mounted read-only into Promtail.
+DOCKER_CONTAINERS_DIR = "/var/lib/docker/containers"
+CONTAINER_LOGS = f"{DOCKER_CONTAINERS_DIR}/*/*-json.log"
+
+
 def promtail_config(plan: Plan, host: str) -> dict[str, Any]:
     cfg = plan.config
     loki_host = plan.host_of("loki")
@@ -453,23 +458,37 @@ def promtail_config(plan: Plan, host: str) -> dict[str, Any]:
         "clients": clients,
         "scrape_configs": [
             {
+                # The engine's json-file logs, read from the host's disk: no Docker socket
+                # in the container. Each line's attrs carry the container's name (the
+                # `tag` log option) and its morgan.role label (infra.container_run.LOG_OPTS).
                 "job_name": "containers",
-                "docker_sd_configs": [
-                    {"host": "unix:///var/run/docker.sock", "refresh_interval": "15s"}
-                ],
-                "relabel_configs": [
+                "static_configs": [
                     {
-                        "source_labels": ["__meta_docker_container_name"],
-                        "regex": "/(.*)",
-                        "target_label": "container",
-                    },
-                    {
-                        "source_labels": ["__meta_docker_container_label_morgan_role"],
-                        "target_label": "role",
-                    },
+                        "targets": ["localhost"],
+                        "labels": {"job": "containers", "__path__": CONTAINER_LOGS},
+                    }
                 ],
                 "pipeline_stages": [
-                    {"json": {"expressions": {"level": "level", "service": "service"}}},
+                    {
+                        "json": {
+                            "expressions": {
+                                "output": "log",
+                                "stream": "stream",
+                                "time": "time",
+                                "container": "attrs.tag",
+                                "role": 'attrs."morgan.role"',
+                            }
+                        }
+                    },
+                    {"timestamp": {"source": "time", "format": "RFC3339Nano"}},
+                    {"labels": {"stream": None, "container": None, "role": None}},
+                    {"output": {"source": "output"}},
+                    {
+                        "json": {
+                            "source": "output",
+                            "expressions": {"level": "level", "service": "service"},
+                        }
+                    },
                     {"labels": {"level": None, "service": None}},
                 ],
             }

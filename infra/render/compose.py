@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from infra.container_run import LOG_OPTS
 from infra.deployment import Deployment, secret_variable
 from infra.model import ContainerSpec, SecretEnv
 
@@ -75,6 +76,11 @@ def service_entry(spec: ContainerSpec, env: dict[str, str] | None = None) -> dic
     ]
     if volumes:
         service["volumes"] = volumes
+    if spec.privileges.cap_drop:
+        service["cap_drop"] = list(spec.privileges.cap_drop)
+    if spec.privileges.cap_add:
+        service["cap_add"] = list(spec.privileges.cap_add)
+    service["logging"] = {"driver": "json-file", "options": dict(LOG_OPTS)}
     return service
 
 
@@ -105,8 +111,11 @@ def _compose_service(spec: ContainerSpec) -> dict[str, Any]:
             {"source": config_key(spec, f.path), "target": f.path, "mode": config_mode(f.path)}
             for f in spec.files
         ]
+    if spec.privileges.no_new_privileges:
+        service["security_opt"] = ["no-new-privileges:true"]
     if spec.gpu:
-        reservation = {"devices": [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]}
+        device = {"driver": "nvidia", "device_ids": list(spec.gpu_devices), "capabilities": ["gpu"]}
+        reservation = {"devices": [device]}
         service["deploy"] = {"resources": {"reservations": reservation}}
     return service
 

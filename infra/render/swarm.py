@@ -96,9 +96,12 @@ def _swarm_service(spec: ContainerSpec, env: dict[str, str] | None) -> dict[str,
     }
     if spec.gpu:
         # Swarm has no device requests: GPU nodes advertise NVIDIA-GPU as a generic resource
-        # (daemon.json "node-generic-resources", see docs/infrastructure.md).
+        # (daemon.json "node-generic-resources", see docs/infrastructure.md); the task
+        # reserves as many as the plan gives it. Swarm ignores security_opt, so a Swarm
+        # task keeps no-new-privileges off; cap_drop (service_entry) it does honour.
+        gpus = {"kind": "NVIDIA-GPU", "value": len(spec.gpu_devices)}
         deploy["resources"]["reservations"] = {
-            "generic_resources": [{"discrete_resource_spec": {"kind": "NVIDIA-GPU", "value": 1}}]
+            "generic_resources": [{"discrete_resource_spec": gpus}]
         }
     if spec.one_shot:
         deploy["restart_policy"] = {"condition": "on-failure", "max_attempts": 10, "delay": "10s"}

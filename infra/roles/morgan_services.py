@@ -9,6 +9,7 @@ from infra.configs import data as data_cfg
 from infra.configs import gateway as gateway_cfg
 from infra.model import (
     TLS_DIR,
+    UNPRIVILEGED,
     ContainerSpec,
     Healthcheck,
     Port,
@@ -64,8 +65,10 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         )
     if service == "core":
         env[f"{prefix}TAGS"] = json.dumps(gateway_cfg.core_consul_tags(plan))
-    if svc.device == "cuda":
-        env["NVIDIA_VISIBLE_DEVICES"] = "all"
+    gpus = host.gpu.devices if host.gpu and svc.device == "cuda" else ()
+    if gpus:
+        # The GPUs it is placed on, not every GPU of the host.
+        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpus)
         env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
     secret_env: tuple[SecretEnv, ...] = ()
     volumes = [Volume(name=svc.models_volume, path="/models")]
@@ -86,7 +89,8 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         tls=tls_files(plan, service),
         healthcheck=Healthcheck(test=http_probe(port, "/health", tls), start_period="120s"),
         memory_mb=svc.memory_mb,
-        gpu=svc.device == "cuda" and host.has_gpu,
+        gpu_devices=gpus,
+        privileges=UNPRIVILEGED,
         labels=role_labels(plan, replica),
     )
 

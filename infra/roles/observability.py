@@ -7,6 +7,7 @@ from typing import Any
 from infra.configs import observability as obs_cfg
 from infra.model import (
     TLS_DIR,
+    UNPRIVILEGED,
     BindMount,
     ConfigFile,
     ContainerSpec,
@@ -38,6 +39,9 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         "platform": cfg.host(replica.host).platform,
         "tls": tls_files(plan, role),
         "labels": role_labels(plan, replica),
+        # Every image here runs without capabilities: Prometheus, Alertmanager, Grafana
+        # and Loki as their own users, Promtail as root reading root's own log files.
+        "privileges": UNPRIVILEGED,
     }
     if role == "prometheus":
         files = [
@@ -154,7 +158,9 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         command=("-config.file=/etc/promtail/promtail.yml",),
         ports=(Port(port, encryption="none", purpose="status", loopback_only=True),),
         volumes=(Volume(name="morgan-promtail-positions", path="/promtail"),),
-        binds=(BindMount("/var/run/docker.sock", "/var/run/docker.sock"),),
+        binds=(
+            BindMount(obs_cfg.DOCKER_CONTAINERS_DIR, obs_cfg.DOCKER_CONTAINERS_DIR, read_only=True),
+        ),
         files=(
             ConfigFile(
                 "/etc/promtail/promtail.yml",

@@ -19,7 +19,14 @@ from morgan.lab import images as img
 from morgan.lab.polling import NotYet, poll
 
 from infra.container_run import container_run
-from infra.model import ConfigFile, ContainerSpec, Healthcheck, SecretEnv, TlsFiles
+from infra.model import (
+    UNPRIVILEGED,
+    ConfigFile,
+    ContainerSpec,
+    Healthcheck,
+    SecretEnv,
+    TlsFiles,
+)
 
 pytestmark = [pytest.mark.lab]
 
@@ -88,6 +95,20 @@ def test_created_unchanged_then_replaced(engine: DockerEngine, name: str) -> Non
     changed = prepare(container_run(_spec(name, "changed")), SECRETS, TLS, "sha256:one")
     assert apply(engine, changed) == "replaced"
     assert _logs_show(engine, name, "changed")
+
+
+def test_an_unprivileged_container_holds_no_capability(engine: DockerEngine, name: str) -> None:
+    """The engine gets --cap-drop=ALL and no-new-privileges; the uploads still land (the
+    copy needs no capability inside the container) and the process inside has none."""
+    spec = ContainerSpec(**{**_spec(name).__dict__, "privileges": UNPRIVILEGED})
+    assert apply(engine, prepare(container_run(spec), SECRETS, TLS, "sha256:p")) == "created"
+    assert _logs_show(engine, name, "hello")
+    fmt = "{{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}}"
+    assert engine.text("inspect", "-f", fmt, name) == '["ALL"] ["no-new-privileges=true"]'
+    status = engine.text("exec", name, "grep", "-E", "^(CapEff|NoNewPrivs)", "/proc/self/status")
+    assert status.split() == ["CapEff:", "0000000000000000", "NoNewPrivs:", "1"]
+    chown = engine.run("exec", name, "chown", "nobody", "/etc/probe/message.txt", check=False)
+    assert chown.returncode != 0 and b"Operation not permitted" in chown.stderr, chown.stderr
 
 
 def test_a_changed_secret_replaces_the_container(engine: DockerEngine, name: str) -> None:

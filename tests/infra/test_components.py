@@ -73,13 +73,29 @@ def test_gpu_device_requests_only_on_gpu_hosts(stack: Built) -> None:
         host = stack.plan.config.host(_labels(r.inputs)["morgan.host"])
         requests = unwrap(r.inputs.get("deviceRequests") or [])
         if requests:
-            assert host.has_gpu, r.name
-            assert requests == [{"driver": "nvidia", "count": -1, "capabilities": ["gpu"]}]
+            assert host.gpu is not None, r.name
+            # The GPUs the stack file lists for the host (default: the first), never all.
+            assert requests == [
+                {"driver": "nvidia", "deviceIds": list(host.gpu.devices), "capabilities": ["gpu"]}
+            ]
+            assert "count" not in requests[0]
     if stack.plan.config.stack == "homelab":
         with_gpu = {
             r.name for r in stack.mocks.of_type(CONTAINER) if r.inputs.get("deviceRequests")
         }
         assert with_gpu == {"morgan-stt-1", "morgan-stt-2", "morgan-tts-1", "morgan-tts-2"}
+
+
+def test_morgan_containers_drop_every_capability(stack: Built) -> None:
+    hardened = ("core", "llm", "stt", "tts", "prometheus", "alertmanager", "grafana", "loki")
+    seen = set()
+    for r in stack.mocks.of_type(CONTAINER):
+        role = _labels(r.inputs)["morgan.role"]
+        if role in hardened or role == "promtail":
+            seen.add(role)
+            assert unwrap(r.inputs["capabilities"]) == {"drops": ["ALL"]}, r.name
+            assert unwrap(r.inputs["securityOpts"]) == ["no-new-privileges:true"], r.name
+    assert {"core", "llm", "stt", "tts"} <= seen
 
 
 def test_arm64_images_only_on_arm64_hosts(stack: Built) -> None:

@@ -3,7 +3,8 @@
 The Pulumi program runs under mocks; `morgan deploy`'s `docker create` arguments are
 built from the same deployment with stand-in secrets and certificates. Per container
 both must agree on host, name, image, environment keys, uploaded files, mounts,
-healthcheck, restart policy, memory limit, labels, network, entrypoint and command.
+healthcheck, restart policy, memory limit, labels, network, entrypoint, command, GPUs,
+capabilities and security options.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def _pulumi_view(stack: str) -> dict[str, dict[str, Any]]:
             "entrypoint": i.get("entrypoints") or [],
             "command": i.get("command") or [],
             "log": sorted(i["logOpts"].items()),
+            "gpus": [d for r in i.get("deviceRequests") or [] for d in r["deviceIds"]],
+            "cap_drop": (i.get("capabilities") or {}).get("drops") or [],
+            "cap_add": (i.get("capabilities") or {}).get("adds") or [],
+            "security_opt": i.get("securityOpts") or [],
         }
     for view in out.values():
         view["mounts"] = sorted(
@@ -124,6 +129,14 @@ def _deploy_view(stack: str) -> dict[str, dict[str, Any]]:
             if spec.entrypoint
             else args[image_at + 1 :],
             "log": sorted(tuple(o.split("=", 1)) for o in _flag_values(args, "--log-opt")),
+            "gpus": [
+                d
+                for g in _flag_values(args, "--gpus")
+                for d in g.strip('"').removeprefix("device=").split(",")
+            ],
+            "cap_drop": [a.split("=", 1)[1] for a in args if a.startswith("--cap-drop=")],
+            "cap_add": [a.split("=", 1)[1] for a in args if a.startswith("--cap-add=")],
+            "security_opt": [o.replace("=", ":") for o in _flag_values(args, "--security-opt")],
         }
     return out
 

@@ -12,12 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from morgan.deploy.rollout import DeployReport, deploy
+from morgan.deploy.rollout import DeployReport, deploy, engines
 from morgan.lab import images as img
 from morgan.lab import stack as st
 
 from infra.config import MorganStackConfig
 from infra.deployment import build_deployment
+from infra.model import UNPRIVILEGED
 from infra.placement import make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +203,35 @@ def test_each_host_serves_a_certificate_of_its_own(
             seen.append(f"{spec.host}:{port.number} {spec.name}")
     print(f"{len(seen)} TLS ports, each with its own host's certificate")
     assert len(seen) >= 20
+
+
+def test_morgan_containers_hold_no_capability(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    """Every container the plan marks unprivileged runs so on its host: the engine dropped
+    every capability and set no-new-privileges, its processes have no effective or
+    bounding capability, and opening a raw socket on the host's network (sniffing the
+    LAN) is refused."""
+    deployment = build_deployment(make_plan(config), ROOT)
+    engines_ = engines(config, ROOT)
+    hardened = [s for s in deployment.specs if s.privileges == UNPRIVILEGED]
+    assert {"core", "llm", "stt", "tts"} <= {s.role for s in hardened}
+    fmt = "{{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}}"
+    for spec in hardened:
+        engine = engines_[spec.host]
+        assert engine.text("inspect", "-f", fmt, spec.name, timeout=60) == (
+            '["ALL"] ["no-new-privileges=true"]'
+        ), spec.name
+    for spec in (s for s in hardened if s.role in ("core", "stt")):
+        engine = engines_[spec.host]
+        status = engine.text("exec", spec.name, "grep", "-E", "^(CapEff|CapBnd|NoNewPrivs)",
+                             "/proc/self/status", timeout=60)  # fmt: skip
+        fields = dict(line.split(":\t") for line in status.splitlines())
+        print(spec.name, fields)
+        assert fields == {"CapEff": "0000000000000000", "CapBnd": "0000000000000000",
+                          "NoNewPrivs": "1"}, spec.name  # fmt: skip
+        raw = engine.run("exec", spec.name, "python", "-c",
+                         "import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW)",
+                         check=False, timeout=60)  # fmt: skip
+        assert raw.returncode != 0, spec.name
+        assert b"PermissionError" in raw.stderr, raw.stderr[-300:]

@@ -3,7 +3,7 @@ uploaded before it starts, and a hash label that makes a second deploy a no-op.
 
 The argument list is what `infra.container_run` says Pulumi's docker.Container gets:
 host network, entrypoint, command, environment (on stdin), uploads, volumes,
-healthcheck, restart policy, memory limit, labels and log options.
+healthcheck, restart policy, memory limit, GPUs, capabilities, labels and log options.
 """
 
 from __future__ import annotations
@@ -90,8 +90,13 @@ def create_args(p: Prepared) -> list[str]:
     for m in run.mounts:
         source = m.volume if m.volume is not None else m.host_path
         args += ["-v", f"{source}:{m.target}{':ro' if m.read_only else ''}"]
-    if run.gpu:
-        args += ["--gpus", "all"]
+    if run.gpu_devices:
+        # The quotes keep the engine from reading the comma as the next --gpus option.
+        args += ["--gpus", f'"device={",".join(run.gpu_devices)}"']
+    args += [f"--cap-drop={cap}" for cap in run.privileges.cap_drop]
+    args += [f"--cap-add={cap}" for cap in run.privileges.cap_add]
+    if run.privileges.no_new_privileges:
+        args += ["--security-opt", "no-new-privileges=true"]
     if run.entrypoint:
         args += ["--entrypoint", run.entrypoint[0]]
     args.append(run.image)

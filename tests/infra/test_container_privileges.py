@@ -1,0 +1,120 @@
+"""What Morgan's containers may do on their host: no capabilities, no privilege gain, the
+GPUs they are placed on and no other, no Docker socket; the same in every rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.config import StackConfigError, parse_stack_config
+from infra.configs import observability as obs
+from infra.container_run import LOG_OPTS
+from infra.deployment import build_deployment
+from infra.model import UNPRIVILEGED
+from infra.placement import Plan
+from infra.render.compose import render_compose
+from infra.render.swarm import render_swarm
+from infra.specs import build_specs
+from tests.infra.conftest import plan_from
+
+pytestmark = pytest.mark.unit
+
+HARDENED = {
+    "core",
+    "llm",
+    "stt",
+    "tts",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "loki",
+    "promtail",
+}
+
+
+def test_morgan_and_monitoring_containers_run_unprivileged(
+    homelab_plan: Plan, dev_plan: Plan
+) -> None:
+    for plan in (homelab_plan, dev_plan):
+        specs = [s for s in build_specs(plan) if s.role in HARDENED]
+        assert {"core", "llm", "stt", "tts"} <= {s.role for s in specs}
+        for spec in specs:
+            assert spec.privileges == UNPRIVILEGED, spec.name
+            assert spec.privileges.cap_drop == ("ALL",) and not spec.privileges.cap_add
+
+
+def test_compose_and_swarm_drop_capabilities(homelab_plan: Plan) -> None:
+    deployment = build_deployment(homelab_plan)
+    swarm = render_swarm(deployment)["services"]
+    for host in homelab_plan.hosts:
+        services = render_compose(deployment, host.name)["services"]
+        for spec in build_specs(homelab_plan):
+            if spec.host != host.name or spec.role not in HARDENED:
+                continue
+            assert services[spec.name]["cap_drop"] == ["ALL"], spec.name
+            assert services[spec.name]["security_opt"] == ["no-new-privileges:true"]
+            assert swarm[spec.name]["cap_drop"] == ["ALL"], spec.name
+
+
+def test_gpu_containers_get_the_hosts_listed_gpus_only(homelab_raw: dict[str, Any]) -> None:
+    h2 = next(h for h in homelab_raw["hosts"] if h["name"] == "h2")
+    h2["gpu"]["devices"] = ["1", "GPU-8f0c"]
+    plan = plan_from(homelab_raw)
+    gpu_specs = [s for s in build_specs(plan) if s.gpu]
+    assert {s.role for s in gpu_specs} == {"stt", "tts"}
+    deployment = build_deployment(plan)
+    swarm = render_swarm(deployment)["services"]
+    for spec in gpu_specs:
+        expected = ("1", "GPU-8f0c") if spec.host == "h2" else ("0",)
+        assert spec.gpu_devices == expected, spec.name
+        assert spec.env["NVIDIA_VISIBLE_DEVICES"] == ",".join(expected)
+        compose = render_compose(deployment, spec.host)["services"][spec.name]
+        device = compose["deploy"]["resources"]["reservations"]["devices"][0]
+        assert device["device_ids"] == list(expected) and "count" not in device
+        generic = swarm[spec.name]["deploy"]["resources"]["reservations"]["generic_resources"]
+        assert generic[0]["discrete_resource_spec"]["value"] == len(expected)
+    for spec in build_specs(plan):
+        if not spec.gpu:
+            assert "NVIDIA_VISIBLE_DEVICES" not in spec.env, spec.name
+
+
+@pytest.mark.parametrize(
+    ("devices", "message"),
+    [
+        ([], r"gpu\.devices: Tuple should have at least 1 item"),
+        (["0;rm -rf /"], r"gpu\.devices\[0\]: String should match pattern"),
+        ([""], r"gpu\.devices\[0\]: String should match pattern"),
+    ],
+)
+def test_bad_gpu_device_lists_are_refused(
+    homelab_raw: dict[str, Any], devices: list[str], message: str
+) -> None:
+    h2 = next(h for h in homelab_raw["hosts"] if h["name"] == "h2")
+    h2["gpu"]["devices"] = devices
+    with pytest.raises(StackConfigError, match=message):
+        parse_stack_config(homelab_raw)
+
+
+def test_no_container_gets_the_docker_socket(homelab_plan: Plan, dev_plan: Plan) -> None:
+    for plan in (homelab_plan, dev_plan):
+        for spec in build_specs(plan):
+            sources = {b.source for b in spec.binds}
+            assert not any(s.endswith("docker.sock") for s in sources), spec.name
+
+
+def test_promtail_reads_the_engines_log_files_read_only(homelab_plan: Plan) -> None:
+    promtail = next(s for s in build_specs(homelab_plan) if s.role == "promtail")
+    assert [(b.source, b.path, b.read_only) for b in promtail.binds] == [
+        (obs.DOCKER_CONTAINERS_DIR, obs.DOCKER_CONTAINERS_DIR, True)
+    ]
+    job = obs.promtail_config(homelab_plan, "h1")["scrape_configs"][0]
+    assert "docker_sd_configs" not in job
+    assert job["static_configs"][0]["labels"]["__path__"] == obs.CONTAINER_LOGS
+    # The container name and role Promtail labels lines with come from the log options
+    # every container runs with.
+    first = job["pipeline_stages"][0]["json"]["expressions"]
+    assert (first["container"], first["role"]) == ("attrs.tag", 'attrs."morgan.role"')
+    assert LOG_OPTS["tag"] == "{{.Name}}" and LOG_OPTS["labels"] == "morgan.role"
+    compose = render_compose(build_deployment(homelab_plan), "h1")["services"]
+    assert all(s["logging"]["options"] == LOG_OPTS for s in compose.values())
