@@ -63,19 +63,48 @@ def plan_command(
 @app.command("render")
 def render_command(
     stack: str = typer.Option("dev", "--stack", "-s", help="Stack name (dev or stacks/<name>)."),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Folder for docker-stack.yml and compose files."
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for docker-stack.yml and compose files."
+    ),
+    diagrams: Path | None = typer.Option(
+        None,
+        "--diagrams",
+        help="Redraw the generated mermaid blocks of this Markdown file (docs/architecture.md).",
     ),
     stack_file: Path | None = typer.Option(None, "--file", help="Read this stack file instead."),
 ) -> None:
-    """Write docker-stack.yml (Swarm) and compose-<host>.yml for every host of the stack."""
+    """Write docker-stack.yml (Swarm) and compose-<host>.yml for every host of the stack,
+    or redraw the architecture diagrams of a Markdown file from the stack's plan."""
     from infra.deployment import build_deployment
     from infra.render.files import write_renderings
 
+    if (out is None) == (diagrams is None):
+        console.print("[red]error:[/red] give exactly one of --out DIR and --diagrams FILE")
+        raise typer.Exit(2)
     plan = _load_plan(stack, stack_file)
+    if diagrams is not None:
+        _redraw(diagrams, plan)
+        return
+    assert out is not None
     for path in write_renderings(build_deployment(plan), out):
         console.print(f"wrote {path}")
     console.print(
         "Next: fill secrets.env.example, then `docker stack deploy -c docker-stack.yml morgan`"
         " or `docker compose --env-file secrets.env -f compose-<host>.yml up -d` on each host"
     )
+
+
+def _redraw(path: Path, plan: Plan) -> None:
+    from infra.render.diagrams import DiagramError, update_document
+
+    try:
+        text = path.read_text()
+        new = update_document(text, plan)
+    except (OSError, DiagramError) as error:
+        console.print(f"[red]error:[/red] {path}: {error}")
+        raise typer.Exit(2) from None
+    if new == text:
+        console.print(f"{path}: diagrams already match stack {plan.config.stack}")
+        return
+    path.write_text(new)
+    console.print(f"redrew the diagrams of {path} from stack {plan.config.stack}")
