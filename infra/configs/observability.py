@@ -388,7 +388,13 @@ def dashboard_queries(boards: dict[str, dict[str, Any]]) -> list[str]:
 
 def loki_config(plan: Plan) -> dict[str, Any]:
     tls = plan.config.security.internal_tls
-    server: dict[str, Any] = {"http_listen_port": PORTS["loki"], "grpc_listen_port": LOKI_GRPC_PORT}
+    # gRPC only carries Loki's calls to itself (single binary, in-memory ring): loopback,
+    # and the ring advertises loopback so those calls find it.
+    server: dict[str, Any] = {
+        "http_listen_port": PORTS["loki"],
+        "grpc_listen_address": "127.0.0.1",
+        "grpc_listen_port": LOKI_GRPC_PORT,
+    }
     if tls:
         server["http_tls_config"] = {
             "cert_file": f"{TLS_DIR}/cert.pem",
@@ -398,6 +404,7 @@ def loki_config(plan: Plan) -> dict[str, Any]:
         "auth_enabled": False,
         "server": server,
         "common": {
+            "instance_addr": "127.0.0.1",
             "path_prefix": "/loki",
             "replication_factor": 1,
             "ring": {"kvstore": {"store": "inmemory"}},

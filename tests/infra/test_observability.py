@@ -148,6 +148,17 @@ def test_promtail_ships_to_the_loki_host(homelab_plan: Plan) -> None:
     assert loki["compactor"]["retention_enabled"] is True
 
 
+@pytest.mark.unit
+def test_lokis_grpc_listens_on_loopback_only(homelab_plan: Plan) -> None:
+    """Loki's gRPC port carries no TLS: it binds loopback and its ring advertises loopback,
+    so nothing on the LAN can push to or query the ingester around the TLS HTTP port."""
+    loki = obs.loki_config(homelab_plan)
+    assert loki["server"]["grpc_listen_address"] == "127.0.0.1"
+    assert loki["server"]["grpc_listen_port"] == obs.LOKI_GRPC_PORT
+    assert loki["common"]["instance_addr"] == "127.0.0.1"
+    assert "http_listen_address" not in loki["server"]  # the TLS HTTP port serves the fleet
+
+
 def test_alert_rules_fire_on_the_conditions_they_name(homelab_plan: Plan, tmp_path: Path) -> None:
     """promtool's rule unit tests: a down target, 10% 5xx, and a 3 s p95 each raise their alert;
     a healthy service raises none."""
