@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "services")]
 
-from morgan.deploy.rollout import api_key_for, load_outputs  # noqa: E402
+from morgan.deploy.outputs import load_outputs  # noqa: E402
+from morgan.deploy.rollout import api_key_for  # noqa: E402
 from morgan.lab import stack as st  # noqa: E402
 
 LOCUSTFILE = REPO / "bench" / "lab_load" / "locustfile.py"

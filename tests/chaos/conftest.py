@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from morgan.deploy.engine import DockerEngine
-from morgan.deploy.rollout import DeployReport, api_key_for, engines, load_outputs
+from morgan.deploy.outputs import load_outputs
+from morgan.deploy.rollout import DeployReport, api_key_for, engines
 from morgan.lab import stack as st
 from morgan.lab.polling import NotYet, poll
 

@@ -167,7 +167,7 @@ def test_deploy_outputs_have_the_pulumi_stacks_keys(tmp_path: Path) -> None:
     """`morgan verify` reads the outputs file as it would read `pulumi stack output --json`."""
     import json
 
-    from morgan.deploy.rollout import write_outputs
+    from morgan.deploy.outputs import write_outputs
     from morgan.lab.stack import StackPaths
     from morgan.shared.auth import compose_key
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infra.config import StackConfigError
@@ -34,7 +35,8 @@ STACK_OPTION = typer.Option("dev", "--stack", "-s", help="Stack to run (its Pulu
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    # The message is text, not markup: paths and values may hold brackets.
+    console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(1)
 
 
@@ -264,6 +266,12 @@ def lock(
 @app.command()
 def verify(
     stack: str = STACK_OPTION,
+    outputs: Path | None = typer.Option(
+        None,
+        "--outputs",
+        help="Check the fleet these stack outputs describe: a file saved with"
+        " `pulumi stack output --json --show-secrets` (default: what `morgan deploy` wrote).",
+    ),
     pytest_args: list[str] = typer.Argument(None, help="Extra pytest arguments, e.g. -k consul."),
 ) -> None:
     """Check the running stack: every container from the inside (testinfra), then end to end."""
@@ -272,18 +280,31 @@ def verify(
     import pytest
 
     from morgan.deploy import checks as fleet_checks
-    from morgan.deploy.rollout import outputs_file
+    from morgan.deploy.engine import DeployError
+    from morgan.deploy.outputs import (
+        OUTPUTS_ENV,
+        PULUMI_OUTPUTS_COMMAND,
+        outputs_file,
+        read_outputs,
+    )
     from morgan.lab import checks
 
     p = st.paths(stack)
-    deployed = outputs_file(p).exists()
+    if outputs is not None:
+        try:
+            read_outputs(outputs, made_by=PULUMI_OUTPUTS_COMMAND)
+        except DeployError as err:
+            _fail(str(err))
+        os.environ[OUTPUTS_ENV] = str(outputs.resolve())
+    deployed = outputs is not None or outputs_file(p).exists()
     if not deployed and not p.info_file.exists():
         _fail(
             f"stack {stack!r} is not up here; run `morgan up --stack {stack}` (one machine)"
-            f" or `morgan deploy --stack {stack}` (a fleet) first"
+            f" or `morgan deploy --stack {stack}` (a fleet) first, or name the outputs of a"
+            " `pulumi up` with --outputs FILE"
         )
     os.environ["MORGAN_STACK"] = stack
-    # A fleet deployed by `morgan deploy` is checked host by host from its outputs.
+    # A fleet is checked host by host from its outputs.
     folder = Path(str((fleet_checks if deployed else checks).__file__)).parent
     args = [str(folder), "-p", "no:cacheprovider", "-q", "--rootdir", str(folder)]
     # The project's pytest settings (markers, test paths) are not the checks' settings.

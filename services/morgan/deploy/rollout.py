@@ -10,8 +10,6 @@ every unchanged container alone and says so.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +26,13 @@ from infra.placement import make_plan
 from morgan.deploy import models as deploy_models
 from morgan.deploy.containers import Change, Prepared, apply, prepare
 from morgan.deploy.engine import DeployError, DockerEngine
+from morgan.deploy.outputs import write_outputs
 from morgan.deploy.pki import IssuedTls, issue
 from morgan.deploy.registry import push_images
 from morgan.lab import keys
 from morgan.lab.polling import NotYet, PollTimeout, poll
-from morgan.lab.secrets import DASHBOARD_PASSWORD, ensure_env
+from morgan.lab.secrets import ensure_env
 from morgan.lab.stack import StackPaths
-from morgan.shared.auth import parse_key
 
 Log = Callable[[str], None]
 PHASE_TIMEOUT_S = 600
@@ -53,10 +51,6 @@ class DeployReport:
 def pki_dir(p: StackPaths) -> Path:
     """The stack's own CA and role certificates (not the lab's Docker-access CA)."""
     return p.state / "pki"
-
-
-def outputs_file(p: StackPaths) -> Path:
-    return p.state / "outputs.json"
 
 
 def engines(config: MorganStackConfig, root: Path) -> dict[str, DockerEngine]:
@@ -143,42 +137,6 @@ def _write_kv(deployment: Deployment, env: dict[str, str], p: StackPaths, log: L
     service_key = deployment.service_key
     if keys.ensure_service_key_record(store, env[service_key.variable], service_key):
         log("stored the record of core's model-service key")
-
-
-def write_outputs(
-    deployment: Deployment, env: dict[str, str], tls: dict[str, IssuedTls], p: StackPaths
-) -> Path:
-    """What `pulumi stack output --json --show-secrets` gives for the stack (infra/outputs.py)."""
-    ep = deployment.endpoints
-    ca = next(iter(tls.values())).ca if tls else None
-    store_key = env[deployment.service_key.variable]
-    outputs = {
-        "gateway_url": f"{ep.gateway_url}/",
-        "traefik_dashboard_url": ep.dashboard_url,
-        "traefik_dashboard_password": env.get(DASHBOARD_PASSWORD),
-        "consul_ui_url": f"{ep.consul.url}/ui/",
-        "consul_management_token": env[secret_variable("consul_management_token")],
-        "grafana_url": f"{ep.grafana.url}/" if ep.grafana else None,
-        "grafana_admin_password": env.get(secret_variable("grafana_admin_password")),
-        "services_by_host": deployment.plan.by_host(),
-        "ca_certificate": ca,
-        # tcp:// hosts' daemon certificates are the operator's (the lab makes its own CA).
-        "docker_ca_certificate": None,
-        "kv_keys": sorted(deployment.kv),
-        "core_service_key_id": parse_key(store_key)[0],
-        "hosts": {
-            h.name: {"docker": h.docker, "address": h.address} for h in deployment.plan.hosts
-        },
-        "containers": {
-            host: [s.name for s in deployment.rendered_specs(host, kv_seed=False)]
-            for host in deployment.hosts
-        },
-    }
-    path = outputs_file(p)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(outputs, indent=2) + "\n")
-    os.chmod(path, 0o600)
-    return path
 
 
 @dataclass
@@ -323,14 +281,3 @@ def api_key_for(config: MorganStackConfig, outputs: dict[str, Any], ca_file: Pat
                                   token=outputs["consul_management_token"],
                                   cacert=str(ca_file) if scheme == "https" else None)  # fmt: skip
     return keys.create_api_key(ApiKeyStore(factory), owner=owner, scopes=scopes)
-
-
-def load_outputs(p: StackPaths) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(outputs_file(p).read_text())
-    except FileNotFoundError:
-        raise DeployError(
-            f"stack {p.stack!r} has no outputs here ({outputs_file(p)});"
-            f" run `morgan deploy --stack {p.stack}` first"
-        ) from None
-    return data

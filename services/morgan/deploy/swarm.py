@@ -29,6 +29,7 @@ from infra.render.swarm import SwarmObject, render_swarm, stack_objects
 from infra.spec_common import is_ip
 from morgan.deploy.containers import Change, current_state
 from morgan.deploy.engine import DeployError, DockerEngine
+from morgan.deploy.outputs import write_outputs
 from morgan.deploy.rollout import (
     PHASE_TIMEOUT_S,
     DeployReport,
@@ -39,7 +40,6 @@ from morgan.deploy.rollout import (
     run_phases,
     stage,
     swarm_stack_name,
-    write_outputs,
 )
 from morgan.lab.polling import NotYet, PollTimeout, poll
 from morgan.lab.stack import StackPaths

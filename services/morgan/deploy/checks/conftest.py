@@ -1,5 +1,6 @@
 """Fixtures of a fleet's `morgan verify`: the stack's outputs (written by `morgan deploy`,
-the same JSON `pulumi stack output --json --show-secrets` gives) and its hosts."""
+or saved from `pulumi stack output --json --show-secrets` and named by `--outputs`) and
+its hosts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from infra.config import MorganStackConfig
 from infra.deployment import Deployment, build_deployment
 from infra.placement import make_plan
 from morgan.deploy.engine import DockerEngine
-from morgan.deploy.rollout import engines, load_outputs, swarm_stack_name
+from morgan.deploy.outputs import OUTPUTS_ENV, PULUMI_OUTPUTS_COMMAND, load_outputs, read_outputs
+from morgan.deploy.rollout import engines, swarm_stack_name
 from morgan.lab import stack as st
 
 
@@ -42,6 +44,10 @@ def deployment(config: MorganStackConfig) -> Deployment:
 
 @pytest.fixture(scope="session")
 def outputs(config: MorganStackConfig) -> dict[str, Any]:
+    # `morgan verify --outputs FILE`: a file saved from `pulumi stack output`.
+    given = os.environ.get(OUTPUTS_ENV)
+    if given:
+        return read_outputs(Path(given), made_by=PULUMI_OUTPUTS_COMMAND)
     return load_outputs(st.paths(config.stack, _root()))
 
 
