@@ -25,10 +25,12 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     tls = cfg.security.internal_tls
     document = consul_cfg.agent_config(plan, replica.host, server=server)
     ports_cfg = document["ports"]
+    # Serf gossips over UDP and falls back to TCP: a firewall must pass both.
     ports = [
-        Port(p, encryption="gossip", purpose=k)
+        Port(p, protocol=proto, encryption="gossip", purpose=k)
         for k, p in ports_cfg.items()
         if k in ("serf_lan", "serf_wan") and p > 0
+        for proto in ("tcp", "udp")
     ]
     if server:
         ports.append(Port(ports_cfg["server"], encryption="tls" if tls else "none", purpose="rpc"))

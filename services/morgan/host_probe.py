@@ -127,10 +127,13 @@ def default_address(name: str) -> str:
     return name if address.startswith("127.") else address
 
 
-def docker_endpoint(os_name: str, address: str, user: str) -> str:
+def docker_endpoint(os_name: str, address: str, user: str, tls: bool = False) -> str:
     # The Windows host is reached as homelab's h2: Docker's TCP socket with TLS client
-    # certificates; Linux and macOS hosts over SSH as the deploy user.
-    return f"tcp://{address}:2376" if os_name == "windows" else f"ssh://{user}@{address}"
+    # certificates; Linux and macOS hosts over SSH as the deploy user, unless their
+    # daemon was opened over TLS too (setup-linux.sh --docker-tls).
+    if tls or os_name == "windows":
+        return f"tcp://{address}:2376"
+    return f"ssh://{user}@{address}"
 
 
 def check_docker(probe: Probe) -> None:
@@ -205,7 +208,7 @@ def check_ports(probe: Probe, ports: dict[int, str]) -> None:
 
 def probe_host(
     name: str | None = None, address: str | None = None, user: str = "morgan",
-    ports: dict[int, str] | None = None,
+    ports: dict[int, str] | None = None, docker_tls: bool = False,
 ) -> Probe:  # fmt: skip
     system = platform.system()
     host = (name or socket.gethostname().split(".")[0]).lower()
@@ -215,7 +218,7 @@ def probe_host(
         raise RuntimeError(f"{system} on {platform.machine()} is not a platform Morgan runs on")
     where = address or default_address(host)
     probe = Probe(name=host, os=os_name, arch=arch, memory_mb=memory_mb(system),
-                  address=where, docker=docker_endpoint(os_name, where, user),
+                  address=where, docker=docker_endpoint(os_name, where, user, docker_tls),
                   gpu=nvidia_gpu())  # fmt: skip
     if where == host and address is None:
         probe.notes.append(f"address: {host} must resolve on every other host (or pass --address)")
@@ -237,9 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="the host's name in the stack file (default: hostname)")
     parser.add_argument("--address", help="how the other hosts reach this one (name or IP)")
     parser.add_argument("--user", default="morgan", help="the deploy user (ssh://USER@...)")
+    parser.add_argument(
+        "--docker-tls",
+        action="store_true",
+        help="the deploy machine reaches Docker at tcp://ADDRESS:2376 with TLS client"
+        " certificates (always so on Windows)",
+    )
     args = parser.parse_args(argv)
     try:
-        probe = probe_host(args.name, args.address, args.user)
+        probe = probe_host(args.name, args.address, args.user, docker_tls=args.docker_tls)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

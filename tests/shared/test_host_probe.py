@@ -50,6 +50,20 @@ def test_the_entry_is_a_valid_host_of_the_stack_file() -> None:
     assert host.memory_mb == _meminfo_mb()
 
 
+def test_a_linux_host_with_dockers_tls_port_is_a_tcp_host_with_certificates() -> None:
+    """setup-linux.sh --docker-tls opens dockerd on 2376: the entry says so, and validates."""
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", str(PROBE), "--name", "h7", "--address", "10.0.0.7",
+         "--docker-tls"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode in (0, 1), out.stderr
+    host = HostConfig.model_validate(yaml.safe_load(out.stdout)[0])
+    assert host.docker == "tcp://10.0.0.7:2376"
+    assert host.docker_tls is not None
+    assert str(host.docker_tls.cert_path).endswith("morgan/h7")
+
+
 def test_a_gpu_is_described_and_a_missing_nvidia_runtime_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,10 @@ def build_lab_images() -> tuple[str, str]:
         img.ImageSpec(
             name=lab.IMAGE,
             dockerfile=root / "images/labhost/Dockerfile",
-            files=((root / "scripts/provision-host", "provision-host"),),
+            files=(
+                (root / "scripts/setup-linux.sh", "setup-linux.sh"),
+                (root / "services/morgan/host_probe.py", "host_probe.py"),
+            ),
             build_args={"BASE_IMAGE": img.base_image()},
         ),
         img.ImageSpec(

@@ -38,6 +38,12 @@ def _load_plan(stack: str, stack_file: Path | None) -> Plan:
 def plan_command(
     stack: str = typer.Option("dev", "--stack", "-s", help="Stack name (dev or stacks/<name>)."),
     as_json: bool = typer.Option(False, "--json", help="Print host -> sorted roles as JSON."),
+    ports_of: str | None = typer.Option(
+        None,
+        "--ports",
+        metavar="HOST",
+        help="Print the ports HOST's firewall opens to the fleet (for setup-linux.sh --ports).",
+    ),
     stack_file: Path | None = typer.Option(None, "--file", help="Read this stack file instead."),
 ) -> None:
     """Show which replica of every service runs on which host."""
@@ -45,6 +51,9 @@ def plan_command(
     from infra.placement import plan_table
 
     plan = _load_plan(stack, stack_file)
+    if ports_of is not None:
+        _print_ports(plan, ports_of)
+        return
     if as_json:
         typer.echo(json.dumps(plan.by_host(), sort_keys=True))
         return
@@ -58,6 +67,21 @@ def plan_command(
     for warning in memory_warnings(plan):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print("Next: [bold]morgan render --stack " + stack + " --out DIR[/bold] or pulumi up")
+
+
+def _print_ports(plan: Plan, host: str) -> None:
+    from infra.deployment import build_deployment
+    from infra.host_ports import firewall_ports
+
+    names = [h.name for h in plan.hosts]
+    if host not in names:
+        console.print(
+            f"[red]error:[/red] stack {plan.config.stack} has no host {host!r};"
+            f" its hosts are {', '.join(names)}"
+        )
+        raise typer.Exit(2)
+    # One line, ready for `setup-linux.sh --ports "..."`.
+    typer.echo(" ".join(str(p) for p in firewall_ports(build_deployment(plan), host)))
 
 
 @app.command("render")

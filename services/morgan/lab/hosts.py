@@ -1,6 +1,6 @@
 """The multi-host lab's simulated hosts: h1…hN, each a container with its own Docker daemon.
 
-Each host runs `scripts/provision-host` (the script a user runs on a fresh Debian host),
+Each host runs `scripts/setup-linux.sh` (the script a user runs on a fresh Debian host),
 has its own hostname and address on the `morgan-lab` network, keeps its daemon's data
 on a volume, and is reached the way homelab's hosts are: h2 (the Windows host's place)
 over TCP with TLS client certificates, the others over SSH as user `morgan` with a key
