@@ -131,7 +131,8 @@ class HostConfig(StrictModel):
 
     @property
     def platform(self) -> str:
-        # Docker Desktop on Windows (WSL2) and on macOS runs Linux containers.
+        # Docker inside WSL2 on Windows, and in Colima's or Docker Desktop's VM on macOS,
+        # runs Linux containers.
         return f"linux/{self.arch}"
 
     @property

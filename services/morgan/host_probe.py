@@ -216,10 +216,16 @@ def probe_host(
     arch = _ARCH.get(platform.machine().lower())
     if os_name is None or arch is None:
         raise RuntimeError(f"{system} on {platform.machine()} is not a platform Morgan runs on")
+    # Docker Engine inside WSL2 (setup-windows.ps1): the host is the Windows PC.
+    wsl = system == "Linux" and "microsoft" in platform.release().lower()
+    if wsl:
+        os_name = "windows"
     where = address or default_address(host)
     probe = Probe(name=host, os=os_name, arch=arch, memory_mb=memory_mb(system),
                   address=where, docker=docker_endpoint(os_name, where, user, docker_tls),
                   gpu=nvidia_gpu())  # fmt: skip
+    if wsl:
+        probe.notes.append("Linux under WSL2: this host is the Windows PC that runs it")
     if where == host and address is None:
         probe.notes.append(f"address: {host} must resolve on every other host (or pass --address)")
     check_docker(probe)

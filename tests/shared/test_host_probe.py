@@ -64,6 +64,15 @@ def test_a_linux_host_with_dockers_tls_port_is_a_tcp_host_with_certificates() ->
     assert str(host.docker_tls.cert_path).endswith("morgan/h7")
 
 
+def test_docker_engine_in_wsl2_is_the_windows_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    wsl_kernel = "5.15.167.4-microsoft-standard-WSL2"
+    monkeypatch.setattr(host_probe.platform, "release", lambda: wsl_kernel)
+    probe = host_probe.probe_host("h2", "10.0.0.2", ports={}, docker_tls=True)
+    assert (probe.os, probe.docker) == ("windows", "tcp://10.0.0.2:2376")
+    assert "Linux under WSL2: this host is the Windows PC that runs it" in probe.notes
+    assert HostConfig.model_validate(yaml.safe_load(probe.entry())[0]).os == "windows"
+
+
 def test_a_gpu_is_described_and_a_missing_nvidia_runtime_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
