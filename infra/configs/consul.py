@@ -52,6 +52,27 @@ def advertise_addr(address: str) -> str:
     return address if is_ip(address) else _ADVERTISE_TEMPLATE
 
 
+def serves_remote_api(plan: Plan, host: str, *, server: bool) -> bool:
+    """Whether this agent's HTTP API is for other machines too.
+
+    A client agent's API serves only the containers of its own host, so it listens on
+    loopback; a server's serves the deploy machine (KV, keys, the UI) as well.
+    """
+    return server
+
+
+def default_token_for_anonymous(plan: Plan, host: str, *, server: bool) -> bool:
+    """Whether a request without a token runs with the management token.
+
+    Only where the API is the host's own (a client agent, on loopback): the services,
+    Traefik, Prometheus and Patroni of that host register and read without a token. A
+    server's API answers a request without a token with the anonymous token's rights,
+    which default-deny leaves empty; a server that also serves its host's containers
+    (consul.agent_on_server_hosts: false) keeps the default token.
+    """
+    return not server or server_acts_as_agent(plan, host)
+
+
 def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
     cfg = plan.config
     tls = cfg.security.internal_tls
@@ -90,7 +111,11 @@ def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
         "server": server,
         "bind_addr": plan.listen_address(host),
         "advertise_addr": advertise_addr(cfg.host(host).address),
-        "client_addr": plan.listen_address(host),
+        "client_addr": (
+            plan.listen_address(host)
+            if serves_remote_api(plan, host, server=server)
+            else "127.0.0.1"
+        ),
         "addresses": listen_on,
         "retry_join": [f"{a}:{SERVER_PORTS['serf_lan']}" for a in addresses],
         "ports": ports,
@@ -156,16 +181,16 @@ def service_definitions(plan: Plan, host: str) -> list[dict[str, Any]]:
     return out
 
 
-def secret_config_template(*, server: bool) -> str:
+def secret_config_template(*, server: bool, default_token: bool) -> str:
     """CONSUL_LOCAL_CONFIG: gossip key and ACL tokens, filled in from secrets at deploy time.
 
-    Client agents use the management token as their default token so that the services on
-    the same host can register; docs/operations.md shows how to narrow it per service.
+    With `default_token`, a request without a token runs with the management token: only
+    on an API that listens on loopback for its own host's containers
+    (`default_token_for_anonymous`).
     """
-    tokens: dict[str, str] = {
-        "agent": "{consul_management_token}",
-        "default": "{consul_management_token}",
-    }
+    tokens: dict[str, str] = {"agent": "{consul_management_token}"}
+    if default_token:
+        tokens["default"] = "{consul_management_token}"
     if server:
         tokens["initial_management"] = "{consul_management_token}"
     body = {"encrypt": "{consul_gossip_key}", "acl": {"tokens": tokens}}

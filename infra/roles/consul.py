@@ -36,7 +36,9 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         ports.append(Port(ports_cfg["server"], encryption="tls" if tls else "none", purpose="rpc"))
     http_key = "https" if tls else "http"
     http_port = ports_cfg[http_key]
-    ports.append(Port(http_port, encryption="tls" if tls else "none", purpose="http api"))
+    remote = consul_cfg.serves_remote_api(plan, replica.host, server=server)
+    ports.append(Port(http_port, encryption="tls" if tls else "none", purpose="http api",
+                      loopback_only=not remote))  # fmt: skip
     if ports_cfg.get("dns", -1) > 0:
         # Consul answers DNS over UDP and over TCP (for long answers), on loopback only:
         # the host's own resolver may forward `.consul` to it; the LAN may not ask.
@@ -58,7 +60,15 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         command=("agent",),
         env=env,
         secret_env=(
-            SecretEnv("CONSUL_LOCAL_CONFIG", consul_cfg.secret_config_template(server=server)),
+            SecretEnv(
+                "CONSUL_LOCAL_CONFIG",
+                consul_cfg.secret_config_template(
+                    server=server,
+                    default_token=consul_cfg.default_token_for_anonymous(
+                        plan, replica.host, server=server
+                    ),
+                ),
+            ),
             SecretEnv("CONSUL_HTTP_TOKEN", "{consul_management_token}"),
         ),
         ports=tuple(ports),

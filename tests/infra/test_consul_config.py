@@ -57,7 +57,8 @@ def _validate(
     document = json.loads(text)
     document["data_dir"] = str(config_dir / "data")
     (config_dir / "morgan.json").write_text(json.dumps(document))
-    secret = consul_cfg.secret_config_template(server=server).format(
+    default = consul_cfg.default_token_for_anonymous(plan, host, server=server)
+    secret = consul_cfg.secret_config_template(server=server, default_token=default).format(
         consul_gossip_key="pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=",
         consul_management_token="0b0a0a4e-51a5-4f1f-9b6c-2f1d0c4b8e11",
     )

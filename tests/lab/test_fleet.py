@@ -108,6 +108,8 @@ def test_every_internal_port_refuses_plaintext(
         for port in spec.ports:
             if port.encryption != "tls" or port.protocol != "tcp" or port.public:
                 continue  # the gateway's public ports are the one way in, by design
+            if port.loopback_only:
+                continue  # not reachable from the LAN at all (tests/lab/test_consul_api.py)
             probe = probes.get(port.purpose, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = _plaintext_answer(address, port.number, probe)
             tried.append(f"{spec.host}:{port.number} {spec.name} {port.purpose}: {_seen(answer)}")
@@ -191,6 +193,8 @@ def test_each_host_serves_a_certificate_of_its_own(
             continue
         for port in spec.ports:
             if port.encryption != "tls" or port.protocol != "tcp" or port.public:
+                continue
+            if port.loopback_only:
                 continue
             address = addresses[spec.host]
             names = _peer_names(address, port.number, ctx,
