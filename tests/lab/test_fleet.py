@@ -109,7 +109,7 @@ def test_every_internal_port_refuses_plaintext(
             if port.encryption != "tls" or port.protocol != "tcp" or port.public:
                 continue  # the gateway's public ports are the one way in, by design
             if port.loopback_only:
-                continue  # not reachable from the LAN at all (tests/lab/test_consul_api.py)
+                continue  # not reachable from the LAN at all (tests/lab/test_lan_boundaries.py)
             probe = probes.get(port.purpose, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = _plaintext_answer(address, port.number, probe)
             tried.append(f"{spec.host}:{port.number} {spec.name} {port.purpose}: {_seen(answer)}")
