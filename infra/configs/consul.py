@@ -149,7 +149,7 @@ def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
 
 
 # Supporting servers the local agent registers, so that containers find them by Consul name.
-_SUPPORT_SERVICES = {
+SUPPORT_SERVICES = {
     "postgres-primary": 5432,
     "postgres-standby": 5432,
     "redis": 6379,
@@ -165,7 +165,7 @@ def service_definitions(plan: Plan, host: str) -> list[dict[str, Any]]:
     address = plan.config.host(host).address
     out = []
     for replica in plan.on_host(host):
-        port = _SUPPORT_SERVICES.get(replica.role)
+        port = SUPPORT_SERVICES.get(replica.role)
         if port is None:
             continue
         out.append(

@@ -188,8 +188,17 @@ def down(
 
 @app.command()
 def status(stack: str = STACK_OPTION) -> None:
-    """A table of the stack's containers and their services' health in Consul."""
+    """Per host, each container's state and health, its service's health in Consul and, on a
+    fleet, each Morgan service's requests, errors and p95 latency (exit 1 when one is down)."""
+    from morgan.deploy.outputs import outputs_file
+
     p = st.paths(stack)
+    if outputs_file(p).exists():
+        from morgan.cli.fleet_status_view import print_fleet_status
+
+        if not print_fleet_status(stack, p, console):
+            raise typer.Exit(1)
+        return
     try:
         rows = cr.running_containers(p)
         ep = eps.load_endpoints(p)
