@@ -315,11 +315,17 @@ fi
 if [ "$DRY_RUN" = 0 ] && [ "$(cat /proc/1/comm 2>/dev/null)" != systemd ]; then
   fail "no systemd here: pass --foreground to run sshd and dockerd from this script"
 fi
-# Debian's unit passes -H fd://, which conflicts with "hosts" in daemon.json.
-put /etc/systemd/system/docker.service.d/morgan.conf 0644 <<'EOF'
+# The packages' units pass -H fd://, which conflicts with "hosts" in daemon.json. docker-ce
+# keeps dockerd in /usr/bin and runs containerd as a service of its own.
+if [ "$DOCKER_REPO" = 1 ]; then
+  exec_start="/usr/bin/dockerd --containerd=/run/containerd/containerd.sock"
+else
+  exec_start="$(command -v dockerd || echo /usr/sbin/dockerd)"
+fi
+put /etc/systemd/system/docker.service.d/morgan.conf 0644 <<EOF
 [Service]
 ExecStart=
-ExecStart=/usr/sbin/dockerd
+ExecStart=$exec_start
 EOF
 run systemctl daemon-reload
 run systemctl enable --now docker

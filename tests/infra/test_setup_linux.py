@@ -98,6 +98,8 @@ def test_docker_over_tls_and_from_dockers_repository(key: Path, tmp_path: Path) 
     assert repo.returncode == 0, repo.stderr
     assert "https://download.docker.com/linux/debian bookworm stable" in repo.stdout
     assert "--no-install-recommends docker-ce docker-ce-cli containerd.io" in repo.stdout
+    assert "ExecStart=/usr/bin/dockerd --containerd=/run/containerd/containerd.sock" in repo.stdout
+    assert "ExecStart=/usr/sbin/dockerd\n" in result.stdout  # Debian's docker.io
 
 
 def test_an_active_ufw_opens_exactly_the_plans_ports(key: Path, tmp_path: Path,
