@@ -137,7 +137,8 @@ step "Remote Login (SSH) for the deploy machine: key only, as $(id -un)"
 if sudo -n systemsetup -getremotelogin 2>/dev/null | grep -q ': On'; then
   note "Remote Login is on"
 else
-  run sudo systemsetup -setremotelogin on
+  run sudo systemsetup -setremotelogin on ||
+    fail "could not turn Remote Login on (recent macOS wants Full Disk Access for the terminal): turn it on in System Settings > General > Sharing > Remote Login, then run this again"
 fi
 run mkdir -p "$HOME/.ssh"
 run chmod 700 "$HOME/.ssh"

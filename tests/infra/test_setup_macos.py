@@ -162,6 +162,17 @@ def test_docker_not_answering_stops_with_the_fix(mac: Path) -> None:
     assert not [c for c in _calls(mac) if "systemsetup" in c]
 
 
+def test_remote_login_refused_names_the_settings_switch(mac: Path) -> None:
+    (mac / "bin" / "systemsetup").write_text(
+        '#!/bin/sh\necho "systemsetup $*" >> "$FAKE_STATE/calls"\n'
+        'case "$1" in -setremotelogin) exit 1 ;; esac\n'
+    )
+    result = _setup(mac)
+    assert result.returncode == 1
+    assert "System Settings > General > Sharing > Remote Login" in result.stderr
+    assert not (mac / "home" / ".ssh").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
