@@ -35,6 +35,7 @@ class Answer:
     transcription: str | None = None
     spoken: bool = False  # the reply came with audio
     warning: str | None = None
+    reply: str | None = None  # the reply's text
 
 
 @dataclass
@@ -112,7 +113,7 @@ async def bounded_load(
                             body.get("turn_id"), resp.headers.get("x-morgan-instance"),
                             resp.headers.get("idempotent-replayed") == "true",
                             body.get("transcription"), bool(body.get("audio_base64")),
-                            body.get("warning"))  # fmt: skip
+                            body.get("warning"), body.get("text"))  # fmt: skip
             report.answers.append(answer)
 
         await asyncio.gather(*(one(i) for i in range(total)))

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.asyncio(loop_scope="session")]  # fmt: skip
 
 KILL_AT_S = 10.0
-KILLING_S = 5.0  # the two `docker kill`s, one after the other, over h2's TLS endpoint
+NOTHING_TO_SPEAK = "input has no letters or digits to speak"
 
 
 async def test_killing_an_stt_and_a_tts_instance_fails_no_spoken_turn(
@@ -29,12 +29,17 @@ async def test_killing_an_stt_and_a_tts_instance_fails_no_spoken_turn(
     victims = [next(s for s in fleet.deployment.of_role(role) if s.host == "h2")
                for role in ("stt", "tts")]  # fmt: skip
     wav = espeak_wav("What is the weather like today?", tmp_path / "turn.wav")
+    started = time.monotonic()
     load = asyncio.create_task(audio_load("model-kill", fleet.gateway_url, fleet.api_key,
                                           fleet.ca_file, wav, total=40, duration_s=60))  # fmt: skip
     await asyncio.sleep(KILL_AT_S)
     fault = time.monotonic()
     for victim in victims:
         await asyncio.to_thread(fleet.engine(victim).run, "kill", victim.name)
+    # The two `docker kill`s, one after the other over h2's TLS endpoint, take seconds on
+    # a busy machine: a tts call sent before the second returned may meet a dying instance.
+    killed_s = time.monotonic() - started
+    print(f"[model-kill] the kills ran from {KILL_AT_S:.1f} s to {killed_s:.1f} s")
     await asyncio.sleep(20)
     for victim in victims:
         await asyncio.to_thread(fleet.engine(victim).run, "start", victim.name)
@@ -48,12 +53,15 @@ async def test_killing_an_stt_and_a_tts_instance_fails_no_spoken_turn(
           f" answered with speech; warnings: {warned[:3]}")  # fmt: skip
     assert report.failed == [], [(a.status, a.detail) for a in report.failed[:5]]
     assert all(a.transcription for a in report.answers), "a turn came back untranscribed"
-    # Budget: a reply whose speech the killed tts instance was streaming comes back with
-    # its words and transcription but no audio, and a warning that says so (core does
-    # not yet start such a stream again on the other instance). Only turns in flight at
-    # the kill may; every other turn is answered with speech.
+    # Budget: a reply whose speech the killed tts instance was sending comes back with its
+    # words and transcription but no audio, and a warning that says so. Only turns in
+    # flight while the kills ran may; every other turn is answered with speech, unless the
+    # tiny test model's reply has nothing to speak (no letter or digit: tts refuses it).
     silent = [a for a in report.answers if not a.spoken]
     for a in silent:
         assert a.warning and a.warning.startswith("no audio: tts"), a
-        assert a.sent_s <= KILL_AT_S + KILLING_S and a.sent_s + a.seconds >= KILL_AT_S, a
+        if NOTHING_TO_SPEAK in a.warning:
+            assert not any(ch.isalnum() for ch in a.reply or ""), a
+            continue
+        assert a.sent_s <= killed_s and a.sent_s + a.seconds >= KILL_AT_S, a
     assert_nothing_lost(fleet, report)
