@@ -29,10 +29,12 @@ from morgan.deploy.rollout import swarm_stack_name
 WINDOW = "5m"
 # Worst first: a service is as healthy as its worst check.
 CONSUL_ORDER = ("critical", "warning", "passing")
+# By the target labels both discovery modes give (Consul's and the static targets'): the
+# service's Consul name and its host. Two replicas on one host share their numbers.
 QUERIES = {
-    "requests_per_s": f"sum by (instance) (rate({REQUESTS}[{WINDOW}]))",
-    "errors_per_s": f'sum by (instance) (rate({REQUESTS}{{status=~"5.."}}[{WINDOW}]))',
-    "p95_ms": "1000 * histogram_quantile(0.95, sum by (instance, le)"
+    "requests_per_s": f"sum by (service, host) (rate({REQUESTS}[{WINDOW}]))",
+    "errors_per_s": f'sum by (service, host) (rate({REQUESTS}{{status=~"5.."}}[{WINDOW}]))',
+    "p95_ms": "1000 * histogram_quantile(0.95, sum by (service, host, le)"
     f" (rate({DURATION}[{WINDOW}])))",
 }
 
@@ -44,7 +46,7 @@ class ContainerStatus:
     state: str  # running, exited, … or "missing"
     health: str  # Docker's: healthy, unhealthy, starting, or "-" without a healthcheck
     consul: str  # the service's worst check in Consul, or "-" where none is registered
-    numbers: dict[str, float]  # QUERIES' names -> value, for Morgan's services
+    numbers: dict[str, float]  # QUERIES' names -> value, for Morgan's services (per host)
 
     @property
     def ok(self) -> bool:
@@ -100,12 +102,11 @@ def _containers(engine: DockerEngine, stack: str) -> dict[str, tuple[str, str]]:
 
 
 def _consul_health(outputs: dict[str, Any], ca_file: Path, names: set[str]
-                   ) -> dict[tuple[str, str, int], tuple[str, str]]:  # fmt: skip
-    """(node, service name, port) -> (worst check status, service id), from a server's API
-    (the id is Prometheus's `instance` label for the services it scrapes)."""
+                   ) -> dict[tuple[str, str, int], str]:  # fmt: skip
+    """(node, service name, port) -> worst check status, from a server's API."""
     base = outputs["consul_ui_url"].removesuffix("/ui/")
     headers = {"X-Consul-Token": outputs["consul_management_token"]}
-    found: dict[tuple[str, str, int], tuple[str, str]] = {}
+    found: dict[tuple[str, str, int], str] = {}
     with httpx.Client(base_url=base, verify=str(ca_file), headers=headers, timeout=10) as api:
         for name in sorted(names):
             answer = api.get(f"/v1/health/service/{name}")
@@ -113,16 +114,16 @@ def _consul_health(outputs: dict[str, Any], ca_file: Path, names: set[str]
             for entry in answer.json():
                 statuses = {c["Status"] for c in entry["Checks"]}
                 worst = next((s for s in CONSUL_ORDER if s in statuses), "passing")
-                key = (entry["Node"]["Node"], name, entry["Service"]["Port"])
-                found[key] = (worst, entry["Service"]["ID"])
+                found[(entry["Node"]["Node"], name, entry["Service"]["Port"])] = worst
     return found
 
 
-def _prometheus_numbers(deployment: Deployment, ca_file: Path) -> dict[str, dict[str, float]]:
-    """Consul service id (Prometheus's `instance`) -> QUERIES' names -> value."""
+def _prometheus_numbers(deployment: Deployment, ca_file: Path
+                        ) -> dict[tuple[str, str], dict[str, float]]:  # fmt: skip
+    """(Consul service name, host) -> QUERIES' names -> value."""
     host = deployment.plan.hosts_of("prometheus")[0]
     address = deployment.plan.config.host(host).address
-    numbers: dict[str, dict[str, float]] = {}
+    numbers: dict[tuple[str, str], dict[str, float]] = {}
     url = f"https://{address}:{PORTS['prometheus']}/api/v1/query"
     with httpx.Client(verify=str(ca_file), timeout=10) as api:
         for key, query in QUERIES.items():
@@ -130,8 +131,9 @@ def _prometheus_numbers(deployment: Deployment, ca_file: Path) -> dict[str, dict
             answer.raise_for_status()
             for sample in answer.json()["data"]["result"]:
                 value = float(sample["value"][1])
+                labels = sample["metric"]
                 if value == value:  # NaN: no requests in the window
-                    numbers.setdefault(sample["metric"]["instance"], {})[key] = value
+                    numbers.setdefault((labels["service"], labels["host"]), {})[key] = value
     return numbers
 
 
@@ -160,10 +162,10 @@ def fleet_status(deployment: Deployment, engines: dict[str, DockerEngine],
     with ThreadPoolExecutor(max_workers=max(1, len(deployment.hosts))) as pool:
         listed = dict(zip(deployment.hosts, pool.map(on_host, deployment.hosts), strict=True))
     names = {r[0] for s in deployment.specs if (r := consul_service(deployment, s))}
-    consul: dict[tuple[str, str, int], tuple[str, str]] = _attempt(
+    consul: dict[tuple[str, str, int], str] = _attempt(
         "Consul", warnings, lambda: _consul_health(outputs, ca_file, names), {}
     )
-    numbers: dict[str, dict[str, float]] = {}
+    numbers: dict[tuple[str, str], dict[str, float]] = {}
     if plan.hosts_of("prometheus"):
         numbers = _attempt("Prometheus", warnings,
                            lambda: _prometheus_numbers(deployment, ca_file), {})  # fmt: skip
@@ -180,10 +182,10 @@ def fleet_status(deployment: Deployment, engines: dict[str, DockerEngine],
                 continue
             state, health = containers.get(spec.name, ("missing", "-"))
             registered = consul_service(deployment, spec)
-            found = consul.get((host, *registered), ("-", "")) if registered else ("-", "")
             rows.append(ContainerStatus(
                 name=spec.name, role=spec.role, state=state, health=health,
-                consul=found[0], numbers=numbers.get(found[1], {}),
+                consul=consul.get((host, *registered), "-") if registered else "-",
+                numbers=numbers.get((registered[0], host), {}) if registered else {},
             ))  # fmt: skip
         hosts.append(HostStatus(host, endpoint, "", tuple(rows)))
     return FleetStatus(tuple(hosts), tuple(warnings))
