@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from infra.model import TLS_DIR
 from infra.placement import Plan
-from infra.spec_common import is_ip
 
 PG_PORT = 5432
 REDIS_PORT = 6379
@@ -16,30 +13,19 @@ REDIS_BUS_OFFSET = REDIS_BUS_PORT - REDIS_PORT
 QDRANT_PORTS = (6333, 6334)
 
 
-def pg_clients(plan: Plan) -> list[str]:
-    """Where PostgreSQL accepts a session from: each host of the fleet when the stack gives
-    their addresses as IPs (core, Patroni and the standby connect from their host's own
-    address, host networking), else `samenet`, the subnets PostgreSQL's host is on. Never
-    every address: a right password from anywhere else still gets no session."""
-    addresses = list(dict.fromkeys(h.address for h in plan.hosts))
-    if not all(is_ip(a) for a in addresses):
-        return ["samenet"]
-    return [str(ipaddress.ip_network(a)) for a in addresses]
-
-
 def pg_hba_rules(plan: Plan) -> list[str]:
     kind = "hostssl" if plan.config.security.internal_tls else "host"
     user = plan.config.postgres.user
     db = plan.config.postgres.database
-    rules = ["local all all trust", "host all all 127.0.0.1/32 scram-sha-256"]
-    for source in pg_clients(plan):
-        rules += [
-            f"{kind} replication replicator {source} scram-sha-256",
-            f"{kind} {db} {user} {source} scram-sha-256",
-        ]
-        if plan.config.postgres.ha == "patroni":
-            # pg_rewind and Patroni's checks connect to the other member's `postgres` database.
-            rules.append(f"{kind} postgres {user} {source} scram-sha-256")
+    rules = [
+        "local all all trust",
+        "host all all 127.0.0.1/32 scram-sha-256",
+        f"{kind} replication replicator 0.0.0.0/0 scram-sha-256",
+        f"{kind} {db} {user} 0.0.0.0/0 scram-sha-256",
+    ]
+    if plan.config.postgres.ha == "patroni":
+        # pg_rewind and Patroni's checks connect to the other member's `postgres` database.
+        rules.append(f"{kind} postgres {user} 0.0.0.0/0 scram-sha-256")
     return rules
 
 

@@ -5,17 +5,12 @@ Consul: a client agent's API is not reachable from the LAN at all, and a server'
 which the deploy machine uses, does nothing for a request without a token: no turning
 auth off, no minting a key, no reading the key records, no fake morgan-core for Traefik
 to route to. The management token, from the stack's outputs, still does each (so the
-refusals are the ACLs', not a wrong URL).
-
-PostgreSQL: even with the right password and TLS, a session from an address that is not
-one of the fleet's hosts is refused; the same login from a fleet host is accepted."""
+refusals are the ACLs', not a wrong URL)."""
 
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,15 +18,12 @@ from typing import Any
 import httpx
 import pytest
 from morgan.deploy.outputs import load_outputs
-from morgan.deploy.rollout import DeployReport, engines
+from morgan.deploy.rollout import DeployReport
 from morgan.lab import stack as st
-from morgan.lab.secrets import read_env
 
 from infra.configs import consul as consul_cfg
-from infra.configs.data import PG_PORT
-from infra.deployment import Deployment, build_deployment, secret_variable
+from infra.deployment import Deployment, build_deployment
 from infra.placement import make_plan
-from tests.harness.binaries import postgres_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,43 +107,3 @@ def test_nothing_was_written_and_the_token_still_works(
     assert cores.status_code == 200
     assert FAKE_CORE["ID"] not in {c["ServiceID"] for c in cores.json()}
     assert len(cores.json()) == len(deployment.of_role("core"))
-
-
-def _psql(
-    address: str, password: str, user: str, database: str
-) -> subprocess.CompletedProcess[str]:
-    dsn = f"host={address} port={PG_PORT} user={user} dbname={database} sslmode=require"
-    return subprocess.run([postgres_binary("psql"), dsn, "-Atc", "SELECT 1"],
-                          env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"},
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-
-
-def test_postgres_refuses_the_right_password_from_outside_the_fleet(
-    lab_fleet: DeployReport, deployment: Deployment
-) -> None:
-    pg = deployment.plan.config.postgres
-    password = read_env(st.paths("lab", ROOT).env_file)[secret_variable("postgres_password")]
-    for spec in deployment.of_role("postgres-primary") + deployment.of_role("postgres-standby"):
-        address = deployment.plan.config.host(spec.host).address
-        outside = _psql(address, password, pg.user, pg.database)
-        print(f"{spec.name} from this machine: {outside.stderr.strip()[-160:]}")
-        assert outside.returncode != 0
-        assert "no pg_hba.conf entry for host" in outside.stderr, outside.stderr
-        assert f'user "{pg.user}", database "{pg.database}", SSL encryption' in outside.stderr
-
-
-def test_the_same_login_from_a_fleet_host_is_accepted(
-    lab_fleet: DeployReport, deployment: Deployment
-) -> None:
-    """The control: the other PostgreSQL member, on its own host, logs in to this one with
-    the same user, password and TLS."""
-    pg = deployment.plan.config.postgres
-    members = deployment.of_role("postgres-primary") + deployment.of_role("postgres-standby")
-    hosts = engines(deployment.plan.config, ROOT)
-    for here, there in ((members[0], members[1]), (members[1], members[0])):
-        variable = next(e.name for e in here.secret_env if e.template == "{postgres_password}")
-        address = deployment.plan.config.host(there.host).address
-        dsn = f"host={address} port={PG_PORT} user={pg.user} dbname={pg.database} sslmode=require"
-        script = f'PGPASSWORD="${variable}" psql "{dsn}" -Atc "SELECT 1"'
-        out = hosts[here.host].text("exec", here.name, "sh", "-c", script, timeout=60)
-        assert out == "1", (here.name, address, out)
