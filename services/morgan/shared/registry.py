@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import platform
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,6 +77,10 @@ class ConsulRegistry:
         self.deregister_critical_after = deregister_critical_after
         self.anti_entropy_seconds = anti_entropy_seconds
         self._client = consul.client()
+        # One registration at a time, each sending the meta of the moment: two settings
+        # changes in a row re-register from two threads, and without this the older meta
+        # could reach Consul last.
+        self._register_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._registered = False
         self._stopped = False
@@ -127,22 +132,24 @@ class ConsulRegistry:
     # -- synchronous core (worker thread) -----------------------------------------------------
 
     def register_sync(self) -> None:
-        self._client.agent.service.register(
-            self.name,
-            service_id=self.service_id,
-            address=self.host,
-            port=self.port,
-            tags=self.tags,
-            meta=self.meta,
-            check=self.check_definition(),
-        )
-        self._registered = True
+        with self._register_lock:
+            self._client.agent.service.register(
+                self.name,
+                service_id=self.service_id,
+                address=self.host,
+                port=self.port,
+                tags=self.tags,
+                meta=dict(self.meta),
+                check=self.check_definition(),
+            )
+            self._registered = True
         CONSUL_REGISTRATIONS_TOTAL.labels(self.name).inc()
         log.info("registered %s in Consul at %s", self.service_id, self.consul.addr)
 
     def deregister_sync(self) -> None:
-        self._client.agent.service.deregister(self.service_id)
-        self._registered = False
+        with self._register_lock:
+            self._client.agent.service.deregister(self.service_id)
+            self._registered = False
         log.info("deregistered %s from Consul", self.service_id)
 
     def is_registered_sync(self) -> bool:
