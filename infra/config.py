@@ -13,23 +13,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from infra.alerting_config import AlertingConfig
+from infra.config_base import StrictModel
 
 CONFIG_KEY = "morgan:fleet"
 SERVICE_NAMES: tuple[str, ...] = ("core", "llm", "stt", "tts")
-OBSERVABILITY_PARTS: tuple[str, ...] = ("prometheus", "alertmanager", "grafana", "loki", "promtail")
-SUPPORT_IMAGES: tuple[str, ...] = (
-    "consul",
-    "traefik",
-    "postgres",
-    "patroni",
-    "redis",
-    "qdrant",
+ObservabilityPart = Literal[
+    "prometheus", "alertmanager", "grafana", "loki", "promtail", "node-exporter"
+]
+OBSERVABILITY_PARTS: tuple[ObservabilityPart, ...] = (
     "prometheus",
     "alertmanager",
     "grafana",
     "loki",
     "promtail",
+    "node-exporter",
 )
 
 _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -38,10 +38,6 @@ _ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 class StackConfigError(ValueError):
     """A stack file that cannot be used; the message names every bad key and the fix."""
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
 class GpuConfig(StrictModel):
@@ -189,6 +185,7 @@ class ImageOverrides(StrictModel):
     grafana: str = "grafana/grafana:11.1.0"
     loki: str = "grafana/loki:3.1.0"
     promtail: str = "grafana/promtail:3.1.0"
+    node_exporter: str = "prom/node-exporter:v1.8.1"
 
 
 class ImagesConfig(StrictModel):
@@ -278,9 +275,8 @@ class GatewayConfig(StrictModel):
 
 class ObservabilityConfig(StrictModel):
     host: str | None = None
-    enabled: tuple[Literal["prometheus", "alertmanager", "grafana", "loki", "promtail"], ...] = (
-        OBSERVABILITY_PARTS  # type: ignore[assignment]
-    )
+    # node-exporter and promtail run on every host, the others on `host`.
+    enabled: tuple[ObservabilityPart, ...] = OBSERVABILITY_PARTS
     metrics_retention: Annotated[str, Field(pattern=r"^\d+[dhw]$")] = "15d"
     logs_retention: Annotated[str, Field(pattern=r"^\d+h$")] = "336h"
     # How Prometheus finds its targets: Consul's catalogue, or the plan's replicas written
@@ -288,6 +284,8 @@ class ObservabilityConfig(StrictModel):
     discovery: Literal["consul", "static"] = "consul"
     error_rate_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.05
     p95_latency_seconds: Annotated[float, Field(gt=0)] = 2.0
+    scrape_interval: Annotated[str, Field(pattern=r"^[1-9]\d*(s|m)$")] = "15s"
+    alerting: AlertingConfig = AlertingConfig()
 
 
 class SecurityConfig(StrictModel):

@@ -24,7 +24,8 @@ from infra.placement import Plan, Replica
 from infra.spec_common import role_labels
 from infra.specs import SERVICE_PORTS, build_specs, service_port
 
-SecretKind = Literal["password", "gossip-key", "token", "htpasswd", "api-key"]
+# "provided": the operator's own (a Slack webhook URL, an SMTP password), never generated.
+SecretKind = Literal["password", "gossip-key", "token", "htpasswd", "api-key", "provided"]
 
 # Every secret of a stack, and how it is made. Pulumi makes them with pulumi_random
 # (infra/components/secrets.py), `morgan up` locally (morgan.lab.secrets): both read
@@ -41,6 +42,9 @@ SECRETS: tuple[tuple[str, SecretKind], ...] = (
     ("traefik_dashboard_users", "htpasswd"),
     # The key core sends to the model services; only its salted record goes to KV.
     ("core_service_api_key", "api-key"),
+    # Alert receivers' (infra.alerting_config): needed only when a receiver uses them.
+    ("alert_slack_url", "provided"),
+    ("alert_smtp_password", "provided"),
 )
 SECRET_NAMES: tuple[str, ...] = tuple(name for name, _kind in SECRETS)
 

@@ -25,11 +25,12 @@ from infra.components.observability import Observability, ObservabilityArgs
 from infra.components.pki import CertificateRequest, Pki, PkiArgs
 from infra.components.secrets import FleetSecrets, FleetSecretsArgs
 from infra.components.services import MorganServices, MorganServicesArgs
+from infra.config import OBSERVABILITY_PARTS
 from infra.deployment import Deployment, build_deployment
 from infra.placement import Plan
 from infra.specs import SERVICE_PORTS
 
-OBSERVABILITY_ROLES = ("prometheus", "alertmanager", "grafana", "loki", "promtail")
+OBSERVABILITY_ROLES: tuple[str, ...] = OBSERVABILITY_PARTS
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,10 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
             ),
         )
 
-    secrets = FleetSecrets("secrets", FleetSecretsArgs(dashboard_user=cfg.gateway.dashboard_user))
+    provided = tuple(s.name for s in deployment.secrets if s.kind == "provided" and s.consumers)
+    secrets = FleetSecrets(
+        "secrets", FleetSecretsArgs(dashboard_user=cfg.gateway.dashboard_user, provided=provided)
+    )
     pki = None
     if cfg.security.internal_tls:
         pki = Pki(

@@ -35,6 +35,7 @@ ROLE_NAMES: tuple[str, ...] = (
     "grafana",
     "loki",
     "promtail",
+    "node-exporter",
 )
 
 
@@ -201,8 +202,8 @@ def make_plan(config: MorganStackConfig) -> Plan:
 
     obs_host = config.observability.host or primary
     for part in config.observability.enabled:
-        if part == "promtail":
-            placed += [("promtail", h.name) for h in config.hosts]
+        if part in ("promtail", "node-exporter"):
+            placed += [(part, h.name) for h in config.hosts]
         else:
             placed.append((part, obs_host))
 

@@ -15,6 +15,22 @@ from infra.deployment import SECRETS
 class FleetSecretsArgs:
     dashboard_user: str = "admin"
     password_length: int = 32
+    # The operator's secrets the stack uses (kind "provided"), read from the stack config.
+    provided: tuple[str, ...] = ()
+
+
+class MissingSecretError(ValueError):
+    """A secret only the operator can give (a Slack URL, an SMTP password) is not set."""
+
+
+def provided_secret(config: pulumi.Config, key: str) -> pulumi.Output[str]:
+    value = config.get_secret(key)
+    if value is None:
+        raise MissingSecretError(
+            f"morgan:{key} is not set, and an alert receiver of the stack needs it; set it"
+            f" with `pulumi config set --secret morgan:{key} <value>`"
+        )
+    return value
 
 
 class FleetSecrets(pulumi.ComponentResource):
@@ -34,8 +50,12 @@ class FleetSecrets(pulumi.ComponentResource):
 
         # One resource per secret of infra.deployment.SECRETS, made the way its kind says.
         self.values = {}
+        config = pulumi.Config("morgan")
         for key, kind in SECRETS:
-            if kind == "password":
+            if kind == "provided":
+                if key in args.provided:
+                    self.values[key] = provided_secret(config, key)
+            elif kind == "password":
                 self.values[key] = pulumi.Output.secret(password(key).result)
             elif kind == "gossip-key":
                 gossip = random.RandomId(

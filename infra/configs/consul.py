@@ -158,6 +158,7 @@ SUPPORT_SERVICES = {
     "alertmanager": 9093,
     "grafana": 3000,
     "loki": 3100,
+    "node-exporter": 9100,
 }
 
 

@@ -1,4 +1,5 @@
-"""Prometheus (consul_sd + alert rules), Alertmanager, Grafana provisioning, Loki, Promtail."""
+"""Prometheus (consul_sd or static targets), Grafana provisioning, Loki, Promtail; alerting
+is in infra.configs.alerting."""
 
 from __future__ import annotations
 
@@ -7,15 +8,24 @@ from typing import Any
 
 import yaml
 
+from infra.configs.alerting import DURATION, REQUESTS
 from infra.configs.consul import AGENT_PORTS
 from infra.model import TLS_DIR
 from infra.placement import Plan
 
 MORGAN_SERVICES = ("morgan-core", "morgan-llm", "morgan-stt", "morgan-tts")
-PORTS = {"prometheus": 9090, "alertmanager": 9093, "grafana": 3000, "loki": 3100, "promtail": 9080}
+PORTS = {
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "grafana": 3000,
+    "loki": 3100,
+    "promtail": 9080,
+    "node-exporter": 9100,
+}
+HOST_ROOT = "/host"  # where node-exporter sees the host's root, read-only
+# Roles with one container on every host (the others run on the observability host).
+PER_HOST = ("promtail", "node-exporter")
 LOKI_GRPC_PORT = 9095
-REQUESTS = "morgan_http_requests_total"
-DURATION = "morgan_http_request_duration_seconds_bucket"
 
 
 def _consul_sd(plan: Plan, services: list[str]) -> dict[str, Any]:
@@ -59,15 +69,44 @@ def _static_targets(plan: Plan, services: tuple[str, ...]) -> list[dict[str, Any
     return out
 
 
+def _node_job(plan: Plan, static: bool) -> list[dict[str, Any]]:
+    """node-exporter on every host, labelled by host as the Morgan services are."""
+    hosts = plan.hosts_of("node-exporter")
+    if not hosts:
+        return []
+    port = PORTS["node-exporter"]
+    found: dict[str, Any] = (
+        {
+            "static_configs": [
+                {
+                    "targets": [f"{plan.config.host(h).address}:{port}"],
+                    "labels": {"host": h, "instance": h},
+                }
+                for h in hosts
+            ]
+        }
+        if static
+        else {
+            "consul_sd_configs": [_consul_sd(plan, ["node-exporter"])],
+            "relabel_configs": [
+                {"source_labels": ["__meta_consul_node"], "target_label": "host"},
+                {"source_labels": ["__meta_consul_node"], "target_label": "instance"},
+            ],
+        }
+    )
+    return [{"job_name": "node", **found, **_scheme(plan)}]
+
+
 def prometheus_config(plan: Plan) -> dict[str, Any]:
     static = plan.config.observability.discovery == "static"
+    interval = plan.config.observability.scrape_interval
     relabel = [
         {"source_labels": ["__meta_consul_service"], "target_label": "service"},
         {"source_labels": ["__meta_consul_node"], "target_label": "host"},
         {"source_labels": ["__meta_consul_service_id"], "target_label": "instance"},
     ]
     document: dict[str, Any] = {
-        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": ["/etc/prometheus/alerts.yml"],
         "scrape_configs": [
             {
@@ -83,6 +122,7 @@ def prometheus_config(plan: Plan) -> dict[str, Any]:
                 ),
                 **_scheme(plan),
             },
+            *_node_job(plan, static),
             {
                 "job_name": "prometheus",
                 "static_configs": [{"targets": [f"127.0.0.1:{PORTS['prometheus']}"]}],
@@ -102,82 +142,6 @@ def prometheus_config(plan: Plan) -> dict[str, Any]:
         )
         document["alerting"] = {"alertmanagers": [{**found, **_scheme(plan)}]}
     return document
-
-
-def alert_rules(plan: Plan) -> dict[str, Any]:
-    obs = plan.config.observability
-    return {
-        "groups": [
-            {
-                "name": "morgan",
-                "rules": [
-                    {
-                        "alert": "MorganServiceDown",
-                        "expr": 'up{job="morgan"} == 0',
-                        "for": "1m",
-                        "labels": {"severity": "critical"},
-                        "annotations": {
-                            "summary": "{{ $labels.service }} on {{ $labels.host }} is down",
-                            "description": "Prometheus cannot scrape {{ $labels.instance }} for"
-                            " 1 minute; check `docker ps` on {{ $labels.host }} and Consul health.",
-                        },
-                    },
-                    {
-                        "alert": "MorganHighErrorRate",
-                        "expr": (
-                            f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
-                            f" / sum by (service) (rate({REQUESTS}[5m]))"
-                            f" > {obs.error_rate_threshold}"
-                        ),
-                        "for": "5m",
-                        "labels": {"severity": "warning"},
-                        "annotations": {
-                            "summary": "{{ $labels.service }} answers more than"
-                            f" {obs.error_rate_threshold:.0%} of requests with 5xx",
-                            "description": "Error ratio {{ $value | humanizePercentage }}; read its"
-                            " logs in Grafana (Loki) for the failing route.",
-                        },
-                    },
-                    {
-                        "alert": "MorganHighLatencyP95",
-                        "expr": (
-                            "histogram_quantile(0.95, sum by (service, le)"
-                            f" (rate({DURATION}[5m]))) > {obs.p95_latency_seconds}"
-                        ),
-                        "for": "10m",
-                        "labels": {"severity": "warning"},
-                        "annotations": {
-                            "summary": "{{ $labels.service }} p95 latency above"
-                            f" {obs.p95_latency_seconds}s",
-                            "description": "p95 is {{ $value | humanizeDuration }}; add a replica"
-                            " or check the GPU/CPU load of its hosts.",
-                        },
-                    },
-                ],
-            }
-        ]
-    }
-
-
-def alertmanager_config(plan: Plan) -> dict[str, Any]:
-    # Receivers are the operator's to fill (email, chat); the default one only records.
-    return {
-        "route": {
-            "receiver": "default",
-            "group_by": ["alertname", "service"],
-            "group_wait": "30s",
-            "group_interval": "5m",
-            "repeat_interval": "4h",
-        },
-        "receivers": [{"name": "default"}],
-        "inhibit_rules": [
-            {
-                "source_matchers": ["alertname=MorganServiceDown"],
-                "target_matchers": ["severity=warning"],
-                "equal": ["service"],
-            }
-        ],
-    }
 
 
 def web_config(plan: Plan) -> dict[str, Any]:

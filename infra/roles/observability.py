@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from infra.configs import alerting
 from infra.configs import observability as obs_cfg
 from infra.model import (
     TLS_DIR,
@@ -33,7 +34,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     port = obs_cfg.PORTS[role]
     enc = port_encryption(plan)
     base: dict[str, Any] = {
-        "name": f"morgan-{role}" if role != "promtail" else f"morgan-promtail-{replica.host}",
+        "name": f"morgan-{role}-{replica.host}" if role in obs_cfg.PER_HOST else f"morgan-{role}",
         "role": role,
         "host": replica.host,
         "platform": cfg.host(replica.host).platform,
@@ -48,7 +49,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             ConfigFile(
                 "/etc/prometheus/prometheus.yml", obs_cfg.to_yaml(obs_cfg.prometheus_config(plan))
             ),
-            ConfigFile("/etc/prometheus/alerts.yml", obs_cfg.to_yaml(obs_cfg.alert_rules(plan))),
+            ConfigFile("/etc/prometheus/alerts.yml", obs_cfg.to_yaml(alerting.alert_rules(plan))),
         ]
         command = [
             "--config.file=/etc/prometheus/prometheus.yml",
@@ -72,26 +73,39 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             **base,
         )
     if role == "alertmanager":
+        listen = plan.listen_address(replica.host)
         files = [
             ConfigFile(
                 "/etc/alertmanager/alertmanager.yml",
-                obs_cfg.to_yaml(obs_cfg.alertmanager_config(plan)),
-            )
+                obs_cfg.to_yaml(alerting.alertmanager_config(plan)),
+            ),
+            ConfigFile(
+                alerting.AMTOOL_CONFIG, obs_cfg.to_yaml(alerting.amtool_config(plan, listen))
+            ),
         ]
-        command = [
+        flags = [
             "--config.file=/etc/alertmanager/alertmanager.yml",
             "--storage.path=/alertmanager",
-            f"--web.listen-address={plan.listen_address(replica.host)}:{port}",
+            f"--web.listen-address={listen}:{port}",
             "--cluster.listen-address=",
         ]
         if tls:
             files.append(
                 ConfigFile("/etc/alertmanager/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan)))
             )
-            command.append("--web.config.file=/etc/alertmanager/web.yml")
+            files.append(
+                ConfigFile(
+                    alerting.AMTOOL_HTTP_CONFIG, obs_cfg.to_yaml(alerting.amtool_http_config())
+                )
+            )
+            flags.append("--web.config.file=/etc/alertmanager/web.yml")
+        # Receivers with secrets: a start line writes them to files first.
+        start = alerting.alertmanager_start_script(plan, flags)
         return ContainerSpec(
             image=cfg.images.support.alertmanager,
-            command=tuple(command),
+            entrypoint=("/bin/sh",) if start else None,
+            command=("-c", start) if start else tuple(flags),
+            secret_env=alerting.alertmanager_secret_env(plan),
             ports=(Port(port, encryption=enc, purpose="api"),),
             volumes=(Volume(name="morgan-alertmanager-data", path="/alertmanager"),),
             files=tuple(files),
@@ -152,6 +166,8 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             memory_mb=512,
             **base,
         )
+    if role == "node-exporter":
+        return node_exporter_spec(plan, replica, base)
     # promtail: ships every container's JSON log lines to Loki.
     return ContainerSpec(
         image=cfg.images.support.promtail,
@@ -171,5 +187,32 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             test=("CMD-SHELL", f"bash -c ':> /dev/tcp/127.0.0.1/{port}' || exit 1")
         ),
         memory_mb=128,
+        **base,
+    )
+
+
+def node_exporter_spec(plan: Plan, replica: Replica, base: dict[str, Any]) -> ContainerSpec:
+    """The host's CPU, memory, disks and network for Prometheus: it reads the host's root
+    through a read-only bind (host networking gives it the host's interfaces)."""
+    port = obs_cfg.PORTS["node-exporter"]
+    tls = plan.config.security.internal_tls
+    command = [
+        f"--path.rootfs={obs_cfg.HOST_ROOT}",
+        f"--web.listen-address={plan.listen_address(replica.host)}:{port}",
+    ]
+    files = []
+    if tls:
+        files.append(
+            ConfigFile("/etc/node-exporter/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan)))
+        )
+        command.append("--web.config.file=/etc/node-exporter/web.yml")
+    return ContainerSpec(
+        image=plan.config.images.support.node_exporter,
+        command=tuple(command),
+        ports=(Port(port, encryption=port_encryption(plan), purpose="metrics"),),
+        binds=(BindMount("/", obs_cfg.HOST_ROOT, read_only=True),),
+        files=tuple(files),
+        healthcheck=Healthcheck(test=wget_probe(port, "/", tls), start_period="10s"),
+        memory_mb=64,
         **base,
     )

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import yaml
 
+from infra.configs import alerting
 from infra.configs import observability as obs
 from infra.placement import Plan
 
@@ -33,10 +34,15 @@ def test_alert_rules_pass_promtool(
 ) -> None:
     plan = homelab_plan if stack == "homelab" else dev_plan
     rules = tmp_path / "alerts.yml"
-    rules.write_text(obs.to_yaml(obs.alert_rules(plan)))
+    rules.write_text(obs.to_yaml(alerting.alert_rules(plan)))
     result = _run("check", "rules", str(rules))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 3 rules found" in result.stdout
+    # Down, errors, latency, one replicas-below-plan rule per planned service, and the
+    # host's down and disk rules where node-exporter runs (homelab; not the dev stack).
+    services = len(alerting.planned_replicas(plan))
+    assert services >= 1
+    host_rules = 2 if stack == "homelab" else 0
+    assert f"SUCCESS: {3 + services + host_rules} rules found" in result.stdout
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
@@ -73,7 +79,7 @@ def _without_consul_sd(document: dict[str, Any], tmp_path: Path) -> dict[str, An
 def test_dev_prometheus_config_passes_promtool(dev_plan: Plan, tmp_path: Path) -> None:
     document = _without_consul_sd(obs.prometheus_config(dev_plan), tmp_path)
     rules = tmp_path / "alerts.yml"
-    rules.write_text(obs.to_yaml(obs.alert_rules(dev_plan)))
+    rules.write_text(obs.to_yaml(alerting.alert_rules(dev_plan)))
     document["rule_files"] = [str(rules)]
     config = tmp_path / "prometheus.yml"
     config.write_text(obs.to_yaml(document))
@@ -96,7 +102,7 @@ def test_alertmanager_config_parses_in_amtool(homelab_plan: Plan, tmp_path: Path
     amtool = shutil.which("amtool")
     assert amtool, "amtool is missing; scripts/setup installs Debian's prometheus-alertmanager"
     config = tmp_path / "alertmanager.yml"
-    config.write_text(obs.to_yaml(obs.alertmanager_config(homelab_plan)))
+    config.write_text(obs.to_yaml(alerting.alertmanager_config(homelab_plan)))
     result = subprocess.run(
         [amtool, "check-config", str(config)], capture_output=True, text=True, timeout=60
     )
@@ -104,7 +110,7 @@ def test_alertmanager_config_parses_in_amtool(homelab_plan: Plan, tmp_path: Path
 
 
 def _queries(plan: Plan) -> list[str]:
-    rules = [r["expr"] for g in obs.alert_rules(plan)["groups"] for r in g["rules"]]
+    rules = [r["expr"] for g in alerting.alert_rules(plan)["groups"] for r in g["rules"]]
     return obs.dashboard_queries(obs.dashboards(plan)) + rules
 
 
@@ -163,22 +169,36 @@ def test_alert_rules_fire_on_the_conditions_they_name(homelab_plan: Plan, tmp_pa
     """promtool's rule unit tests: a down target, 10% 5xx, and a 3 s p95 each raise their alert;
     a healthy service raises none."""
     rules = tmp_path / "alerts.yml"
-    rules.write_text(obs.to_yaml(obs.alert_rules(homelab_plan)))
+    rules.write_text(obs.to_yaml(alerting.alert_rules(homelab_plan)))
+    planned = alerting.planned_replicas(homelab_plan)
+    assert set(planned) == set(obs.MORGAN_SERVICES)
     core = 'service="morgan-core"'
+    disk = 'job="node",host="h1",instance="h1",mountpoint="/",fstype="ext4",device="sda1"'
+    tmpfs = 'job="node",host="h1",instance="h1",mountpoint="/run",fstype="tmpfs",device="tmpfs"'
     ok = 'service="morgan-llm"'
     series = [
         {"series": f'up{{job="morgan",{core},host="h1",instance="core-h1"}}', "values": "0x20"},
         {"series": f'up{{job="morgan",{ok},host="h3",instance="llm-h3"}}', "values": "1x20"},
         # 100 requests a minute, 10 of them 5xx (10% > 5%); llm: no errors.
-        {"series": f'{obs.REQUESTS}{{{core},status="200"}}', "values": "0+90x20"},
-        {"series": f'{obs.REQUESTS}{{{core},status="500"}}', "values": "0+10x20"},
-        {"series": f'{obs.REQUESTS}{{{ok},status="200"}}', "values": "0+100x20"},
+        {"series": f'{alerting.REQUESTS}{{{core},status="200"}}', "values": "0+90x20"},
+        {"series": f'{alerting.REQUESTS}{{{core},status="500"}}', "values": "0+10x20"},
+        {"series": f'{alerting.REQUESTS}{{{ok},status="200"}}', "values": "0+100x20"},
         # Every core request takes 2.5-5 s: p95 about 4.9 s > 2 s. llm answers in under 0.1 s.
-        {"series": f'{obs.DURATION}{{{core},le="2.5"}}', "values": "0x20"},
-        {"series": f'{obs.DURATION}{{{core},le="5"}}', "values": "0+100x20"},
-        {"series": f'{obs.DURATION}{{{core},le="+Inf"}}', "values": "0+100x20"},
-        {"series": f'{obs.DURATION}{{{ok},le="0.1"}}', "values": "0+100x20"},
-        {"series": f'{obs.DURATION}{{{ok},le="+Inf"}}', "values": "0+100x20"},
+        {"series": f'{alerting.DURATION}{{{core},le="2.5"}}', "values": "0x20"},
+        {"series": f'{alerting.DURATION}{{{core},le="5"}}', "values": "0+100x20"},
+        {"series": f'{alerting.DURATION}{{{core},le="+Inf"}}', "values": "0+100x20"},
+        {"series": f'{alerting.DURATION}{{{ok},le="0.1"}}', "values": "0+100x20"},
+        {"series": f'{alerting.DURATION}{{{ok},le="+Inf"}}', "values": "0+100x20"},
+        # h2 stops answering; h1's root has 5 of 100 GB free, its tmpfs 1 of 100 (no disk).
+        {"series": 'up{job="node",host="h2",instance="h2"}', "values": "0x20"},
+        {"series": 'up{job="node",host="h1",instance="h1"}', "values": "1x20"},
+        # df's view: 100 GB, 90 GB used, 5 GB kept for root, 5 GB available: 94.74% in use.
+        {"series": f"node_filesystem_avail_bytes{{{disk}}}", "values": "5e9x20"},
+        {"series": f"node_filesystem_free_bytes{{{disk}}}", "values": "10e9x20"},
+        {"series": f"node_filesystem_size_bytes{{{disk}}}", "values": "100e9x20"},
+        {"series": f"node_filesystem_avail_bytes{{{tmpfs}}}", "values": "1e9x20"},
+        {"series": f"node_filesystem_free_bytes{{{tmpfs}}}", "values": "1e9x20"},
+        {"series": f"node_filesystem_size_bytes{{{tmpfs}}}", "values": "100e9x20"},
     ]
 
     tests = {
@@ -203,8 +223,8 @@ def test_alert_rules_fire_on_the_conditions_they_name(homelab_plan: Plan, tmp_pa
                                 },
                                 "exp_annotations": {
                                     "summary": "morgan-core on h1 is down",
-                                    "description": "Prometheus cannot scrape core-h1 for 1 minute;"
-                                    " check `docker ps` on h1 and Consul health.",
+                                    "description": "Prometheus cannot scrape core-h1 for 1m; check"
+                                    " `morgan status` and `docker ps` on h1.",
                                 },
                             }
                         ],
@@ -218,8 +238,8 @@ def test_alert_rules_fire_on_the_conditions_they_name(homelab_plan: Plan, tmp_pa
                                 "exp_annotations": {
                                     "summary": "morgan-core answers more than 5% of requests"
                                     " with 5xx",
-                                    "description": "Error ratio 10%; read its logs in Grafana"
-                                    " (Loki) for the failing route.",
+                                    "description": "Error ratio 10%; `morgan logs` the service"
+                                    " for the failing route.",
                                 },
                             }
                         ],
@@ -236,6 +256,69 @@ def test_alert_rules_fire_on_the_conditions_they_name(homelab_plan: Plan, tmp_pa
                                     " GPU/CPU load of its hosts.",
                                 },
                             }
+                        ],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "MorganHostDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": "node",
+                                    "host": "h2",
+                                    "instance": "h2",
+                                },
+                                "exp_annotations": {
+                                    "summary": "host h2 does not answer",
+                                    "description": "node-exporter on h2 cannot be scraped for"
+                                    " 1m: the machine is off, asleep or off the network; every"
+                                    " service on it is down too.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "MorganDiskFilling",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "job": "node",
+                                    "host": "h1",
+                                    "instance": "h1",
+                                    "mountpoint": "/",
+                                    "fstype": "ext4",
+                                    "device": "sda1",
+                                },
+                                "exp_annotations": {
+                                    "summary": "/ on h1 is more than 90% full",
+                                    "description": "94.74% in use; `docker system prune` old"
+                                    " images"
+                                    " on h1, or shorten metrics_retention/logs_retention.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        # core's only series is down, llm's only one is up, stt and tts
+                        # have none: each service below its planned count has its alert.
+                        "eval_time": "15m",
+                        "alertname": "MorganReplicasBelowPlan",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "service": service},
+                                "exp_annotations": {
+                                    "summary": f"{service}: fewer than the {count} planned"
+                                    " replicas answer",
+                                    "description": f"{int(service == 'morgan-llm')} of {count}"
+                                    f" replicas of {service} answer; `morgan status` shows which"
+                                    " is down.",
+                                },
+                            }
+                            for service, count in sorted(planned.items())
+                            if service != "morgan-llm" or count > 1
                         ],
                     },
                 ],

@@ -28,9 +28,10 @@ HOMELAB_EXPECTED = {
             "qdrant",
             "traefik",
             "promtail",
+            "node-exporter",
         ]
     ),
-    "h2": sorted(["tts", "stt", "consul-agent", "promtail"]),
+    "h2": sorted(["tts", "stt", "consul-agent", "promtail", "node-exporter"]),
     "h3": sorted(
         [
             "core",
@@ -45,9 +46,12 @@ HOMELAB_EXPECTED = {
             "grafana",
             "loki",
             "promtail",
+            "node-exporter",
         ]
     ),
-    "h4": sorted(["core", "llm", "consul-server", "consul-agent", "redis", "promtail"]),
+    "h4": sorted(
+        ["core", "llm", "consul-server", "consul-agent", "redis", "promtail", "node-exporter"]
+    ),
 }
 
 

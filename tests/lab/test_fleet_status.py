@@ -1,5 +1,6 @@
-"""`morgan status --stack lab` on the deployed lab: a table per host with every planned
-container running and healthy, Consul's view of each registered service, and the request
+"""`morgan status --stack lab` on the deployed lab: a table per host, titled with the
+host's CPU, memory and disk use from node-exporter, with every planned container running
+and healthy, Consul's view of each registered service, and the request
 numbers of Morgan's services from Prometheus (a live service always has some: Consul's
 checks and Prometheus's scrapes are requests too). A stopped container shows, and fails
 the status."""
@@ -44,9 +45,14 @@ def test_every_host_and_container_with_its_health(lab_fleet: DeployReport) -> No
     print(result.stdout[-8000:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "warning:" not in result.stdout
+    # Each host's title: reachable, nothing needing attention, and node-exporter's numbers.
     for host in deployment.plan.hosts:
-        title = rf"^{host.name}\s+{re.escape(host.docker)}\s+ok\s*$"
-        assert re.search(title, result.stdout, re.M), host.name
+        title = (rf"^{host.name}\s+{re.escape(host.docker)}\s+ok"
+                 r"\s+cpu (\d+)%\s+mem (\d+)%\s+disk (\d+)%\s*$")  # fmt: skip
+        found = re.search(title, result.stdout, re.M)
+        assert found, host.name
+        cpu, memory, disk = (int(v) for v in found.groups())
+        assert 0 <= cpu <= 100 and 0 < memory < 100 and 0 < disk < 100, found.group(0)
     for spec in deployment.specs:
         if spec.one_shot:
             continue
@@ -80,7 +86,7 @@ def test_a_stopped_container_shows_and_fails_the_status(lab_fleet: DeployReport)
             time.sleep(5)
         print(result.stdout[-3000:])
         assert result.returncode == 1
-        title = rf"^{victim.host}\s+\S+\s+needs attention\s*$"
+        title = rf"^{victim.host}\s+\S+\s+needs attention\s+cpu \d+%\s+mem \d+%\s+disk \d+%\s*$"
         assert re.search(title, result.stdout, re.M)
         assert cells[1] == "exited", cells
         assert cells[3] == "critical", cells

@@ -1,5 +1,6 @@
-"""How `morgan status` prints a deployed fleet: a table per host (containers, Docker and
-Consul health, each Morgan service's requests, errors and p95), then what did not answer."""
+"""How `morgan status` prints a deployed fleet: a table per host (its CPU, memory and disk
+use, containers, Docker and Consul health, each Morgan service's requests, errors and p95),
+then what did not answer."""
 
 from __future__ import annotations
 
@@ -39,7 +40,11 @@ def print_fleet_status(stack: str, p: st.StackPaths, console: Console) -> bool:
             found = fleet_status(deployment, engines(config, root), outputs, ca_file)
     for host in found.hosts:
         mark = "[green]ok[/green]" if host.ok else "[red]needs attention[/red]"
-        table = Table(title=f"{host.name}  {host.endpoint}  {mark}", title_justify="left")
+        use = "  ".join(
+            f"{label} {host.numbers[key]:.0f}%" for key, label in HOST_LABELS if key in host.numbers
+        )
+        title = f"{host.name}  {host.endpoint}  {mark}" + (f"  {use}" if use else "")
+        table = Table(title=title, title_justify="left")
         for column in ("container", "state", "health", "consul"):
             table.add_column(column, no_wrap=True)
         for column in ("req/s", "5xx/s", "p95 ms"):
@@ -58,6 +63,9 @@ def print_fleet_status(stack: str, p: st.StackPaths, console: Console) -> bool:
         f"numbers: the last 5 minutes, from Prometheus. Gateway: {outputs['gateway_url']}"
     )
     return found.ok
+
+
+HOST_LABELS = (("cpu_percent", "cpu"), ("memory_percent", "mem"), ("disk_percent", "disk"))
 
 
 def _number(value: float | None) -> str:

@@ -19,7 +19,7 @@ from morgan.lab import endpoints as eps
 from morgan.lab import images as img
 from morgan.lab import keys, model_seed
 from morgan.lab import stack as st
-from morgan.lab.secrets import ensure_env
+from morgan.lab.secrets import MissingSecretError, ensure_env
 from morgan.lab.wheelhouse import WheelhouseError
 
 console = Console()
@@ -30,6 +30,7 @@ STACK_ERRORS: tuple[type[Exception], ...] = (
     StackConfigError,
     PlacementError,
     WheelhouseError,
+    MissingSecretError,
 )
 STACK_OPTION = typer.Option("dev", "--stack", "-s", help="Stack to run (its Pulumi.<stack>.yaml).")
 

@@ -3,7 +3,8 @@ health, its service's health in Consul, and for Morgan's services the request ra
 rate and p95 latency of the last 5 minutes from Prometheus.
 
 Each source is asked once for the whole fleet (every host's daemon in parallel, Consul's
-health of every service, three Prometheus queries); a source that does not answer becomes
+health of every service, three Prometheus queries, three more for the hosts' CPU, memory and
+disk where node-exporter runs); a source that does not answer becomes
 a warning line and `-` in its columns, never a crash: a status is most wanted when
 something is down.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 
 from infra.configs import consul as consul_cfg
+from infra.configs.alerting import disk_used_ratio
 from infra.configs.observability import DURATION, PORTS, REQUESTS
 from infra.deployment import Deployment
 from infra.model import ContainerSpec
@@ -36,6 +38,15 @@ QUERIES = {
     "errors_per_s": f'sum by (service, host) (rate({REQUESTS}{{status=~"5.."}}[{WINDOW}]))',
     "p95_ms": "1000 * histogram_quantile(0.95, sum by (service, host, le)"
     f" (rate({DURATION}[{WINDOW}])))",
+}
+# Per host, from node-exporter (where the stack runs it): busy CPU, memory in use and the
+# use of its fullest disk (the one MorganDiskFilling would name first), in percent.
+HOST_QUERIES = {
+    "cpu_percent": "100 * (1 - avg by (host)"
+    f' (rate(node_cpu_seconds_total{{job="node",mode="idle"}}[{WINDOW}])))',
+    "memory_percent": '100 * (1 - node_memory_MemAvailable_bytes{job="node"}'
+    ' / node_memory_MemTotal_bytes{job="node"})',
+    "disk_percent": f"max by (host) (100 * {disk_used_ratio()})",
 }
 
 
@@ -63,6 +74,7 @@ class HostStatus:
     endpoint: str
     error: str  # why the daemon did not answer; "" when it did
     containers: tuple[ContainerStatus, ...]
+    numbers: dict[str, float]  # HOST_QUERIES' names -> value; empty without node-exporter
 
     @property
     def ok(self) -> bool:
@@ -118,22 +130,23 @@ def _consul_health(outputs: dict[str, Any], ca_file: Path, names: set[str]
     return found
 
 
-def _prometheus_numbers(deployment: Deployment, ca_file: Path
-                        ) -> dict[tuple[str, str], dict[str, float]]:  # fmt: skip
-    """(Consul service name, host) -> QUERIES' names -> value."""
+def _prometheus_numbers(
+    deployment: Deployment, ca_file: Path, queries: dict[str, str], by: tuple[str, ...]
+) -> dict[tuple[str, ...], dict[str, float]]:
+    """The `by` labels' values -> `queries`' names -> value."""
     host = deployment.plan.hosts_of("prometheus")[0]
     address = deployment.plan.config.host(host).address
-    numbers: dict[tuple[str, str], dict[str, float]] = {}
+    numbers: dict[tuple[str, ...], dict[str, float]] = {}
     url = f"https://{address}:{PORTS['prometheus']}/api/v1/query"
     with httpx.Client(verify=str(ca_file), timeout=10) as api:
-        for key, query in QUERIES.items():
+        for key, query in queries.items():
             answer = api.get(url, params={"query": query})
             answer.raise_for_status()
             for sample in answer.json()["data"]["result"]:
                 value = float(sample["value"][1])
                 labels = sample["metric"]
                 if value == value:  # NaN: no requests in the window
-                    numbers.setdefault((labels["service"], labels["host"]), {})[key] = value
+                    numbers.setdefault(tuple(labels[b] for b in by), {})[key] = value
     return numbers
 
 
@@ -165,16 +178,20 @@ def fleet_status(deployment: Deployment, engines: dict[str, DockerEngine],
     consul: dict[tuple[str, str, int], str] = _attempt(
         "Consul", warnings, lambda: _consul_health(outputs, ca_file, names), {}
     )
-    numbers: dict[tuple[str, str], dict[str, float]] = {}
+    numbers: dict[tuple[str, ...], dict[str, float]] = {}
+    host_numbers: dict[tuple[str, ...], dict[str, float]] = {}
     if plan.hosts_of("prometheus"):
-        numbers = _attempt("Prometheus", warnings,
-                           lambda: _prometheus_numbers(deployment, ca_file), {})  # fmt: skip
+        numbers = _attempt("Prometheus", warnings, lambda: _prometheus_numbers(
+            deployment, ca_file, QUERIES, ("service", "host")), {})  # fmt: skip
+        if plan.hosts_of("node-exporter") and not warnings:
+            host_numbers = _attempt("Prometheus", warnings, lambda: _prometheus_numbers(
+                deployment, ca_file, HOST_QUERIES, ("host",)), {})  # fmt: skip
     hosts = []
     for host in deployment.hosts:
         containers = listed[host]
         endpoint = plan.config.host(host).docker
         if isinstance(containers, str):
-            hosts.append(HostStatus(host, endpoint, containers, ()))
+            hosts.append(HostStatus(host, endpoint, containers, (), {}))
             continue
         rows = []
         for spec in deployment.rendered_specs(host, kv_seed=False):
@@ -187,5 +204,5 @@ def fleet_status(deployment: Deployment, engines: dict[str, DockerEngine],
                 consul=consul.get((host, *registered), "-") if registered else "-",
                 numbers=numbers.get((registered[0], host), {}) if registered else {},
             ))  # fmt: skip
-        hosts.append(HostStatus(host, endpoint, "", tuple(rows)))
+        hosts.append(HostStatus(host, endpoint, "", tuple(rows), host_numbers.get((host,), {})))
     return FleetStatus(tuple(hosts), tuple(warnings))

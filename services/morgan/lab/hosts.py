@@ -86,6 +86,21 @@ def _run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Com
     return proc
 
 
+def gateway_address(subnet: str) -> str:
+    """This machine's address on the lab network (the first of its subnet): what the lab's
+    hosts reach it at, e.g. the alert webhook the lab tests run."""
+    return str(next(ipaddress.ip_network(subnet).hosts()))
+
+
+def network_gateway() -> str:
+    """The lab network's gateway as Docker reports it (`gateway_address` of its subnet)."""
+    gateway = _run("docker", "network", "inspect", NETWORK, "--format",
+                   "{{range .IPAM.Config}}{{.Gateway}}{{end}}").stdout.strip()  # fmt: skip
+    if not gateway:
+        raise LabError(f"the lab network {NETWORK} names no gateway; run `morgan lab up` again")
+    return gateway
+
+
 def host_names(count: int) -> list[str]:
     if not 1 <= count <= 9:
         raise LabError(f"--hosts {count}: the lab makes 1 to 9 hosts (h1…h9)")
@@ -227,8 +242,8 @@ def up(
     p.known_hosts.unlink(missing_ok=True)
     # A fixed subnet: each host keeps its address (its TLS certificate and the lab stack
     # file name it).
-    made = _run("docker", "network", "create", "--label", LABEL, "--subnet", subnet, NETWORK,
-                check=False)  # fmt: skip
+    made = _run("docker", "network", "create", "--label", LABEL, "--subnet", subnet,
+                "--gateway", gateway_address(subnet), NETWORK, check=False)  # fmt: skip
     if made.returncode != 0:
         raise LabError(
             f"cannot make the lab network {NETWORK} on {subnet}: {made.stderr.strip()[-300:]};"

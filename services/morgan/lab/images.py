@@ -32,6 +32,7 @@ SUPPORT_UPSTREAM: dict[str, str] = {
     "redis": "redis:7",
     "prometheus": "prom/prometheus:v2.53.0",
     "alertmanager": "prom/alertmanager:v0.27.0",
+    "node_exporter": "prom/node-exporter:v1.8.1",
 }
 LOCAL_SUPPORT_REPO = "morgan-local"
 # Supporting servers with no upstream image: always built here (from Debian's packages).
@@ -145,6 +146,7 @@ def support_specs(root: Path) -> list[ImageSpec]:
         "redis": ((root / "images/redis/redis-entrypoint.sh", "redis-entrypoint.sh"),),
         "prometheus": (),
         "alertmanager": (),
+        "node_exporter": (),
         "patroni": (),
     }
     tags = support_tags()

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 DASHBOARD_PASSWORD = "MORGAN_TRAEFIK_DASHBOARD_PASSWORD"
 
 
+class MissingSecretError(ValueError):
+    """A secret only the operator can give is not in the stack's secrets file."""
+
+
 def kinds() -> dict[str, SecretKind]:
     """Variable name → kind, for every secret of infra.deployment.SECRETS."""
     from infra.deployment import SECRETS, secret_variable
@@ -69,6 +73,15 @@ def ensure_env(path: Path, names: list[str]) -> dict[str, str]:
     """Values for `names`, generating (and saving) the ones not in the file yet."""
     values = read_env(path)
     missing = [n for n in names if n not in values]
+    table = kinds()
+    absent = [n for n in missing if table.get(n) == "provided"]
+    if absent:
+        lines = " ".join(f"{n}='...'" for n in absent)
+        raise MissingSecretError(
+            f"{', '.join(absent)}: the stack's alert receivers need "
+            f"{'these secrets' if len(absent) > 1 else 'this secret'}, which only you can"
+            f" give (a Slack webhook URL, an SMTP password); add {lines} to {path}"
+        )
     for name in missing:
         values.update(_value(name))
     if missing or not path.exists():

@@ -1,0 +1,254 @@
+"""Alert rules (Prometheus), Alertmanager's routes and receivers, and amtool's config.
+
+Receivers come from the stack file's `observability.alerting`; their secrets reach the
+container as environment variables that its start script writes to files readable only
+by Alertmanager's user (Alertmanager reads `api_url_file` and `auth_password_file`), in
+the container's own layer, never in its data volume.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from infra.model import TLS_DIR, SecretEnv
+from infra.placement import Plan
+
+REQUESTS = "morgan_http_requests_total"
+DURATION = "morgan_http_request_duration_seconds_bucket"
+ALERTMANAGER_PORT = 9093
+SECRETS_DIR = "/tmp/morgan-secrets"
+# Stack secret → (the container's variable, the file Alertmanager reads).
+SECRET_FILES: dict[str, tuple[str, str]] = {
+    "alert_slack_url": ("ALERT_SLACK_URL", f"{SECRETS_DIR}/slack_url"),
+    "alert_smtp_password": ("ALERT_SMTP_PASSWORD", f"{SECRETS_DIR}/smtp_password"),
+}
+# Where amtool looks for its defaults (besides ~/.config/prometheus/amtool.yml).
+AMTOOL_CONFIG = "/etc/prometheus/amtool.yml"
+AMTOOL_HTTP_CONFIG = "/etc/prometheus/amtool-http.yml"
+SUMMARY = '{{ .CommonAnnotations.summary }}{{ if eq .Status "resolved" }} (resolved){{ end }}'
+
+
+def _rule(
+    alert: str, expr: str, for_: str, severity: str, summary: str, description: str
+) -> dict[str, Any]:
+    return {
+        "alert": alert,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity},
+        "annotations": {"summary": summary, "description": description},
+    }
+
+
+def planned_replicas(plan: Plan) -> dict[str, int]:
+    """Consul service name → the replicas the plan runs of it."""
+    out: dict[str, int] = {}
+    for replica in plan.replicas:
+        if replica.role in ("core", "llm", "stt", "tts"):
+            name = f"morgan-{replica.role}"
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def alert_rules(plan: Plan) -> dict[str, Any]:
+    obs = plan.config.observability
+    down_for = obs.alerting.service_down_for
+    rules = [
+        _rule(
+            "MorganServiceDown",
+            'up{job="morgan"} == 0',
+            down_for,
+            "critical",
+            "{{ $labels.service }} on {{ $labels.host }} is down",
+            f"Prometheus cannot scrape {{{{ $labels.instance }}}} for {down_for}; check"
+            " `morgan status` and `docker ps` on {{ $labels.host }}.",
+        ),
+        _rule(
+            "MorganHighErrorRate",
+            f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
+            f" / sum by (service) (rate({REQUESTS}[5m])) > {obs.error_rate_threshold}",
+            "5m",
+            "warning",
+            "{{ $labels.service }} answers more than"
+            f" {obs.error_rate_threshold:.0%} of requests with 5xx",
+            "Error ratio {{ $value | humanizePercentage }}; `morgan logs` the service for the"
+            " failing route.",
+        ),
+        _rule(
+            "MorganHighLatencyP95",
+            "histogram_quantile(0.95, sum by (service, le)"
+            f" (rate({DURATION}[5m]))) > {obs.p95_latency_seconds}",
+            "10m",
+            "warning",
+            f"{{{{ $labels.service }}}} p95 latency above {obs.p95_latency_seconds}s",
+            "p95 is {{ $value | humanizeDuration }}; add a replica or check the GPU/CPU load"
+            " of its hosts.",
+        ),
+    ]
+    if plan.of_role("node-exporter"):
+        rules += host_rules(plan)
+    # One rule per service: fewer replicas answer than the plan runs (a stopped one that
+    # Prometheus no longer lists counts as missing too).
+    for service, count in sorted(planned_replicas(plan).items()):
+        up = f'up{{job="morgan", service="{service}"}}'
+        rules.append(
+            _rule(
+                "MorganReplicasBelowPlan",
+                f"(sum({up}) or vector(0)) < {count}",
+                down_for,
+                "warning",
+                f"{service}: fewer than the {count} planned replicas answer",
+                "{{ $value }} of "
+                f"{count} replicas of {service} answer; `morgan status` shows which is down.",
+            )
+            | {"labels": {"severity": "warning", "service": service}}
+        )
+    return {"groups": [{"name": "morgan", "rules": rules}]}
+
+
+# Filesystems that are not disks: left out of the disk alert.
+NOT_DISKS = 'fstype!~"tmpfs|overlay|squashfs|ramfs|nsfs|fuse.*"'
+DISK_FREE_RATIO = 0.10
+
+
+def disk_used_ratio() -> str:
+    """Per disk, the share in use as `df` counts it: used / (used + available to users)."""
+    labels = f'job="node",{NOT_DISKS}'
+    used = f"(node_filesystem_size_bytes{{{labels}}} - node_filesystem_free_bytes{{{labels}}})"
+    return f"{used} / ({used} + node_filesystem_avail_bytes{{{labels}}})"
+
+
+def host_rules(plan: Plan) -> list[dict[str, Any]]:
+    """From node-exporter: a host that stops answering, a disk that fills."""
+    down_for = plan.config.observability.alerting.service_down_for
+    return [
+        _rule(
+            "MorganHostDown",
+            'up{job="node"} == 0',
+            down_for,
+            "critical",
+            "host {{ $labels.host }} does not answer",
+            f"node-exporter on {{{{ $labels.host }}}} cannot be scraped for {down_for}: the"
+            " machine is off, asleep or off the network; every service on it is down too.",
+        ),
+        _rule(
+            "MorganDiskFilling",
+            f"{disk_used_ratio()} > {1 - DISK_FREE_RATIO}",
+            "15m",
+            "warning",
+            "{{ $labels.mountpoint }} on {{ $labels.host }} is"
+            f" more than {1 - DISK_FREE_RATIO:.0%} full",
+            "{{ $value | humanizePercentage }} in use; `docker system prune` old images on"
+            " {{ $labels.host }}, or shorten metrics_retention/logs_retention.",
+        ),
+    ]
+
+
+def _receiver(plan: Plan, name: str) -> dict[str, Any]:
+    receiver = next(r for r in plan.config.observability.alerting.receivers if r.name == name)
+    out: dict[str, Any] = {"name": name}
+    if receiver.webhook:
+        out["webhook_configs"] = [{"url": receiver.webhook.url, "send_resolved": True}]
+    if receiver.slack:
+        out["slack_configs"] = [
+            {
+                "api_url_file": SECRET_FILES["alert_slack_url"][1],
+                "channel": receiver.slack.channel,
+                "title": SUMMARY,
+                "text": "{{ range .Alerts }}{{ .Annotations.description }}\n{{ end }}",
+                "send_resolved": True,
+            }
+        ]
+    if receiver.email:
+        email: dict[str, Any] = {
+            "to": receiver.email.to,
+            "from": receiver.email.sender,
+            "smarthost": receiver.email.smarthost,
+            "require_tls": receiver.email.require_tls,
+            "headers": {"Subject": f"[Morgan {plan.config.stack}] {SUMMARY}"},
+            "send_resolved": True,
+        }
+        if receiver.email.username:
+            email["auth_username"] = receiver.email.username
+            email["auth_password_file"] = SECRET_FILES["alert_smtp_password"][1]
+        out["email_configs"] = [email]
+    return out
+
+
+def alertmanager_config(plan: Plan) -> dict[str, Any]:
+    """Every alert reaches each receiver whose severities include its own; `default`
+    (no integration) only keeps them for the UI and amtool."""
+    alerting = plan.config.observability.alerting
+    routes = [
+        {
+            "receiver": r.name,
+            "matchers": [f'severity=~"{"|".join(r.severities)}"'],
+            "continue": True,
+        }
+        for r in alerting.receivers
+    ]
+    route: dict[str, Any] = {
+        "receiver": "default",
+        "group_by": ["alertname", "service"],
+        "group_wait": alerting.group_wait,
+        "group_interval": alerting.group_interval,
+        "repeat_interval": alerting.repeat_interval,
+    }
+    if routes:
+        route["routes"] = routes
+    return {
+        "route": route,
+        "receivers": [{"name": "default"}, *(_receiver(plan, r.name) for r in alerting.receivers)],
+        # A service that is down also errs and is slow: only the down alert is news.
+        "inhibit_rules": [
+            {
+                "source_matchers": ["alertname=MorganServiceDown"],
+                "target_matchers": ["severity=warning"],
+                "equal": ["service"],
+            },
+            # A host that is down takes its services with it: one notice, the host's.
+            {
+                "source_matchers": ["alertname=MorganHostDown"],
+                "target_matchers": ['alertname=~"MorganServiceDown|MorganDiskFilling"'],
+                "equal": ["host"],
+            },
+        ],
+    }
+
+
+def alertmanager_secret_env(plan: Plan) -> tuple[SecretEnv, ...]:
+    return tuple(
+        SecretEnv(SECRET_FILES[name][0], f"{{{name}}}")
+        for name in plan.config.observability.alerting.secrets()
+    )
+
+
+def alertmanager_start_script(plan: Plan, flags: list[str]) -> str | None:
+    """A shell line that writes the receivers' secrets to files only Alertmanager's user
+    reads, drops them from the environment and starts Alertmanager; None: none needed."""
+    names = plan.config.observability.alerting.secrets()
+    if not names:
+        return None
+    steps = [f"umask 077 && mkdir -p {SECRETS_DIR}"]
+    for name in names:
+        variable, path = SECRET_FILES[name]
+        steps.append(f"printf '%s' \"${variable}\" > {path} && unset {variable}")
+    steps.append("exec /bin/alertmanager " + shlex.join(flags))
+    return " && ".join(steps)
+
+
+def amtool_config(plan: Plan, listen: str) -> dict[str, str]:
+    """`amtool` inside the container talks to this Alertmanager without flags."""
+    tls = plan.config.security.internal_tls
+    scheme = "https" if tls else "http"
+    # Its certificate names the host's address and 127.0.0.1, not a wildcard address.
+    host = "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
+    config = {"alertmanager.url": f"{scheme}://{host}:{ALERTMANAGER_PORT}"}
+    if tls:
+        config["http.config.file"] = AMTOOL_HTTP_CONFIG
+    return config
+
+
+def amtool_http_config() -> dict[str, Any]:
+    return {"tls_config": {"ca_file": f"{TLS_DIR}/ca.pem"}}
