@@ -1,5 +1,5 @@
 """Prometheus (consul_sd or static targets), Grafana provisioning, Loki, Promtail; alerting
-is in infra.configs.alerting."""
+is in infra.configs.alerting, the dashboards in infra.configs.dashboards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import yaml
 
-from infra.configs.alerting import DURATION, REQUESTS
 from infra.configs.consul import AGENT_PORTS
 from infra.model import TLS_DIR
 from infra.placement import Plan
@@ -199,155 +198,6 @@ def grafana_dashboard_provider() -> dict[str, Any]:
             }
         ],
     }
-
-
-def _panel(
-    pid: int, title: str, exprs: list[tuple[str, str]], x: int, y: int, unit: str
-) -> dict[str, Any]:
-    return {
-        "id": pid,
-        "title": title,
-        "type": "timeseries",
-        "datasource": {"type": "prometheus", "uid": "prometheus"},
-        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "targets": [
-            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
-            for i, (expr, legend) in enumerate(exprs)
-        ],
-    }
-
-
-def dashboards(plan: Plan) -> dict[str, dict[str, Any]]:
-    """Dashboard file name → Grafana dashboard JSON model."""
-    overview_panels = [
-        _panel(
-            1,
-            "Service instances up",
-            [('sum by (service) (up{job="morgan"})', "{{service}}")],
-            0,
-            0,
-            "short",
-        ),
-        _panel(
-            2,
-            "Requests per second",
-            [(f"sum by (service) (rate({REQUESTS}[5m]))", "{{service}}")],
-            12,
-            0,
-            "reqps",
-        ),
-        _panel(
-            3,
-            "p95 latency",
-            [
-                (
-                    f"histogram_quantile(0.95, sum by (service, le) (rate({DURATION}[5m])))",
-                    "{{service}}",
-                )
-            ],
-            0,
-            8,
-            "s",
-        ),
-        _panel(
-            4,
-            "5xx ratio",
-            [
-                (
-                    f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
-                    f" / sum by (service) (rate({REQUESTS}[5m]))",
-                    "{{service}}",
-                )
-            ],
-            12,
-            8,
-            "percentunit",
-        ),
-        _panel(
-            5,
-            "Instances per host",
-            [('count by (host) (up{job="morgan"} == 1)', "{{host}}")],
-            0,
-            16,
-            "short",
-        ),
-        _panel(
-            6,
-            "In-flight requests",
-            [("sum by (service) (morgan_http_requests_in_flight)", "{{service}}")],
-            12,
-            16,
-            "short",
-        ),
-    ]
-    services_panels = [
-        _panel(
-            1,
-            "Requests by route",
-            [(f"sum by (service, route) (rate({REQUESTS}[5m]))", "{{service}} {{route}}")],
-            0,
-            0,
-            "reqps",
-        ),
-        _panel(
-            2,
-            "p50 / p95 / p99 by service",
-            [
-                (
-                    f"histogram_quantile({q}, sum by (service, le) (rate({DURATION}[5m])))",
-                    f"p{int(q * 100)} {{{{service}}}}",
-                )
-                for q in (0.5, 0.95, 0.99)
-            ],
-            12,
-            0,
-            "s",
-        ),
-        _panel(
-            3,
-            "Upstream retries",
-            [
-                (
-                    "sum by (target, reason) (rate(morgan_upstream_retries_total[5m]))",
-                    "{{target}} {{reason}}",
-                )
-            ],
-            0,
-            8,
-            "ops",
-        ),
-        _panel(
-            4,
-            "Rejected config updates",
-            [("sum by (service) (increase(morgan_config_rejected_total[1h]))", "{{service}}")],
-            12,
-            8,
-            "short",
-        ),
-    ]
-
-    def board(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "uid": uid,
-            "title": title,
-            "tags": ["morgan"],
-            "timezone": "browser",
-            "schemaVersion": 39,
-            "version": 1,
-            "refresh": "30s",
-            "time": {"from": "now-6h", "to": "now"},
-            "panels": panels,
-        }
-
-    return {
-        "morgan-overview.json": board("morgan-overview", "Morgan overview", overview_panels),
-        "morgan-services.json": board("morgan-services", "Morgan services", services_panels),
-    }
-
-
-def dashboard_queries(boards: dict[str, dict[str, Any]]) -> list[str]:
-    return [t["expr"] for b in boards.values() for p in b["panels"] for t in p["targets"]]
 
 
 def loki_config(plan: Plan) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.configs import alerting
+from infra.configs import dashboards as dashboards_cfg
 from infra.configs import observability as obs_cfg
 from infra.model import (
     TLS_DIR,
@@ -126,7 +127,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         ]
         files += [
             ConfigFile(f"/var/lib/grafana/dashboards/{name}", obs_cfg.to_json(board))
-            for name, board in obs_cfg.dashboards(plan).items()
+            for name, board in dashboards_cfg.dashboards(plan).items()
         ]
         env = {
             "GF_SERVER_HTTP_PORT": str(port),

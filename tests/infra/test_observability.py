@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from infra.configs import alerting
+from infra.configs import dashboards as dash
 from infra.configs import observability as obs
 from infra.placement import Plan
 
@@ -111,7 +112,7 @@ def test_alertmanager_config_parses_in_amtool(homelab_plan: Plan, tmp_path: Path
 
 def _queries(plan: Plan) -> list[str]:
     rules = [r["expr"] for g in alerting.alert_rules(plan)["groups"] for r in g["rules"]]
-    return obs.dashboard_queries(obs.dashboards(plan)) + rules
+    return dash.dashboard_queries(dash.dashboards(plan)) + rules
 
 
 def test_every_dashboard_and_alert_query_runs_on_prometheus(
@@ -138,7 +139,7 @@ def test_prometheus_rejects_a_bad_query(prometheus_server: Any) -> None:
 def test_grafana_dashboards_use_the_provisioned_datasource(homelab_plan: Plan) -> None:
     uids = {d["uid"] for d in obs.grafana_datasources(homelab_plan)["datasources"]}
     assert uids == {"prometheus", "loki"}
-    for board in obs.dashboards(homelab_plan).values():
+    for board in dash.dashboards(homelab_plan).values():
         assert board["uid"] and board["panels"]
         for panel in board["panels"]:
             assert panel["datasource"]["uid"] in uids

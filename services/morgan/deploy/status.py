@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 
 from infra.configs import consul as consul_cfg
-from infra.configs.alerting import disk_used_ratio
-from infra.configs.observability import DURATION, PORTS, REQUESTS
+from infra.configs.alerting import DURATION, REQUESTS, disk_used_ratio
+from infra.configs.observability import PORTS
 from infra.deployment import Deployment
 from infra.model import ContainerSpec
 from morgan.catalog import SERVICE_PORTS
