@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from morgan.deploy.engine import DockerEngine
-from morgan.deploy.outputs import load_outputs
+from morgan.deploy.outputs import load_outputs, write_ca_file
 from morgan.deploy.rollout import DeployReport, api_key_for, engines
 from morgan.lab import stack as st
 from morgan.lab.polling import NotYet, poll
@@ -30,8 +30,7 @@ class Fleet:
         self.deployment: Deployment = build_deployment(make_plan(config), ROOT)
         self.engines: dict[str, DockerEngine] = engines(config, ROOT)
         self.outputs: dict[str, Any] = load_outputs(st.paths("lab", ROOT))
-        self.ca_file = tmp / "ca.pem"
-        self.ca_file.write_text(self.outputs["ca_certificate"])
+        self.ca_file = write_ca_file(self.outputs, tmp)
         self.api_key = api_key_for(config, self.outputs, self.ca_file, owner="chaos",
                                    scopes=("admin",))  # fmt: skip
         self.gateway_url: str = self.outputs["gateway_url"]

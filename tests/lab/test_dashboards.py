@@ -4,13 +4,13 @@ service; event panels (retries, rejected updates) must at least run."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from morgan.deploy.outputs import load_outputs, write_ca_file
 from morgan.deploy.rollout import DeployReport
 from morgan.lab import stack as st
 
@@ -50,9 +50,7 @@ def _missing(plan: Plan, ca_file: Path, panel: dash.Panel) -> dict[str, set[str]
 
 def test_every_panel_shows_every_host_and_service(lab_fleet: DeployReport, tmp_path: Path) -> None:
     plan = make_plan(st.load_config("lab", ROOT))
-    outputs = json.loads((ROOT / ".morgan" / "lab" / "outputs.json").read_text())
-    ca_file = tmp_path / "ca.pem"
-    ca_file.write_text(outputs["ca_certificate"])
+    ca_file = write_ca_file(load_outputs(st.paths("lab", ROOT)), tmp_path)
     panels = [p for _uid, _title, ps in dash.boards(plan).values() for p in ps]
     assert {p.per for p in panels} == {"host", "service", "event"}
     assert sum(p.per == "host" for p in panels) >= 5, "the lab runs node-exporter: host panels"

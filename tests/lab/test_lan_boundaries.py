@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from morgan.deploy.outputs import load_outputs
+from morgan.deploy.outputs import load_outputs, write_ca_file
 from morgan.deploy.rollout import DeployReport
 from morgan.lab import stack as st
 
@@ -47,8 +47,7 @@ def outputs(lab_fleet: DeployReport) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server_api(outputs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[httpx.Client]:  # fmt: skip
-    ca = tmp_path_factory.mktemp("consul-ca") / "ca.pem"
-    ca.write_text(outputs["ca_certificate"])
+    ca = write_ca_file(outputs, tmp_path_factory.mktemp("consul-ca"))
     base = outputs["consul_ui_url"].removesuffix("/ui/")
     with httpx.Client(base_url=base, verify=str(ca), timeout=15) as client:
         yield client

@@ -21,7 +21,7 @@ def print_fleet_status(stack: str, p: st.StackPaths, console: Console) -> bool:
     from infra.deployment import build_deployment
     from infra.placement import make_plan
     from morgan.deploy.engine import DeployError
-    from morgan.deploy.outputs import load_outputs
+    from morgan.deploy.outputs import load_outputs, write_ca_file
     from morgan.deploy.rollout import engines
     from morgan.deploy.status import QUERIES, fleet_status
 
@@ -34,8 +34,7 @@ def print_fleet_status(stack: str, p: st.StackPaths, console: Console) -> bool:
         return False
     deployment = build_deployment(make_plan(config), root)
     with tempfile.TemporaryDirectory() as tmp:
-        ca_file = Path(tmp) / "ca.pem"
-        ca_file.write_text(outputs["ca_certificate"])
+        ca_file = write_ca_file(outputs, Path(tmp))
         with console.status(f"asking {len(config.hosts)} hosts, Consul and Prometheus"):
             found = fleet_status(deployment, engines(config, root), outputs, ca_file)
     for host in found.hosts:

@@ -110,3 +110,11 @@ def read_outputs(path: Path, made_by: str) -> dict[str, Any]:
 def load_outputs(p: StackPaths) -> dict[str, Any]:
     """The outputs `morgan deploy` wrote for the stack on this machine."""
     return read_outputs(outputs_file(p), made_by=f"morgan deploy --stack {p.stack}")
+
+
+def write_ca_file(outputs: dict[str, Any], directory: Path) -> Path:
+    """The fleet CA from the outputs as `directory`/ca.pem, for clients that verify the
+    fleet's listeners (httpx, Consul's API, Prometheus)."""
+    path = directory / "ca.pem"
+    path.write_text(outputs["ca_certificate"])
+    return path

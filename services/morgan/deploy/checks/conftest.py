@@ -14,7 +14,13 @@ from infra.config import MorganStackConfig
 from infra.deployment import Deployment, build_deployment
 from infra.placement import make_plan
 from morgan.deploy.engine import DockerEngine
-from morgan.deploy.outputs import OUTPUTS_ENV, PULUMI_OUTPUTS_COMMAND, load_outputs, read_outputs
+from morgan.deploy.outputs import (
+    OUTPUTS_ENV,
+    PULUMI_OUTPUTS_COMMAND,
+    load_outputs,
+    read_outputs,
+    write_ca_file,
+)
 from morgan.deploy.rollout import engines, swarm_stack_name
 from morgan.lab import stack as st
 
@@ -94,6 +100,4 @@ def containers(docker_engines: dict[str, DockerEngine], config: MorganStackConfi
 
 @pytest.fixture(scope="session")
 def ca_file(outputs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    path.write_text(outputs["ca_certificate"])
-    return path
+    return write_ca_file(outputs, tmp_path_factory.mktemp("ca"))
