@@ -21,7 +21,14 @@ from infra.config_base import StrictModel
 CONFIG_KEY = "morgan:fleet"
 SERVICE_NAMES: tuple[str, ...] = ("core", "llm", "stt", "tts")
 ObservabilityPart = Literal[
-    "prometheus", "alertmanager", "grafana", "loki", "promtail", "node-exporter"
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "loki",
+    "promtail",
+    "node-exporter",
+    "postgres-exporter",
+    "redis-exporter",
 ]
 OBSERVABILITY_PARTS: tuple[ObservabilityPart, ...] = (
     "prometheus",
@@ -30,6 +37,8 @@ OBSERVABILITY_PARTS: tuple[ObservabilityPart, ...] = (
     "loki",
     "promtail",
     "node-exporter",
+    "postgres-exporter",
+    "redis-exporter",
 )
 
 _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -186,6 +195,8 @@ class ImageOverrides(StrictModel):
     loki: str = "grafana/loki:3.1.0"
     promtail: str = "grafana/promtail:3.1.0"
     node_exporter: str = "prom/node-exporter:v1.8.1"
+    postgres_exporter: str = "quay.io/prometheuscommunity/postgres-exporter:v0.15.0"
+    redis_exporter: str = "oliver006/redis_exporter:v1.62.0"
 
 
 class ImagesConfig(StrictModel):
@@ -275,7 +286,8 @@ class GatewayConfig(StrictModel):
 
 class ObservabilityConfig(StrictModel):
     host: str | None = None
-    # node-exporter and promtail run on every host, the others on `host`.
+    # node-exporter and promtail run on every host, the PostgreSQL and Redis exporters
+    # next to their servers, the others on `host`.
     enabled: tuple[ObservabilityPart, ...] = OBSERVABILITY_PARTS
     metrics_retention: Annotated[str, Field(pattern=r"^\d+[dhw]$")] = "15d"
     logs_retention: Annotated[str, Field(pattern=r"^\d+h$")] = "336h"

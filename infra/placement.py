@@ -36,6 +36,8 @@ ROLE_NAMES: tuple[str, ...] = (
     "loki",
     "promtail",
     "node-exporter",
+    "postgres-exporter",
+    "redis-exporter",
 )
 
 
@@ -204,6 +206,10 @@ def make_plan(config: MorganStackConfig) -> Plan:
     for part in config.observability.enabled:
         if part in ("promtail", "node-exporter"):
             placed += [(part, h.name) for h in config.hosts]
+        elif part == "postgres-exporter":
+            placed += [(part, h) for role, h in list(placed) if role.startswith("postgres-")]
+        elif part == "redis-exporter":
+            placed += [(part, h) for h in redis_hosts]
         else:
             placed.append((part, obs_host))
 

@@ -88,6 +88,10 @@ def alert_rules(plan: Plan) -> dict[str, Any]:
     ]
     if plan.of_role("node-exporter"):
         rules += host_rules(plan)
+    if plan.of_role("postgres-exporter"):
+        rules += postgres_rules(plan)
+    if plan.of_role("redis-exporter"):
+        rules += redis_rules(plan)
     # One rule per service: fewer replicas answer than the plan runs (a stopped one that
     # Prometheus no longer lists counts as missing too).
     for service, count in sorted(planned_replicas(plan).items()):
@@ -143,6 +147,78 @@ def host_rules(plan: Plan) -> list[dict[str, Any]]:
             " {{ $labels.host }}, or shorten metrics_retention/logs_retention.",
         ),
     ]
+
+
+REPLICATION_LAG_BYTES = 64 * 1024 * 1024
+
+
+def postgres_rules(plan: Plan) -> list[dict[str, Any]]:
+    """From the PostgreSQL exporters: a server that stops answering, a standby that falls
+    behind or stops streaming (read on the primary, which lists its standbys)."""
+    down_for = plan.config.observability.alerting.service_down_for
+    rules = [
+        _rule(
+            "MorganPostgresDown",
+            'pg_up{job="postgres"} == 0',
+            down_for,
+            "critical",
+            "PostgreSQL on {{ $labels.host }} does not answer",
+            "Its exporter cannot log in for " + down_for + "; `morgan logs` the postgres"
+            " container on {{ $labels.host }} (Patroni fails over to the standby).",
+        ),
+        _rule(
+            "MorganPostgresReplicationLag",
+            "max by (host, application_name)"
+            f' (pg_stat_replication_pg_wal_lsn_diff{{job="postgres"}}) > {REPLICATION_LAG_BYTES}',
+            "5m",
+            "warning",
+            "standby {{ $labels.application_name }} is more than 64 MiB behind",
+            "{{ $value | humanize1024 }}B of WAL not yet replayed; check the standby's disk"
+            " and the network between the hosts.",
+        ),
+    ]
+    if plan.of_role("postgres-standby"):
+        streaming = 'pg_stat_replication_pg_wal_lsn_diff{job="postgres",state="streaming"}'
+        rules.append(
+            _rule(
+                "MorganPostgresStandbyNotStreaming",
+                f"(count({streaming}) or vector(0)) < 1",
+                down_for,
+                "warning",
+                "no standby streams from the PostgreSQL primary",
+                "A failover now would lose the last commits; `morgan status` shows the"
+                " standby's container, its logs why it stopped.",
+            )
+        )
+    return rules
+
+
+def redis_rules(plan: Plan) -> list[dict[str, Any]]:
+    down_for = plan.config.observability.alerting.service_down_for
+    rules = [
+        _rule(
+            "MorganRedisDown",
+            'redis_up{job="redis"} == 0',
+            down_for,
+            "critical",
+            "Redis on {{ $labels.host }} does not answer",
+            "Its exporter cannot reach the node for " + down_for + "; core serves without"
+            " its cache meanwhile.",
+        )
+    ]
+    if plan.config.redis.mode == "cluster":
+        rules.append(
+            _rule(
+                "MorganRedisClusterFailing",
+                'redis_cluster_state{job="redis"} == 0',
+                down_for,
+                "critical",
+                "the Redis cluster seen from {{ $labels.host }} is failing",
+                "Some hash slots have no live master; bring the node back, or promote its"
+                " replica with `redis-cli --cluster failover`.",
+            )
+        )
+    return rules
 
 
 def _receiver(plan: Plan, name: str) -> dict[str, Any]:

@@ -159,6 +159,8 @@ SUPPORT_SERVICES = {
     "grafana": 3000,
     "loki": 3100,
     "node-exporter": 9100,
+    "postgres-exporter": 9187,
+    "redis-exporter": 9121,
 }
 
 

@@ -20,10 +20,18 @@ PORTS = {
     "loki": 3100,
     "promtail": 9080,
     "node-exporter": 9100,
+    "postgres-exporter": 9187,
+    "redis-exporter": 9121,
 }
 HOST_ROOT = "/host"  # where node-exporter sees the host's root, read-only
 # Roles with one container on every host (the others run on the observability host).
-PER_HOST = ("promtail", "node-exporter")
+PER_HOST = ("promtail", "node-exporter", "postgres-exporter", "redis-exporter")
+# Exporter role -> its Prometheus job.
+EXPORTER_JOBS = {
+    "node-exporter": "node",
+    "postgres-exporter": "postgres",
+    "redis-exporter": "redis",
+}
 LOKI_GRPC_PORT = 9095
 
 
@@ -68,12 +76,20 @@ def _static_targets(plan: Plan, services: tuple[str, ...]) -> list[dict[str, Any
     return out
 
 
-def _node_job(plan: Plan, static: bool) -> list[dict[str, Any]]:
-    """node-exporter on every host, labelled by host as the Morgan services are."""
-    hosts = plan.hosts_of("node-exporter")
+def _exporter_jobs(plan: Plan, static: bool) -> list[dict[str, Any]]:
+    return [
+        job
+        for role, name in EXPORTER_JOBS.items()
+        for job in _exporter_job(plan, static, role, name)
+    ]
+
+
+def _exporter_job(plan: Plan, static: bool, role: str, name: str) -> list[dict[str, Any]]:
+    """An exporter on each of its hosts, labelled by host as the Morgan services are."""
+    hosts = plan.hosts_of(role)
     if not hosts:
         return []
-    port = PORTS["node-exporter"]
+    port = PORTS[role]
     found: dict[str, Any] = (
         {
             "static_configs": [
@@ -86,14 +102,14 @@ def _node_job(plan: Plan, static: bool) -> list[dict[str, Any]]:
         }
         if static
         else {
-            "consul_sd_configs": [_consul_sd(plan, ["node-exporter"])],
+            "consul_sd_configs": [_consul_sd(plan, [role])],
             "relabel_configs": [
                 {"source_labels": ["__meta_consul_node"], "target_label": "host"},
                 {"source_labels": ["__meta_consul_node"], "target_label": "instance"},
             ],
         }
     )
-    return [{"job_name": "node", **found, **_scheme(plan)}]
+    return [{"job_name": name, **found, **_scheme(plan)}]
 
 
 def prometheus_config(plan: Plan) -> dict[str, Any]:
@@ -121,7 +137,7 @@ def prometheus_config(plan: Plan) -> dict[str, Any]:
                 ),
                 **_scheme(plan),
             },
-            *_node_job(plan, static),
+            *_exporter_jobs(plan, static),
             {
                 "job_name": "prometheus",
                 "static_configs": [{"targets": [f"127.0.0.1:{PORTS['prometheus']}"]}],

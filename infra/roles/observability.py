@@ -19,6 +19,7 @@ from infra.model import (
     Volume,
 )
 from infra.placement import Plan, Replica
+from infra.roles.exporters import EXPORTER_SPECS
 from infra.spec_common import (
     port_encryption,
     role_labels,
@@ -167,8 +168,8 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             memory_mb=512,
             **base,
         )
-    if role == "node-exporter":
-        return node_exporter_spec(plan, replica, base)
+    if role in EXPORTER_SPECS:
+        return EXPORTER_SPECS[role](plan, replica, base)
     # promtail: ships every container's JSON log lines to Loki.
     return ContainerSpec(
         image=cfg.images.support.promtail,
@@ -188,32 +189,5 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             test=("CMD-SHELL", f"bash -c ':> /dev/tcp/127.0.0.1/{port}' || exit 1")
         ),
         memory_mb=128,
-        **base,
-    )
-
-
-def node_exporter_spec(plan: Plan, replica: Replica, base: dict[str, Any]) -> ContainerSpec:
-    """The host's CPU, memory, disks and network for Prometheus: it reads the host's root
-    through a read-only bind (host networking gives it the host's interfaces)."""
-    port = obs_cfg.PORTS["node-exporter"]
-    tls = plan.config.security.internal_tls
-    command = [
-        f"--path.rootfs={obs_cfg.HOST_ROOT}",
-        f"--web.listen-address={plan.listen_address(replica.host)}:{port}",
-    ]
-    files = []
-    if tls:
-        files.append(
-            ConfigFile("/etc/node-exporter/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan)))
-        )
-        command.append("--web.config.file=/etc/node-exporter/web.yml")
-    return ContainerSpec(
-        image=plan.config.images.support.node_exporter,
-        command=tuple(command),
-        ports=(Port(port, encryption=port_encryption(plan), purpose="metrics"),),
-        binds=(BindMount("/", obs_cfg.HOST_ROOT, read_only=True),),
-        files=tuple(files),
-        healthcheck=Healthcheck(test=wget_probe(port, "/", tls), start_period="10s"),
-        memory_mb=64,
         **base,
     )

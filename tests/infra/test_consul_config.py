@@ -123,7 +123,7 @@ def test_agents_register_the_supporting_servers_of_their_host(homelab_plan: Plan
     h3 = consul_cfg.agent_config(homelab_plan, "h3", server=False)
     names = {s["name"] for s in h3["services"]}
     assert names == {"postgres-standby", "redis", "prometheus", "alertmanager", "grafana",
-                     "loki", "node-exporter"}  # fmt: skip
+                     "loki", "node-exporter", "postgres-exporter", "redis-exporter"}  # fmt: skip
     assert all(s["address"] == "h3.lan" for s in h3["services"])
     assert "services" not in consul_cfg.agent_config(homelab_plan, "h3", server=True)
 

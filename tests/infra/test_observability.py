@@ -38,12 +38,13 @@ def test_alert_rules_pass_promtool(
     rules.write_text(obs.to_yaml(alerting.alert_rules(plan)))
     result = _run("check", "rules", str(rules))
     assert result.returncode == 0, result.stdout + result.stderr
-    # Down, errors, latency, one replicas-below-plan rule per planned service, and the
-    # host's down and disk rules where node-exporter runs (homelab; not the dev stack).
+    # Down, errors, latency, one replicas-below-plan rule per planned service; where the
+    # exporters run (homelab, not the dev stack) the host's down and disk rules,
+    # PostgreSQL's down, lag and not-streaming, Redis's down and cluster state.
     services = len(alerting.planned_replicas(plan))
     assert services >= 1
-    host_rules = 2 if stack == "homelab" else 0
-    assert f"SUCCESS: {3 + services + host_rules} rules found" in result.stdout
+    exporter_rules = 2 + 3 + 2 if stack == "homelab" else 0
+    assert f"SUCCESS: {3 + services + exporter_rules} rules found" in result.stdout
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
@@ -200,6 +201,17 @@ def test_alert_rules_fire_on_the_conditions_they_name(homelab_plan: Plan, tmp_pa
         {"series": f"node_filesystem_avail_bytes{{{tmpfs}}}", "values": "1e9x20"},
         {"series": f"node_filesystem_free_bytes{{{tmpfs}}}", "values": "1e9x20"},
         {"series": f"node_filesystem_size_bytes{{{tmpfs}}}", "values": "100e9x20"},
+        # PostgreSQL on h3 is down; the primary on h1 has one standby, 100 MB behind.
+        {"series": 'pg_up{job="postgres",host="h3",instance="h3"}', "values": "0x20"},
+        {"series": 'pg_up{job="postgres",host="h1",instance="h1"}', "values": "1x20"},
+        {
+            "series": "pg_stat_replication_pg_wal_lsn_diff"
+            '{job="postgres",host="h1",application_name="h3",state="streaming"}',
+            "values": "100e6x20",
+        },
+        # The Redis node on h4 answers, but sees the cluster failing.
+        {"series": 'redis_up{job="redis",host="h4",instance="h4"}', "values": "1x20"},
+        {"series": 'redis_cluster_state{job="redis",host="h4",instance="h4"}', "values": "0x20"},
     ]
 
     tests = {
@@ -302,6 +314,58 @@ def test_alert_rules_fire_on_the_conditions_they_name(homelab_plan: Plan, tmp_pa
                             }
                         ],
                     },
+                    *(
+                        {
+                            "eval_time": "20m",
+                            "alertname": name,
+                            "exp_alerts": [
+                                {
+                                    "exp_labels": labels,
+                                    "exp_annotations": {
+                                        "summary": summary,
+                                        "description": description,
+                                    },
+                                }
+                            ]
+                            if labels
+                            else [],
+                        }
+                        for name, labels, summary, description in [
+                            (
+                                "MorganPostgresDown",
+                                {
+                                    "severity": "critical",
+                                    "job": "postgres",
+                                    "host": "h3",
+                                    "instance": "h3",
+                                },
+                                "PostgreSQL on h3 does not answer",
+                                "Its exporter cannot log in for 1m; `morgan logs` the postgres"
+                                " container on h3 (Patroni fails over to the standby).",
+                            ),
+                            (
+                                "MorganPostgresReplicationLag",
+                                {"severity": "warning", "host": "h1", "application_name": "h3"},
+                                "standby h3 is more than 64 MiB behind",
+                                "95.37MiB of WAL not yet replayed; check the standby's disk and"
+                                " the network between the hosts.",
+                            ),
+                            ("MorganPostgresStandbyNotStreaming", None, "", ""),
+                            ("MorganRedisDown", None, "", ""),
+                            (
+                                "MorganRedisClusterFailing",
+                                {
+                                    "severity": "critical",
+                                    "job": "redis",
+                                    "host": "h4",
+                                    "instance": "h4",
+                                },
+                                "the Redis cluster seen from h4 is failing",
+                                "Some hash slots have no live master; bring the node back, or"
+                                " promote its replica with `redis-cli --cluster failover`.",
+                            ),
+                        ]
+                    ),
                     {
                         # core's only series is down, llm's only one is up, stt and tts
                         # have none: each service below its planned count has its alert.

@@ -29,6 +29,8 @@ HOMELAB_EXPECTED = {
             "traefik",
             "promtail",
             "node-exporter",
+            "postgres-exporter",
+            "redis-exporter",
         ]
     ),
     "h2": sorted(["tts", "stt", "consul-agent", "promtail", "node-exporter"]),
@@ -47,10 +49,21 @@ HOMELAB_EXPECTED = {
             "loki",
             "promtail",
             "node-exporter",
+            "postgres-exporter",
+            "redis-exporter",
         ]
     ),
     "h4": sorted(
-        ["core", "llm", "consul-server", "consul-agent", "redis", "promtail", "node-exporter"]
+        [
+            "core",
+            "llm",
+            "consul-server",
+            "consul-agent",
+            "redis",
+            "promtail",
+            "node-exporter",
+            "redis-exporter",
+        ]
     ),
 }
 

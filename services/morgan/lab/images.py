@@ -33,6 +33,8 @@ SUPPORT_UPSTREAM: dict[str, str] = {
     "prometheus": "prom/prometheus:v2.53.0",
     "alertmanager": "prom/alertmanager:v0.27.0",
     "node_exporter": "prom/node-exporter:v1.8.1",
+    "postgres_exporter": "quay.io/prometheuscommunity/postgres-exporter:v0.15.0",
+    "redis_exporter": "oliver006/redis_exporter:v1.62.0",
 }
 LOCAL_SUPPORT_REPO = "morgan-local"
 # Supporting servers with no upstream image: always built here (from Debian's packages).
@@ -147,6 +149,8 @@ def support_specs(root: Path) -> list[ImageSpec]:
         "prometheus": (),
         "alertmanager": (),
         "node_exporter": (),
+        "postgres_exporter": (),
+        "redis_exporter": (),
         "patroni": (),
     }
     tags = support_tags()
