@@ -157,30 +157,46 @@ def _spec_digest(manager: DockerEngine, service: str) -> str | None:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def _wait_task(manager: DockerEngine, stack: str, spec: ContainerSpec) -> None:
-    service = f"{stack}_{spec.name}"
-    fmt = "{{.Node}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}"
+def _wait_tasks(manager: DockerEngine, stack: str, specs: list[ContainerSpec]) -> None:
+    """Wait until every service of a phase runs on its planned host (a one-shot one: has
+    completed). One `docker service ps` per try for the whole phase: one per service, in
+    parallel, opened as many SSH sessions at once as the phase has services, and sshd
+    refuses those past its MaxStartups (10 by default)."""
+    waiting = {f"{stack}_{s.name}": s for s in specs}
+    fmt = "{{.Name}}|{{.Node}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}"
 
     def settled() -> None:
-        rows = manager.text("service", "ps", "--no-trunc", "--format", fmt, service,
+        rows = manager.text("service", "ps", "--no-trunc", "--format", fmt, *sorted(waiting),
                             timeout=60).splitlines()  # fmt: skip
-        node, desired, current, error = [*rows[0].split("|"), "", "", ""][:4]
-        state = current.split()[0] if current else ""
-        if spec.one_shot and state == "Complete":
-            return
-        if not spec.one_shot and desired == "Running" and state == "Running":
-            if node != spec.host:
-                raise DeployError(f"{service} runs on {node}, not on {spec.host}: node labels?")
-            return
-        raise NotYet(f"{node} {current} {error}".strip())
+        # Tasks come sorted by name (`<service>.<slot>`), the newest of a slot first.
+        newest: dict[str, list[str]] = {}
+        for row in rows:
+            name, *fields = [*row.split("|"), "", "", "", ""][:5]
+            newest.setdefault(name.rsplit(".", 1)[0], fields)
+        not_yet = []
+        for service, spec in list(waiting.items()):
+            node, desired, current, error = newest.get(service, ["", "", "", ""])
+            state = current.split()[0] if current else ""
+            if spec.one_shot and state == "Complete":
+                del waiting[service]
+                continue
+            if not spec.one_shot and desired == "Running" and state == "Running":
+                if node != spec.host:
+                    raise DeployError(f"{service} runs on {node}, not on {spec.host}: node labels?")
+                del waiting[service]
+                continue
+            not_yet.append(f"{service}: {node} {current} {error}".strip())
+        if not_yet:
+            raise NotYet("; ".join(not_yet))
 
     try:
-        poll(settled, what=f"{spec.host}/{service}", timeout=PHASE_TIMEOUT_S, interval=2)
+        poll(settled, what=f"{len(specs)} Swarm services", timeout=PHASE_TIMEOUT_S, interval=2)
     except PollTimeout as exc:
+        names = ", ".join(sorted(waiting))
         raise DeployError(
-            f"{spec.host}: Swarm service {service} did not run healthy in {PHASE_TIMEOUT_S} s"
-            f" ({exc.last}). Its logs: `docker service logs {service}` on a manager; fix the"
-            " cause, then run `morgan deploy --engine swarm` again"
+            f"Swarm services {names} did not run healthy in {PHASE_TIMEOUT_S} s ({exc.last})."
+            " Their logs: `docker service logs <service>` on a manager; fix the cause, then"
+            " run `morgan deploy --engine swarm` again"
         ) from None
 
 
@@ -215,9 +231,8 @@ def deploy_swarm(config: MorganStackConfig, root: Path, p: StackPaths, log: Log)
             )
             report.changes[spec.host][spec.name] = change
             log(f"{spec.host}  {spec.name:<34} {change}")
-        _parallel(lambda name: _wait_task(manager, stack, by_name[name]), [s.name for s in specs])
+        _wait_tasks(manager, stack, specs)
 
-    by_name = {s.name: s for s in deployment.specs}
     run_phases(staged, p, log, start)
     removed = prune_objects(manager, stack, set(external.values()))
     if removed:
