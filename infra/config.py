@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -30,16 +30,7 @@ ObservabilityPart = Literal[
     "postgres-exporter",
     "redis-exporter",
 ]
-OBSERVABILITY_PARTS: tuple[ObservabilityPart, ...] = (
-    "prometheus",
-    "alertmanager",
-    "grafana",
-    "loki",
-    "promtail",
-    "node-exporter",
-    "postgres-exporter",
-    "redis-exporter",
-)
+OBSERVABILITY_PARTS: tuple[ObservabilityPart, ...] = get_args(ObservabilityPart)
 
 _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")

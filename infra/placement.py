@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from infra.config import SERVICE_NAMES, HostConfig, MorganStackConfig
+from infra.config import OBSERVABILITY_PARTS, SERVICE_NAMES, HostConfig, MorganStackConfig
 
 ROLE_NAMES: tuple[str, ...] = (
     "core",
@@ -30,14 +30,7 @@ ROLE_NAMES: tuple[str, ...] = (
     "redis-replica",
     "qdrant",
     "traefik",
-    "prometheus",
-    "alertmanager",
-    "grafana",
-    "loki",
-    "promtail",
-    "node-exporter",
-    "postgres-exporter",
-    "redis-exporter",
+    *OBSERVABILITY_PARTS,
 )
 
 
