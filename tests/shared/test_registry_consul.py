@@ -121,6 +121,31 @@ async def test_start_survives_consul_down_and_registers_when_it_appears(tmp_path
         server.close()
 
 
+async def test_anti_entropy_sends_meta_a_failed_registration_left_behind(
+    consul_server: ConsulServer,
+) -> None:
+    """A settings change re-registers with new meta; when that call fails (Consul away for
+    a moment), the next anti-entropy pass sends the meta the instance has now."""
+    import asyncio
+
+    factory = ConsulClientFactory.from_env(consul_server.addr)
+    reg = ConsulRegistry(factory, name=unique_name(), host=LOOPBACK, port=free_port(),
+                         meta={"capacity": "11"}, anti_entropy_seconds=0.3)  # fmt: skip
+    await reg.start()
+    try:
+        reg.meta["capacity"] = "5"  # changed here, never sent: the failed call's state
+        held = []
+        for _ in range(50):
+            held.append(factory.client().agent.services()[reg.service_id]["Meta"]["capacity"])
+            if held[-1] == "5":
+                break
+            await asyncio.sleep(0.1)
+        print(f"capacity in Consul, every 0.1 s: {held}")
+        assert held[-1] == "5", held
+    finally:
+        await reg.stop()
+
+
 def test_replies_name_the_replica_that_made_them(consul_server: ConsulServer) -> None:
     """X-Morgan-Instance carries the replica's Consul service id (which core answered)."""
     import httpx

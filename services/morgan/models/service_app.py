@@ -155,14 +155,26 @@ def build_model_app(
         try:
             limiter.resize(changed.max_concurrency, changed.max_queue)
             holder.set_idle_unload_seconds(changed.idle_unload_seconds)
-            registry = getattr(app.state, "registry", None)
-            capacity = str(changed.max_concurrency + changed.max_queue)
-            if registry is not None and registry.meta.get(CAPACITY_META) != capacity:
-                registry.meta[CAPACITY_META] = capacity
-                await registry.register()  # the same id: Consul updates its meta
         except Exception:
             log.exception(
                 "applying new limits to %s failed; the previous limits stay", changed.service_name
+            )
+            return
+        registry = getattr(app.state, "registry", None)
+        capacity = str(changed.max_concurrency + changed.max_queue)
+        if registry is None or registry.meta.get(CAPACITY_META) == capacity:
+            return
+        registry.meta[CAPACITY_META] = capacity
+        try:
+            await registry.register()  # the same id: Consul updates its meta
+        except Exception as error:
+            log.warning(
+                "%s: the new capacity %s did not reach Consul (%s); the registry's next"
+                " anti-entropy pass (every %.0f s) sends it",
+                changed.service_name,
+                capacity,
+                error,
+                registry.anti_entropy_seconds,
             )
 
     app = create_app(

@@ -152,8 +152,10 @@ class ConsulRegistry:
             self._registered = False
         log.info("deregistered %s from Consul", self.service_id)
 
-    def is_registered_sync(self) -> bool:
-        return self.service_id in (self._client.agent.services() or {})
+    def registered_meta_sync(self) -> dict[str, str] | None:
+        """The meta the agent holds for this instance; None when it is not registered."""
+        entry = (self._client.agent.services() or {}).get(self.service_id)
+        return None if entry is None else dict(entry.get("Meta") or {})
 
     # -- async API ----------------------------------------------------------------------------
 
@@ -181,10 +183,19 @@ class ConsulRegistry:
         while True:
             await asyncio.sleep(self.anti_entropy_seconds)
             try:
-                present = await asyncio.to_thread(self.is_registered_sync)
-                if not present:
+                held = await asyncio.to_thread(self.registered_meta_sync)
+                if held is None:
                     log.warning(
                         "%s missing from the Consul agent; registering again", self.service_id
+                    )
+                    await self.register()
+                elif held != self.meta:
+                    # A re-registration after a settings change failed (Consul was away).
+                    log.warning(
+                        "%s has outdated meta in Consul (%s, now %s); registering again",
+                        self.service_id,
+                        held,
+                        self.meta,
                     )
                     await self.register()
             except asyncio.CancelledError:
