@@ -123,7 +123,9 @@ def redis_server_args(plan: Plan, host: str, cluster: bool, port: int = REDIS_PO
         parts.append(
             f"--port 0 --tls-port {port} --tls-cert-file {TLS_DIR}/cert.pem"
             f" --tls-key-file {TLS_DIR}/key.pem --tls-ca-cert-file {TLS_DIR}/ca.pem"
-            " --tls-auth-clients optional"
+            # Every client shows a certificate from the fleet CA: core, the exporter and
+            # redis-cli use their role's, the nodes their own on the cluster bus.
+            " --tls-auth-clients yes"
         )
         if cluster:
             parts.append("--tls-cluster yes --tls-replication yes")

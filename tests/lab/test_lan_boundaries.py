@@ -5,23 +5,32 @@ Consul: a client agent's API is not reachable from the LAN at all, and a server'
 which the deploy machine uses, does nothing for a request without a token: no turning
 auth off, no minting a key, no reading the key records, no fake morgan-core for Traefik
 to route to. The management token, from the stack's outputs, still does each (so the
-refusals are the ACLs', not a wrong URL)."""
+refusals are the ACLs', not a wrong URL).
+
+Prometheus and Alertmanager: nobody without the stack's monitoring password reads a metric
+or silences an alert (the password, from the outputs, is the control).
+
+Redis: a node speaks TLS only, and only to a client that shows a certificate from the
+fleet CA; knowing the CA (to trust the node) is not enough to get a Redis reply."""
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from morgan.deploy.outputs import load_outputs, write_ca_file
+from morgan.deploy.outputs import load_outputs, monitoring_auth, write_ca_file
 from morgan.deploy.rollout import DeployReport
 from morgan.lab import stack as st
 
 from infra.configs import consul as consul_cfg
+from infra.configs.data import REDIS_PORT
+from infra.configs.observability import PORTS as OBS_PORTS
 from infra.deployment import Deployment, build_deployment
 from infra.placement import make_plan
 
@@ -106,3 +115,64 @@ def test_nothing_was_written_and_the_token_still_works(
     assert cores.status_code == 200
     assert FAKE_CORE["ID"] not in {c["ServiceID"] for c in cores.json()}
     assert len(cores.json()) == len(deployment.of_role("core"))
+
+
+def _redis_reply_without_a_client_certificate(address: str, ca: Path) -> str:
+    """PING a node over TLS, trusting the fleet CA but showing no certificate: the node's
+    reply, or how the connection ended."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False  # the node's name is not the question here
+    try:
+        with (
+            socket.create_connection((address, REDIS_PORT), timeout=5) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            tls.sendall(b"PING\r\n")
+            reply = tls.recv(256)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as error:
+        return f"refused: {type(error).__name__}: {error}"
+    return f"replied: {reply!r}" if reply else "refused: closed without a reply"
+
+
+def test_redis_answers_no_client_without_a_fleet_certificate(
+    deployment: Deployment, outputs: dict[str, Any], tmp_path: Path
+) -> None:
+    ca = write_ca_file(outputs, tmp_path)
+    seen = {}
+    for spec in deployment.of_role("redis"):
+        address = deployment.plan.config.host(spec.host).address
+        seen[spec.name] = _redis_reply_without_a_client_certificate(address, ca)
+        print(f"{spec.name} ({address}:{REDIS_PORT}): {seen[spec.name]}")
+    assert seen, "the lab places no Redis node"
+    # `tls-auth-clients optional` would reply "-NOAUTH Authentication required."
+    for name, outcome in seen.items():
+        assert outcome.startswith("refused: "), (name, outcome)
+
+
+def test_prometheus_and_alertmanager_answer_only_the_monitoring_password(
+    deployment: Deployment, outputs: dict[str, Any], tmp_path: Path
+) -> None:
+    ca = str(write_ca_file(outputs, tmp_path))
+    plan = deployment.plan
+    prometheus = plan.config.host(plan.hosts_of("prometheus")[0]).address
+    alertmanager = plan.config.host(plan.hosts_of("alertmanager")[0]).address
+    query = f"https://{prometheus}:{OBS_PORTS['prometheus']}/api/v1/query"
+    silences = f"https://{alertmanager}:{OBS_PORTS['alertmanager']}/api/v2/silences"
+    silence = {"matchers": [{"name": "alertname", "value": ".+", "isRegex": True}],
+               "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+               "createdBy": "mallory", "comment": "hide every alert"}  # fmt: skip
+    user, password = monitoring_auth(outputs)
+    with httpx.Client(verify=ca, timeout=15) as client:
+        for who, auth in {"no password": None, "a wrong password": (user, "guess")}.items():
+            read = client.get(query, params={"query": "up"}, auth=auth)
+            hide = client.post(silences, json=silence, auth=auth)
+            print(f"{who}: query {read.status_code}, silence {hide.status_code}")
+            assert read.status_code == 401, (who, read.status_code, read.text[:200])
+            assert hide.status_code == 401, (who, hide.status_code, hide.text[:200])
+        # The control: the password reads the metrics, and no silence was made.
+        read = client.get(query, params={"query": "up"}, auth=(user, password))
+        assert read.status_code == 200, read.text[:200]
+        assert read.json()["data"]["result"], "Prometheus scrapes nothing"
+        made = client.get(silences, auth=(user, password))
+        assert made.status_code == 200, made.text[:200]
+        assert not [s for s in made.json() if s["createdBy"] == "mallory"], made.json()
