@@ -25,7 +25,9 @@ from infra.spec_common import role_labels
 from infra.specs import SERVICE_PORTS, build_specs, service_port
 
 # "provided": the operator's own (a Slack webhook URL, an SMTP password), never generated.
-SecretKind = Literal["password", "gossip-key", "token", "htpasswd", "api-key", "provided"]
+# "bcrypt": the bcrypt hash of the password secret named without the `_bcrypt` suffix.
+SecretKind = Literal["password", "gossip-key", "token", "htpasswd", "bcrypt", "api-key", "provided"]
+BCRYPT_SUFFIX = "_bcrypt"
 
 # Every secret of a stack, and how it is made. Pulumi makes them with pulumi_random
 # (infra/components/secrets.py), `morgan up` locally (morgan.lab.secrets): both read
@@ -36,6 +38,10 @@ SECRETS: tuple[tuple[str, SecretKind], ...] = (
     ("redis_password", "password"),
     ("qdrant_api_key", "password"),
     ("grafana_admin_password", "password"),
+    # Prometheus' and Alertmanager's basic auth: the password for their clients, its hash
+    # for their web config.
+    ("monitoring_password", "password"),
+    ("monitoring_password_bcrypt", "bcrypt"),
     ("consul_gossip_key", "gossip-key"),
     ("consul_management_token", "token"),
     # `user:bcrypt-hash` lines for Traefik's dashboard; the password itself is an output.

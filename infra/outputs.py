@@ -18,6 +18,7 @@ def stack_outputs(fleet: Fleet) -> dict[str, Any]:
         "consul_management_token": fleet.consul.management_token,
         "grafana_url": fleet.observability.grafana_url,
         "grafana_admin_password": fleet.observability.grafana_admin_password,
+        "monitoring_password": fleet.observability.monitoring_password,
         "services_by_host": fleet.plan.by_host(),
         "ca_certificate": fleet.pki.ca_cert_pem if fleet.pki else None,
         # What the daemons of tcp:// hosts trust (apart from the fleet CA).

@@ -76,6 +76,16 @@ def wget_probe(port: int, path: str, tls: bool) -> tuple[str, ...]:
     return ("CMD-SHELL", f"wget -q {flags}-O /dev/null {scheme}://127.0.0.1:{port}{path} || exit 1")
 
 
+def auth_probe(port: int, path: str, tls: bool) -> tuple[str, ...]:
+    """Healthy: the server answers, and asks for a password (a 401, which both GNU and
+    BusyBox wget print as `401 Unauthorized`). The probe holds no secret, and a server that
+    answered without one would be unhealthy."""
+    scheme = "https" if tls else "http"
+    flags = "--no-check-certificate " if tls else ""
+    url = f"{scheme}://127.0.0.1:{port}{path}"
+    return ("CMD-SHELL", f"wget {flags}-O /dev/null {url} 2>&1 | grep -q '401 Unauthorized'")
+
+
 def role_labels(plan: Plan, replica: Replica) -> dict[str, str]:
     return {
         "morgan.role": replica.role,

@@ -29,6 +29,8 @@ class Observability(pulumi.ComponentResource):
         self.containers = [make_container(s, args.ctx, self) for s in args.containers]
         self.grafana_url = pulumi.Output.from_input(args.grafana_url)
         self.grafana_admin_password = args.ctx.secrets.values["grafana_admin_password"]
+        # Prometheus' and Alertmanager's basic auth (user `morgan`).
+        self.monitoring_password = args.ctx.secrets.values["monitoring_password"]
         self.register_outputs(
             {"grafana_url": self.grafana_url, "roles": sorted({s.role for s in args.containers})}
         )

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_random as random
 
 from infra.components.service_key import ServiceKey
-from infra.deployment import SECRETS
+from infra.deployment import BCRYPT_SUFFIX, SECRETS
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,17 @@ class FleetSecrets(pulumi.ComponentResource):
         # One resource per secret of infra.deployment.SECRETS, made the way its kind says.
         self.values = {}
         config = pulumi.Config("morgan")
+        made: dict[str, random.RandomPassword] = {}
         for key, kind in SECRETS:
             if kind == "provided":
                 if key in args.provided:
                     self.values[key] = provided_secret(config, key)
             elif kind == "password":
-                self.values[key] = pulumi.Output.secret(password(key).result)
+                made[key] = password(key)
+                self.values[key] = pulumi.Output.secret(made[key].result)
+            elif kind == "bcrypt":  # of a password listed before it
+                hashed = made[key.removesuffix(BCRYPT_SUFFIX)]
+                self.values[key] = pulumi.Output.secret(hashed.bcrypt_hash)
             elif kind == "gossip-key":
                 gossip = random.RandomId(
                     f"{name}-{key.replace('_', '-')}", byte_length=32, opts=child

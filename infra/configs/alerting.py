@@ -8,23 +8,23 @@ the container's own layer, never in its data volume.
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
-from infra.model import TLS_DIR, SecretEnv
+from infra.configs import monitoring_auth
+from infra.configs.monitoring_auth import SECRETS_DIR
+from infra.model import SecretEnv
 from infra.placement import Plan
 
 REQUESTS = "morgan_http_requests_total"
 DURATION = "morgan_http_request_duration_seconds_bucket"
 ALERTMANAGER_PORT = 9093
-SECRETS_DIR = "/tmp/morgan-secrets"
 # Stack secret → (the container's variable, the file Alertmanager reads).
 SECRET_FILES: dict[str, tuple[str, str]] = {
     "alert_slack_url": ("ALERT_SLACK_URL", f"{SECRETS_DIR}/slack_url"),
     "alert_smtp_password": ("ALERT_SMTP_PASSWORD", f"{SECRETS_DIR}/smtp_password"),
 }
-# Where amtool looks for its defaults (besides ~/.config/prometheus/amtool.yml).
-AMTOOL_CONFIG = "/etc/prometheus/amtool.yml"
+# Where amtool looks for its defaults: Debian's build, and upstream's (the prom image).
+AMTOOL_CONFIGS = ("/etc/prometheus/amtool.yml", "/etc/amtool/config.yml")
 AMTOOL_HTTP_CONFIG = "/etc/prometheus/amtool-http.yml"
 SUMMARY = '{{ .CommonAnnotations.summary }}{{ if eq .Status "resolved" }} (resolved){{ end }}'
 
@@ -294,24 +294,24 @@ def alertmanager_config(plan: Plan) -> dict[str, Any]:
 
 
 def alertmanager_secret_env(plan: Plan) -> tuple[SecretEnv, ...]:
-    return tuple(
+    receivers = tuple(
         SecretEnv(SECRET_FILES[name][0], f"{{{name}}}")
         for name in plan.config.observability.alerting.secrets()
     )
+    return (*monitoring_auth.secret_env(), *receivers)
 
 
-def alertmanager_start_script(plan: Plan, flags: list[str]) -> str | None:
-    """A shell line that writes the receivers' secrets to files only Alertmanager's user
-    reads, drops them from the environment and starts Alertmanager; None: none needed."""
+def alertmanager_start_script(plan: Plan, flags: list[str], web_base: str) -> str:
+    """The shell line that writes the monitoring password and the receivers' secrets to
+    files only Alertmanager's user reads, drops them from the environment and starts
+    Alertmanager behind basic auth."""
     names = plan.config.observability.alerting.secrets()
-    if not names:
-        return None
-    steps = [f"umask 077 && mkdir -p {SECRETS_DIR}"]
-    for name in names:
-        variable, path = SECRET_FILES[name]
-        steps.append(f"printf '%s' \"${variable}\" > {path} && unset {variable}")
-    steps.append("exec /bin/alertmanager " + shlex.join(flags))
-    return " && ".join(steps)
+    return monitoring_auth.start_script(
+        "/bin/alertmanager",
+        flags,
+        web_base=web_base,
+        secret_files=tuple(SECRET_FILES[name] for name in names),
+    )
 
 
 def amtool_config(plan: Plan, listen: str) -> dict[str, str]:
@@ -320,11 +320,7 @@ def amtool_config(plan: Plan, listen: str) -> dict[str, str]:
     scheme = "https" if tls else "http"
     # Its certificate names the host's address and 127.0.0.1, not a wildcard address.
     host = "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
-    config = {"alertmanager.url": f"{scheme}://{host}:{ALERTMANAGER_PORT}"}
-    if tls:
-        config["http.config.file"] = AMTOOL_HTTP_CONFIG
-    return config
-
-
-def amtool_http_config() -> dict[str, Any]:
-    return {"tls_config": {"ca_file": f"{TLS_DIR}/ca.pem"}}
+    return {
+        "alertmanager.url": f"{scheme}://{host}:{ALERTMANAGER_PORT}",
+        "http.config.file": AMTOOL_HTTP_CONFIG,
+    }

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from infra.configs import monitoring_auth
 from infra.configs.consul import AGENT_PORTS
 from infra.model import TLS_DIR
 from infra.placement import Plan
@@ -141,6 +142,7 @@ def prometheus_config(plan: Plan) -> dict[str, Any]:
             {
                 "job_name": "prometheus",
                 "static_configs": [{"targets": [f"127.0.0.1:{PORTS['prometheus']}"]}],
+                "basic_auth": monitoring_auth.basic_auth(),
                 **_scheme(plan),
             },
         ],
@@ -155,12 +157,19 @@ def prometheus_config(plan: Plan) -> dict[str, Any]:
             if static
             else {"consul_sd_configs": [_consul_sd(plan, ["alertmanager"])]}
         )
-        document["alerting"] = {"alertmanagers": [{**found, **_scheme(plan)}]}
+        document["alerting"] = {
+            "alertmanagers": [
+                {**found, "basic_auth": monitoring_auth.basic_auth(), **_scheme(plan)}
+            ]
+        }
     return document
 
 
 def web_config(plan: Plan) -> dict[str, Any]:
-    """--web.config.file for Prometheus and Alertmanager: serve HTTPS with the role's cert."""
+    """An exporter-toolkit web config's TLS part: serve HTTPS with the role's cert (for
+    Prometheus and Alertmanager, the start line appends the basic-auth user)."""
+    if not plan.config.security.internal_tls:
+        return {}
     return {
         "tls_server_config": {
             "cert_file": f"{TLS_DIR}/cert.pem",
@@ -182,8 +191,14 @@ def grafana_datasources(plan: Plan) -> dict[str, Any]:
             "access": "proxy",
             "url": f"{scheme}://127.0.0.1:{PORTS['prometheus']}",
             "isDefault": True,
+            "basicAuth": True,
+            "basicAuthUser": monitoring_auth.MONITORING_USER,
             "jsonData": json_data,
-            "secureJsonData": secure,
+            # Grafana expands $__env{} too: the password from the container's environment.
+            "secureJsonData": {
+                **secure,
+                "basicAuthPassword": f"$__env{{{monitoring_auth.PASSWORD_VARIABLE}}}",
+            },
         }
     ]
     if plan.of_role("loki"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.configs import alerting
+from infra.configs import alerting, monitoring_auth
 from infra.configs import dashboards as dashboards_cfg
 from infra.configs import observability as obs_cfg
 from infra.model import (
@@ -21,11 +21,24 @@ from infra.model import (
 from infra.placement import Plan, Replica
 from infra.roles.exporters import EXPORTER_SPECS
 from infra.spec_common import (
+    auth_probe,
     port_encryption,
     role_labels,
     tls_files,
     wget_probe,
 )
+
+
+def _auth_files(plan: Plan, web_base: str, client: str | None) -> tuple[ConfigFile, ...]:
+    """The web config's TLS part (the start line appends the user) and the config of a
+    client inside the container (amtool): neither holds a secret, which stays in the files
+    the start line writes."""
+    web = obs_cfg.web_config(plan)
+    tls = plan.config.security.internal_tls
+    files = [ConfigFile(web_base, obs_cfg.to_yaml(web) if web else "")]
+    if client is not None:
+        files.append(ConfigFile(client, obs_cfg.to_yaml(monitoring_auth.client_config(tls))))
+    return tuple(files)
 
 
 def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
@@ -47,71 +60,65 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         "privileges": UNPRIVILEGED,
     }
     if role == "prometheus":
-        files = [
-            ConfigFile(
-                "/etc/prometheus/prometheus.yml", obs_cfg.to_yaml(obs_cfg.prometheus_config(plan))
-            ),
-            ConfigFile("/etc/prometheus/alerts.yml", obs_cfg.to_yaml(alerting.alert_rules(plan))),
-        ]
         command = [
             "--config.file=/etc/prometheus/prometheus.yml",
             "--storage.tsdb.path=/prometheus",
             f"--storage.tsdb.retention.time={obs.metrics_retention}",
             f"--web.listen-address={plan.listen_address(replica.host)}:{port}",
         ]
-        if tls:
-            files.append(
-                ConfigFile("/etc/prometheus/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan)))
-            )
-            command.append("--web.config.file=/etc/prometheus/web.yml")
+        files = [
+            ConfigFile(
+                "/etc/prometheus/prometheus.yml", obs_cfg.to_yaml(obs_cfg.prometheus_config(plan))
+            ),
+            ConfigFile("/etc/prometheus/alerts.yml", obs_cfg.to_yaml(alerting.alert_rules(plan))),
+            *_auth_files(plan, "/etc/prometheus/web-tls.yml", None),
+        ]
+        start = monitoring_auth.start_script(
+            "/bin/prometheus", command, web_base="/etc/prometheus/web-tls.yml"
+        )
         return ContainerSpec(
             image=cfg.images.support.prometheus,
-            command=tuple(command),
+            entrypoint=("/bin/sh",),
+            command=("-c", start),
+            secret_env=monitoring_auth.secret_env(),
             ports=(Port(port, encryption=enc, purpose="api"),),
             volumes=(Volume(name="morgan-prometheus-data", path="/prometheus"),),
             files=tuple(files),
-            healthcheck=Healthcheck(test=wget_probe(port, "/-/healthy", tls)),
+            healthcheck=Healthcheck(test=auth_probe(port, "/-/healthy", tls)),
             memory_mb=1024,
             **base,
         )
     if role == "alertmanager":
         listen = plan.listen_address(replica.host)
-        files = [
-            ConfigFile(
-                "/etc/alertmanager/alertmanager.yml",
-                obs_cfg.to_yaml(alerting.alertmanager_config(plan)),
-            ),
-            ConfigFile(
-                alerting.AMTOOL_CONFIG, obs_cfg.to_yaml(alerting.amtool_config(plan, listen))
-            ),
-        ]
         flags = [
             "--config.file=/etc/alertmanager/alertmanager.yml",
             "--storage.path=/alertmanager",
             f"--web.listen-address={listen}:{port}",
             "--cluster.listen-address=",
         ]
-        if tls:
-            files.append(
-                ConfigFile("/etc/alertmanager/web.yml", obs_cfg.to_yaml(obs_cfg.web_config(plan)))
-            )
-            files.append(
-                ConfigFile(
-                    alerting.AMTOOL_HTTP_CONFIG, obs_cfg.to_yaml(alerting.amtool_http_config())
-                )
-            )
-            flags.append("--web.config.file=/etc/alertmanager/web.yml")
-        # Receivers with secrets: a start line writes them to files first.
-        start = alerting.alertmanager_start_script(plan, flags)
+        files = [
+            ConfigFile(
+                "/etc/alertmanager/alertmanager.yml",
+                obs_cfg.to_yaml(alerting.alertmanager_config(plan)),
+            ),
+            *(
+                ConfigFile(path, obs_cfg.to_yaml(alerting.amtool_config(plan, listen)))
+                for path in alerting.AMTOOL_CONFIGS
+            ),
+            *_auth_files(plan, "/etc/alertmanager/web-tls.yml", alerting.AMTOOL_HTTP_CONFIG),
+        ]
         return ContainerSpec(
             image=cfg.images.support.alertmanager,
-            entrypoint=("/bin/sh",) if start else None,
-            command=("-c", start) if start else tuple(flags),
+            entrypoint=("/bin/sh",),
+            command=(
+                "-c",
+                alerting.alertmanager_start_script(plan, flags, "/etc/alertmanager/web-tls.yml"),
+            ),
             secret_env=alerting.alertmanager_secret_env(plan),
             ports=(Port(port, encryption=enc, purpose="api"),),
             volumes=(Volume(name="morgan-alertmanager-data", path="/alertmanager"),),
             files=tuple(files),
-            healthcheck=Healthcheck(test=wget_probe(port, "/-/healthy", tls)),
+            healthcheck=Healthcheck(test=auth_probe(port, "/-/healthy", tls)),
             memory_mb=256,
             **base,
         )
@@ -146,7 +153,11 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         return ContainerSpec(
             image=cfg.images.support.grafana,
             env=env,
-            secret_env=(SecretEnv("GF_SECURITY_ADMIN_PASSWORD", "{grafana_admin_password}"),),
+            secret_env=(
+                SecretEnv("GF_SECURITY_ADMIN_PASSWORD", "{grafana_admin_password}"),
+                # The Prometheus data source's password ($__env{} in its provisioning file).
+                monitoring_auth.secret_env()[0],
+            ),
             ports=(Port(port, encryption=enc, purpose="ui"),),
             volumes=(Volume(name="morgan-grafana-data", path="/var/lib/grafana"),),
             files=tuple(files),

@@ -98,12 +98,14 @@ def test_secrets_reach_alertmanager_as_files_only(homelab_raw: dict[str, Any]) -
     assert {e.name: e.template for e in spec.secret_env} == {
         "ALERT_SLACK_URL": "{alert_slack_url}",
         "ALERT_SMTP_PASSWORD": "{alert_smtp_password}",
+        "MONITORING_PASSWORD": "{monitoring_password}",
+        "MONITORING_PASSWORD_BCRYPT": "{monitoring_password_bcrypt}",
     }
     assert spec.entrypoint == ("/bin/sh",)
     script = spec.command[1]
     assert script.startswith("umask 077 && mkdir -p /tmp/morgan-secrets")
     assert "unset ALERT_SLACK_URL" in script and "unset ALERT_SMTP_PASSWORD" in script
-    assert script.endswith("--web.config.file=/etc/alertmanager/web.yml")
+    assert script.endswith("--web.config.file=/tmp/morgan-secrets/web.yml")
     # The rendered compose file carries variables, never values.
     environment = service_entry(spec)["environment"]
     assert environment["ALERT_SLACK_URL"] == "${MORGAN_ALERT_SLACK_URL}"
@@ -111,12 +113,13 @@ def test_secrets_reach_alertmanager_as_files_only(homelab_raw: dict[str, Any]) -
     assert used == {"alert_slack_url", "alert_smtp_password"}
 
 
-def test_without_secret_receivers_alertmanager_starts_as_its_image_says(
+def test_without_secret_receivers_alertmanager_gets_only_the_monitoring_password(
     homelab_plan: Plan,
 ) -> None:
     spec = build_deployment(homelab_plan, Path(".")).of_role("alertmanager")[0]
-    assert spec.entrypoint is None and spec.secret_env == ()
-    assert spec.command[0] == "--config.file=/etc/alertmanager/alertmanager.yml"
+    names = [e.name for e in spec.secret_env]
+    assert names == ["MONITORING_PASSWORD", "MONITORING_PASSWORD_BCRYPT"]
+    assert "ALERT_" not in spec.command[1]
 
 
 @pytest.mark.parametrize(
@@ -191,10 +194,15 @@ def test_amtool_in_the_container_talks_to_its_alertmanager(homelab_plan: Plan) -
     files = {f.path: yaml.safe_load(f.content) for f in spec.files}
     # amtool's own default location; over loopback (a fleet's Alertmanager listens on every
     # interface, and its certificate names 127.0.0.1), verified with the fleet CA.
-    assert files["/etc/prometheus/amtool.yml"] == {
+    assert files["/etc/amtool/config.yml"] == files["/etc/prometheus/amtool.yml"] == {
         "alertmanager.url": "https://127.0.0.1:9093",
         "http.config.file": "/etc/prometheus/amtool-http.yml",
     }
+    # The password from the file the start line wrote, never from the config itself.
     assert files["/etc/prometheus/amtool-http.yml"] == {
-        "tls_config": {"ca_file": "/etc/morgan/tls/ca.pem"}
+        "basic_auth": {
+            "username": "morgan",
+            "password_file": "/tmp/morgan-secrets/monitoring_password",
+        },
+        "tls_config": {"ca_file": "/etc/morgan/tls/ca.pem"},
     }

@@ -137,7 +137,9 @@ def test_tls_keys_are_uploaded_as_secrets(built: dict[str, Built]) -> None:
 
 def test_stack_outputs(stack: Built) -> None:
     out = stack.outputs
-    for key in ("traefik_dashboard_password", "consul_management_token", "grafana_admin_password"):
+    secrets = ("traefik_dashboard_password", "consul_management_token", "grafana_admin_password",
+               "monitoring_password")  # fmt: skip
+    for key in secrets:
         value, secret = out[key]
         assert secret and value.startswith(SECRET_MARK), key
     for key in ("gateway_url", "consul_ui_url", "services_by_host", "kv_keys", "ca_certificate"):

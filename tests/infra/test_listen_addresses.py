@@ -3,6 +3,8 @@ gateway is reachable from the home network), every interface on a fleet host."""
 
 from __future__ import annotations
 
+import shlex
+
 from infra.config import load_stack_file
 from infra.configs import consul as consul_cfg
 from infra.configs import data as data_cfg
@@ -23,7 +25,8 @@ def _listeners(plan: Plan, host: str) -> dict[str, str]:
         .split()[0],
     }  # fmt: skip
     for spec in specs.values():
-        for arg in spec.command:
+        # Prometheus and Alertmanager start from a shell line: its words.
+        for arg in (word for part in spec.command for word in shlex.split(part)):
             if arg.startswith("--web.listen-address="):
                 found[f"{spec.name} web"] = arg.split("=", 1)[1].rsplit(":", 1)[0]
         for name, value in spec.env.items():

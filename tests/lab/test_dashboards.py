@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from morgan.deploy.outputs import load_outputs, write_ca_file
+from morgan.deploy.outputs import load_outputs, monitoring_auth, write_ca_file
 from morgan.deploy.rollout import DeployReport
 from morgan.lab import stack as st
 
@@ -23,16 +23,19 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(3000)]
 
 
-def _query(plan: Plan, ca_file: Path, expr: str) -> list[dict[str, Any]]:
+def _query(plan: Plan, ca_file: Path, auth: tuple[str, str], expr: str) -> list[dict[str, Any]]:
     host = plan.config.host(plan.hosts_of("prometheus")[0]).address
     answer = httpx.get(f"https://{host}:{PORTS['prometheus']}/api/v1/query",
-                       params={"query": expr}, verify=str(ca_file), timeout=10)  # fmt: skip
+                       params={"query": expr}, verify=str(ca_file), auth=auth,
+                       timeout=10)  # fmt: skip
     body = answer.json()
     assert answer.status_code == 200 and body["status"] == "success", (expr, body)
     return list(body["data"]["result"])
 
 
-def _missing(plan: Plan, ca_file: Path, panel: dash.Panel) -> dict[str, set[str]]:
+def _missing(
+    plan: Plan, ca_file: Path, auth: tuple[str, str], panel: dash.Panel
+) -> dict[str, set[str]]:
     """Per query of the panel, the hosts or services it should show and does not."""
     expected = {
         "host": {h.name for h in plan.hosts},
@@ -42,7 +45,7 @@ def _missing(plan: Plan, ca_file: Path, panel: dash.Panel) -> dict[str, set[str]
     }[panel.per]  # fmt: skip
     missing = {}
     for expr, _legend in panel.queries:
-        seen = {s["metric"].get(panel.per, "") for s in _query(plan, ca_file, expr)}
+        seen = {s["metric"].get(panel.per, "") for s in _query(plan, ca_file, auth, expr)}
         if expected - seen:
             missing[expr] = expected - seen
     return missing
@@ -50,13 +53,15 @@ def _missing(plan: Plan, ca_file: Path, panel: dash.Panel) -> dict[str, set[str]
 
 def test_every_panel_shows_every_host_and_service(lab_fleet: DeployReport, tmp_path: Path) -> None:
     plan = make_plan(st.load_config("lab", ROOT))
-    ca_file = write_ca_file(load_outputs(st.paths("lab", ROOT)), tmp_path)
+    outputs = load_outputs(st.paths("lab", ROOT))
+    ca_file = write_ca_file(outputs, tmp_path)
+    auth = monitoring_auth(outputs)
     panels = [p for _uid, _title, ps in dash.boards(plan).values() for p in ps]
     assert {p.per for p in panels} == {"host", "service", "event"}
     assert sum(p.per == "host" for p in panels) >= 5, "the lab runs node-exporter: host panels"
     # A fresh Prometheus needs two scrapes for a rate: bounded, every try logged.
     for attempt in range(1, 13):
-        missing = {p.title: m for p in panels if (m := _missing(plan, ca_file, p))}
+        missing = {p.title: m for p in panels if (m := _missing(plan, ca_file, auth, p))}
         if not missing:
             break
         print(f"try {attempt}: panels without every host/service yet: {missing}")

@@ -124,6 +124,25 @@ def test_secrets_are_generated_once_and_kept_private(tmp_path: Path) -> None:
     assert read_env(path) == again
 
 
+def test_a_hash_follows_its_password(tmp_path: Path) -> None:
+    import bcrypt
+
+    path = tmp_path / ".env"
+    # Asked for the hash alone, the password is made (and kept) too.
+    first = ensure_env(path, ["MORGAN_MONITORING_PASSWORD_BCRYPT"])
+    password = first["MORGAN_MONITORING_PASSWORD"]
+    digest = first["MORGAN_MONITORING_PASSWORD_BCRYPT"]
+    assert digest.startswith("$2a$") and bcrypt.checkpw(password.encode(), digest.encode())
+    assert ensure_env(path, ["MORGAN_MONITORING_PASSWORD_BCRYPT"]) == first
+    # The operator sets a password of their own: the hash is made again from it.
+    text = path.read_text().replace(password, "chosen-by-hand")
+    path.write_text(text)
+    again = ensure_env(path, ["MORGAN_MONITORING_PASSWORD", "MORGAN_MONITORING_PASSWORD_BCRYPT"])
+    assert again["MORGAN_MONITORING_PASSWORD"] == "chosen-by-hand"
+    assert bcrypt.checkpw(b"chosen-by-hand", again["MORGAN_MONITORING_PASSWORD_BCRYPT"].encode())
+    assert read_env(path) == again
+
+
 def test_content_tag_changes_with_the_source(tmp_path: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("FROM scratch\n")

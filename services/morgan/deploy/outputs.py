@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from infra.configs.monitoring_auth import MONITORING_USER
 from infra.deployment import Deployment, secret_variable
 from morgan.deploy.engine import DeployError
 from morgan.deploy.pki import IssuedTls
@@ -51,6 +52,7 @@ def write_outputs(
         "consul_management_token": env[secret_variable("consul_management_token")],
         "grafana_url": f"{ep.grafana.url}/" if ep.grafana else None,
         "grafana_admin_password": env.get(secret_variable("grafana_admin_password")),
+        "monitoring_password": env.get(secret_variable("monitoring_password")),
         "services_by_host": deployment.plan.by_host(),
         "ca_certificate": ca,
         # tcp:// hosts' daemon certificates are the operator's (the lab makes its own CA).
@@ -110,6 +112,18 @@ def read_outputs(path: Path, made_by: str) -> dict[str, Any]:
 def load_outputs(p: StackPaths) -> dict[str, Any]:
     """The outputs `morgan deploy` wrote for the stack on this machine."""
     return read_outputs(outputs_file(p), made_by=f"morgan deploy --stack {p.stack}")
+
+
+def monitoring_auth(outputs: dict[str, Any]) -> tuple[str, str]:
+    """User and password of Prometheus' and Alertmanager's basic auth."""
+    password = outputs.get("monitoring_password")
+    if not password:
+        raise DeployError(
+            "the stack's outputs have no monitoring_password (Prometheus and Alertmanager ask"
+            " for it): they predate it; deploy the stack again (`morgan deploy` or"
+            " `pulumi up`) and read the outputs anew"
+        )
+    return MONITORING_USER, str(password)
 
 
 def write_ca_file(outputs: dict[str, Any], directory: Path) -> Path:

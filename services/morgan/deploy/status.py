@@ -26,6 +26,7 @@ from infra.deployment import Deployment
 from infra.model import ContainerSpec
 from morgan.catalog import SERVICE_PORTS
 from morgan.deploy.engine import DeployError, DockerEngine
+from morgan.deploy.outputs import monitoring_auth
 from morgan.deploy.rollout import swarm_stack_name
 
 WINDOW = "5m"
@@ -131,14 +132,18 @@ def _consul_health(outputs: dict[str, Any], ca_file: Path, names: set[str]
 
 
 def _prometheus_numbers(
-    deployment: Deployment, ca_file: Path, queries: dict[str, str], by: tuple[str, ...]
+    deployment: Deployment,
+    ca_file: Path,
+    auth: tuple[str, str],
+    queries: dict[str, str],
+    by: tuple[str, ...],
 ) -> dict[tuple[str, ...], dict[str, float]]:
     """The `by` labels' values -> `queries`' names -> value."""
     host = deployment.plan.hosts_of("prometheus")[0]
     address = deployment.plan.config.host(host).address
     numbers: dict[tuple[str, ...], dict[str, float]] = {}
     url = f"https://{address}:{PORTS['prometheus']}/api/v1/query"
-    with httpx.Client(verify=str(ca_file), timeout=10) as api:
+    with httpx.Client(verify=str(ca_file), auth=auth, timeout=10) as api:
         for key, query in queries.items():
             answer = api.get(url, params={"query": query})
             answer.raise_for_status()
@@ -181,11 +186,15 @@ def fleet_status(deployment: Deployment, engines: dict[str, DockerEngine],
     numbers: dict[tuple[str, ...], dict[str, float]] = {}
     host_numbers: dict[tuple[str, ...], dict[str, float]] = {}
     if plan.hosts_of("prometheus"):
-        numbers = _attempt("Prometheus", warnings, lambda: _prometheus_numbers(
-            deployment, ca_file, QUERIES, ("service", "host")), {})  # fmt: skip
+
+        def ask(queries: dict[str, str], by: tuple[str, ...]) -> Any:
+            auth = monitoring_auth(outputs)
+            return _prometheus_numbers(deployment, ca_file, auth, queries, by)
+
+        numbers = _attempt("Prometheus", warnings, lambda: ask(QUERIES, ("service", "host")), {})
         if plan.hosts_of("node-exporter") and not warnings:
-            host_numbers = _attempt("Prometheus", warnings, lambda: _prometheus_numbers(
-                deployment, ca_file, HOST_QUERIES, ("host",)), {})  # fmt: skip
+            by_host = ("host",)
+            host_numbers = _attempt("Prometheus", warnings, lambda: ask(HOST_QUERIES, by_host), {})
     hosts = []
     for host in deployment.hosts:
         containers = listed[host]

@@ -27,8 +27,8 @@ from infra.configs import patroni as patroni_cfg
 from infra.configs.data import redis_cli
 from infra.configs.observability import PORTS as OBS_PORTS
 from infra.deployment import Deployment
-from infra.model import TLS_DIR
 from morgan.deploy.engine import DockerEngine
+from morgan.deploy.outputs import monitoring_auth
 from morgan.lab.polling import NotYet, poll
 
 # Listeners a host has besides the plan's: sshd, and dockerd's TLS port on tcp:// hosts.
@@ -221,17 +221,17 @@ def test_redis_cluster_ok_with_replicas_on_other_hosts(
     assert replicated == masters, f"every master has a replica: {nodes}"
 
 
-def test_every_prometheus_target_up(deployment: Deployment, docker_engines: dict[str, Any],
-                                    containers: Any) -> None:  # fmt: skip
+def test_every_prometheus_target_up(deployment: Deployment, outputs: dict[str, Any],
+                                    ca_file: Path) -> None:  # fmt: skip
     prom = deployment.of_role("prometheus")[0]
-    prom_container = containers.of(prom.host, prom.name)
-    url = f"https://127.0.0.1:{OBS_PORTS['prometheus']}/api/v1/targets"
-    tls = (f"--ca-certificate={TLS_DIR}/ca.pem", f"--certificate={TLS_DIR}/cert.pem",
-           f"--private-key={TLS_DIR}/key.pem")  # fmt: skip
+    address = deployment.plan.config.host(prom.host).address
+    url = f"https://{address}:{OBS_PORTS['prometheus']}/api/v1/targets"
+    auth = monitoring_auth(outputs)
 
     def all_up() -> list[dict[str, Any]]:
-        answer = _exec(docker_engines[prom.host], prom_container, "wget", "-qO-", *tls, url)
-        body = json.loads(answer)
+        answer = httpx.get(url, auth=auth, verify=str(ca_file), timeout=10)
+        answer.raise_for_status()
+        body = answer.json()
         targets: list[dict[str, Any]] = body["data"]["activeTargets"]
         down = [t["scrapeUrl"] for t in targets if t["health"] != "up"]
         if down or not targets:
