@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
 from infra.alerting_config import AlertingConfig
 from infra.config_base import StrictModel
@@ -217,8 +217,25 @@ class PostgresConfig(StrictModel):
     # failover (synchronous_mode_strict stays off: the primary keeps serving alone).
     synchronous: bool = True
     database: str = "morgan"
+    # The administrator (PostgreSQL's superuser: Patroni, the exporter, the role step).
     user: str = "morgan"
+    # The role core connects as: not a superuser; it owns the database and its tables.
+    app_user: str = Field(default="morgan_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Where remote connections may come from (pg_hba): by default each host of the stack,
+    # an IP address as /32, a name as PostgreSQL's name match (which needs reverse DNS
+    # that names the host; where the network has none, list its networks here).
+    client_networks: tuple[IPvAnyNetwork, ...] | None = None
     memory_mb: Annotated[int, Field(gt=0)] = 1024
+
+    @model_validator(mode="after")
+    def _app_user_is_its_own(self) -> PostgresConfig:
+        if self.app_user in (self.user, "replicator", "postgres"):
+            raise ValueError(
+                f"postgres.app_user {self.app_user!r} must be a role of its own (not the"
+                f" administrator {self.user!r}, replicator or postgres): core connects with"
+                " it, without a superuser's rights"
+            )
+        return self
 
     @model_validator(mode="after")
     def _patroni_needs_standby(self) -> PostgresConfig:

@@ -34,6 +34,8 @@ BCRYPT_SUFFIX = "_bcrypt"
 # this table.
 SECRETS: tuple[tuple[str, SecretKind], ...] = (
     ("postgres_password", "password"),
+    # The application role's (postgres.app_user), which core connects with.
+    ("postgres_app_password", "password"),
     ("replication_password", "password"),
     ("redis_password", "password"),
     ("qdrant_api_key", "password"),
@@ -61,6 +63,7 @@ START_ORDER: tuple[tuple[str, ...], ...] = (
     (
         "postgres-primary",
         "postgres-standby",
+        "postgres-app-role",
         "redis",
         "redis-replica",
         "redis-cluster-create",

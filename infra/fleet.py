@@ -193,6 +193,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
             ctx=ctx,
             primary=next(s for s in specs if s.role == "postgres-primary"),
             standbys=tuple(s for s in specs if s.role == "postgres-standby"),
+            app_role=next(s for s in specs if s.role == "postgres-app-role"),
         ),
     )
     redis = RedisCluster(

@@ -18,7 +18,7 @@ from infra.configs.observability import PORTS as OBS_PORTS
 from infra.model import ContainerSpec
 from infra.placement import Plan, Replica
 from infra.roles.consul import consul_spec
-from infra.roles.data import postgres_spec, qdrant_spec, redis_specs
+from infra.roles.data import postgres_app_role_specs, postgres_spec, qdrant_spec, redis_specs
 from infra.roles.gateway import traefik_spec
 from infra.roles.morgan_services import morgan_service_spec
 from infra.roles.observability import observability_spec
@@ -51,8 +51,10 @@ ROLE_SPECS: dict[str, SpecBuilder] = {
 
 
 def build_specs(plan: Plan) -> tuple[ContainerSpec, ...]:
-    """Every container of the plan, in plan order (then Redis and its one-shot job)."""
+    """Every container of the plan, in plan order (then PostgreSQL's role step, Redis and
+    its one-shot job)."""
     specs = [ROLE_SPECS[r.role](plan, r) for r in plan.replicas if r.role in ROLE_SPECS]
+    specs += postgres_app_role_specs(plan)
     specs += redis_specs(plan)
     return tuple(specs)
 

@@ -16,11 +16,14 @@ class PostgresClusterArgs:
     ctx: DeployContext
     primary: ContainerSpec
     standbys: tuple[ContainerSpec, ...]
+    # The one-shot step that makes the application role (infra.configs.pg_roles).
+    app_role: ContainerSpec
 
 
 class PostgresCluster(pulumi.ComponentResource):
     primary: docker.Container
     standbys: list[docker.Container]
+    app_role: docker.Container
     replication_password: pulumi.Output[str]
 
     def __init__(
@@ -32,6 +35,9 @@ class PostgresCluster(pulumi.ComponentResource):
         self.standbys = [
             make_container(s, args.ctx, self, depends_on=[self.primary]) for s in args.standbys
         ]
+        self.app_role = make_container(
+            args.app_role, args.ctx, self, depends_on=[self.primary, *self.standbys]
+        )
         self.replication_password = args.ctx.secrets.values["replication_password"]
         self.primary_host = args.primary.host
         self.register_outputs(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from infra.model import TLS_DIR
 from infra.placement import Plan
 
@@ -13,19 +15,37 @@ REDIS_BUS_OFFSET = REDIS_BUS_PORT - REDIS_PORT
 QDRANT_PORTS = (6333, 6334)
 
 
+def pg_clients(plan: Plan) -> list[str]:
+    """pg_hba's addresses for remote connections: postgres.client_networks, or each host of
+    the stack (an IP as /32, a name as PostgreSQL matches names)."""
+    pg = plan.config.postgres
+    if pg.client_networks is not None:
+        return [str(n) for n in pg.client_networks]
+    clients = []
+    for host in plan.hosts:
+        try:
+            ip = ipaddress.ip_address(host.address)
+        except ValueError:
+            clients.append(host.address)
+        else:
+            clients.append(f"{ip}/{ip.max_prefixlen}")
+    return list(dict.fromkeys(clients))
+
+
 def pg_hba_rules(plan: Plan) -> list[str]:
+    """Over the network only from the fleet's hosts, and only: the replicator (streaming),
+    the application role to its database, the administrator (Patroni's pg_rewind and
+    checks, the role step, which may find the leader on another host). Over the socket,
+    the container's own processes."""
     kind = "hostssl" if plan.config.security.internal_tls else "host"
-    user = plan.config.postgres.user
-    db = plan.config.postgres.database
-    rules = [
-        "local all all trust",
-        "host all all 127.0.0.1/32 scram-sha-256",
-        f"{kind} replication replicator 0.0.0.0/0 scram-sha-256",
-        f"{kind} {db} {user} 0.0.0.0/0 scram-sha-256",
-    ]
-    if plan.config.postgres.ha == "patroni":
-        # pg_rewind and Patroni's checks connect to the other member's `postgres` database.
-        rules.append(f"{kind} postgres {user} 0.0.0.0/0 scram-sha-256")
+    pg = plan.config.postgres
+    rules = ["local all all trust", "host all all 127.0.0.1/32 scram-sha-256"]
+    for client in pg_clients(plan):
+        rules += [
+            f"{kind} replication replicator {client} scram-sha-256",
+            f"{kind} {pg.database} {pg.app_user} {client} scram-sha-256",
+            f"{kind} all {pg.user} {client} scram-sha-256",
+        ]
     return rules
 
 

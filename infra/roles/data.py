@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from infra.configs import data as data_cfg
 from infra.configs import patroni as patroni_cfg
+from infra.configs import pg_roles
 from infra.model import (
     TLS_DIR,
     ConfigFile,
@@ -141,6 +142,38 @@ def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> Contain
         memory_mb=cfg.redis.memory_mb,
         labels=role_labels(plan, replica),
     )
+
+
+def postgres_app_role_specs(plan: Plan) -> list[ContainerSpec]:
+    """The one-shot step that makes the application role core connects as (pg_roles)."""
+    cfg = plan.config
+    primary = next(iter(plan.of_role("postgres-primary")), None)
+    if primary is None:
+        return []
+    image = (
+        cfg.images.support.patroni if cfg.postgres.ha == "patroni" else cfg.images.support.postgres
+    )
+    return [
+        ContainerSpec(
+            name="morgan-postgres-app-role",
+            role="postgres-app-role",
+            host=primary.host,
+            image=image,
+            platform=cfg.host(primary.host).platform,
+            entrypoint=("/bin/sh",),
+            command=("-c", pg_roles.app_role_script(plan)),
+            secret_env=(
+                SecretEnv(pg_roles.ADMIN_PASSWORD_VARIABLE, "{postgres_password}"),
+                SecretEnv(pg_roles.APP_PASSWORD_VARIABLE, "{postgres_app_password}"),
+            ),
+            tls=tls_files(plan, "postgres"),
+            healthcheck=Healthcheck(test=("CMD", "psql", "--version"), start_period="5s"),
+            memory_mb=64,
+            restart="on-failure",
+            one_shot=True,
+            labels={**role_labels(plan, primary), "morgan.role": "postgres-app-role"},
+        )
+    ]
 
 
 def redis_specs(plan: Plan) -> list[ContainerSpec]:

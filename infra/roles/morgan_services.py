@@ -120,7 +120,7 @@ def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, st
     secret_env = [
         SecretEnv(
             "MORGAN_CORE_POSTGRES_DSN",
-            f"postgresql://{pg.user}:{{postgres_password}}@{_postgres_hosts(plan)}"
+            f"postgresql://{pg.app_user}:{{postgres_app_password}}@{_postgres_hosts(plan)}"
             f"/{pg.database}?{query}",
         ),
         SecretEnv("MORGAN_CORE_REDIS_PASSWORD", "{redis_password}"),

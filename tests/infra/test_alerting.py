@@ -194,10 +194,14 @@ def test_amtool_in_the_container_talks_to_its_alertmanager(homelab_plan: Plan) -
     files = {f.path: yaml.safe_load(f.content) for f in spec.files}
     # amtool's own default location; over loopback (a fleet's Alertmanager listens on every
     # interface, and its certificate names 127.0.0.1), verified with the fleet CA.
-    assert files["/etc/amtool/config.yml"] == files["/etc/prometheus/amtool.yml"] == {
-        "alertmanager.url": "https://127.0.0.1:9093",
-        "http.config.file": "/etc/prometheus/amtool-http.yml",
-    }
+    assert (
+        files["/etc/amtool/config.yml"]
+        == files["/etc/prometheus/amtool.yml"]
+        == {
+            "alertmanager.url": "https://127.0.0.1:9093",
+            "http.config.file": "/etc/prometheus/amtool-http.yml",
+        }
+    )
     # The password from the file the start line wrote, never from the config itself.
     assert files["/etc/prometheus/amtool-http.yml"] == {
         "basic_auth": {

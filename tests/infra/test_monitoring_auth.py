@@ -77,6 +77,7 @@ def _start(spec: ContainerSpec, tmp_path: Path, binary: str, data: str, port: in
         f"--storage.path={data}": f"--storage.path={tmp_path / 'data'}",
         "/etc/prometheus/": f"{tmp_path / 'etc'}/",
         "/etc/alertmanager/": f"{tmp_path / 'etc'}/",
+        "/etc/amtool/": f"{tmp_path / 'etc'}/amtool-",
     }
     started = Started(spec, f"https://127.0.0.1:{port}", None, moved)  # type: ignore[arg-type]
     (tmp_path / "etc").mkdir()

@@ -120,11 +120,15 @@ def test_container_names_unique_per_host(homelab_plan: Plan) -> None:
     assert len(names) == len(set(names))
 
 
-def test_redis_cluster_has_a_one_shot_create_job(homelab_plan: Plan, dev_plan: Plan) -> None:
-    jobs = [s for s in build_specs(homelab_plan) if s.one_shot]
-    assert [j.role for j in jobs] == ["redis-cluster-create"]
-    assert "--cluster create h1.lan:6379 h3.lan:6379 h4.lan:6379" in jobs[0].command[1]
-    assert not [s for s in build_specs(dev_plan) if s.one_shot]
+def test_one_shot_jobs_make_the_app_role_and_the_redis_cluster(
+    homelab_plan: Plan, dev_plan: Plan
+) -> None:
+    jobs = {s.role: s for s in build_specs(homelab_plan) if s.one_shot}
+    assert sorted(jobs) == ["postgres-app-role", "redis-cluster-create"]
+    create = jobs["redis-cluster-create"].command[1]
+    assert "--cluster create h1.lan:6379 h3.lan:6379 h4.lan:6379" in create
+    # The dev stack has no cluster to form, and a role to make like any stack.
+    assert [s.role for s in build_specs(dev_plan) if s.one_shot] == ["postgres-app-role"]
 
 
 def test_standby_clones_the_primary(homelab_plan: Plan) -> None:

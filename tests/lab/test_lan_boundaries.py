@@ -10,14 +10,19 @@ refusals are the ACLs', not a wrong URL).
 Prometheus and Alertmanager: nobody without the stack's monitoring password reads a metric
 or silences an alert (the password, from the outputs, is the control).
 
+PostgreSQL: only the stack's hosts may log in over the network; the application role's
+own password, from this machine, is refused by pg_hba.
+
 Redis: a node speaks TLS only, and only to a client that shows a certificate from the
 fleet CA; knowing the CA (to trust the node) is not enough to get a Redis reply."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +32,14 @@ import pytest
 from morgan.deploy.outputs import load_outputs, monitoring_auth, write_ca_file
 from morgan.deploy.rollout import DeployReport
 from morgan.lab import stack as st
+from morgan.lab.secrets import read_env
 
 from infra.configs import consul as consul_cfg
-from infra.configs.data import REDIS_PORT
+from infra.configs.data import PG_PORT, REDIS_PORT
 from infra.configs.observability import PORTS as OBS_PORTS
 from infra.deployment import Deployment, build_deployment
 from infra.placement import make_plan
+from tests.harness.binaries import postgres_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,3 +183,26 @@ def test_prometheus_and_alertmanager_answer_only_the_monitoring_password(
         made = client.get(silences, auth=(user, password))
         assert made.status_code == 200, made.text[:200]
         assert not [s for s in made.json() if s["createdBy"] == "mallory"], made.json()
+
+
+def test_postgres_refuses_a_login_from_outside_the_fleet(
+    deployment: Deployment, outputs: dict[str, Any], tmp_path: Path
+) -> None:
+    """The application role's right password, over TLS, from a machine on the network that is
+    not one of the stack's hosts: pg_hba has no line for it."""
+    ca = write_ca_file(outputs, tmp_path)
+    secrets = read_env(st.paths("lab", ROOT).env_file)
+    pg = deployment.plan.config.postgres
+    env = {**os.environ, "PGPASSWORD": secrets["MORGAN_POSTGRES_APP_PASSWORD"],
+           "PGCONNECT_TIMEOUT": "10"}  # fmt: skip
+    members = deployment.of_role("postgres-primary", "postgres-standby")
+    for spec in members:
+        address = deployment.plan.config.host(spec.host).address
+        conninfo = (f"host={address} port={PG_PORT} dbname={pg.database} user={pg.app_user}"
+                    f" sslmode=verify-ca sslrootcert={ca}")  # fmt: skip
+        answer = subprocess.run([postgres_binary("psql"), "-X", "-Atc", "SELECT 1", conninfo],
+                                env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+        print(f"{spec.name} ({address}): {answer.returncode} {answer.stderr.strip()[:200]}")
+        assert answer.returncode != 0, (spec.name, answer.stdout)
+        assert "no pg_hba.conf entry for host" in answer.stderr, (spec.name, answer.stderr)
+    assert len(members) == 2

@@ -1,0 +1,76 @@
+"""The application role core connects as: made (or brought up to date) on every deploy.
+
+A one-shot step, after PostgreSQL is up, logs in as the administrator and makes sure that
+`postgres.app_user` exists, may log in with the stack's `postgres_app_password`, is not a
+superuser and cannot make roles or databases, and owns the database and every table in it
+(so core's migrations run as it). It runs the same on a new cluster and on one whose data
+predates the role (tables made by the administrator are handed over), and sets the
+password again each time (a rotated secret takes effect on the next deploy).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from infra.configs.data import PG_PORT
+from infra.model import TLS_DIR
+from infra.placement import Plan
+
+# psql reads the password from the environment (\getenv): never from its arguments.
+APP_PASSWORD_VARIABLE = "POSTGRES_APP_PASSWORD"
+ADMIN_PASSWORD_VARIABLE = "POSTGRES_PASSWORD"
+
+APP_ROLE_SQL = r"""\getenv password POSTGRES_APP_PASSWORD
+SELECT format('CREATE ROLE %I LOGIN', :'app')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app') \gexec
+ALTER ROLE :"app" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
+  PASSWORD :'password';
+ALTER DATABASE :"db" OWNER TO :"app";
+\connect :"db"
+SELECT format('ALTER TABLE %I.%I OWNER TO %I', schemaname, tablename, :'app')
+  FROM pg_tables WHERE schemaname = 'public' AND tableowner <> :'app' \gexec
+SELECT format('ALTER SEQUENCE %I.%I OWNER TO %I', n.nspname, c.relname, :'app')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'S' AND n.nspname = 'public' AND pg_get_userbyid(c.relowner) <> :'app'
+   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))
+\gexec
+"""
+
+
+def admin_conninfo(plan: Plan) -> str:
+    """libpq's keyword form: the administrator at whichever member is the primary now."""
+    cfg = plan.config
+    roles = ["postgres-primary"]
+    if cfg.postgres.ha == "patroni":
+        roles.append("postgres-standby")
+    hosts = [cfg.host(h).address for r in roles for h in plan.hosts_of(r)]
+    words = {
+        "host": ",".join(hosts),
+        "port": ",".join(str(PG_PORT) for _ in hosts),
+        "dbname": "postgres",
+        "user": cfg.postgres.user,
+        "target_session_attrs": "read-write",
+        "connect_timeout": "5",
+    }
+    if cfg.security.internal_tls:
+        words.update({"sslmode": "verify-full", "sslrootcert": f"{TLS_DIR}/ca.pem"})
+    return " ".join(f"{k}={v}" for k, v in words.items())
+
+
+def app_role_script(plan: Plan) -> str:
+    """The step's shell script: wait for a primary, then run APP_ROLE_SQL on it."""
+    pg = plan.config.postgres
+    conninfo = shlex.quote(admin_conninfo(plan))
+    return (
+        "set -eu\n"
+        # Exported by the shell (a builtin): the password is in no process's arguments.
+        f'export PGPASSWORD="${ADMIN_PASSWORD_VARIABLE}"\n'
+        f"until psql {conninfo} -Atc 'SELECT 1' >/dev/null; do\n"
+        '  echo "waiting for the PostgreSQL primary"; sleep 2\n'
+        "done\n"
+        f"psql {conninfo} -v ON_ERROR_STOP=1 -q"
+        f" -v app={shlex.quote(pg.app_user)} -v db={shlex.quote(pg.database)} <<'SQL'\n"
+        f"{APP_ROLE_SQL}"
+        "SQL\n"
+        f'echo "role {pg.app_user} owns database {pg.database}"\n'
+    )
