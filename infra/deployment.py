@@ -166,6 +166,18 @@ class Deployment:
         self.plan.config.host(host)  # KeyError for an unknown host
         return tuple(s for s in self.specs if s.host == host)
 
+    def jobs_before(self, spec: ContainerSpec) -> tuple[str, ...]:
+        """The one-shot jobs on `spec`'s host that a later start phase waits for (the
+        application role before core, the cluster before its clients)."""
+        phase = {name: i for i, names in enumerate(self.start_order) for name in names}
+        if spec.one_shot or spec.name not in phase:
+            return ()
+        return tuple(
+            s.name
+            for s in self.on_host(spec.host)
+            if s.one_shot and s.name in phase and phase[s.name] < phase[spec.name]
+        )
+
     def of_role(self, *roles: str) -> tuple[ContainerSpec, ...]:
         return tuple(s for s in self.specs if s.role in roles)
 

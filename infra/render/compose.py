@@ -136,6 +136,13 @@ def render_compose(deployment: Deployment, host: str, kv_seed: bool = True) -> d
         "name": f"morgan-{deployment.plan.config.stack}-{host}",
         "services": {s.name: _compose_service(s) for s in specs},
     }
+    # `up --wait` takes a job's exit as done only when a service waits for it.
+    for spec in specs:
+        jobs = deployment.jobs_before(spec)
+        if jobs:
+            document["services"][spec.name]["depends_on"] = {
+                job: {"condition": "service_completed_successfully"} for job in jobs
+            }
     volumes = volume_names(specs)
     if volumes:
         document["volumes"] = volumes

@@ -80,6 +80,22 @@ def test_swarm_stack_pins_every_service_by_node_label(homelab_plan: Plan) -> Non
             assert deploy["update_config"]["failure_action"] == "rollback"
 
 
+def test_compose_services_wait_for_the_jobs_before_them(dev_plan: Plan, homelab_plan: Plan) -> None:
+    """`docker compose up --wait` counts a job's exit as done only when a service waits
+    for it: core (and the rest of the later phases) wait for the application role."""
+    dev = render_compose(build_deployment(dev_plan), "local", kv_seed=False)["services"]
+    waits = {"morgan-postgres-app-role": {"condition": "service_completed_successfully"}}
+    assert dev["morgan-core-1"]["depends_on"] == waits
+    assert "depends_on" not in dev["morgan-postgres-app-role"]
+    assert "depends_on" not in dev["morgan-postgres-primary"]  # the job waits for it itself
+    deployment = build_deployment(homelab_plan)
+    for host in deployment.hosts:
+        services = render_compose(deployment, host)["services"]
+        for name, service in services.items():
+            for job in service.get("depends_on", {}):
+                assert job in services, f"{host}: {name} waits for {job} of another host"
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("stack", ["homelab", "dev"])
 def test_docker_compose_accepts_every_rendered_file(
