@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from infra.configs import logs as logs_cfg
 from infra.configs import monitoring_auth
 from infra.configs.consul import AGENT_PORTS
 from infra.model import TLS_DIR
@@ -231,6 +232,14 @@ def grafana_dashboard_provider() -> dict[str, Any]:
     }
 
 
+def _alertmanager_url(plan: Plan) -> str | None:
+    hosts = plan.hosts_of("alertmanager")
+    if not hosts:
+        return None
+    scheme = "https" if plan.config.security.internal_tls else "http"
+    return f"{scheme}://{plan.config.host(hosts[0]).address}:{PORTS['alertmanager']}"
+
+
 def loki_config(plan: Plan) -> dict[str, Any]:
     tls = plan.config.security.internal_tls
     # gRPC only carries Loki's calls to itself (single binary, in-memory ring): loopback,
@@ -269,6 +278,7 @@ def loki_config(plan: Plan) -> dict[str, Any]:
             ]
         },
         "limits_config": {"retention_period": plan.config.observability.logs_retention},
+        "ruler": logs_cfg.ruler_config(plan, _alertmanager_url(plan)),
         "compactor": {
             "working_directory": "/loki/compactor",
             "retention_enabled": True,

@@ -6,6 +6,7 @@ from typing import Any
 
 from infra.configs import alerting, monitoring_auth
 from infra.configs import dashboards as dashboards_cfg
+from infra.configs import logs as logs_cfg
 from infra.configs import observability as obs_cfg
 from infra.model import (
     TLS_DIR,
@@ -168,13 +169,19 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     if role == "loki":
         return ContainerSpec(
             image=cfg.images.support.loki,
-            command=("-config.file=/etc/loki/loki.yml",),
+            # expand-env: the ruler's Alertmanager password comes from the environment.
+            command=("-config.file=/etc/loki/loki.yml", "-config.expand-env=true"),
+            secret_env=(monitoring_auth.secret_env()[0],),
             ports=(
                 Port(port, encryption=enc, purpose="push, query"),
                 Port(obs_cfg.LOKI_GRPC_PORT, encryption="none", purpose="grpc", loopback_only=True),
             ),
             volumes=(Volume(name="morgan-loki-data", path="/loki"),),
-            files=(ConfigFile("/etc/loki/loki.yml", obs_cfg.to_yaml(obs_cfg.loki_config(plan))),),
+            files=(
+                ConfigFile("/etc/loki/loki.yml", obs_cfg.to_yaml(obs_cfg.loki_config(plan))),
+                # The log alerts, in the ruler's directory for the single tenant.
+                ConfigFile(logs_cfg.RULES_FILE, obs_cfg.to_yaml(logs_cfg.loki_rules())),
+            ),
             healthcheck=Healthcheck(test=wget_probe(port, "/ready", tls), start_period="30s"),
             memory_mb=512,
             **base,
