@@ -29,6 +29,7 @@ ObservabilityPart = Literal[
     "node-exporter",
     "postgres-exporter",
     "redis-exporter",
+    "dcgm-exporter",
 ]
 OBSERVABILITY_PARTS: tuple[ObservabilityPart, ...] = get_args(ObservabilityPart)
 
@@ -186,6 +187,8 @@ class ImageOverrides(StrictModel):
     loki: str = "grafana/loki:3.1.0"
     promtail: str = "grafana/promtail:3.1.0"
     node_exporter: str = "prom/node-exporter:v1.8.1"
+    # NVIDIA's GPU metrics (utilisation, memory, temperature) on each host with a GPU.
+    dcgm_exporter: str = "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04"
     postgres_exporter: str = "quay.io/prometheuscommunity/postgres-exporter:v0.15.0"
     redis_exporter: str = "oliver006/redis_exporter:v1.62.0"
 
@@ -295,7 +298,8 @@ class GatewayConfig(StrictModel):
 class ObservabilityConfig(StrictModel):
     host: str | None = None
     # node-exporter and promtail run on every host, the PostgreSQL and Redis exporters
-    # next to their servers, the others on `host`.
+    # next to their servers, the DCGM exporter on every host with a GPU, the others on
+    # `host`.
     enabled: tuple[ObservabilityPart, ...] = OBSERVABILITY_PARTS
     metrics_retention: Annotated[str, Field(pattern=r"^\d+[dhw]$")] = "15d"
     logs_retention: Annotated[str, Field(pattern=r"^\d+h$")] = "336h"

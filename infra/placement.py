@@ -203,6 +203,8 @@ def make_plan(config: MorganStackConfig) -> Plan:
             placed += [(part, h) for role, h in list(placed) if role.startswith("postgres-")]
         elif part == "redis-exporter":
             placed += [(part, h) for h in redis_hosts]
+        elif part == "dcgm-exporter":
+            placed += [(part, h.name) for h in config.hosts if h.has_gpu]
         else:
             placed.append((part, obs_host))
 

@@ -1,8 +1,12 @@
 """Grafana dashboards as code: typed panels rendered to Grafana's JSON model.
 
 Each panel says what it is drawn per (`per`): "host" panels must show every host that
-runs node-exporter (or a Morgan service), "service" panels every deployed Morgan service;
-the lab test evaluates every query on the live Prometheus and holds them to it.
+runs node-exporter (or a Morgan service), "service" panels every deployed Morgan service,
+"core" core, "model" the model services, "audio" stt and tts, "gpu" every host with a
+GPU (DCGM exporter), "postgres" and "redis" every host with that server (its exporter
+beside it); `expected_series` says which label
+carries them. The lab test evaluates every query on the live Prometheus and holds each
+panel to it. "event" panels show series only once something happened (a retry, a 429).
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from typing import Any, Literal
 from infra.configs.alerting import DURATION, REQUESTS, disk_used_ratio
 from infra.placement import Plan
 
-Per = Literal["host", "service", "event"]  # event: series only once something happened
+Per = Literal["host", "service", "core", "model", "audio", "gpu", "postgres", "redis", "event"]
 WINDOW = "5m"
+MODEL_SERVICES = ("morgan-llm", "morgan-stt", "morgan-tts")
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,15 @@ def overview_panels(plan: Plan) -> list[Panel]:
     ]
     if plan.of_role("node-exporter"):
         panels += host_panels()
+    if plan.of_role("dcgm-exporter"):
+        panels.append(
+            Panel(
+                "GPU busy",
+                (('avg by (host) (DCGM_FI_DEV_GPU_UTIL{job="gpu"}) / 100', "{{host}}"),),
+                "percentunit",
+                "gpu",
+            )
+        )
     return panels
 
 
@@ -145,12 +159,208 @@ def services_panels() -> list[Panel]:
     ]
 
 
+def core_panels() -> list[Panel]:
+    turns = "morgan_core_turns_total"
+    cache = "morgan_core_cache_requests_total"
+    hits = f'sum by (service) (rate({cache}{{result="hit"}}[{WINDOW}]))'
+    lookups = f"sum by (service) (rate({cache}[{WINDOW}]))"
+    stage = (
+        f"histogram_quantile(0.95, sum by (service, stage, le)"
+        f" (rate(morgan_core_stage_seconds_bucket[{WINDOW}])))"
+    )
+    return [
+        Panel(
+            "Turns per second by source",
+            ((f"sum by (service, source) (rate({turns}[{WINDOW}]))", "{{source}}"),),
+            "ops",
+            "core",
+        ),
+        Panel("p95 of each stage of a turn", ((stage, "{{stage}}"),), "s", "core"),
+        Panel(
+            "Turns refused (503, all turn slots busy)",
+            ((f"sum by (service) (rate(morgan_core_turns_rejected_total[{WINDOW}]))", "refused"),),
+            "ops",
+            "core",
+        ),
+        Panel(
+            "Context cache hit ratio",
+            ((f"({hits} or {lookups} * 0) / {lookups}", "{{service}}"),),
+            "percentunit",
+            "core",
+        ),
+        Panel(
+            "Rate-limited (429) by budget",
+            ((f"sum by (bucket) (rate(morgan_core_rate_limited_total[{WINDOW}]))", "{{bucket}}"),),
+            "ops",
+            "event",
+        ),
+    ]
+
+
+def model_panels() -> list[Panel]:
+    rtf = (
+        "histogram_quantile(0.5, sum by (service, le)"
+        f" (rate(morgan_audio_real_time_factor_bucket[{WINDOW}])))"
+    )
+    return [
+        Panel(
+            "Model in memory",
+            (("max by (service) (morgan_model_loaded)", "{{service}}"),),
+            "short",
+            "model",
+        ),
+        Panel(
+            "Requests holding a model slot",
+            (("sum by (service) (morgan_model_requests_running)", "{{service}}"),),
+            "short",
+            "model",
+        ),
+        Panel(
+            "Queue depth",
+            (("sum by (service) (morgan_model_queue_depth)", "{{service}}"),),
+            "short",
+            "model",
+        ),
+        Panel(
+            "Real-time factor (p50; below 1 is faster than real time)",
+            ((rtf, "{{service}}"),),
+            "short",
+            "audio",
+        ),
+        Panel(
+            "GPU utilisation",
+            (('avg by (host) (DCGM_FI_DEV_GPU_UTIL{job="gpu"})', "{{host}}"),),
+            "percent",
+            "gpu",
+        ),
+        Panel(
+            "GPU memory used",
+            # DCGM reports frame-buffer MiB.
+            (('sum by (host) (DCGM_FI_DEV_FB_USED{job="gpu"}) * 1048576', "{{host}}"),),
+            "bytes",
+            "gpu",
+        ),
+        Panel(
+            "Refused (queue full)",
+            (
+                (
+                    f"sum by (service) (rate(morgan_model_requests_rejected_total[{WINDOW}]))",
+                    "{{service}}",
+                ),
+            ),
+            "ops",
+            "event",
+        ),
+        Panel(
+            "LLM tokens per second (p50)",
+            (
+                (
+                    "histogram_quantile(0.5, sum by (model, le)"
+                    f" (rate(morgan_llm_tokens_per_second_bucket[{WINDOW}])))",
+                    "{{model}}",
+                ),
+            ),
+            "short",
+            "event",
+        ),
+    ]
+
+
+def database_panels() -> list[Panel]:
+    redis_hits = f'rate(redis_keyspace_hits_total{{job="redis"}}[{WINDOW}])'
+    redis_misses = f'rate(redis_keyspace_misses_total{{job="redis"}}[{WINDOW}])'
+    return [
+        Panel(
+            "PostgreSQL up",
+            (('max by (host) (pg_up{job="postgres"})', "{{host}}"),),
+            "short",
+            "postgres",
+        ),
+        Panel(
+            "PostgreSQL role (1 = replica)",
+            (('max by (host) (pg_replication_is_replica{job="postgres"})', "{{host}}"),),
+            "short",
+            "postgres",
+        ),
+        Panel(
+            "PostgreSQL connections",
+            (('sum by (host) (pg_stat_database_numbackends{job="postgres"})', "{{host}}"),),
+            "short",
+            "postgres",
+        ),
+        Panel(
+            "Replication lag (bytes of WAL behind)",
+            (
+                (
+                    "max by (host, application_name) (pg_stat_replication_pg_wal_lsn_diff"
+                    '{job="postgres"})',
+                    "{{host}} → {{application_name}}",
+                ),
+            ),
+            "bytes",
+            "event",
+        ),
+        Panel(
+            "Redis up", (('max by (host) (redis_up{job="redis"})', "{{host}}"),), "short", "redis"
+        ),
+        Panel(
+            "Redis cluster state (1 = ok)",
+            (('min by (host) (redis_cluster_state{job="redis"})', "{{host}}"),),
+            "short",
+            "redis",
+        ),
+        Panel(
+            "Redis memory used",
+            (('sum by (host) (redis_memory_used_bytes{job="redis"})', "{{host}}"),),
+            "bytes",
+            "redis",
+        ),
+        Panel(
+            "Redis hit ratio",
+            (
+                (
+                    f"sum by (host) ({redis_hits}) / sum by (host) ({redis_hits} + {redis_misses})",
+                    "{{host}}",
+                ),
+            ),
+            "percentunit",
+            "redis",
+        ),
+    ]
+
+
 def boards(plan: Plan) -> dict[str, tuple[str, str, list[Panel]]]:
     """Dashboard file name → (uid, title, panels)."""
-    return {
+    found = {
         "morgan-overview.json": ("morgan-overview", "Morgan overview", overview_panels(plan)),
         "morgan-services.json": ("morgan-services", "Morgan services", services_panels()),
+        "morgan-core.json": ("morgan-core", "Morgan core", core_panels()),
+        "morgan-models.json": ("morgan-models", "Morgan model services", model_panels()),
     }
+    if plan.of_role("postgres-exporter") or plan.of_role("redis-exporter"):
+        found["morgan-databases.json"] = (
+            "morgan-databases", "Morgan databases", database_panels()
+        )  # fmt: skip
+    return found
+
+
+def expected_series(plan: Plan, per: Per) -> tuple[str, set[str]]:
+    """The label a panel drawn `per` shows its series by, and the values it must show."""
+    services = {
+        f"morgan-{r.role}" for r in plan.replicas if r.role in ("core", "llm", "stt", "tts")
+    }
+    table: dict[Per, tuple[str, set[str]]] = {
+        "host": ("host", {h.name for h in plan.hosts}),
+        "service": ("service", services),
+        "core": ("service", services & {"morgan-core"}),
+        "model": ("service", services & set(MODEL_SERVICES)),
+        "audio": ("service", services & {"morgan-stt", "morgan-tts"}),
+        "gpu": ("host", set(plan.hosts_of("dcgm-exporter"))),
+        "postgres": ("host", set(plan.hosts_of("postgres-exporter"))),
+        "redis": ("host", set(plan.hosts_of("redis-exporter"))),
+        "event": ("service", set()),
+    }
+    return table[per]
 
 
 def _panel_json(pid: int, panel: Panel) -> dict[str, Any]:

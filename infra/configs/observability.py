@@ -24,15 +24,17 @@ PORTS = {
     "node-exporter": 9100,
     "postgres-exporter": 9187,
     "redis-exporter": 9121,
+    "dcgm-exporter": 9400,
 }
 HOST_ROOT = "/host"  # where node-exporter sees the host's root, read-only
 # Roles with one container on every host (the others run on the observability host).
-PER_HOST = ("promtail", "node-exporter", "postgres-exporter", "redis-exporter")
+PER_HOST = ("promtail", "node-exporter", "postgres-exporter", "redis-exporter", "dcgm-exporter")
 # Exporter role -> its Prometheus job.
 EXPORTER_JOBS = {
     "node-exporter": "node",
     "postgres-exporter": "postgres",
     "redis-exporter": "redis",
+    "dcgm-exporter": "gpu",
 }
 LOKI_GRPC_PORT = 9095
 

@@ -36,15 +36,14 @@ def _serving(
 
 def _exporter(plan: Plan, replica: Replica, base: dict[str, Any], **spec: Any) -> ContainerSpec:
     port = obs_cfg.PORTS[replica.role]
-    return ContainerSpec(
-        ports=(Port(port, encryption=port_encryption(plan), purpose="metrics"),),
-        healthcheck=Healthcheck(
+    defaults: dict[str, Any] = {
+        "ports": (Port(port, encryption=port_encryption(plan), purpose="metrics"),),
+        "healthcheck": Healthcheck(
             test=wget_probe(port, "/", plan.config.security.internal_tls), start_period="10s"
         ),
-        memory_mb=64,
-        **spec,
-        **base,
-    )
+        "memory_mb": 64,
+    }
+    return ContainerSpec(**{**defaults, **spec}, **base)
 
 
 def node_exporter_spec(plan: Plan, replica: Replica, base: dict[str, Any]) -> ContainerSpec:
@@ -97,8 +96,37 @@ def redis_exporter_spec(plan: Plan, replica: Replica, base: dict[str, Any]) -> C
     )  # fmt: skip
 
 
+def dcgm_exporter_spec(plan: Plan, replica: Replica, base: dict[str, Any]) -> ContainerSpec:
+    """NVIDIA's DCGM exporter: the GPUs the host lists (gpu.devices), nothing else."""
+    host = plan.config.host(replica.host)
+    assert host.gpu is not None, f"{replica.host} has no GPU for the DCGM exporter"
+    port = obs_cfg.PORTS["dcgm-exporter"]
+    command = [f"--address={plan.listen_address(replica.host)}:{port}"]
+    files: list[ConfigFile] = []
+    if plan.config.security.internal_tls:
+        path = "/etc/dcgm-exporter/web.yml"
+        files.append(ConfigFile(path, obs_cfg.to_yaml(obs_cfg.web_config(plan))))
+        command.append(f"--web-config-file={path}")
+    return _exporter(
+        plan, replica, base,
+        image=plan.config.images.support.dcgm_exporter,
+        command=tuple(command),
+        env={"NVIDIA_VISIBLE_DEVICES": ",".join(host.gpu.devices)},
+        gpu_devices=host.gpu.devices,
+        files=tuple(files),
+        # Its Ubuntu image has bash, not wget: the probe opens the port.
+        healthcheck=Healthcheck(
+            test=("CMD-SHELL", f"bash -c ':> /dev/tcp/127.0.0.1/{port}' || exit 1"),
+            start_period="30s",
+        ),
+        # nv-hostengine, DCGM's daemon, runs inside it.
+        memory_mb=512,
+    )  # fmt: skip
+
+
 EXPORTER_SPECS: dict[str, Callable[[Plan, Replica, dict[str, Any]], ContainerSpec]] = {
     "node-exporter": node_exporter_spec,
     "postgres-exporter": postgres_exporter_spec,
     "redis-exporter": redis_exporter_spec,
+    "dcgm-exporter": dcgm_exporter_spec,
 }

@@ -83,7 +83,9 @@ def test_gpu_device_requests_only_on_gpu_hosts(stack: Built) -> None:
         with_gpu = {
             r.name for r in stack.mocks.of_type(CONTAINER) if r.inputs.get("deviceRequests")
         }
-        assert with_gpu == {"morgan-stt-1", "morgan-stt-2", "morgan-tts-1", "morgan-tts-2"}
+        # The GPU services, and the DCGM exporter of each GPU host (h1, h2).
+        assert with_gpu == {"morgan-stt-1", "morgan-stt-2", "morgan-tts-1", "morgan-tts-2",
+                            "morgan-dcgm-exporter-h1", "morgan-dcgm-exporter-h2"}  # fmt: skip
 
 
 def test_morgan_containers_drop_every_capability(stack: Built) -> None:

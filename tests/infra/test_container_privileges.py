@@ -62,7 +62,7 @@ def test_gpu_containers_get_the_hosts_listed_gpus_only(homelab_raw: dict[str, An
     h2["gpu"]["devices"] = ["1", "GPU-8f0c"]
     plan = plan_from(homelab_raw)
     gpu_specs = [s for s in build_specs(plan) if s.gpu]
-    assert {s.role for s in gpu_specs} == {"stt", "tts"}
+    assert {s.role for s in gpu_specs} == {"stt", "tts", "dcgm-exporter"}
     deployment = build_deployment(plan)
     swarm = render_swarm(deployment)["services"]
     for spec in gpu_specs:

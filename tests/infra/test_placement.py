@@ -31,9 +31,10 @@ HOMELAB_EXPECTED = {
             "node-exporter",
             "postgres-exporter",
             "redis-exporter",
+            "dcgm-exporter",
         ]
     ),
-    "h2": sorted(["tts", "stt", "consul-agent", "promtail", "node-exporter"]),
+    "h2": sorted(["tts", "stt", "consul-agent", "promtail", "node-exporter", "dcgm-exporter"]),
     "h3": sorted(
         [
             "core",

@@ -84,7 +84,7 @@ def test_gpu_only_on_gpu_hosts(homelab_plan: Plan) -> None:
     gpu_hosts = {h.name for h in homelab_plan.hosts if h.has_gpu}
     gpu_specs = [s for s in build_specs(homelab_plan) if s.gpu]
     assert {s.host for s in gpu_specs} == gpu_hosts
-    assert {s.role for s in gpu_specs} == {"stt", "tts"}
+    assert {s.role for s in gpu_specs} == {"stt", "tts", "dcgm-exporter"}
 
 
 def test_platform_matches_host_arch(homelab_plan: Plan) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -37,15 +37,10 @@ def _missing(
     plan: Plan, ca_file: Path, auth: tuple[str, str], panel: dash.Panel
 ) -> dict[str, set[str]]:
     """Per query of the panel, the hosts or services it should show and does not."""
-    expected = {
-        "host": {h.name for h in plan.hosts},
-        "service": {f"morgan-{r.role}" for r in plan.replicas
-                    if r.role in ("core", "llm", "stt", "tts")},
-        "event": set(),
-    }[panel.per]  # fmt: skip
+    label, expected = dash.expected_series(plan, panel.per)
     missing = {}
     for expr, _legend in panel.queries:
-        seen = {s["metric"].get(panel.per, "") for s in _query(plan, ca_file, auth, expr)}
+        seen = {s["metric"].get(label, "") for s in _query(plan, ca_file, auth, expr)}
         if expected - seen:
             missing[expr] = expected - seen
     return missing
@@ -57,7 +52,10 @@ def test_every_panel_shows_every_host_and_service(lab_fleet: DeployReport, tmp_p
     ca_file = write_ca_file(outputs, tmp_path)
     auth = monitoring_auth(outputs)
     panels = [p for _uid, _title, ps in dash.boards(plan).values() for p in ps]
-    assert {p.per for p in panels} == {"host", "service", "event"}
+    assert {p.per for p in panels} == set(get_args(dash.Per))
+    assert set(dash.dashboards(plan)) == {"morgan-overview.json", "morgan-services.json",
+                                          "morgan-core.json", "morgan-models.json",
+                                          "morgan-databases.json"}  # fmt: skip
     assert sum(p.per == "host" for p in panels) >= 5, "the lab runs node-exporter: host panels"
     # A fresh Prometheus needs two scrapes for a rate: bounded, every try logged.
     for attempt in range(1, 13):
