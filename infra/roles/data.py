@@ -144,36 +144,49 @@ def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> Contain
     )
 
 
+def _job(
+    plan: Plan,
+    role: str,
+    beside: Replica,
+    image: str,
+    script: str,
+    secret_env: tuple[SecretEnv, ...],
+    certificate: str,
+    tool: str,
+) -> ContainerSpec:
+    """A one-shot job on `beside`'s host: a shell script, retried until it succeeds."""
+    return ContainerSpec(
+        name=f"morgan-{role}",
+        role=role,
+        host=beside.host,
+        image=image,
+        platform=plan.config.host(beside.host).platform,
+        entrypoint=("/bin/sh",),
+        command=("-c", script),
+        secret_env=secret_env,
+        tls=tls_files(plan, certificate),
+        healthcheck=Healthcheck(test=("CMD", tool, "--version"), start_period="5s"),
+        memory_mb=64,
+        restart="on-failure",
+        one_shot=True,
+        labels={**role_labels(plan, beside), "morgan.role": role},
+    )
+
+
 def postgres_app_role_specs(plan: Plan) -> list[ContainerSpec]:
     """The one-shot step that makes the application role core connects as (pg_roles)."""
     cfg = plan.config
     primary = next(iter(plan.of_role("postgres-primary")), None)
     if primary is None:
         return []
-    image = (
-        cfg.images.support.patroni if cfg.postgres.ha == "patroni" else cfg.images.support.postgres
+    support = cfg.images.support
+    image = support.patroni if cfg.postgres.ha == "patroni" else support.postgres
+    secrets = (
+        SecretEnv(pg_roles.ADMIN_PASSWORD_VARIABLE, "{postgres_password}"),
+        SecretEnv(pg_roles.APP_PASSWORD_VARIABLE, "{postgres_app_password}"),
     )
-    return [
-        ContainerSpec(
-            name="morgan-postgres-app-role",
-            role="postgres-app-role",
-            host=primary.host,
-            image=image,
-            platform=cfg.host(primary.host).platform,
-            entrypoint=("/bin/sh",),
-            command=("-c", pg_roles.app_role_script(plan)),
-            secret_env=(
-                SecretEnv(pg_roles.ADMIN_PASSWORD_VARIABLE, "{postgres_password}"),
-                SecretEnv(pg_roles.APP_PASSWORD_VARIABLE, "{postgres_app_password}"),
-            ),
-            tls=tls_files(plan, "postgres"),
-            healthcheck=Healthcheck(test=("CMD", "psql", "--version"), start_period="5s"),
-            memory_mb=64,
-            restart="on-failure",
-            one_shot=True,
-            labels={**role_labels(plan, primary), "morgan.role": "postgres-app-role"},
-        )
-    ]
+    script = pg_roles.app_role_script(plan)
+    return [_job(plan, "postgres-app-role", primary, image, script, secrets, "postgres", "psql")]
 
 
 def redis_specs(plan: Plan) -> list[ContainerSpec]:
@@ -187,23 +200,18 @@ def redis_specs(plan: Plan) -> list[ContainerSpec]:
         for r in plan.of_role("redis-replica")
     ]
     if cfg.redis.mode == "cluster":
-        first = plan.of_role("redis")[0]
+        secrets = (SecretEnv("REDIS_PASSWORD", "{redis_password}"),)
+        script = data_cfg.redis_cluster_create(plan)
         specs.append(
-            ContainerSpec(
-                name="morgan-redis-cluster-create",
-                role="redis-cluster-create",
-                host=first.host,
-                image=cfg.images.support.redis,
-                platform=cfg.host(first.host).platform,
-                entrypoint=("/bin/sh",),
-                command=("-c", data_cfg.redis_cluster_create(plan)),
-                secret_env=(SecretEnv("REDIS_PASSWORD", "{redis_password}"),),
-                tls=tls_files(plan, "redis"),
-                healthcheck=Healthcheck(test=("CMD", "redis-cli", "--version"), start_period="5s"),
-                memory_mb=64,
-                restart="on-failure",
-                one_shot=True,
-                labels={**role_labels(plan, first), "morgan.role": "redis-cluster-create"},
+            _job(
+                plan,
+                "redis-cluster-create",
+                plan.of_role("redis")[0],
+                cfg.images.support.redis,
+                script,
+                secrets,
+                "redis",
+                "redis-cli",
             )
         )
     return specs
