@@ -277,8 +277,8 @@ def database_panels() -> list[Panel]:
             "postgres",
         ),
         Panel(
-            "PostgreSQL role (1 = replica)",
-            (('max by (host) (pg_replication_is_replica{job="postgres"})', "{{host}}"),),
+            "PostgreSQL role (1 = standby)",
+            (('max by (host) (pg_settings_in_hot_standby{job="postgres"})', "{{host}}"),),
             "short",
             "postgres",
         ),

@@ -1,17 +1,21 @@
 """Every dashboard panel's queries, evaluated on the lab's live Prometheus: a panel drawn
 per host shows each of the lab's hosts, a panel drawn per service each deployed Morgan
-service; event panels (retries, rejected updates) must at least run."""
+service (core's and the model services' panels theirs, the database panels every host of
+their server); event panels (retries, rejected updates) must at least run. The test makes
+the traffic the turn panels draw: a text turn and a spoken one through the gateway."""
 
 from __future__ import annotations
 
+import io
 import time
+import wave
 from pathlib import Path
 from typing import Any, get_args
 
 import httpx
 import pytest
 from morgan.deploy.outputs import load_outputs, monitoring_auth, write_ca_file
-from morgan.deploy.rollout import DeployReport
+from morgan.deploy.rollout import DeployReport, api_key_for
 from morgan.lab import stack as st
 
 from infra.configs import dashboards as dash
@@ -46,11 +50,30 @@ def _missing(
     return missing
 
 
+def _turns(outputs: dict[str, Any], ca_file: Path) -> None:
+    """A text turn and a spoken one (stt, llm, tts) through the gateway."""
+    key = api_key_for(st.load_config("lab", ROOT), outputs, ca_file, owner="dashboards")
+    speech = io.BytesIO()
+    with wave.open(speech, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x10" * 16000)
+    with httpx.Client(base_url=outputs["gateway_url"], verify=str(ca_file), timeout=120,
+                      headers={"X-API-Key": key}) as api:  # fmt: skip
+        text = api.post("api/text", json={"text": "Hello from the dashboards test"})
+        assert text.status_code == 200, text.text
+        audio = api.post("api/audio", files={"file": ("hi.wav", speech.getvalue(), "audio/wav")})
+        assert audio.status_code == 200, audio.text
+        assert audio.json()["audio_base64"], "the spoken turn came back without speech"
+
+
 def test_every_panel_shows_every_host_and_service(lab_fleet: DeployReport, tmp_path: Path) -> None:
     plan = make_plan(st.load_config("lab", ROOT))
     outputs = load_outputs(st.paths("lab", ROOT))
     ca_file = write_ca_file(outputs, tmp_path)
     auth = monitoring_auth(outputs)
+    _turns(outputs, ca_file)
     panels = [p for _uid, _title, ps in dash.boards(plan).values() for p in ps]
     assert {p.per for p in panels} == set(get_args(dash.Per))
     assert set(dash.dashboards(plan)) == {"morgan-overview.json", "morgan-services.json",
