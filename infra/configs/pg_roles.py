@@ -1,11 +1,12 @@
-"""The application role core connects as: made (or brought up to date) on every deploy.
+"""The application role core connects as: made, or brought up to date, by a deploy step.
 
 A one-shot step, after PostgreSQL is up, logs in as the administrator and makes sure that
 `postgres.app_user` exists, may log in with the stack's `postgres_app_password`, is not a
 superuser and cannot make roles or databases, and owns the database and every table in it
 (so core's migrations run as it). It runs the same on a new cluster and on one whose data
 predates the role (tables made by the administrator are handed over), and sets the
-password again each time (a rotated secret takes effect on the next deploy).
+password each time it runs: a deploy runs it again whenever its inputs change (a rotated
+`postgres_app_password`, another `app_user`).
 """
 
 from __future__ import annotations
