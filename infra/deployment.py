@@ -19,7 +19,15 @@ from infra.builds import BuildStep, build_steps
 from infra.configs import consul as consul_cfg
 from infra.configs.observability import PORTS as OBS_PORTS
 from infra.kv import kv_entries
-from infra.model import TLS_DIR, ConfigFile, ContainerSpec, Healthcheck, SecretEnv, TlsFiles
+from infra.model import (
+    JOB_LABEL,
+    TLS_DIR,
+    ConfigFile,
+    ContainerSpec,
+    Healthcheck,
+    SecretEnv,
+    TlsFiles,
+)
 from infra.placement import Plan, Replica
 from infra.spec_common import role_labels
 from infra.specs import SERVICE_PORTS, build_specs, service_port
@@ -240,7 +248,7 @@ def kv_seed_spec(plan: Plan, entries: dict[str, str]) -> ContainerSpec:
         memory_mb=64,
         restart="on-failure",
         one_shot=True,
-        labels=role_labels(plan, Replica("kv-seed", host, 0)),
+        labels={**role_labels(plan, Replica("kv-seed", host, 0)), JOB_LABEL: "true"},
     )
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 TLS_DIR = "/etc/morgan/tls"
+# The label of a one-shot job's container ("true"): it runs, exits 0, and stays exited.
+JOB_LABEL = "morgan.job"
 
 
 Encryption = Literal["tls", "gossip", "none"]

@@ -6,6 +6,7 @@ from infra.configs import data as data_cfg
 from infra.configs import patroni as patroni_cfg
 from infra.configs import pg_roles
 from infra.model import (
+    JOB_LABEL,
     TLS_DIR,
     ConfigFile,
     ContainerSpec,
@@ -169,7 +170,7 @@ def _job(
         memory_mb=64,
         restart="on-failure",
         one_shot=True,
-        labels={**role_labels(plan, beside), "morgan.role": role},
+        labels={**role_labels(plan, beside), "morgan.role": role, JOB_LABEL: "true"},
     )
 
 

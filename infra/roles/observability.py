@@ -36,7 +36,8 @@ def _auth_files(plan: Plan, web_base: str, client: str | None) -> tuple[ConfigFi
     the start line writes."""
     web = obs_cfg.web_config(plan)
     tls = plan.config.security.internal_tls
-    files = [ConfigFile(web_base, obs_cfg.to_yaml(web) if web else "")]
+    # Never an empty file: compose turns an empty config into a directory.
+    files = [ConfigFile(web_base, obs_cfg.to_yaml(web) if web else "# plain HTTP: no TLS\n")]
     if client is not None:
         files.append(ConfigFile(client, obs_cfg.to_yaml(monitoring_auth.client_config(tls))))
     return tuple(files)

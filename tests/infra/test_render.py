@@ -257,3 +257,11 @@ def test_swarm_file_for_deploy_uses_the_swarm_objects_and_values(homelab_plan: P
     every = {**document.get("configs", {}), **document.get("secrets", {})}
     assert set(every) == set(objects)
     assert all(v == {"external": True, "name": external[k]} for k, v in every.items())
+
+
+def test_no_config_file_is_empty(dev_plan: Plan, homelab_plan: Plan) -> None:
+    """Compose makes an empty config a directory: a file a container reads must have text."""
+    for plan in (dev_plan, homelab_plan):
+        for spec in build_deployment(plan).rendered_specs():
+            for file in spec.files:
+                assert file.content.strip(), f"{spec.name}: {file.path} is empty"

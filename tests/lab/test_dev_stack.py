@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from morgan.lab import compose_runner as cr
 from morgan.lab import endpoints as eps
 from morgan.lab import model_seed
@@ -64,8 +65,14 @@ def test_status_lists_every_container_healthy(dev_stack: subprocess.CompletedPro
     p = st.paths("dev")
     rows = cr.running_containers(p)
     assert rows, "no containers after morgan up"
+    doc = yaml.safe_load(p.compose_file.read_text())
+    jobs = [r for r in rows if st.is_job(doc, str(r["Service"]))]
+    assert [r["Service"] for r in jobs] == ["morgan-postgres-app-role"], jobs
     for row in rows:
-        assert row["State"] == "running", json.dumps(row)
+        if row in jobs:  # ran once, to the end
+            assert (row["State"], row["ExitCode"]) == ("exited", 0), json.dumps(row)
+        else:
+            assert row["State"] == "running", json.dumps(row)
         assert row["Name"] in result.stdout
     assert "morgan-core" in result.stdout and "passing" in result.stdout
 

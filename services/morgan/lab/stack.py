@@ -197,6 +197,12 @@ def consul_sd_to_static(content: str, targets: dict[str, list[str]]) -> str:
     return yaml.safe_dump(prom, sort_keys=False)
 
 
+def is_job(doc: dict[str, Any], service: str) -> bool:
+    """A one-shot job (label morgan.job): it runs once, exits 0 and stays exited."""
+    labels = doc.get("services", {}).get(service, {}).get("labels") or {}
+    return isinstance(labels, dict) and labels.get("morgan.job") == "true"
+
+
 def role_of(doc: dict[str, Any], service: str) -> str:
     """The plan role of a compose service (label `morgan.role`), e.g. `core`, `traefik`."""
     labels = doc.get("services", {}).get(service, {}).get("labels") or {}

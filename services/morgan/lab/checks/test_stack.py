@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import testinfra
+import yaml
 
 from infra.configs import consul as consul_cfg
 from infra.configs import data as data_cfg
@@ -40,11 +41,17 @@ MODEL_SERVICES = tuple(SERVICE_PORTS)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "service" in metafunc.fixturenames:
-        p = st.paths(os.environ.get("MORGAN_STACK", "dev"))
-        rows = cr.running_containers(p) if p.compose_file.exists() else []
-        names = sorted(str(r["Service"]) for r in rows)
-        metafunc.parametrize("service", names or ["(no running container)"])
+    """`service`: each long-running container of the stack; `job`: each one-shot job."""
+    wanted = [n for n in ("service", "job") if n in metafunc.fixturenames]
+    if not wanted:
+        return
+    p = st.paths(os.environ.get("MORGAN_STACK", "dev"))
+    rows = cr.running_containers(p) if p.compose_file.exists() else []
+    doc = yaml.safe_load(p.compose_file.read_text()) if p.compose_file.exists() else {}
+    names = sorted(str(r["Service"]) for r in rows)
+    for name in wanted:
+        chosen = [s for s in names if st.is_job(doc, s) == (name == "job")]
+        metafunc.parametrize(name, chosen or [f"(no {name} container)"])
 
 
 @pytest.fixture
@@ -52,6 +59,16 @@ def host(service: str, containers: dict[str, str]) -> Any:
     if service not in containers:
         pytest.fail(f"{service}: no running container; see `morgan status` and `morgan logs`")
     return testinfra.get_host(f"docker://{containers[service]}")
+
+
+def test_job_completed(job: str, stack_paths: st.StackPaths) -> None:
+    """A one-shot job ran to the end: exited, status 0."""
+    rows = {str(r["Service"]): r for r in cr.running_containers(stack_paths)}
+    assert job in rows, f"{job}: no container; see `morgan status`"
+    row = rows[job]
+    assert row["State"] == "exited" and row["ExitCode"] == 0, (
+        f"{job}: {row['State']}, exit {row['ExitCode']}; see `morgan logs {job}`"
+    )
 
 
 def test_processes_run_as_non_root(service: str, host: Any) -> None:
