@@ -48,9 +48,11 @@ def test_dev_stack_renders_every_role_with_local_support_images(
 
 def test_secrets_are_variables_not_values(rendered: tuple[Any, dict[str, Any], list[str]]) -> None:
     _config, doc, secrets = rendered
-    assert "MORGAN_POSTGRES_PASSWORD" in secrets
+    assert {"MORGAN_POSTGRES_PASSWORD", "MORGAN_POSTGRES_APP_PASSWORD"} <= set(secrets)
     core = next(s for n, s in doc["services"].items() if st.role_of(doc, n) == "core")
-    assert "${MORGAN_POSTGRES_PASSWORD}" in core["environment"]["MORGAN_CORE_POSTGRES_DSN"]
+    # Core logs in as the application role, never as the administrator.
+    dsn = core["environment"]["MORGAN_CORE_POSTGRES_DSN"]
+    assert dsn.startswith("postgresql://morgan_app:${MORGAN_POSTGRES_APP_PASSWORD}@"), dsn
 
 
 def test_core_takes_its_service_key_as_a_secret_like_every_path(stack: st.RenderedStack) -> None:
