@@ -6,9 +6,7 @@ the traffic the turn panels draw: a text turn and a spoken one through the gatew
 
 from __future__ import annotations
 
-import io
 import time
-import wave
 from pathlib import Path
 from typing import Any, get_args
 
@@ -17,6 +15,7 @@ import pytest
 from morgan.deploy.outputs import load_outputs, monitoring_auth, write_ca_file
 from morgan.deploy.rollout import DeployReport, api_key_for
 from morgan.lab import stack as st
+from morgan.lab.sample_audio import one_second_wav
 
 from infra.configs import dashboards as dash
 from infra.configs.observability import PORTS
@@ -53,17 +52,11 @@ def _missing(
 def _turns(outputs: dict[str, Any], ca_file: Path) -> None:
     """A text turn and a spoken one (stt, llm, tts) through the gateway."""
     key = api_key_for(st.load_config("lab", ROOT), outputs, ca_file, owner="dashboards")
-    speech = io.BytesIO()
-    with wave.open(speech, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(b"\x00\x10" * 16000)
     with httpx.Client(base_url=outputs["gateway_url"], verify=str(ca_file), timeout=120,
                       headers={"X-API-Key": key}) as api:  # fmt: skip
         text = api.post("api/text", json={"text": "Hello from the dashboards test"})
         assert text.status_code == 200, text.text
-        audio = api.post("api/audio", files={"file": ("hi.wav", speech.getvalue(), "audio/wav")})
+        audio = api.post("api/audio", files={"file": ("hi.wav", one_second_wav(), "audio/wav")})
         assert audio.status_code == 200, audio.text
         assert audio.json()["audio_base64"], "the spoken turn came back without speech"
 

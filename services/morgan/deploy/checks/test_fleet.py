@@ -12,9 +12,7 @@ host, and every Prometheus target up.
 
 from __future__ import annotations
 
-import io
 import json
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from infra.deployment import Deployment
 from morgan.deploy.engine import DockerEngine
 from morgan.deploy.outputs import monitoring_auth
 from morgan.lab.polling import NotYet, poll
+from morgan.lab.sample_audio import one_second_wav
 
 # Listeners a host has besides the plan's: sshd, and dockerd's TLS port on tcp:// hosts.
 HOST_PORTS = {"ssh": 22, "docker-tls": 2376}
@@ -265,13 +264,7 @@ def test_text_turn(api: httpx.Client) -> None:
 
 
 def test_audio_turn(api: httpx.Client) -> None:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(b"\x00\x10" * 16000)
-    resp = api.post("/api/audio", files={"file": ("hello.wav", buf.getvalue(), "audio/wav")},
+    resp = api.post("/api/audio", files={"file": ("hello.wav", one_second_wav(), "audio/wav")},
                     data={"user_id": "verify"})  # fmt: skip
     assert resp.status_code == 200, resp.text
     body = resp.json()
