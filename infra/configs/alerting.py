@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from infra.alerting_config import AlertReceiver
 from infra.configs import monitoring_auth
 from infra.configs.monitoring_auth import SECRETS_DIR
 from infra.model import SecretEnv
@@ -221,9 +222,8 @@ def redis_rules(plan: Plan) -> list[dict[str, Any]]:
     return rules
 
 
-def _receiver(plan: Plan, name: str) -> dict[str, Any]:
-    receiver = next(r for r in plan.config.observability.alerting.receivers if r.name == name)
-    out: dict[str, Any] = {"name": name}
+def _receiver(plan: Plan, receiver: AlertReceiver) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": receiver.name}
     if receiver.webhook:
         out["webhook_configs"] = [{"url": receiver.webhook.url, "send_resolved": True}]
     if receiver.slack:
@@ -275,7 +275,7 @@ def alertmanager_config(plan: Plan) -> dict[str, Any]:
         route["routes"] = routes
     return {
         "route": route,
-        "receivers": [{"name": "default"}, *(_receiver(plan, r.name) for r in alerting.receivers)],
+        "receivers": [{"name": "default"}, *(_receiver(plan, r) for r in alerting.receivers)],
         # A service that is down also errs and is slow: only the down alert is news.
         "inhibit_rules": [
             {

@@ -59,7 +59,7 @@ def test_every_host_and_container_with_its_health(lab_fleet: DeployReport) -> No
         cells = _cells(result.stdout, spec.name)
         assert cells[1] == "running", cells
         assert cells[2] in ("healthy", "-"), cells
-        expected = "passing" if consul_service(deployment, spec) else "-"
+        expected = "passing" if consul_service(spec) else "-"
         assert cells[3] == expected, cells
         if spec.role in ("core", "llm", "stt", "tts"):
             assert float(cells[4]) > 0, f"{spec.name}: no requests in the last 5 minutes: {cells}"

@@ -92,7 +92,7 @@ class FleetStatus:
         return all(h.ok for h in self.hosts)
 
 
-def consul_service(deployment: Deployment, spec: ContainerSpec) -> tuple[str, int] | None:
+def consul_service(spec: ContainerSpec) -> tuple[str, int] | None:
     """The (Consul name, port) a container's service is registered under, if any."""
     if spec.role in SERVICE_PORTS and spec.ports:
         return f"morgan-{spec.role}", spec.ports[0].number
@@ -179,7 +179,7 @@ def fleet_status(deployment: Deployment, engines: dict[str, DockerEngine],
 
     with ThreadPoolExecutor(max_workers=max(1, len(deployment.hosts))) as pool:
         listed = dict(zip(deployment.hosts, pool.map(on_host, deployment.hosts), strict=True))
-    names = {r[0] for s in deployment.specs if (r := consul_service(deployment, s))}
+    names = {r[0] for s in deployment.specs if (r := consul_service(s))}
     consul: dict[tuple[str, str, int], str] = _attempt(
         "Consul", warnings, lambda: _consul_health(outputs, ca_file, names), {}
     )
@@ -207,7 +207,7 @@ def fleet_status(deployment: Deployment, engines: dict[str, DockerEngine],
             if spec.one_shot:
                 continue
             state, health = containers.get(spec.name, ("missing", "-"))
-            registered = consul_service(deployment, spec)
+            registered = consul_service(spec)
             rows.append(ContainerStatus(
                 name=spec.name, role=spec.role, state=state, health=health,
                 consul=consul.get((host, *registered), "-") if registered else "-",
