@@ -3,7 +3,8 @@
 Both ask every request for the user `morgan` and the stack's `monitoring_password`
 (exporter-toolkit's `basic_auth_users`, a bcrypt hash): without it nobody on the network
 reads the metrics or silences an alert. Their clients (Prometheus sending alerts and
-scraping itself, Grafana, amtool, promtool in the healthcheck, `morgan status`) send it.
+scraping itself, Grafana, amtool, `morgan status`, `morgan verify`) send it; the
+containers' healthchecks hold no secret (they require the 401: spec_common.auth_probe).
 
 Secrets reach each container as environment variables that its start line writes to files
 only the server's user reads, in the container's own layer (never a volume), and then
@@ -34,7 +35,7 @@ def basic_auth() -> dict[str, Any]:
 
 
 def client_config(tls: bool) -> dict[str, Any]:
-    """promtool's and amtool's --http.config.file: the password, and the fleet CA."""
+    """amtool's --http.config.file: the password (from its file), and the fleet CA."""
     config: dict[str, Any] = {"basic_auth": basic_auth()}
     if tls:
         config["tls_config"] = {"ca_file": f"{TLS_DIR}/ca.pem"}
