@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import itertools
 import json
 import time
 import uuid
@@ -498,9 +499,13 @@ async def _fresh_window() -> None:
         await asyncio.sleep(left + 0.2)
 
 
+_CLIENT_IPS = itertools.count(1)
+
+
 def _client_ip() -> str:
     # A documentation address (TEST-NET-2), carried only in X-Forwarded-For: a fresh budget.
-    return f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    # Each call a new one (a random pick could repeat: two "clients" sharing one budget).
+    return f"198.51.100.{next(_CLIENT_IPS)}"
 
 
 async def test_api_requests_past_the_budget_get_429_with_retry_after(
