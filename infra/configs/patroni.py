@@ -121,6 +121,10 @@ def patroni_config(plan: Plan, host: str) -> dict[str, Any]:
             "authentication": {"superuser": superuser, "replication": replication},
             "parameters": {"unix_socket_directories": "/var/run/postgresql"},
             "pg_hba": pg_hba_rules(plan),
+            # An old primary that cannot be rewound onto the new leader's timeline is
+            # cloned again rather than left stopped: with synchronous replication what it
+            # would throw away was never acknowledged to anyone.
+            "remove_data_directory_on_rewind_failure": True,
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }

@@ -53,6 +53,8 @@ def test_patroni_members_sync_and_timing() -> None:
     assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
     assert doc["postgresql"]["connect_address"] == "10.213.87.13:5432"
     assert doc["postgresql"]["parameters"] == {"unix_socket_directories": "/var/run/postgresql"}
+    assert dcs["postgresql"]["use_pg_rewind"] is True
+    assert doc["postgresql"]["remove_data_directory_on_rewind_failure"] is True
     assert dcs["postgresql"]["parameters"]["ssl_key_file"] == patroni_cfg.PG_KEY_PATH
     core = next(s for s in build_deployment(plan, ROOT).specs if s.role == "core")
     dsn = next(e.template for e in core.secret_env if e.name == "MORGAN_CORE_POSTGRES_DSN")
