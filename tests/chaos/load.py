@@ -56,6 +56,20 @@ class LoadReport:
         late = [a.sent_s + a.seconds for a in self.failed if a.sent_s + a.seconds >= since_s]
         return max(late) - since_s if late else 0.0
 
+    def why_failed(self, since_s: float, first: int = 5) -> str:
+        """An assertion's message: the summary, when the failures came and the first few
+        answers (the captured output that names each one may not reach the reader)."""
+        shown = "; ".join(
+            f"at {a.sent_s:.1f} s after {a.seconds:.1f} s: {a.status} {a.detail[:120]}"
+            for a in self.failed[:first]
+        )
+        spread = (
+            f" (sent from {self.failed[0].sent_s:.1f} s to {self.failed[-1].sent_s:.1f} s)"
+            if self.failed
+            else ""
+        )
+        return f"{self.summary(since_s)}{spread}; first: {shown}"
+
     def summary(self, since_s: float) -> str:
         codes: dict[int, int] = {}
         for a in self.failed:

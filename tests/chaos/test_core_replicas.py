@@ -41,7 +41,7 @@ async def test_killing_one_core_replica_fails_no_request(fleet: Fleet) -> None:
           " its start)")  # fmt: skip
     answered_by = {a.instance for a in report.answers[-20:] if a.instance}
     print(f"[core-kill] the last 20 turns were answered by {sorted(answered_by)}")
-    assert report.failed == [], [(a.status, a.detail) for a in report.failed[:5]]
+    assert not report.failed, report.why_failed(10.0)
     assert_nothing_lost(fleet, report)
 
 
@@ -50,7 +50,7 @@ async def test_rolling_restart_of_every_core_fails_no_request(fleet: Fleet) -> N
     it holds), starts again and is healthy before the next one goes."""
     cores = list(fleet.deployment.of_role("core"))
     load = asyncio.create_task(text_load("core-rolling", fleet.gateway_url, fleet.api_key,
-                                         fleet.ca_file, total=200, duration_s=90))  # fmt: skip
+                                         fleet.ca_file, total=120, duration_s=90))  # fmt: skip
     await asyncio.sleep(5)
     took = []
     for core in cores:
@@ -61,5 +61,5 @@ async def test_rolling_restart_of_every_core_fails_no_request(fleet: Fleet) -> N
         took.append(f"{core.name} {time.monotonic() - t:.0f} s")
     report = await load
     print(report.summary(5.0), f"; restarted: {', '.join(took)}")
-    assert report.failed == [], [(a.status, a.detail) for a in report.failed[:5]]
+    assert not report.failed, report.why_failed(5.0)
     assert_nothing_lost(fleet, report)
