@@ -14,7 +14,9 @@ PostgreSQL: only the stack's hosts may log in over the network; the application 
 own password, from this machine, is refused by pg_hba.
 
 Redis: a node speaks TLS only, and only to a client that shows a certificate from the
-fleet CA; knowing the CA (to trust the node) is not enough to get a Redis reply."""
+fleet CA; knowing the CA (to trust the node) is not enough to get a Redis reply.
+
+Docker: a container's fleet certificate does not open a tcp:// host's daemon."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 from morgan.deploy.outputs import load_outputs, monitoring_auth, write_ca_file
-from morgan.deploy.rollout import DeployReport
+from morgan.deploy.rollout import DeployReport, engines
 from morgan.lab import stack as st
 from morgan.lab.secrets import read_env
 
@@ -38,6 +40,7 @@ from infra.configs import consul as consul_cfg
 from infra.configs.data import PG_PORT, REDIS_PORT
 from infra.configs.observability import PORTS as OBS_PORTS
 from infra.deployment import Deployment, build_deployment
+from infra.model import TLS_DIR
 from infra.placement import make_plan
 from tests.harness.binaries import postgres_binary
 
@@ -206,3 +209,41 @@ def test_postgres_refuses_a_login_from_outside_the_fleet(
         assert answer.returncode != 0, (spec.name, answer.stdout)
         assert "no pg_hba.conf entry for host" in answer.stderr, (spec.name, answer.stderr)
     assert len(members) == 2
+
+
+def _docker_version(
+    endpoint: str, ca: Path, cert: Path, key: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "--tlsverify", f"--tlscacert={ca}", f"--tlscert={cert}", f"--tlskey={key}",
+         "-H", endpoint, "version", "--format", "{{.Server.Version}}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_a_containers_certificate_does_not_open_a_hosts_docker_daemon(
+    deployment: Deployment, lab_fleet: DeployReport, tmp_path: Path
+) -> None:
+    """Someone who took over a container holds its fleet certificate and key: the Docker
+    daemon a tcp:// host serves (h2, the Windows PC's stand-in) trusts only the CA of its
+    own client certificates, so that pair opens nothing. The deploy machine's own client
+    certificate is the control."""
+    config = deployment.plan.config
+    host = next(h for h in config.hosts if h.docker.startswith("tcp://"))
+    assert host.docker_tls is not None
+    own = ROOT / host.docker_tls.cert_path
+    core = next(s for s in deployment.of_role("core"))
+    engine = engines(config, ROOT)[core.host]
+    for name in ("cert.pem", "key.pem"):
+        pem = engine.text("exec", core.name, "cat", f"{TLS_DIR}/{name}", timeout=60)
+        (tmp_path / name).write_text(pem + "\n")
+    stolen = _docker_version(host.docker, own / "ca.pem", tmp_path / "cert.pem",
+                             tmp_path / "key.pem")  # fmt: skip
+    print(f"{host.docker} with {core.name}'s certificate: rc {stolen.returncode},"
+          f" {stolen.stderr.strip()[-200:]}")  # fmt: skip
+    assert stolen.returncode != 0, stolen.stdout
+    # The daemon refuses the handshake: the certificate is not from its clients' CA.
+    assert "remote error: tls: bad certificate" in stolen.stderr, stolen.stderr
+    control = _docker_version(host.docker, own / "ca.pem", own / "cert.pem", own / "key.pem")
+    assert control.returncode == 0, control.stderr
+    assert control.stdout.strip(), control
