@@ -175,6 +175,17 @@ def core_panels() -> list[Panel]:
             "ops",
             "core",
         ),
+        Panel(
+            "Conversations started per second",
+            (
+                (
+                    f"sum by (service) (rate(morgan_core_conversations_started_total[{WINDOW}]))",
+                    "{{service}}",
+                ),
+            ),
+            "ops",
+            "core",
+        ),
         Panel("p95 of each stage of a turn", ((stage, "{{stage}}"),), "s", "core"),
         Panel(
             "Turns refused (503, all turn slots busy)",

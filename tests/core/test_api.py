@@ -106,6 +106,31 @@ async def test_text_turns_carry_context_timings_and_are_persisted(
     assert [c["id"] for c in listed["conversations"]] == [cid]
 
 
+def _counter(metrics: str, name: str) -> float:
+    line = next(line for line in metrics.splitlines() if line.startswith(f"{name} "))
+    return float(line.split()[1])
+
+
+async def test_a_started_conversation_is_counted_once(
+    client: httpx.AsyncClient, core: CoreServer, echo_models: dict[str, ModelInstance]
+) -> None:
+    """A turn without conversation_id starts one; continuing it, or sending the first turn
+    again with its Idempotency-Key, starts none."""
+    name = "morgan_core_conversations_started_total"
+    async with httpx.AsyncClient(base_url=core.url) as anon:
+        before = _counter((await anon.get("/metrics")).text, name)
+        user, key = _user(), {"Idempotency-Key": f"count-{uuid.uuid4()}"}
+        first = await client.post("/api/text", json={"text": "hi", "user_id": user}, headers=key)
+        assert first.status_code == 200, first.text
+        again = await client.post("/api/text", json={"text": "hi", "user_id": user}, headers=key)
+        assert again.json()["conversation_id"] == first.json()["conversation_id"]
+        cid = first.json()["conversation_id"]
+        more = {"text": "more", "user_id": user, "conversation_id": cid}
+        assert (await client.post("/api/text", json=more)).status_code == 200
+        after = _counter((await anon.get("/metrics")).text, name)
+    assert after - before == 1
+
+
 async def test_text_turn_with_audio_returns_wav(client: httpx.AsyncClient) -> None:
     resp = await client.post("/api/text", json={"text": "speak", "user_id": _user(),
                                                 "want_audio": True})  # fmt: skip

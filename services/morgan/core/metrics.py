@@ -19,6 +19,10 @@ TURNS_REJECTED_TOTAL = Counter(
     "morgan_core_turns_rejected_total",
     "Turns refused with 503 because max_inflight turns were already running.",
 )
+CONVERSATIONS_STARTED_TOTAL = Counter(
+    "morgan_core_conversations_started_total",
+    "Conversations started: turns that named no conversation_id.",
+)
 RATE_LIMITED_TOTAL = Counter(
     "morgan_core_rate_limited_total",
     "Requests and WebSocket turns refused with 429, by budget (api, audio).",

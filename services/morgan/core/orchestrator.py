@@ -23,7 +23,7 @@ from morgan.core.exceptions import NotFoundError, StorageUnavailableError, TurnE
 from morgan.core.idempotency import TurnKey, check_repeat
 from morgan.core.limiter import InflightLimiter
 from morgan.core.memory.store import Memory, SemanticMemory
-from morgan.core.metrics import observe_turn
+from morgan.core.metrics import CONVERSATIONS_STARTED_TOTAL, observe_turn
 from morgan.core.model_clients import ModelClients
 from morgan.core.sentences import SentenceSplitter
 from morgan.core.storage.context import ConversationStore
@@ -118,9 +118,10 @@ class Orchestrator:
     ) -> str:
         try:
             if conversation_id is None:
-                return await self.store.repo.create_conversation(
-                    user_id, key.conversation_id if key else None
-                )
+                cid = key.conversation_id if key else str(uuid.uuid4())
+                if await self.store.repo.insert_conversation(cid, user_id):
+                    CONVERSATIONS_STARTED_TOTAL.inc()
+                return cid
             conv = await self.store.repo.get_conversation(conversation_id)
         except DatabaseUnavailableError as exc:
             raise StorageUnavailableError(str(exc), headers={"Retry-After": "2"}) from exc

@@ -204,18 +204,24 @@ class ConversationRepository:
 
     async def create_conversation(self, user_id: str, conversation_id: str | None = None) -> str:
         cid = conversation_id or str(uuid.uuid4())
+        await self.insert_conversation(cid, user_id)
+        return cid
 
-        async def op() -> None:
+    async def insert_conversation(self, conversation_id: str, user_id: str) -> bool:
+        """True when this call made the conversation; False when it was there already (a
+        turn sent again with its Idempotency-Key, to this core or another)."""
+
+        async def op() -> str:
             async with self._acquire() as conn:
-                await conn.execute(
+                status: str = await conn.execute(
                     "INSERT INTO conversations (id, user_id) VALUES ($1, $2) "
                     "ON CONFLICT (id) DO NOTHING",
-                    uuid.UUID(cid),
+                    uuid.UUID(conversation_id),
                     user_id,
                 )
+                return status
 
-        await self._with_retry(op, "create conversation")
-        return cid
+        return (await self._with_retry(op, "create conversation")) == "INSERT 0 1"
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         cid = _parse_uuid(conversation_id)
