@@ -14,6 +14,9 @@ import pulumi_tls as tls
 
 CERT_HOURS = 24 * 365
 CA_HOURS = 24 * 365 * 5
+# A certificate this close to its end is issued again by the next `pulumi up` or
+# `morgan deploy`.
+RENEW_HOURS = 24 * 30
 USES = ["key_encipherment", "digital_signature", "server_auth", "client_auth"]
 
 
@@ -97,7 +100,7 @@ class Pki(pulumi.ComponentResource):
                 ca_private_key_pem=signer_key.private_key_pem,
                 ca_cert_pem=signer.cert_pem,
                 validity_period_hours=CERT_HOURS,
-                early_renewal_hours=24 * 30,
+                early_renewal_hours=RENEW_HOURS,
                 allowed_uses=USES,
                 opts=child,
             )
