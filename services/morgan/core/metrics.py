@@ -21,7 +21,8 @@ TURNS_REJECTED_TOTAL = Counter(
 )
 CONVERSATIONS_STARTED_TOTAL = Counter(
     "morgan_core_conversations_started_total",
-    "Conversations started: turns that named no conversation_id.",
+    "Conversations started by a turn that named none (a turn sent again with its"
+    " Idempotency-Key does not count again).",
 )
 RATE_LIMITED_TOTAL = Counter(
     "morgan_core_rate_limited_total",
