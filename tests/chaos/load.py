@@ -28,7 +28,7 @@ class Answer:
     sent_s: float  # since the load started
     seconds: float
     status: int  # 0: no HTTP answer at all
-    detail: str
+    detail: str  # the whole body (or the transport error), never cut
     turn_id: str | None = None
     instance: str | None = None
     replayed: bool = False  # answered from the stored turn (the key had been seen)
@@ -36,6 +36,7 @@ class Answer:
     spoken: bool = False  # the reply came with audio
     warning: str | None = None
     reply: str | None = None  # the reply's text
+    kind: str | None = None  # an error's class: the body's "detail" ("storage unavailable")
 
 
 @dataclass
@@ -60,7 +61,8 @@ class LoadReport:
         """An assertion's message: the summary, when the failures came and the first few
         answers (the captured output that names each one may not reach the reader)."""
         shown = "; ".join(
-            f"at {a.sent_s:.1f} s after {a.seconds:.1f} s: {a.status} {a.detail[:120]}"
+            f"at {a.sent_s:.1f} s after {a.seconds:.1f} s:"
+            f" {a.status} {a.kind or ''} {a.detail[:150]}"
             for a in self.failed[:first]
         )
         spread = (
@@ -122,12 +124,14 @@ async def bounded_load(
                                              f"{type(exc).__name__}: {exc}"))  # fmt: skip
                 return
             took = time.monotonic() - sent
-            body = resp.json() if resp.status_code == 200 else {}
-            answer = Answer(sent - start, took, resp.status_code, resp.text[:200],
+            body = _json_object(resp)
+            ok = resp.status_code == 200
+            answer = Answer(sent - start, took, resp.status_code, resp.text,
                             body.get("turn_id"), resp.headers.get("x-morgan-instance"),
                             resp.headers.get("idempotent-replayed") == "true",
                             body.get("transcription"), bool(body.get("audio_base64")),
-                            body.get("warning"), body.get("text"))  # fmt: skip
+                            body.get("warning"), body.get("text"),
+                            None if ok else body.get("detail"))  # fmt: skip
             report.answers.append(answer)
 
         await asyncio.gather(*(one(i) for i in range(total)))
@@ -135,6 +139,15 @@ async def bounded_load(
     for a in report.failed:
         print(f"[{name}] failed at {a.sent_s:.1f} s after {a.seconds:.1f} s: {a.status} {a.detail}")
     return report
+
+
+def _json_object(resp: httpx.Response) -> dict[str, Any]:
+    """The body as a JSON object; {} when it is not one (a proxy's plain-text 502)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 async def text_load(
