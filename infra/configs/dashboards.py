@@ -252,11 +252,15 @@ def model_panels() -> list[Panel]:
             "gpu",
         ),
         Panel(
-            "Refused (queue full)",
+            "Refused (queue full) and dropped (caller left)",
             (
                 (
                     f"sum by (service) (rate(morgan_model_requests_rejected_total[{WINDOW}]))",
-                    "{{service}}",
+                    "{{service}} refused",
+                ),
+                (
+                    f"sum by (service) (rate(morgan_model_requests_abandoned_total[{WINDOW}]))",
+                    "{{service}} dropped",
                 ),
             ),
             "ops",

@@ -20,8 +20,10 @@ from morgan.llm.llamacpp_engine import LlamaCppEngine
 from morgan.llm.transformers_engine import TransformersEngine
 from morgan.models.directory import ModelDirectoryError
 from morgan.models.testing import cached_tiny_model
+from prometheus_client import REGISTRY
 
 from tests.models.conftest import local_settings, running
+from tests.shared.helpers import UvicornThread, aeventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 in_session_loop = pytest.mark.asyncio(loop_scope="session")
@@ -264,6 +266,85 @@ async def test_full_queue_answers_503_with_retry_after(model_dir: Path) -> None:
         assert (await long_run).status_code == 200
         metrics = (await client.get("/metrics")).text
         assert 'morgan_model_requests_rejected_total{service="morgan-llm"}' in metrics
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def _served(app: Any) -> UvicornThread:
+    """The app on a real uvicorn server (a client's disconnect is a closed socket), ready."""
+    server = UvicornThread(app).start()
+
+    async def ready() -> bool:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            return (await client.get("/ready")).status_code == 200
+
+    await aeventually(ready, timeout=60, what="morgan-llm ready")
+    return server
+
+
+LONG = {"messages": HELLO, "max_tokens": 12000, "temperature": 0}  # seconds of generation
+# Some seconds on each engine (the tiny model makes ~170 tokens/s on transformers here,
+# ~1200 on llama.cpp): long enough to hold the one slot while another request queues.
+SLOT_HOLDING_TOKENS = {"transformers": 1500, "llama.cpp": 12000}
+
+
+@in_session_loop
+async def test_a_queued_request_whose_client_left_never_runs(model_dir: Path) -> None:
+    app = build_app(settings(model_dir, max_concurrency=1, max_queue=2, max_tokens_limit=12000,
+                             max_context_tokens=16384))  # fmt: skip
+    limiter = app.state.chat_service.limiter
+    server = await _served(app)
+    try:
+        abandoned = _sample("morgan_model_requests_abandoned_total", service="morgan-llm")
+        prompt = _sample("morgan_llm_tokens_total", model="tiny", kind="prompt")
+        tokens = SLOT_HOLDING_TOKENS[engine_of(model_dir)]
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as patient:
+            long_run = asyncio.create_task(
+                patient.post("/v1/chat/completions", json={**LONG, "max_tokens": tokens})
+            )
+            await aeventually(lambda: _true(limiter.running == 1), what="the long run started")
+            async with httpx.AsyncClient(base_url=server.url, timeout=0.5) as impatient:
+                with pytest.raises(httpx.ReadTimeout):
+                    await impatient.post("/v1/chat/completions",
+                                         json={"messages": HELLO, "max_tokens": 4})  # fmt: skip
+            await aeventually(lambda: _true(limiter.waiting == 0), timeout=5,
+                              what="the abandoned request left the queue")  # fmt: skip
+            assert limiter.running == 1, "it left while the long run still held the slot"
+            done = await long_run
+        assert done.status_code == 200, done.text
+        assert done.json()["usage"]["completion_tokens"] == tokens
+        assert _sample("morgan_model_requests_abandoned_total", service="morgan-llm") == (
+            abandoned + 1
+        )
+        # Only the long run's prompt was ever tokenised: the abandoned one never ran.
+        ran = _sample("morgan_llm_tokens_total", model="tiny", kind="prompt") - prompt
+        assert ran == done.json()["usage"]["prompt_tokens"]
+    finally:
+        server.stop()
+
+
+@in_session_loop
+async def test_a_generation_stops_when_its_client_leaves(model_dir: Path) -> None:
+    app = build_app(settings(model_dir, max_tokens_limit=12000, max_context_tokens=16384))
+    limiter = app.state.chat_service.limiter
+    server = await _served(app)
+    try:
+        completion = _sample("morgan_llm_tokens_total", model="tiny", kind="completion")
+        async with httpx.AsyncClient(base_url=server.url, timeout=0.3) as impatient:
+            with pytest.raises(httpx.ReadTimeout):
+                await impatient.post("/v1/chat/completions", json=LONG)
+        await aeventually(lambda: _true(limiter.running == 0), timeout=30,
+                          what="the generation ended")  # fmt: skip
+        made = _sample("morgan_llm_tokens_total", model="tiny", kind="completion") - completion
+        assert 0 < made < 12000, f"{made:.0f} tokens made for a client that left after 0.3 s"
+    finally:
+        server.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 @in_session_loop

@@ -16,9 +16,10 @@ from morgan.llm.config import LLMSettings
 from morgan.llm.engine import GenerationChunk, GenerationParams, LLMEngine
 from morgan.llm.schemas import ChatCompletionRequest
 from morgan.models import metrics
-from morgan.models.errors import ModelRequestError
+from morgan.models.errors import ClientGone, ModelRequestError
 from morgan.models.holder import ModelHolder
 from morgan.models.slots import MeteredLimiter
+from morgan.shared.client_gone import client_gone
 from morgan.shared.settings import settings_source
 
 
@@ -193,8 +194,10 @@ class ChatService:
     async def generate(
         self, engine: LLMEngine, prompt_ids: list[int], params: GenerationParams
     ) -> AsyncIterator[GenerationChunk]:
-        """Engine chunks with stop strings applied, metrics recorded, cancelled on exit."""
+        """Engine chunks with stop strings applied, metrics recorded, cancelled on exit and
+        when the client closes its connection (the chunks then just end)."""
         cancel = threading.Event()
+        gone = client_gone()
         stops = StopStringFilter(tuple(params.stop))
         started = time.perf_counter()
         tokens = 0
@@ -203,6 +206,8 @@ class ChatService:
         stream = engine.stream(prompt_ids, params, cancel)
         try:
             async for chunk in stream:
+                if gone is not None and gone.is_set():
+                    return
                 tokens = chunk.completion_tokens
                 text = stops.feed(chunk.text)
                 if stops.stopped:
@@ -246,6 +251,9 @@ class ChatService:
                         last = chunk
             except TimeoutError as exc:
                 raise self.timeout_error() from exc
+            gone = client_gone()
+            if gone is not None and gone.is_set():
+                raise ClientGone(self.settings.service_name)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",

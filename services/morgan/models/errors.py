@@ -49,6 +49,21 @@ class ServiceBusy(ModelRequestError):
         )
 
 
+class ClientGone(ModelRequestError):
+    """The client closed its connection while the request waited: it is dropped unrun.
+
+    Status 499 (a client closed request): nobody reads the answer, but the access log
+    and the request metrics show why the request ended."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            499,
+            f"the client closed its connection before {what} could start the request; "
+            "it was dropped without running (the caller gave up: see its timeout)",
+            code="client_closed_request",
+        )
+
+
 class ModelNotReady(ModelRequestError):
     def __init__(self, what: str, reason: str) -> None:
         super().__init__(

@@ -1,4 +1,5 @@
-"""Bounded concurrency: N requests run, up to M wait, the rest are refused at once (503)."""
+"""Bounded concurrency: N requests run, up to M wait, the rest are refused at once (503).
+A waiter whose client closed its connection leaves the queue unrun (499)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
-from morgan.models.errors import ServiceBusy
+from morgan.models.errors import ClientGone, ServiceBusy
+from morgan.shared.client_gone import client_gone
 
 
 def _check_sizes(max_concurrency: int, max_queue: int) -> None:
@@ -56,6 +59,20 @@ class ConcurrencyLimiter:
                 self._running += 1  # the slot is the waiter's from here on
                 waiter.set_result(None)
 
+    async def _wait_unless_client_gone(self, waiter: asyncio.Future[None]) -> None:
+        gone = client_gone()
+        if gone is None:
+            await waiter
+            return
+        gone_wait = asyncio.ensure_future(gone.wait())
+        either: list[asyncio.Future[Any]] = [waiter, gone_wait]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone_wait.cancel()
+        if gone.is_set():  # even when the slot came at the same moment: nobody waits for it
+            raise ClientGone(self.what)
+
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one slot for the block; raise ServiceBusy when no slot and no queue room."""
@@ -67,7 +84,7 @@ class ConcurrencyLimiter:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                await self._wait_unless_client_gone(waiter)
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self._running -= 1  # started, then cancelled before it could run

@@ -21,6 +21,11 @@ REQUESTS_REJECTED_TOTAL = Counter(
     "Requests refused with 503 because all slots and the queue were full.",
     ["service"],
 )
+REQUESTS_ABANDONED_TOTAL = Counter(
+    "morgan_model_requests_abandoned_total",
+    "Requests dropped unrun from the queue because their client closed the connection.",
+    ["service"],
+)
 LLM_TOKENS_TOTAL = Counter(
     "morgan_llm_tokens_total",
     "Tokens processed, by kind (prompt, completion).",

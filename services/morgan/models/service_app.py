@@ -19,6 +19,7 @@ from morgan.models.holder import ModelHolder
 from morgan.models.slots import MeteredLimiter
 from morgan.shared.app import create_app
 from morgan.shared.body_limit import BodyLimitMiddleware
+from morgan.shared.client_gone import ClientGoneMiddleware
 from morgan.shared.config_loader import ConsulConfigLoader
 from morgan.shared.middleware import PUBLIC_PATHS
 from morgan.shared.settings import ServiceSettings
@@ -201,5 +202,7 @@ def build_model_app(
         return None if path in PUBLIC_PATHS else current.max_request_bytes()
 
     app.add_middleware(BodyLimitMiddleware, limits=body_limit)
+    # Outermost: it watches the server's own receive for the client's disconnect.
+    app.add_middleware(ClientGoneMiddleware)
     app.state.model_holder = holder
     return ModelApp(app=app, holder=holder, limiter=limiter)

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from morgan.models import metrics
-from morgan.models.errors import ServiceBusy
+from morgan.models.errors import ClientGone, ServiceBusy
 from morgan.models.limiter import ConcurrencyLimiter
 
 
@@ -24,4 +24,7 @@ class MeteredLimiter(ConcurrencyLimiter):
                 yield
         except ServiceBusy:
             metrics.REQUESTS_REJECTED_TOTAL.labels(self.service).inc()
+            raise
+        except ClientGone:
+            metrics.REQUESTS_ABANDONED_TOTAL.labels(self.service).inc()
             raise
