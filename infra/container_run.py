@@ -2,7 +2,7 @@
 use. Pulumi turns it into a `docker.Container` (infra/components/containers.py), `morgan
 deploy` into `docker create` + an upload + `docker start` (morgan.deploy.containers), so the
 two cannot drift apart: same name, image, network, entrypoint, command, environment,
-files, volumes, healthcheck, restart policy, memory limit, GPUs, capabilities,
+files, volumes, scratch mounts, healthcheck, restart policy, memory limit, GPUs, capabilities,
 labels and log options.
 """
 
@@ -23,6 +23,8 @@ LOG_OPTS: dict[str, str] = {
 }
 # Restarts of an `on-failure` container before the engine gives up.
 MAX_RETRY_COUNT = 10
+# The size of each scratch (tmpfs) mount, in MiB: it holds nothing a job writes on purpose.
+SCRATCH_MB = 16
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ContainerRun:
     privileges: Privileges
     labels: dict[str, str]
     certificate: str | None  # infra.model.certificate_name, when the container holds one
+    scratch: tuple[str, ...] = ()  # tmpfs mounts of SCRATCH_MB
     network_mode: str = "host"
     log_opts: tuple[tuple[str, str], ...] = tuple(LOG_OPTS.items())
 
@@ -100,4 +103,5 @@ def container_run(spec: ContainerSpec) -> ContainerRun:
         privileges=spec.privileges,
         labels=dict(sorted(spec.labels.items())),
         certificate=spec.certificate,
+        scratch=spec.scratch,
     )

@@ -132,6 +132,9 @@ class ContainerSpec:
     ports: tuple[Port, ...] = ()
     volumes: tuple[Volume, ...] = ()
     binds: tuple[BindMount, ...] = ()
+    # Paths given an in-memory filesystem: a data path the image declares as a volume where
+    # this container keeps nothing (a one-shot job), so no anonymous volume is left behind.
+    scratch: tuple[str, ...] = ()
     files: tuple[ConfigFile, ...] = ()
     tls: TlsFiles | None = None
     healthcheck: Healthcheck = Healthcheck(test=("CMD", "true"))

@@ -11,7 +11,7 @@ import pulumi_docker as docker
 from infra.components.host import Host
 from infra.components.pki import Pki
 from infra.components.secrets import FleetSecrets
-from infra.container_run import ContainerRun, container_run
+from infra.container_run import SCRATCH_MB, ContainerRun, container_run
 from infra.model import ContainerSpec
 
 
@@ -94,6 +94,7 @@ def make_container(
         envs=_envs(run, ctx),
         uploads=_uploads(run, ctx) or None,
         volumes=volumes or None,
+        tmpfs={path: f"size={SCRATCH_MB}m" for path in run.scratch} or None,
         healthcheck=docker.ContainerHealthcheckArgs(
             tests=list(hc.test),
             interval=hc.interval,

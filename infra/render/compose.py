@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from infra.container_run import LOG_OPTS
+from infra.container_run import LOG_OPTS, SCRATCH_MB
 from infra.deployment import Deployment, secret_variable
 from infra.model import ContainerSpec, SecretEnv
 
@@ -73,6 +73,10 @@ def service_entry(spec: ContainerSpec, env: dict[str, str] | None = None) -> dic
     volumes += [
         {"type": "bind", "source": b.source, "target": b.path, "read_only": b.read_only}
         for b in spec.binds
+    ]
+    volumes += [
+        {"type": "tmpfs", "target": path, "tmpfs": {"size": SCRATCH_MB * 1024 * 1024}}
+        for path in spec.scratch
     ]
     if volumes:
         service["volumes"] = volumes

@@ -154,8 +154,11 @@ def _job(
     secret_env: tuple[SecretEnv, ...],
     certificate: str,
     tool: str,
+    image_data: str,
 ) -> ContainerSpec:
-    """A one-shot job on `beside`'s host: a shell script, retried until it succeeds."""
+    """A one-shot job on `beside`'s host: a shell script, retried until it succeeds.
+    `image_data` is the data path the job's image declares as a volume: a scratch mount
+    there, since the job keeps nothing."""
     return ContainerSpec(
         name=f"morgan-{role}",
         role=role,
@@ -168,6 +171,7 @@ def _job(
         tls=tls_files(plan, certificate),
         healthcheck=Healthcheck(test=("CMD", tool, "--version"), start_period="5s"),
         memory_mb=64,
+        scratch=(image_data,),
         restart="on-failure",
         one_shot=True,
         labels={**role_labels(plan, beside), "morgan.role": role, JOB_LABEL: "true"},
@@ -187,7 +191,19 @@ def postgres_app_role_specs(plan: Plan) -> list[ContainerSpec]:
         SecretEnv(pg_roles.APP_PASSWORD_VARIABLE, "{postgres_app_password}"),
     )
     script = pg_roles.app_role_script(plan)
-    return [_job(plan, "postgres-app-role", primary, image, script, secrets, "postgres", "psql")]
+    return [
+        _job(
+            plan,
+            "postgres-app-role",
+            primary,
+            image,
+            script,
+            secrets,
+            "postgres",
+            "psql",
+            "/var/lib/postgresql/data",
+        )
+    ]
 
 
 def redis_specs(plan: Plan) -> list[ContainerSpec]:
@@ -213,6 +229,7 @@ def redis_specs(plan: Plan) -> list[ContainerSpec]:
                 secrets,
                 "redis",
                 "redis-cli",
+                "/data",
             )
         )
     return specs

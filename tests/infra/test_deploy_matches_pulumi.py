@@ -75,6 +75,7 @@ def _pulumi_view(stack: str) -> dict[str, dict[str, Any]]:
             "cap_drop": (i.get("capabilities") or {}).get("drops") or [],
             "cap_add": (i.get("capabilities") or {}).get("adds") or [],
             "security_opt": i.get("securityOpts") or [],
+            "scratch": sorted((i.get("tmpfs") or {}).items()),
         }
     for view in out.values():
         view["mounts"] = sorted(
@@ -137,6 +138,7 @@ def _deploy_view(stack: str) -> dict[str, dict[str, Any]]:
             "cap_drop": [a.split("=", 1)[1] for a in args if a.startswith("--cap-drop=")],
             "cap_add": [a.split("=", 1)[1] for a in args if a.startswith("--cap-add=")],
             "security_opt": [o.replace("=", ":") for o in _flag_values(args, "--security-opt")],
+            "scratch": sorted(tuple(t.split(":", 1)) for t in _flag_values(args, "--tmpfs")),
         }
     return out
 
@@ -147,6 +149,11 @@ def test_deploy_runs_what_pulumi_declares(stack: str) -> None:
     assert sorted(pulumi_side) == sorted(deploy_side)
     for name, declared in pulumi_side.items():
         assert deploy_side[name] == declared, name
+    # The jobs run images that declare a data volume: both paths put a tmpfs there.
+    jobs = {n: v["scratch"] for n, v in deploy_side.items() if n.endswith(("-app-role", "-create"))}
+    assert jobs["morgan-postgres-app-role"] == [("/var/lib/postgresql/data", "size=16m")]
+    if "morgan-redis-cluster-create" in jobs:
+        assert jobs["morgan-redis-cluster-create"] == [("/data", "size=16m")]
 
 
 def test_the_secrets_reach_deploy_only_on_stdin() -> None:

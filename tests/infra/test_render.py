@@ -265,3 +265,20 @@ def test_no_config_file_is_empty(dev_plan: Plan, homelab_plan: Plan) -> None:
         for spec in build_deployment(plan).rendered_specs():
             for file in spec.files:
                 assert file.content.strip(), f"{spec.name}: {file.path} is empty"
+
+
+def test_a_job_leaves_no_anonymous_volume(dev_plan: Plan, homelab_plan: Plan) -> None:
+    """The application-role job runs the PostgreSQL image, which declares its data
+    directory a volume: compose and Swarm mount a tmpfs there (16 MiB), and every other
+    container keeps its named volumes only."""
+    tmpfs = {"type": "tmpfs", "target": "/var/lib/postgresql/data",
+             "tmpfs": {"size": 16 * 1024 * 1024}}  # fmt: skip
+    dev = render_compose(build_deployment(dev_plan), "local", kv_seed=False)["services"]
+    assert dev["morgan-postgres-app-role"]["volumes"] == [tmpfs]
+    swarm = render_swarm(build_deployment(homelab_plan))["services"]
+    assert swarm["morgan-postgres-app-role"]["volumes"] == [tmpfs]
+    for document in (dev, swarm):
+        kept = [
+            s for s in document.values() if any(v["type"] == "tmpfs" for v in s.get("volumes", []))
+        ]
+        assert len(kept) == sum(1 for name in document if name.endswith(("-app-role", "-create")))

@@ -16,7 +16,7 @@ import tarfile
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from infra.container_run import ContainerRun
+from infra.container_run import SCRATCH_MB, ContainerRun
 from morgan.deploy.engine import DeployError, DockerEngine
 from morgan.deploy.pki import IssuedTls
 
@@ -90,6 +90,8 @@ def create_args(p: Prepared) -> list[str]:
     for m in run.mounts:
         source = m.volume if m.volume is not None else m.host_path
         args += ["-v", f"{source}:{m.target}{':ro' if m.read_only else ''}"]
+    for path in run.scratch:
+        args += ["--tmpfs", f"{path}:size={SCRATCH_MB}m"]
     if run.gpu_devices:
         # The quotes keep the engine from reading the comma as the next --gpus option.
         args += ["--gpus", f'"device={",".join(run.gpu_devices)}"']
@@ -143,7 +145,7 @@ def apply(engine: DockerEngine, p: Prepared) -> Change:
     ):
         return "unchanged"
     if state is not None:
-        engine.run("rm", "-f", p.run.name, timeout=120)
+        engine.run("rm", "-f", "-v", p.run.name, timeout=120)  # -v: its anonymous volumes too
     engine.run(*create_args(p), stdin=env_file(p), timeout=120)
     if p.files:
         engine.run("cp", "-", f"{p.run.name}:/", stdin=upload_tar(p), timeout=120)

@@ -216,7 +216,7 @@ def deploy_swarm(config: MorganStackConfig, root: Path, p: StackPaths, log: Log)
     def start(_index: int, specs: list[ContainerSpec]) -> None:
         for spec in specs:
             if current_state(eng[spec.host], spec.name) is not None:
-                eng[spec.host].run("rm", "-f", spec.name, timeout=120)
+                eng[spec.host].run("rm", "-f", "-v", spec.name, timeout=120)
                 log(f"{spec.host}  {spec.name:<34} plain container removed for its service")
         before = {s.name: _spec_digest(manager, f"{stack}_{s.name}") for s in specs}
         document = render_swarm(deployment, kv_seed=False, only=[s.name for s in specs],
