@@ -19,7 +19,7 @@ from morgan.models import metrics
 from morgan.models.errors import ClientGone, ModelRequestError
 from morgan.models.holder import ModelHolder
 from morgan.models.slots import MeteredLimiter
-from morgan.shared.client_gone import client_gone
+from morgan.shared.client_gone import client_has_gone
 from morgan.shared.settings import settings_source
 
 
@@ -197,7 +197,6 @@ class ChatService:
         """Engine chunks with stop strings applied, metrics recorded, cancelled on exit and
         when the client closes its connection (the chunks then just end)."""
         cancel = threading.Event()
-        gone = client_gone()
         stops = StopStringFilter(tuple(params.stop))
         started = time.perf_counter()
         tokens = 0
@@ -206,7 +205,7 @@ class ChatService:
         stream = engine.stream(prompt_ids, params, cancel)
         try:
             async for chunk in stream:
-                if gone is not None and gone.is_set():
+                if client_has_gone():
                     return
                 tokens = chunk.completion_tokens
                 text = stops.feed(chunk.text)
@@ -251,9 +250,8 @@ class ChatService:
                         last = chunk
             except TimeoutError as exc:
                 raise self.timeout_error() from exc
-            gone = client_gone()
-            if gone is not None and gone.is_set():
-                raise ClientGone(self.settings.service_name)
+            if client_has_gone():
+                raise ClientGone(self.settings.service_name, started=True)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",

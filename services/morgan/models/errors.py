@@ -50,16 +50,21 @@ class ServiceBusy(ModelRequestError):
 
 
 class ClientGone(ModelRequestError):
-    """The client closed its connection while the request waited: it is dropped unrun.
+    """The client closed its connection before the answer: the request is dropped unrun,
+    or its generation stopped at the next token (``started``).
 
     Status 499 (a client closed request): nobody reads the answer, but the access log
     and the request metrics show why the request ended."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, *, started: bool = False) -> None:
+        done = (
+            f"while {what} worked on the request; it was stopped unfinished"
+            if started
+            else f"before {what} could start the request; it was dropped without running"
+        )
         super().__init__(
             499,
-            f"the client closed its connection before {what} could start the request; "
-            "it was dropped without running (the caller gave up: see its timeout)",
+            f"the client closed its connection {done} (the caller gave up: see its timeout)",
             code="client_closed_request",
         )
 

@@ -28,6 +28,12 @@ def client_gone() -> asyncio.Event | None:
     return _CURRENT.get()
 
 
+def client_has_gone() -> bool:
+    """Whether the current request's client has already closed its connection."""
+    gone = _CURRENT.get()
+    return gone is not None and gone.is_set()
+
+
 class ClientGoneMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
