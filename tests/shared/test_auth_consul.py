@@ -12,6 +12,7 @@ from morgan.cli.main import app as cli
 from morgan.shared.app import create_app
 from morgan.shared.auth import KEYS_PREFIX, ApiKeyRecord, ApiKeyStore, AuthError, require_api_key
 from morgan.shared.consul_client import ConsulClientFactory
+from morgan.shared.consul_stale import StaleRead, read_stale, staleness
 from morgan.shared.settings import ServiceSettings
 from starlette.websockets import WebSocketDisconnect
 from typer.testing import CliRunner
@@ -104,6 +105,32 @@ def test_revocation_elsewhere_takes_effect_within_the_cache_window(
     clock.mono += 25
     with pytest.raises(AuthError, match="revoked"):
         service_store.verify(key)
+
+
+def test_a_key_is_checked_against_the_nearest_servers_copy_when_it_is_fresh(
+    consul: ConsulClientFactory,
+) -> None:
+    store = ApiKeyStore(consul)
+    record, key = store.create("erin")
+    read = read_stale(consul.client(), KEYS_PREFIX + record.key_id)
+    assert read.known_leader and read.last_contact_s == 0.0  # the only server leads
+    assert read.entry is not None and json.loads(read.entry["Value"])["owner"] == "erin"
+    assert read.fresh_within(store.cache_seconds)
+    assert store.verify(key).owner == "erin"
+    assert read_stale(consul.client(), KEYS_PREFIX + "ffffffffffff").entry is None
+
+
+def test_how_stale_a_servers_copy_is_comes_from_its_headers() -> None:
+    cut_off = {"X-Consul-LastContact": "45000", "X-Consul-KnownLeader": "false"}
+    assert staleness(cut_off) == (45.0, False)
+    assert staleness({"X-Consul-LastContact": "120", "X-Consul-KnownLeader": "true"}) == (
+        0.12,
+        True,
+    )
+    assert staleness({}) == (float("inf"), False)  # a server that does not say
+    assert StaleRead(None, 0.12, True).fresh_within(30)
+    assert not StaleRead(None, 31.0, True).fresh_within(30)
+    assert not StaleRead(None, 0.0, False).fresh_within(30)  # no leader known
 
 
 def make_app(consul: ConsulClientFactory):  # type: ignore[no-untyped-def]
@@ -235,9 +262,9 @@ class CountingStore(ApiKeyStore):
 
     reads = 0
 
-    def get(self, key_id: str) -> ApiKeyRecord | None:
+    def _get_to_check(self, key_id: str) -> ApiKeyRecord | None:
         self.reads += 1
-        return super().get(key_id)
+        return super()._get_to_check(key_id)
 
 
 def test_a_bad_key_is_remembered_briefly_without_asking_consul_again(

@@ -4,6 +4,10 @@ A key looks like `mk_<key-id>_<secret>`; the id finds the record at
 `morgan/auth/keys/<key-id>` in one read, and only the salted hash of the secret is stored.
 Verified keys are trusted for `cache_seconds` (30 s by default) in each process, so a
 revocation takes effect everywhere within that window (immediately in the revoking process).
+A key not in the cache is read from the nearest Consul server's copy when that server
+heard from the leader within the same window (morgan.shared.consul_stale), so a check
+does not wait for a leader the agent cannot reach; a staler copy is read again from the
+leader.
 
 A key has an owner and scopes: `user` keys act only for their owner (core scopes every
 conversation and memory to the key's owner), `admin` keys may act for any user named in a
@@ -30,6 +34,7 @@ from fastapi import Request
 from pydantic import BaseModel, Field
 
 from morgan.shared.consul_client import ConsulClientFactory
+from morgan.shared.consul_stale import read_stale
 
 KEYS_PREFIX = "morgan/auth/keys/"
 KEY_PATTERN = re.compile(r"^mk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
@@ -149,6 +154,12 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _record(entry: dict[str, Any] | None) -> ApiKeyRecord | None:
+    if not entry or entry.get("Value") is None:
+        return None
+    return ApiKeyRecord.model_validate(json.loads(entry["Value"]))
+
+
 class ApiKeyStore:
     """Creates, lists, revokes and verifies API keys in Consul KV."""
 
@@ -209,9 +220,16 @@ class ApiKeyStore:
 
     def get(self, key_id: str) -> ApiKeyRecord | None:
         _, entry = self._client.kv.get(KEYS_PREFIX + key_id)
-        if not entry or entry.get("Value") is None:
-            return None
-        return ApiKeyRecord.model_validate(json.loads(entry["Value"]))
+        return _record(entry)
+
+    def _get_to_check(self, key_id: str) -> ApiKeyRecord | None:
+        """The record as the nearest server has it, when no staler than a cached one may
+        be (`cache_seconds`); otherwise, or when that server has none (a key just made),
+        as the leader has it."""
+        read = read_stale(self._client, KEYS_PREFIX + key_id)
+        if read.fresh_within(self.cache_seconds) and (found := _record(read.entry)):
+            return found
+        return self.get(key_id)
 
     def list(self) -> list[ApiKeyRecord]:
         _, entries = self._client.kv.get(KEYS_PREFIX, recurse=True)
@@ -249,7 +267,7 @@ class ApiKeyStore:
         if hit is not None and now_mono - hit[1] < self.cache_seconds:
             record = hit[0]
         else:
-            found = self.get(key_id)
+            found = self._get_to_check(key_id)
             if found is None:
                 unknown = AuthError(
                     "unknown", "unknown API key; create one with `morgan keys create`"
