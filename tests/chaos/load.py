@@ -22,6 +22,16 @@ from typing import Any
 
 import httpx
 
+# Turns a second a load may ask of the lab's fleet while one of its two llm instances
+# is gone (a host stopped or cut off). Both llama.cpp instances share this machine's two
+# cores and together serve about 2 turns/s (docs/performance.md, closed loop); in a whole
+# `make test` run a turn takes several times longer than on an idle lab (p50 0.7 s
+# against 0.1 s). At 2 turns/s the one instance left was saturated, its queue full and
+# core refused turns as overloaded 40 s after the host was back (a full run's host-loss
+# test). What is left must be able to carry the load, or the test measures the lab's
+# CPU instead of the failover.
+ONE_LLM_LOST_TURNS_PER_S = 1.0
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -84,8 +94,23 @@ class LoadReport:
             f"[{self.name}] sent {len(self.answers)}, failed {len(self.failed)} {codes},"
             f" recovered {self.recovery_s(since_s):.1f} s after the fault, answers p50"
             f" {median:.1f} s / max {times[-1] if times else 0.0:.1f} s, from {instances} cores,"
-            f" {replayed} answered from the stored turn"
+            f" {replayed} answered from the stored turn; {self.timeline()}"
         )
+
+    def timeline(self, width_s: float = 10.0) -> str:
+        """The slowest answer of the turns sent in each `width_s` window, and how many of
+        them failed: when the fleet was slow, not only how slow it got at worst."""
+        windows: dict[int, list[Answer]] = {}
+        for a in self.answers:
+            windows.setdefault(int(a.sent_s // width_s), []).append(a)
+        parts = []
+        for w, answers in sorted(windows.items()):
+            failed = sum(a.status != 200 for a in answers)
+            worst = max(a.seconds for a in answers)
+            parts.append(
+                f"{w * width_s:.0f}s: {worst:.1f}" + (f" ({failed} failed)" if failed else "")
+            )
+        return f"slowest answer of the turns sent from: {', '.join(parts)}"
 
 
 Send = Callable[[httpx.AsyncClient, int, dict[str, str]], Awaitable[httpx.Response]]

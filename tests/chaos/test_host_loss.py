@@ -27,7 +27,7 @@ from morgan.lab.polling import NotYet, poll
 from infra.configs.data import REDIS_PORT
 from infra.model import ContainerSpec
 from tests.chaos.conftest import Fleet
-from tests.chaos.load import text_load
+from tests.chaos.load import ONE_LLM_LOST_TURNS_PER_S, text_load
 from tests.chaos.test_consul import leader_host, wait_tolerant
 from tests.chaos.test_core_replicas import assert_nothing_lost
 from tests.chaos.test_redis import cluster, role_of
@@ -37,6 +37,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1200),
 
 STOP_AT_S = 10.0
 GATEWAY_OUT_S = 10.0
+LOAD_S = 90.0  # h3's llm is gone for most of it
+LOAD_TURNS = int(LOAD_S * ONE_LLM_LOST_TURNS_PER_S)
 BACK_AFTER_S = 35.0  # from the stop
 
 
@@ -87,7 +89,8 @@ async def test_losing_host_h3_keeps_the_fleet_serving_and_it_rejoins(fleet: Flee
 
     started = time.monotonic()
     load = asyncio.create_task(text_load("host-h3-stop", fleet.gateway_url, fleet.api_key,
-                                         fleet.ca_file, total=180, duration_s=90))  # fmt: skip
+                                         fleet.ca_file, total=LOAD_TURNS,
+                                         duration_s=LOAD_S))  # fmt: skip
     await asyncio.sleep(STOP_AT_S)
     issued = time.monotonic()
     try:

@@ -20,7 +20,7 @@ from morgan.lab.polling import NotYet, poll
 
 from infra.configs.data import REDIS_PORT
 from tests.chaos.conftest import Fleet
-from tests.chaos.load import text_load
+from tests.chaos.load import ONE_LLM_LOST_TURNS_PER_S, text_load
 from tests.chaos.network import cut_off
 from tests.chaos.test_consul import wait_tolerant
 from tests.chaos.test_core_replicas import assert_nothing_lost
@@ -32,6 +32,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900),
 CUT_AT_S = 15.0
 CUT_FOR_S = 30.0
 GATEWAY_OUT_S = 10.0  # health-check interval + timeout, and a margin
+LOAD_S = 90.0
+LOAD_TURNS = int(LOAD_S * ONE_LLM_LOST_TURNS_PER_S)  # h4's llm is cut off too
 
 
 async def test_a_partitioned_host_leaves_the_gateway_and_comes_back(fleet: Fleet) -> None:
@@ -40,7 +42,8 @@ async def test_a_partitioned_host_leaves_the_gateway_and_comes_back(fleet: Fleet
     marker = f"-{fleet.config.host(cut).address}-"
     started = time.monotonic()
     load = asyncio.create_task(text_load("partition-h4", fleet.gateway_url, fleet.api_key,
-                                         fleet.ca_file, total=180, duration_s=90))  # fmt: skip
+                                         fleet.ca_file, total=LOAD_TURNS,
+                                         duration_s=LOAD_S))  # fmt: skip
     await asyncio.sleep(CUT_AT_S)
     fault = time.monotonic() - started
     with cut_off(cut, peers):
