@@ -20,6 +20,11 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.asyncio(loop_scope="session")]  # fmt: skip
 
 KILL_AT_S = 10.0
+# One spoken turn every 3 s: what the stt and tts instance left carry while the other two
+# load their models again on the same two cores. At 40 over 60 s a whole `make test` run
+# (spoken p50 2.7 s, against 1.0 s on an idle lab) had three turns wait past
+# stt_timeout_seconds (30 s) while the restarted instances loaded.
+LOAD_TURNS, LOAD_S = 20, 60.0
 NOTHING_TO_SPEAK = "input has no letters or digits to speak"
 
 
@@ -31,7 +36,8 @@ async def test_killing_an_stt_and_a_tts_instance_fails_no_spoken_turn(
     wav = espeak_wav("What is the weather like today?", tmp_path / "turn.wav")
     started = time.monotonic()
     load = asyncio.create_task(audio_load("model-kill", fleet.gateway_url, fleet.api_key,
-                                          fleet.ca_file, wav, total=40, duration_s=60))  # fmt: skip
+                                          fleet.ca_file, wav, total=LOAD_TURNS,
+                                          duration_s=LOAD_S))  # fmt: skip
     await asyncio.sleep(KILL_AT_S)
     fault = time.monotonic()
     for victim in victims:
