@@ -24,8 +24,9 @@ RUNTIME_FLAVOUR: Final[dict[str, str]] = {
 
 # Runtime flavour -> the extras of pyproject.toml its image installs (from uv.lock).
 RUNTIME_EXTRAS: Final[dict[str, tuple[str, ...]]] = {
-    # faster-whisper runs on CTranslate2 and needs no torch: a small image.
-    "slim": ("service", "stt"),
+    # faster-whisper runs on CTranslate2 and needs no torch: a small image; Silero VAD
+    # (vad) runs on the ONNX Runtime it already carries.
+    "slim": ("service", "stt", "vad"),
     # Core embeds text on ONNX Runtime: no torch either.
     "core": ("service", "core"),
     # The LLM's CPU engine, llama.cpp (compiled in the runtime's build stage).

@@ -1,4 +1,4 @@
-"""The three model services as real processes, registered in a real Consul with their meta."""
+"""The model services (and morgan-vad) as real processes, registered in a real Consul with their meta."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ from tests.harness.ports import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SERVICES = {"llm": "morgan-llm", "stt": "morgan-stt", "tts": "morgan-tts"}
-ENGINES = {"llm": "transformers", "stt": "faster-whisper", "tts": "coqui"}
+SERVICES = {"llm": "morgan-llm", "stt": "morgan-stt", "tts": "morgan-tts", "vad": "morgan-vad"}
+ENGINES = {"llm": "transformers", "stt": "faster-whisper", "tts": "coqui", "vad": "silero"}
+# The model each advertises: the tiny test models, and the one Silero VAD ships.
+MODELS = {"llm": "tiny", "stt": "tiny", "tts": "tiny", "vad": "silero_vad"}
 
 
 def get_json(url: str) -> Any:
@@ -49,10 +51,11 @@ def start_service(
         "HF_HUB_OFFLINE": "1",
         f"{prefix}PORT": str(port),
         f"{prefix}BIND_HOST": "127.0.0.1",
-        f"{prefix}MODEL_DIR": str(model_dir),
         **{f"{prefix}{key.upper()}": value for key, value in extra_env.items()},
     }
-    if kind != "tts":
+    if kind != "vad":  # its model ships in the silero-vad package
+        env[f"{prefix}MODEL_DIR"] = str(model_dir)
+    if kind in ("llm", "stt"):
         env[f"{prefix}MODEL"] = "tiny"
     if kind == "llm":  # the tiny model here is in Hugging Face format
         env.setdefault(f"{prefix}ENGINE", "transformers")
@@ -80,7 +83,7 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 def test_services_register_with_model_meta_and_become_ready(
     consul_server: Any, model_dir: Path, tmp_path: Path
 ) -> None:
-    ports = dict(zip(SERVICES, free_ports(3), strict=True))
+    ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for kind, port in ports.items():
@@ -106,7 +109,7 @@ def test_services_register_with_model_meta_and_become_ready(
             assert entry["Service"] == name and entry["Port"] == ports[kind]
             meta = entry["Meta"]
             assert meta["engine"] == ENGINES[kind]
-            assert meta["model"] == "tiny"
+            assert meta["model"] == MODELS[kind]
             assert meta["device"] == "cpu"
             assert meta["vram_mb"] == "0"
             assert meta["arch"] == platform.machine().lower()

@@ -44,7 +44,7 @@ LLM_LAST_TOKENS_PER_SECOND = Gauge(
 )
 AUDIO_SECONDS_TOTAL = Counter(
     "morgan_audio_seconds_processed_total",
-    "Seconds of audio transcribed (stt) or synthesised (tts).",
+    "Seconds of audio transcribed (stt), synthesised (tts) or searched for speech (vad).",
     ["service", "model"],
 )
 REAL_TIME_FACTOR = Histogram(

@@ -1,0 +1,1 @@
+"""morgan-vad: voice activity detection (Silero VAD on ONNX Runtime, CPU)."""
