@@ -1,4 +1,4 @@
-"""The model services (and morgan-vad) as real processes, registered in a real Consul with their meta."""
+"""The model services and morgan-vad as real processes, registered in a real Consul."""
 
 from __future__ import annotations
 
