@@ -19,7 +19,7 @@ from infra.alerting_config import AlertingConfig
 from infra.config_base import StrictModel
 
 CONFIG_KEY = "morgan:fleet"
-SERVICE_NAMES: tuple[str, ...] = ("core", "llm", "stt", "tts")
+SERVICE_NAMES: tuple[str, ...] = ("core", "llm", "stt", "tts", "vad")
 ObservabilityPart = Literal[
     "prometheus",
     "alertmanager",
@@ -165,10 +165,21 @@ class ServicesConfig(StrictModel):
     llm: ServiceConfig = ServiceConfig()
     stt: ServiceConfig = ServiceConfig()
     tts: ServiceConfig = ServiceConfig()
+    # Voice activity detection: one 32 ms window at a time on one CPU thread, ~2 MB model.
+    vad: ServiceConfig = ServiceConfig(memory_mb=512)
 
     def get(self, name: str) -> ServiceConfig:
         service: ServiceConfig = getattr(self, name)
         return service
+
+    @model_validator(mode="after")
+    def _vad_on_cpu(self) -> ServicesConfig:
+        if self.vad.device != "cpu":
+            raise ValueError(
+                "services.vad.device: morgan-vad runs on the CPU only (Silero VAD takes well "
+                "under a millisecond per 32 ms window); set device: cpu"
+            )
+        return self
 
 
 class ImageOverrides(StrictModel):

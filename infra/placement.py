@@ -22,6 +22,7 @@ ROLE_NAMES: tuple[str, ...] = (
     "llm",
     "stt",
     "tts",
+    "vad",
     "consul-server",
     "consul-agent",
     "postgres-primary",

@@ -1,4 +1,4 @@
-"""MorganServices: core, llm, stt and tts containers (env, healthchecks, limits, GPUs, models)."""
+"""MorganServices: the containers of core, llm, stt, tts and vad (env, healthchecks, limits)."""
 
 from __future__ import annotations
 

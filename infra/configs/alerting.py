@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.alerting_config import AlertReceiver
+from infra.config import SERVICE_NAMES
 from infra.configs import monitoring_auth
 from infra.configs.monitoring_auth import SECRETS_DIR
 from infra.model import SecretEnv
@@ -46,7 +47,7 @@ def planned_replicas(plan: Plan) -> dict[str, int]:
     """Consul service name → the replicas the plan runs of it."""
     out: dict[str, int] = {}
     for replica in plan.replicas:
-        if replica.role in ("core", "llm", "stt", "tts"):
+        if replica.role in SERVICE_NAMES:
             name = f"morgan-{replica.role}"
             out[name] = out.get(name, 0) + 1
     return out

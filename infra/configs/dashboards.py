@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from infra.config import SERVICE_NAMES
 from infra.configs.alerting import DURATION, REQUESTS, disk_used_ratio
 from infra.placement import Plan
 
 Per = Literal["host", "service", "core", "model", "audio", "gpu", "postgres", "redis", "event"]
 WINDOW = "5m"
-MODEL_SERVICES = ("morgan-llm", "morgan-stt", "morgan-tts")
+MODEL_SERVICES = ("morgan-llm", "morgan-stt", "morgan-tts", "morgan-vad")
 
 
 @dataclass(frozen=True)
@@ -361,9 +362,7 @@ def boards(plan: Plan) -> dict[str, tuple[str, str, list[Panel]]]:
 
 def expected_series(plan: Plan, per: Per) -> tuple[str, set[str]]:
     """The label a panel drawn `per` shows its series by, and the values it must show."""
-    services = {
-        f"morgan-{r.role}" for r in plan.replicas if r.role in ("core", "llm", "stt", "tts")
-    }
+    services = {f"morgan-{r.role}" for r in plan.replicas if r.role in SERVICE_NAMES}
     table: dict[Per, tuple[str, set[str]]] = {
         "host": ("host", {h.name for h in plan.hosts}),
         "service": ("service", services),

@@ -7,14 +7,16 @@ import json
 from typing import Any
 
 import yaml
+from morgan.catalog import consul_name
 
+from infra.config import SERVICE_NAMES
 from infra.configs import logs as logs_cfg
 from infra.configs import monitoring_auth
 from infra.configs.consul import AGENT_PORTS
 from infra.model import TLS_DIR
 from infra.placement import Plan
 
-MORGAN_SERVICES = ("morgan-core", "morgan-llm", "morgan-stt", "morgan-tts")
+MORGAN_SERVICES = tuple(consul_name(s) for s in SERVICE_NAMES)
 PORTS = {
     "prometheus": 9090,
     "alertmanager": 9093,

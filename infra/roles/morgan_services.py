@@ -1,4 +1,4 @@
-"""Container specs of morgan's own services: core, llm, stt and tts."""
+"""Container specs of morgan's own services: core, llm, stt, tts and vad."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpus)
         env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
     secret_env: tuple[SecretEnv, ...] = ()
-    volumes = [Volume(name=svc.models_volume, path="/models")]
+    # morgan-vad's model ships in its image (the silero-vad package): no model volume.
+    volumes = [] if service == "vad" else [Volume(name=svc.models_volume, path="/models")]
     if service == "core":
         secret_env, core_env, core_volumes = _core_data_settings(plan)
         env.update(core_env)

@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Final
 
 # Service -> the port its first replica listens on (more replicas on a host: +10 each).
-SERVICE_PORTS: Final[dict[str, int]] = {"core": 8000, "llm": 8001, "tts": 8002, "stt": 8003}
+SERVICE_PORTS: Final[dict[str, int]] = {
+    "core": 8000,
+    "llm": 8001,
+    "tts": 8002,
+    "stt": 8003,
+    "vad": 8004,
+}
 REPLICA_PORT_STEP: Final = 10
 
 # Service -> the runtime image its CPU image builds FROM (see docs/images.md).
@@ -20,6 +26,7 @@ RUNTIME_FLAVOUR: Final[dict[str, str]] = {
     "llm": "llm",
     "tts": "torch",
     "stt": "slim",
+    "vad": "slim",
 }
 
 # Runtime flavour -> the extras of pyproject.toml its image installs (from uv.lock).

@@ -54,7 +54,7 @@ def test_every_container_starts_in_one_phase_consul_first(homelab: Deployment) -
     first = {s.role for s in homelab.specs if s.name in homelab.start_order[0]}
     assert first == {"consul-server"}
     last = {s.role for s in homelab.specs if s.name in homelab.start_order[-1]}
-    assert last == {"core", "llm", "stt", "tts"}
+    assert last == {"core", "llm", "stt", "tts", "vad"}
 
 
 @pytest.mark.unit
@@ -83,7 +83,7 @@ def test_endpoints_come_from_the_plan(homelab: Deployment, homelab_plan: Plan) -
     assert ep.consul.scheme == ("https" if cfg.security.internal_tls else "http")
     traefik_host = cfg.host(homelab_plan.host_of("traefik") or "")
     assert ep.gateway_url.startswith(f"https://{traefik_host.address}")
-    for role in ("core", "llm", "stt", "tts"):
+    for role in ("core", "llm", "stt", "tts", "vad"):
         assert len(ep.services[f"morgan-{role}"]) == len(homelab_plan.of_role(role))
     ports = {e.address for e in ep.services["morgan-core"]}
     assert len(ports) == len(homelab_plan.of_role("core"))

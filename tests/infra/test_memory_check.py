@@ -35,7 +35,7 @@ def test_a_host_too_small_for_its_services(homelab_config: MorganStackConfig) ->
     warnings = memory_warnings(variant(homelab_config, **{f"hosts__{index}__memory_mb": 4096}))
     assert len(warnings) == 1
     assert warnings[0].startswith("h4: its Morgan services may use ")
-    assert "(core, llm)" in warnings[0] and "the host has 4096 MB" in warnings[0]
+    assert "(core, llm, vad)" in warnings[0] and "the host has 4096 MB" in warnings[0]
 
 
 def test_an_llm_container_too_small_for_its_catalog_model(

@@ -40,6 +40,7 @@ HOMELAB_EXPECTED = {
             "core",
             "llm",
             "llm",
+            "vad",
             "consul-server",
             "consul-agent",
             "postgres-standby",
@@ -58,6 +59,7 @@ HOMELAB_EXPECTED = {
         [
             "core",
             "llm",
+            "vad",
             "consul-server",
             "consul-agent",
             "redis",
@@ -108,6 +110,7 @@ def test_dev_plan_is_one_machine_with_one_of_each(dev_plan: Plan) -> None:
                 "llm",
                 "stt",
                 "tts",
+                "vad",
                 "consul-server",
                 "postgres-primary",
                 "redis",
@@ -162,7 +165,7 @@ def test_gpu_service_with_no_gpu_host_fails_naming_the_fix(homelab_raw: dict[str
 
 def test_redis_cluster_needs_three_hosts(homelab_raw: dict[str, Any]) -> None:
     homelab_raw["hosts"] = homelab_raw["hosts"][:2]
-    for key in ("core",):
+    for key in ("core", "vad"):
         homelab_raw["services"][key] = {"replicas": 2}
     homelab_raw["consul"] = {"servers": ["h1"]}
     homelab_raw["redis"] = {"mode": "cluster"}

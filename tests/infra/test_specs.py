@@ -157,7 +157,8 @@ def test_build_steps_runtime_first_then_services(homelab_plan: Plan) -> None:
     h4 = {s.name for s in steps if s.host == "h4"}
     assert h4 == {
         "morgan-runtime-core:0.1.0", "morgan-runtime-torch:0.1.0", "morgan-runtime-llm:0.1.0",
-        "morgan-core:0.1.0", "morgan-llm:0.1.0",
+        "morgan-runtime-slim:0.1.0",
+        "morgan-core:0.1.0", "morgan-llm:0.1.0", "morgan-vad:0.1.0",
     }  # fmt: skip
     core = next(s for s in steps if s.host == "h4" and s.name == "morgan-core:0.1.0")
     assert core.args["RUNTIME_IMAGE"] == "morgan-runtime-core:0.1.0"

@@ -47,7 +47,7 @@ def test_every_runtime_flavour_is_used_and_made_of_real_extras() -> None:
     ]
     assert set(RUNTIME_FLAVOUR.values()) == set(RUNTIME_EXTRAS)
     # The extra each service's CPU image runs on (llm: the llama.cpp engine).
-    cpu_extra = {"core": "core", "llm": "llm-cpp", "stt": "stt", "tts": "tts"}
+    cpu_extra = {"core": "core", "llm": "llm-cpp", "stt": "stt", "tts": "tts", "vad": "vad"}
     for service, flavour in RUNTIME_FLAVOUR.items():
         assert cpu_extra[service] in RUNTIME_EXTRAS[flavour]
         assert set(RUNTIME_EXTRAS[flavour]) <= set(extras)

@@ -6,10 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
+from morgan.catalog import SERVICE_PORTS
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
-SERVICES = ("core", "llm", "stt", "tts")
+SERVICES = tuple(SERVICE_PORTS)
+# No CUDA variant: core runs no model on a GPU, vad runs on the CPU only.
+CPU_ONLY = ("core", "vad")
 SUPPORT = ("consul", "traefik", "postgres", "redis", "prometheus")
 
 pytestmark = pytest.mark.unit
@@ -86,8 +89,8 @@ def test_runs_as_non_root_with_a_healthcheck(path: Path) -> None:
 @pytest.mark.parametrize("suffix", ["", ".cuda"])
 def test_service_images_are_multi_stage_and_run_their_module(service: str, suffix: str) -> None:
     path = IMAGES / service / f"Dockerfile{suffix}"
-    if service == "core" and suffix:
-        assert not path.exists(), "core has no CUDA variant: it runs no model on a GPU"
+    if service in CPU_ONLY and suffix:
+        assert not path.exists(), f"{service} has no CUDA variant: it runs nothing on a GPU"
         return
     ins = instructions(path)
     stages = [rest for word, rest in ins if word == "FROM"]
@@ -100,7 +103,7 @@ def test_service_images_are_multi_stage_and_run_their_module(service: str, suffi
     assert any(w == "COPY" and rest.startswith("--from=build") for w, rest in ins), path
     cmd = [rest for word, rest in ins if word == "CMD"][-1]
     assert f'"morgan.{service}' in cmd, f"{path}: CMD {cmd}"
-    port = {"core": 8000, "llm": 8001, "tts": 8002, "stt": 8003}[service]
+    port = SERVICE_PORTS[service]
     assert ("EXPOSE", str(port)) in ins, f"{path}: does not EXPOSE {port}"
 
 

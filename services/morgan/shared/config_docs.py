@@ -27,6 +27,7 @@ KNOWN_SETTINGS: dict[str, tuple[str, str]] = {
     "llm": ("morgan.llm.config", "LLMSettings"),
     "stt": ("morgan.stt.config", "STTSettings"),
     "tts": ("morgan.tts.config", "TTSSettings"),
+    "vad": ("morgan.vad.config", "VADSettings"),
 }
 
 DEFAULT_DOCS_DIR = Path(__file__).resolve().parents[3] / "docs"

@@ -23,6 +23,7 @@ import testinfra
 from infra.config import MorganStackConfig
 from infra.configs import patroni as patroni_cfg
 from infra.configs.data import redis_cli
+from infra.configs.observability import MORGAN_SERVICES
 from infra.configs.observability import PORTS as OBS_PORTS
 from infra.deployment import Deployment
 from morgan.deploy.engine import DockerEngine
@@ -240,7 +241,8 @@ def test_every_prometheus_target_up(deployment: Deployment, outputs: dict[str, A
     # A target scraped for the first time is "unknown" for up to one interval (15 s).
     targets = poll(all_up, what="every Prometheus target up", timeout=60, interval=5)
     services = {t["labels"].get("service") for t in targets}
-    assert {"morgan-core", "morgan-llm", "morgan-stt", "morgan-tts"} <= services
+    planned = {s for s in MORGAN_SERVICES if deployment.of_role(s.removeprefix("morgan-"))}
+    assert planned <= services, f"not scraped: {sorted(planned - services)}"
 
 
 # -- end to end through the gateway ------------------------------------------------------
