@@ -6,6 +6,7 @@ the image locks, never with whatever PyPI would resolve today.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -151,8 +152,29 @@ def test_images_pin_the_versions_the_tests_run() -> None:
 
 def test_slim_runtime_has_no_torch() -> None:
     names = {p.name for p in read_pins(lock_path(ROOT, "slim"))}
-    assert {"faster-whisper", "ctranslate2"} <= names
+    assert {"faster-whisper", "ctranslate2", "silero-vad", "onnxruntime"} <= names
     assert not {n for n in names if n.startswith(("torch", "nvidia-"))}
+
+
+def test_pip_check_allows_only_what_the_lock_overrides() -> None:
+    """The runtime image's `pip check` lets through exactly the missing dependencies that
+    pyproject.toml's dependency-metadata leaves out on purpose, at the locked version."""
+    dockerfile = (ROOT / "images/runtime/Dockerfile").read_text()
+    allowed = re.search(r'^ARG PIP_CHECK_ALLOWED="([^"]*)"$', dockerfile, re.M)
+    assert allowed, "images/runtime/Dockerfile: no ARG PIP_CHECK_ALLOWED"
+    line = re.fullmatch(r"(\S+) (\S+) requires (\S+), which is not installed\.", allowed[1])
+    assert line, allowed[1]
+    name, version, dropped = canonicalize_name(line[1]), line[2], line[3]
+    overrides = {
+        canonicalize_name(m["name"]): m
+        for m in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"][
+            "dependency-metadata"
+        ]
+    }
+    assert name in overrides, f"{name} has no [[tool.uv.dependency-metadata]] entry"
+    assert overrides[name]["version"] == version
+    assert dropped not in {Requirement(r).name for r in overrides[name]["requires-dist"]}
+    assert _locked_versions()[name] == {Version(version)}
 
 
 def test_core_runtime_has_no_torch() -> None:
