@@ -82,14 +82,27 @@ class ModelInstance:
 
 
 def echo_instance(
-    name: str, consul_addr: str, log_dir: Path, *, delay_s: float = 0.0, fail_tts: bool = False
-) -> ModelInstance:
+    name: str, consul_addr: str, log_dir: Path, *, delay_s: float = 0.0, fail_tts: bool = False,
+    word_delay_s: float = 0.0,
+) -> ModelInstance:  # fmt: skip
     port = free_port()
     argv = [sys.executable, "-m", "tests.core.upstream_app", "--name", name,
-            "--port", str(port), "--consul", consul_addr, "--delay", str(delay_s)]  # fmt: skip
+            "--port", str(port), "--consul", consul_addr, "--delay", str(delay_s),
+            "--word-delay", str(word_delay_s)]  # fmt: skip
     if fail_tts:
         argv.append("--fail-tts")
     env = {"MORGAN_ADVERTISE_HOST": "127.0.0.1"}
+    return ModelInstance(name, argv, port, consul_addr, log_dir / f"{name}-{port}.log", env)
+
+
+def vad_instance(name: str, consul_addr: str, log_dir: Path) -> ModelInstance:
+    """A real morgan-vad (Silero's bundled model) under a test name, without API keys."""
+    port = free_port()
+    settings = {"SERVICE_NAME": name, "PORT": str(port), "BIND_HOST": "127.0.0.1",
+                "AUTH_ENABLED": "false", "SHUTDOWN_DRAIN_SECONDS": "1"}  # fmt: skip
+    env = {"MORGAN_ADVERTISE_HOST": "127.0.0.1"}
+    env.update({f"MORGAN_VAD_{key}": value for key, value in settings.items()})
+    argv = [sys.executable, "-m", "morgan.vad"]
     return ModelInstance(name, argv, port, consul_addr, log_dir / f"{name}-{port}.log", env)
 
 

@@ -74,6 +74,14 @@ async def test_stopped_redis_reports_misses_not_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
+def test_cached_turns_keep_the_interrupted_mark_and_older_entries_read_as_not() -> None:
+    cut = Turn(**{**_turn(1).__dict__, "interrupted": True})
+    assert Turn.from_cache(cut.to_cache()) == cut
+    older = _turn(2).to_cache()
+    del older["interrupted"]  # written by a core from before interruptions
+    assert Turn.from_cache(older) == _turn(2)
+
+
 def test_parse_nodes_explains_bad_entries() -> None:
     assert parse_nodes(["a:1", "10.0.0.2:6380"]) == [("a", 1), ("10.0.0.2", 6380)]
     with pytest.raises(ValueError, match="host:port"):

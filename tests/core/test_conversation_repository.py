@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 async def test_pool_sizes_and_turn_roundtrip(pg_dsn: str) -> None:
     repo = ConversationRepository(pg_dsn)
-    assert await repo.start() == [1]
+    assert await repo.start() == [1, 2]
     try:
         assert repo.pool.get_min_size() == 5
         assert repo.pool.get_max_size() == 20
@@ -41,6 +41,27 @@ async def test_pool_sizes_and_turn_roundtrip(pg_dsn: str) -> None:
         assert conv is not None and conv.user_id == "alice" and conv.turn_count == 3
         assert await repo.get_conversation(str(uuid.uuid4())) is None
         assert await repo.get_conversation("not-a-uuid") is None
+    finally:
+        await repo.close()
+
+
+async def test_an_interrupted_turn_is_stored_or_marked_as_such(pg_dsn: str) -> None:
+    repo = ConversationRepository(pg_dsn)
+    await repo.start()
+    try:
+        cid = await repo.create_conversation("carol")
+        cut = await repo.add_turn(cid, "tell me", "Once upon", source="stream", interrupted=True)
+        done = await repo.add_turn(cid, "and then", "They lived.", source="stream")
+        assert (cut.interrupted, done.interrupted) == (True, False)
+        assert await repo.mark_interrupted(done.id) is True
+        assert await repo.mark_interrupted(str(uuid.uuid4())) is False
+        assert await repo.mark_interrupted("not-a-uuid") is False
+        stored = await repo.all_turns(cid)
+        assert [(t.assistant_text, t.interrupted) for t in stored] == [
+            ("Once upon", True),
+            ("They lived.", True),
+        ]
+        assert [t.interrupted for t in await repo.recent_turns(cid, 5)] == [True, True]
     finally:
         await repo.close()
 

@@ -48,12 +48,16 @@ async def test_new_migration_applies_on_top_and_concurrent_starts_do_not_race(pg
 
 
 async def test_failed_migration_rolls_back_and_is_not_recorded(pg_dsn: str) -> None:
-    broken = (*MIGRATIONS, Migration(2, "broken", "CREATE TABLE x (id int); SELECT nope FROM y"))
+    last = MIGRATIONS[-1].version
+    broken = (
+        *MIGRATIONS,
+        Migration(last + 1, "broken", "CREATE TABLE x (id int); SELECT nope FROM y"),
+    )
     conn = await asyncpg.connect(pg_dsn)
     try:
         with pytest.raises(asyncpg.PostgresError):
             await apply_migrations(conn, broken)
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 1
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == last
         assert await conn.fetchval("SELECT to_regclass('x')") is None
     finally:
         await conn.close()
@@ -64,3 +68,24 @@ async def test_out_of_order_versions_are_rejected() -> None:
     bad = (Migration(2, "b", "SELECT 1"), Migration(1, "a", "SELECT 1"))
     with pytest.raises(ValueError, match="unique and increasing"):
         await apply_migrations(None, bad)  # type: ignore[arg-type]
+
+
+async def test_turns_stored_before_interruptions_existed_read_as_not_interrupted(
+    pg_dsn: str,
+) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await apply_migrations(conn, MIGRATIONS[:1]) == [1]
+        cid = await conn.fetchval(
+            "INSERT INTO conversations (id, user_id) VALUES (gen_random_uuid(), 'old') RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO turns (id, conversation_id, user_text, assistant_text, source)"
+            " VALUES (gen_random_uuid(), $1, 'hi', 'hello', 'text')",
+            cid,
+        )
+        assert await apply_migrations(conn) == [2]
+        rows = await conn.fetch("SELECT user_text, interrupted FROM turns")
+        assert [(r["user_text"], r["interrupted"]) for r in rows] == [("hi", False)]
+    finally:
+        await conn.close()

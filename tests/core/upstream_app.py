@@ -55,11 +55,18 @@ async def chat(request: Request) -> Any:
                          "message": {"role": "assistant", "content": reply}}],
         }  # fmt: skip
 
+    state = request.app.state
+
     async def events() -> AsyncIterator[bytes]:
-        for word in reply.split(" "):
-            chunk = {"choices": [{"index": 0, "delta": {"content": word + " "}}]}
-            yield f"data: {json.dumps(chunk)}\n\n".encode()
-        yield b"data: [DONE]\n\n"
+        try:
+            for word in reply.split(" "):
+                chunk = {"choices": [{"index": 0, "delta": {"content": word + " "}}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                await asyncio.sleep(state.word_delay_s)
+            yield b"data: [DONE]\n\n"
+        except BaseException:  # the client closed the stream: generation stopped early
+            state.streams_cut += 1
+            raise
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -69,7 +76,8 @@ async def last(request: Request) -> dict[str, Any]:
     """The last chat request: its messages, and its other fields (model, max_tokens,
     temperature, stream) as `params`."""
     state = request.app.state
-    return {"calls": state.calls, "messages": state.last_messages, "params": state.last_params}
+    return {"calls": state.calls, "messages": state.last_messages, "params": state.last_params,
+            "streams_cut": state.streams_cut}  # fmt: skip
 
 
 @router.post("/v1/audio/transcriptions")
@@ -102,13 +110,17 @@ async def speech(request: Request) -> Response:
     return Response(buf.getvalue(), media_type="audio/wav")
 
 
-def build(name: str, port: int, consul: str, delay_s: float, fail_tts: bool) -> FastAPI:
+def build(
+    name: str, port: int, consul: str, delay_s: float, fail_tts: bool, word_delay_s: float = 0.0
+) -> FastAPI:
     settings = ServiceSettings(
         service_name=name, host="127.0.0.1", bind_host="127.0.0.1", port=port,
         consul_http_addr=consul, auth_enabled=False, shutdown_drain_seconds=1,
     )  # fmt: skip
     app = create_app(settings, routers=[router], meta={"engine": "test-echo"})
     app.state.delay_s = delay_s
+    app.state.word_delay_s = word_delay_s
+    app.state.streams_cut = 0
     app.state.fail_tts = fail_tts
     app.state.calls = 0
     app.state.last_messages = []
@@ -123,8 +135,9 @@ def main() -> None:
     parser.add_argument("--consul", default=os.environ.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500"))
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--fail-tts", action="store_true")
+    parser.add_argument("--word-delay", type=float, default=0.0, help="streamed: per word")
     args = parser.parse_args()
-    run(build(args.name, args.port, args.consul, args.delay, args.fail_tts))
+    run(build(args.name, args.port, args.consul, args.delay, args.fail_tts, args.word_delay))
 
 
 if __name__ == "__main__":

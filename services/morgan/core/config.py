@@ -20,6 +20,10 @@ class CoreSettings(ServiceSettings):
     llm_service: str = Field("morgan-llm", description="Consul name of the LLM service.")
     stt_service: str = Field("morgan-stt", description="Consul name of the STT service.")
     tts_service: str = Field("morgan-tts", description="Consul name of the TTS service.")
+    vad_service: str = Field(
+        "morgan-vad",
+        description="Consul name of the voice activity service (hands-free turns on /ws/stream).",
+    )
     llm_model: str = Field("default", description="`model` sent to /v1/chat/completions.")
     llm_max_tokens: int = Field(256, ge=1, le=8192, description="Reply length limit (tokens).")
     llm_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
@@ -41,6 +45,16 @@ class CoreSettings(ServiceSettings):
     stt_timeout_seconds: float = Field(30.0, gt=0, description="Limit of the STT stage.")
     llm_timeout_seconds: float = Field(60.0, gt=0, description="Limit of the LLM stage.")
     tts_timeout_seconds: float = Field(30.0, gt=0, description="Limit of the TTS stage.")
+    vad_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="Connecting to morgan-vad for a hands-free session."
+    )
+    hands_free_partial_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=30,
+        description="Hands-free: a partial transcription after each this much more speech "
+        "(0: none; each costs an STT run).",
+    )
 
     # -- load
     max_inflight: int = Field(

@@ -24,7 +24,7 @@ from morgan.core.idempotency import TurnKey, check_repeat
 from morgan.core.limiter import InflightLimiter
 from morgan.core.memory.store import Memory, SemanticMemory
 from morgan.core.metrics import CONVERSATIONS_STARTED_TOTAL, observe_turn
-from morgan.core.model_clients import ModelClients
+from morgan.core.model_clients import ModelClients, clean_text
 from morgan.core.sentences import SentenceSplitter
 from morgan.core.storage.context import ConversationStore
 from morgan.core.storage.conversations import ConversationNotFoundError, DatabaseUnavailableError
@@ -266,6 +266,24 @@ class Orchestrator:
             result.audio, result.audio_format = audio, "wav" if audio else None
         return result
 
+    async def _store_interrupted(
+        self, prep: _Prepared, user_id: str, user_text: str, said: str, persisted: bool
+    ) -> None:
+        """Keep a turn the person cut off: marked when it was already committed, else
+        committed with the reply as far as it got. Storage trouble is logged, not raised:
+        the person has already moved on to the next turn."""
+        try:
+            if persisted:
+                await self.store.mark_interrupted(prep.conversation_id, prep.turn_id)
+            else:
+                await self.store.record_turn(
+                    prep.conversation_id, prep.previous, user_text, clean_text(said),
+                    source="stream", timings=prep.timings, turn_id=prep.turn_id,
+                    interrupted=True,
+                )  # fmt: skip
+        except Exception as exc:
+            log.warning("the interrupted turn %s was not stored: %s", prep.turn_id, exc)
+
     # -- turns -----------------------------------------------------------------------
 
     async def text_turn(
@@ -361,7 +379,8 @@ class Orchestrator:
         started: float | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Events of a streamed turn: response_text deltas, response_audio per sentence,
-        then response_complete once the turn is committed."""
+        then response_complete once the turn is committed. Cancelled (the person spoke over
+        the answer), the turn is stored as interrupted with the reply as far as it got."""
         start = started if started is not None else time.perf_counter()
         prep = await self._prepare(user_id, text, conversation_id)
         prep.timings["stt_ms"] = stt_ms
@@ -395,6 +414,7 @@ class Orchestrator:
 
         t = time.perf_counter()
         first_token_ms: float | None = None
+        persisted = interrupted = False
         try:
             async for delta in self.models.stream(
                 prep.messages, self.settings.llm_timeout_seconds, f"{prep.turn_id}-llm"
@@ -415,18 +435,28 @@ class Orchestrator:
             prep.timings["llm_ms"] = _ms(t)
             reply = "".join(parts)
             await self._persist(prep, user_id, text, reply, "stream")
+            persisted = True
             if want_audio:
                 rest = splitter.flush()
                 if rest:
                     queue_sentence(rest)
                 async for event in ready_audio(block=True):
                     yield event
+        except asyncio.CancelledError:
+            interrupted = True
+            raise
         finally:
             for task in speech:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                task.cancel()
+            if interrupted:
+                # The LLM stream is closed (the cancellation went through it) and every
+                # sentence's TTS call is cancelled before the turn is stored.
+                await asyncio.shield(
+                    self._store_interrupted(prep, user_id, text, "".join(parts), persisted)
+                )
+            for task in speech:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         prep.timings["tts_ms"] = round(tts_ms, 2)
         if first_token_ms is not None:
             prep.timings["first_token_ms"] = first_token_ms

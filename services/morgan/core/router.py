@@ -147,7 +147,8 @@ async def get_conversation(
         id=conv.id, user_id=conv.user_id, created_at=conv.created_at,
         updated_at=conv.updated_at, turn_count=conv.turn_count,
         turns=[TurnOut(id=t.id, user_text=t.user_text, assistant_text=t.assistant_text,
-                       source=t.source, created_at=t.created_at, timings=t.timings)
+                       source=t.source, created_at=t.created_at, timings=t.timings,
+                       interrupted=t.interrupted)
                for t in turns],
     )  # fmt: skip
 

@@ -65,6 +65,9 @@ class TurnOut(BaseModel):
     source: str
     created_at: datetime
     timings: dict[str, float]
+    interrupted: bool = Field(
+        False, description="The person spoke over the answer: assistant_text is what was said."
+    )
 
 
 class ConversationOut(BaseModel):

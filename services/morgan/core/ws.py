@@ -1,10 +1,14 @@
 """WS /ws/stream: a spoken or typed turn, streamed back token by token and sentence by sentence.
 
-In:  {type: start, user_id?, conversation_id?, want_audio?, language?}
+In:  {type: start, user_id?, conversation_id?, want_audio?, language?, mode?}
      {type: text, text} | {type: audio, data: <base64 chunk>} | {type: utterance_end}
      {type: ping} | {type: stop}
 Out: transcription, response_text (deltas), response_audio (one per sentence, wav base64),
      response_complete (after the turn is committed), error, pong.
+mode "push_to_talk" (the default): the client ends each utterance (utterance_end).
+mode "hands_free": the client streams 16 kHz PCM without pause (binary frames) and
+morgan-vad finds where utterances end; speaking over an answer interrupts it
+(morgan.core.hands_free has the events).
 The API key comes in the handshake: an X-API-Key or Authorization header, or (for a browser,
 which cannot set headers on a WebSocket) the subprotocols `morgan, bearer.<key>`; never in
 the URL. The session acts for the key's owner (`user_id`, as on the HTTP API).
@@ -26,6 +30,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from morgan.core.audio import inspect_audio
 from morgan.core.dependencies import get_orchestrator
 from morgan.core.exceptions import InvalidInputError, PayloadTooLargeError, TurnError
+from morgan.core.hands_free import HandsFree
 from morgan.core.orchestrator import Orchestrator
 from morgan.core.principal import acting_user
 from morgan.core.rate_limit import Bucket, RateLimitedError, RateLimiter
@@ -44,6 +49,7 @@ class _Session:
         self.want_audio = True
         self.language: str | None = None
         self.audio = bytearray()
+        self.hands_free: HandsFree | None = None
         self.window_start = time.monotonic()
         self.window_bytes = 0
 
@@ -66,7 +72,7 @@ async def _error(
     event: dict[str, Any] = {"type": "error", "status": status, "message": message}
     if headers and "Retry-After" in headers:
         event["retry_after"] = int(headers["Retry-After"])
-    await ws.send_json(event)
+    await _send(ws, event)
 
 
 async def _count(ws: WebSocket, *buckets: Bucket) -> None:
@@ -88,9 +94,36 @@ async def _run_turn(
             want_audio=session.want_audio, transcription=transcription,
             stt_ms=stt_ms, started=started,
         ):  # fmt: skip
-            if event["type"] == "response_complete":
+            # Known from the first event on: a hands-free turn interrupted before it
+            # completes is kept in this conversation, and the next turn goes on in it.
+            if "conversation_id" in event:
                 session.conversation_id = event["conversation_id"]
-            await ws.send_json(event)
+            await _send(ws, event)
+
+
+async def _send(ws: WebSocket, event: dict[str, Any]) -> None:
+    """One event; a hands-free session's turn and its speech events send from different
+    tasks, so every send takes the session's lock."""
+    lock: asyncio.Lock = ws.state.send_lock
+    async with lock:
+        await ws.send_json(event)
+
+
+async def _start_hands_free(ws: WebSocket, orch: Orchestrator, session: _Session) -> None:
+    async def run(text: str, transcription: str | None, stt_ms: float, started: float) -> None:
+        await _run_turn(ws, orch, session, text, transcription, stt_ms, started)
+
+    session.hands_free = await HandsFree.open(
+        orch, lambda event: _send(ws, event), run, lambda: _count(ws, "api", "audio"),
+        session.language,
+    )  # fmt: skip
+    await _send(ws, {"type": "started", "mode": "hands_free", "sample_rate": 16000})
+
+
+async def _end_hands_free(session: _Session) -> None:
+    if session.hands_free is not None:
+        hands_free, session.hands_free = session.hands_free, None
+        await hands_free.close()
 
 
 async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any) -> bool:
@@ -99,7 +132,7 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         raise InvalidInputError('each message must be a JSON object with a "type" field')
     kind = msg["type"]
     if kind == "ping":
-        await ws.send_json({"type": "pong"})
+        await _send(ws, {"type": "pong"})
         return True
     if kind == "stop":
         return False
@@ -114,6 +147,12 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         lang = msg.get("language")
         session.language = str(lang) if lang else None
         session.audio.clear()
+        mode = msg.get("mode", "push_to_talk")
+        if mode not in ("push_to_talk", "hands_free"):
+            raise InvalidInputError(f"mode {mode!r} is unknown; use push_to_talk or hands_free")
+        await _end_hands_free(session)
+        if mode == "hands_free":
+            await _start_hands_free(ws, orch, session)
         return True
     if session.user_id is None:
         raise InvalidInputError('send {"type": "start"} first')
@@ -129,7 +168,10 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
                 f"text is {len(text)} characters; the limit is {s.max_text_chars}"
             )
         await _count(ws, "api")
-        await _run_turn(ws, orch, session, text)
+        if session.hands_free is not None:
+            await session.hands_free.text(text)
+        else:
+            await _run_turn(ws, orch, session, text)
         return True
     if kind == "audio":
         data = msg.get("data")
@@ -137,6 +179,9 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
             chunk = base64.b64decode(str(data), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidInputError("audio data must be base64") from exc
+        if session.hands_free is not None:
+            await session.hands_free.audio(chunk)
+            return True
         if len(session.audio) + len(chunk) > s.max_audio_bytes:
             session.audio.clear()
             raise PayloadTooLargeError(
@@ -145,6 +190,11 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         session.audio.extend(chunk)
         return True
     if kind == "utterance_end":
+        if session.hands_free is not None:
+            raise InvalidInputError(
+                "a hands-free session ends utterances itself; start with mode push_to_talk "
+                "to end them with utterance_end"
+            )
         audio, session.audio = bytes(session.audio), bytearray()
         await _count(ws, "api", "audio")
         started = time.perf_counter()
@@ -155,7 +205,7 @@ async def _handle(ws: WebSocket, orch: Orchestrator, session: _Session, msg: Any
         text, stt_ms = await orch.transcribe(
             audio, f"utterance.{info.format}", f"audio/{info.format}", session.language
         )
-        await ws.send_json({"type": "transcription", "text": text})
+        await _send(ws, {"type": "transcription", "text": text})
         if not text:
             raise InvalidInputError("no speech was recognised in the utterance")
         await _run_turn(ws, orch, session, text, text, stt_ms, started)
@@ -170,6 +220,7 @@ async def stream(ws: WebSocket) -> None:
     await ws.accept(
         subprotocol=SUBPROTOCOL if SUBPROTOCOL in ws.scope.get("subprotocols", []) else None
     )
+    ws.state.send_lock = asyncio.Lock()
     try:
         orch = get_orchestrator(ws)
     except Exception:
@@ -181,23 +232,27 @@ async def stream(ws: WebSocket) -> None:
         while True:
             s = orch.settings
             try:
-                raw = await asyncio.wait_for(ws.receive_text(), s.ws_idle_timeout_seconds)
+                frame = await asyncio.wait_for(ws.receive(), s.ws_idle_timeout_seconds)
             except TimeoutError:
                 await _error(ws, 408, f"no message for {s.ws_idle_timeout_seconds:g} s "
                              "(ws_idle_timeout_seconds); reconnect to go on")  # fmt: skip
                 await ws.close(code=1001, reason="idle")
                 return
-            except KeyError:
-                await _error(ws, 422, "messages must be JSON text frames")
-                continue
+            if frame["type"] == "websocket.disconnect":
+                return
+            raw, pcm = frame.get("text"), frame.get("bytes")
             try:
-                session.received(len(raw), s.ws_max_bytes_per_minute)
+                session.received(len(pcm if pcm is not None else raw or ""),
+                                 s.ws_max_bytes_per_minute)  # fmt: skip
             except RateLimitedError as exc:
                 await _error(ws, exc.status_code, exc.message)
                 await ws.close(code=1008, reason="over ws_max_bytes_per_minute")
                 return
+            if pcm is not None:
+                await _audio_frame(ws, session, pcm)
+                continue
             try:
-                msg = json.loads(raw)
+                msg = json.loads(raw or "")
             except ValueError:
                 await _error(ws, 422, "messages must be JSON text frames")
                 continue
@@ -208,4 +263,19 @@ async def stream(ws: WebSocket) -> None:
                 await _error(ws, exc.status_code, exc.message, exc.headers)
     except WebSocketDisconnect:
         return
+    finally:
+        await _end_hands_free(session)
     await ws.close(code=1000)
+
+
+async def _audio_frame(ws: WebSocket, session: _Session, pcm: bytes) -> None:
+    """A binary frame: PCM of a hands-free session."""
+    if session.hands_free is None:
+        await _error(ws, 422, "binary frames carry the PCM of a hands-free session: start with"
+                     ' {"type": "start", "mode": "hands_free"}, or send push-to-talk audio as'
+                     ' {"type": "audio", "data": <base64>}')  # fmt: skip
+        return
+    try:
+        await session.hands_free.audio(pcm)
+    except TurnError as exc:
+        await _error(ws, exc.status_code, exc.message, exc.headers)

@@ -113,13 +113,15 @@ class MorganHTTPClient:
         self.sleep = sleep
         self.rng = rng
         verify: ssl.SSLContext | bool = True
+        # What other clients of the same services (a WebSocket to morgan-vad) connect with.
+        self.ssl_context: ssl.SSLContext | None = None
         if ca_cert is not None or client_cert is not None:
             ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
             # Instances are addressed by IP/host from Consul; trust comes from the private CA.
             ctx.check_hostname = False
             if client_cert is not None:
                 ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
-            verify = ctx
+            verify = self.ssl_context = ctx
         self._client = httpx.AsyncClient(
             timeout=self._limits(timeout), verify=verify, transport=transport
         )

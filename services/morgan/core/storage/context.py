@@ -46,6 +46,7 @@ class ConversationStore:
         source: str,
         timings: dict[str, float],
         turn_id: str | None = None,
+        interrupted: bool = False,
     ) -> Turn:
         """Commit the turn to PostgreSQL, then refresh the cached context."""
         turn = await self.repo.add_turn(
@@ -55,10 +56,17 @@ class ConversationStore:
             source=source,
             timings=timings,
             turn_id=turn_id,
+            interrupted=interrupted,
         )
         updated = [*previous, turn][-self.context_turns :]
         await self.cache.set_context(conversation_id, updated)
         return turn
+
+    async def mark_interrupted(self, conversation_id: str, turn_id: str) -> bool:
+        """Mark a committed turn as cut off, then re-read the cached context."""
+        marked = await self.repo.mark_interrupted(turn_id)
+        await self.refresh(conversation_id)
+        return marked
 
     async def refresh(self, conversation_id: str) -> None:
         turns = await self.repo.recent_turns(conversation_id, self.context_turns)

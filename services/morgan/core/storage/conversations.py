@@ -303,6 +303,7 @@ class ConversationRepository:
         source: str,
         timings: dict[str, float] | None = None,
         turn_id: str | None = None,
+        interrupted: bool = False,
     ) -> Turn:
         """Commit one turn; return it once PostgreSQL has acknowledged the commit."""
         tid = uuid.UUID(turn_id) if turn_id else uuid.uuid4()
@@ -313,7 +314,7 @@ class ConversationRepository:
             async with self._acquire() as conn, conn.transaction():
                 await conn.execute(
                     "INSERT INTO turns (id, conversation_id, user_text, assistant_text, "
-                    "source, timings) VALUES ($1, $2, $3, $4, $5, $6::jsonb) "
+                    "source, timings, interrupted) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) "
                     "ON CONFLICT (id) DO NOTHING",
                     tid,
                     cid,
@@ -321,11 +322,11 @@ class ConversationRepository:
                     assistant_text,
                     source,
                     timings_json,
+                    interrupted,
                 )
                 await conn.execute("UPDATE conversations SET updated_at = now() WHERE id = $1", cid)
                 row = await conn.fetchrow(
-                    "SELECT id, conversation_id, user_text, assistant_text, source, timings, "
-                    "created_at FROM turns WHERE id = $1",
+                    f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = $1",
                     tid,
                 )
                 if row is None:  # the conversation was deleted concurrently
@@ -338,6 +339,21 @@ class ConversationRepository:
             raise ConversationNotFoundError(conversation_id) from exc
         return _turn(row)
 
+    async def mark_interrupted(self, turn_id: str) -> bool:
+        """Mark a stored turn as cut off by the person; False when there is no such turn."""
+        tid = _parse_uuid(turn_id)
+        if tid is None:
+            return False
+
+        async def op() -> str:
+            async with self._acquire() as conn:
+                status: str = await conn.execute(
+                    "UPDATE turns SET interrupted = true WHERE id = $1", tid
+                )
+                return status
+
+        return await self._with_retry(op, "mark turn interrupted") == "UPDATE 1"
+
     async def get_turn(self, turn_id: str) -> Turn | None:
         tid = _parse_uuid(turn_id)
         if tid is None:
@@ -346,8 +362,7 @@ class ConversationRepository:
         async def op() -> asyncpg.Record | None:
             async with self._acquire() as conn:
                 return await conn.fetchrow(
-                    "SELECT id, conversation_id, user_text, assistant_text, source, timings, "
-                    "created_at FROM turns WHERE id = $1",
+                    f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = $1",
                     tid,
                 )
 
@@ -363,9 +378,8 @@ class ConversationRepository:
         async def op() -> list[asyncpg.Record]:
             async with self._acquire() as conn:
                 return await conn.fetch(
-                    "SELECT * FROM (SELECT id, conversation_id, user_text, assistant_text, "
-                    "source, timings, created_at, seq FROM turns WHERE conversation_id = $1 "
-                    "ORDER BY seq DESC LIMIT $2) last ORDER BY seq",
+                    f"SELECT * FROM (SELECT {_TURN_COLUMNS}, seq FROM turns"
+                    " WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2) last ORDER BY seq",
                     cid,
                     limit,
                 )
@@ -380,12 +394,16 @@ class ConversationRepository:
         async def op() -> list[asyncpg.Record]:
             async with self._acquire() as conn:
                 return await conn.fetch(
-                    "SELECT id, conversation_id, user_text, assistant_text, source, timings, "
-                    "created_at FROM turns WHERE conversation_id = $1 ORDER BY seq",
+                    f"SELECT {_TURN_COLUMNS} FROM turns WHERE conversation_id = $1 ORDER BY seq",
                     cid,
                 )
 
         return [_turn(r) for r in await self._with_retry(op, "read turns")]
+
+
+_TURN_COLUMNS = (
+    "id, conversation_id, user_text, assistant_text, source, timings, interrupted, created_at"
+)
 
 
 def _parse_uuid(value: str) -> uuid.UUID | None:
@@ -417,4 +435,5 @@ def _turn(row: Any) -> Turn:
         source=row["source"],
         created_at=row["created_at"],
         timings={k: float(v) for k, v in (timings or {}).items()},
+        interrupted=bool(row["interrupted"]),
     )

@@ -50,6 +50,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX turns_conversation_seq_idx ON turns (conversation_id, seq);
         """,
     ),
+    # A hands-free turn the person cut off by speaking again keeps what was said so far.
+    Migration(
+        2,
+        "interrupted_turns",
+        "ALTER TABLE turns ADD COLUMN interrupted boolean NOT NULL DEFAULT false;",
+    ),
 )
 
 

@@ -18,6 +18,8 @@ class Turn:
     source: str
     created_at: datetime
     timings: dict[str, float] = field(default_factory=dict)
+    # The person spoke over the answer (hands-free): assistant_text is what was said so far.
+    interrupted: bool = False
 
     def to_cache(self) -> dict[str, Any]:
         return {
@@ -28,6 +30,7 @@ class Turn:
             "source": self.source,
             "created_at": self.created_at.isoformat(),
             "timings": self.timings,
+            "interrupted": self.interrupted,
         }
 
     @classmethod
@@ -40,6 +43,7 @@ class Turn:
             source=str(data["source"]),
             created_at=datetime.fromisoformat(str(data["created_at"])),
             timings={k: float(v) for k, v in dict(data.get("timings") or {}).items()},
+            interrupted=bool(data.get("interrupted", False)),
         )
 
 

@@ -1,0 +1,254 @@
+"""Hands-free turns on /ws/stream with a real morgan-vad: audio streams in without pause,
+each utterance becomes a turn when the person stops, and speaking over an answer stops it
+and keeps the turn as interrupted. The LLM is the echo service, streaming a word every
+0.25 s so that there is an answer to speak over; speech is espeak-ng's."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import pytest_asyncio
+import soundfile
+import soxr
+import websockets
+
+from tests.core.audio_samples import espeak_wav
+from tests.core.conftest import ApiKeys
+from tests.core.servers import CoreServer, ModelInstance, echo_instance, vad_instance
+from tests.harness.servers import ConsulServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+VAD = "test-vad"
+DRIP_LLM = "test-echo-llm-drip"
+RATE = 16000
+FRAME = 640  # 20 ms of 16-bit PCM
+
+
+@pytest.fixture(scope="module")
+def hands_free_models(
+    consul_server: ConsulServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ModelInstance]]:
+    logs = tmp_path_factory.mktemp("hands-free")
+    instances = {
+        "vad": vad_instance(VAD, consul_server.addr, logs),
+        "llm": echo_instance(DRIP_LLM, consul_server.addr, logs, word_delay_s=0.25),
+    }
+    try:
+        for instance in instances.values():
+            instance.start()
+        yield instances
+    finally:
+        for instance in instances.values():
+            instance.stop()
+
+
+@pytest.fixture(scope="module")
+def core_overrides(hands_free_models: dict[str, ModelInstance]) -> dict[str, Any]:
+    return {"vad_service": VAD, "llm_service": DRIP_LLM, "hands_free_partial_seconds": 1.0}
+
+
+@pytest.fixture(scope="module")
+def speech_pcm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """About 2.5 s of espeak-ng speech as 16 kHz 16-bit PCM, without espeak's quiet ends."""
+    wav = espeak_wav("Hello Morgan, please turn on the kitchen lights.",
+                     tmp_path_factory.mktemp("speech") / "turn.wav")  # fmt: skip
+    data, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
+    samples = np.asarray(soxr.resample(data, rate, RATE), dtype=np.float32)
+    loud = np.flatnonzero(np.abs(samples) > 0.02)
+    samples = samples[loud[0] : loud[-1] + 1]
+    return bytes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def silence(seconds: float) -> bytes:
+    return b"\x00\x00" * int(seconds * RATE)
+
+
+class Session:
+    """A hands-free client: sends PCM in real time, collects every event with its time."""
+
+    def __init__(self, ws: websockets.ClientConnection) -> None:
+        self.ws = ws
+        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.arrived = asyncio.Event()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self.ws:
+                self.events.append((time.monotonic(), json.loads(raw)))
+                self.arrived.set()
+
+    async def stream(self, pcm: bytes) -> None:
+        """Send `pcm` in 20 ms frames at the pace it was spoken."""
+        started = time.monotonic()
+        for index, offset in enumerate(range(0, len(pcm), FRAME)):
+            await self.ws.send(pcm[offset : offset + FRAME])
+            await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - time.monotonic()))
+
+    async def stream_until(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Silence, in real time, until an event of `kind` arrives."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := self.first(kind):
+                return found
+            await self.stream(silence(0.1))
+        raise AssertionError(f"no {kind} within {timeout} s; got {self.kinds()}")
+
+    def kinds(self) -> list[str]:
+        return [event["type"] for _, event in self.events]
+
+    def first(self, kind: str) -> dict[str, Any] | None:
+        return next((event for _, event in self.events if event["type"] == kind), None)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [event for _, event in self.events if event["type"] == kind]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def session(core: CoreServer, api_keys: ApiKeys) -> AsyncIterator[Session]:
+    async with websockets.connect(
+        core.ws_url, additional_headers={"X-API-Key": api_keys.alice}, max_size=2**24
+    ) as ws:
+        client = Session(ws)
+        await ws.send(json.dumps({"type": "start", "mode": "hands_free", "want_audio": True}))
+        await asyncio.wait_for(client.arrived.wait(), 15)
+        assert client.first("started") == {
+            "type": "started", "mode": "hands_free", "sample_rate": 16000
+        }, client.events  # fmt: skip
+        yield client
+        client.reader.cancel()
+
+
+async def test_an_utterance_becomes_a_turn_when_the_person_stops(
+    session: Session, speech_pcm: bytes, core: CoreServer, api_keys: ApiKeys
+) -> None:
+    await session.stream(silence(0.5) + speech_pcm)
+    assert session.first("speech_started") is not None, session.kinds()
+    assert session.of("partial_transcription"), "no partial transcription while speaking"
+    assert session.first("speech_ended") is None, "ended while the person still spoke"
+    spoke_until = time.monotonic()
+    complete = await session.stream_until("response_complete")
+    ended = session.first("speech_ended")
+    assert ended is not None
+    said = len(speech_pcm) / 2 / RATE
+    assert ended["start"] == pytest.approx(0.5, abs=0.3)
+    assert ended["end"] == pytest.approx(0.5 + said, abs=0.3)
+    order = session.kinds()
+    stages = ["speech_ended", "transcription", "response_text", "response_audio"]
+    assert [order.index(kind) for kind in [*stages, "response_complete"]] == sorted(
+        order.index(kind) for kind in [*stages, "response_complete"]
+    ), order
+    # The echo STT says how long the audio it got was: the utterance, not the whole stream.
+    transcription = session.first("transcription")
+    assert transcription is not None
+    heard = float(transcription["text"].split()[2])
+    assert heard == pytest.approx(ended["end"] - ended["start"], abs=0.15)
+    assert complete["text"].startswith(f"You said: {transcription['text']}.")
+    ended_at = next(t for t, e in session.events if e["type"] == "speech_ended")
+    assert ended_at - spoke_until < 1.5, "the end of speech took too long to be noticed"
+    async with httpx.AsyncClient(base_url=core.url, headers={"X-API-Key": api_keys.alice}) as api:
+        stored = (await api.get(f"/api/conversations/{complete['conversation_id']}")).json()
+    assert [(t["user_text"], t["interrupted"]) for t in stored["turns"]] == [
+        (transcription["text"], False)
+    ]
+
+
+async def test_speaking_over_an_answer_stops_it_and_keeps_what_was_said(
+    session: Session,
+    speech_pcm: bytes,
+    core: CoreServer,
+    api_keys: ApiKeys,
+    hands_free_models: dict[str, ModelInstance],
+) -> None:
+    llm = hands_free_models["llm"]
+    cut_before = httpx.get(f"{llm.url}/test/last").json()["streams_cut"]
+    await session.stream(silence(0.3) + speech_pcm)
+    await session.stream_until("response_text")
+    await session.stream(silence(0.5))  # a few words of the answer
+    barge_in = len(session.events)
+    await session.stream(speech_pcm)
+    interrupted = session.first("interrupted")
+    assert interrupted is not None, session.kinds()
+    assert interrupted["reaction_ms"] < 200
+    after = session.kinds()[barge_in:]
+    assert after.index("interrupted") < after.index("speech_started"), after
+    # Nothing more of the interrupted answer arrives once it is interrupted.
+    cut = session.kinds().index("interrupted")
+    assert "response_complete" not in session.kinds()[:cut], "it had already finished"
+    complete = await session.stream_until("response_complete")
+    between = session.kinds()[cut : session.kinds().index("speech_ended", cut)]
+    assert not {"response_text", "response_audio"} & set(between), between
+    cut_after = httpx.get(f"{llm.url}/test/last").json()["streams_cut"]
+    assert cut_after == cut_before + 1, "the LLM kept generating the interrupted answer"
+    first_reply = "".join(
+        e["delta"] for _, e in session.events[:cut] if e["type"] == "response_text"
+    )
+    async with httpx.AsyncClient(base_url=core.url, headers={"X-API-Key": api_keys.alice}) as api:
+        stored = (await api.get(f"/api/conversations/{complete['conversation_id']}")).json()
+    turns = stored["turns"]
+    assert [t["interrupted"] for t in turns] == [True, False]
+    cut_turn = turns[0]
+    assert cut_turn["assistant_text"], "the words said before the interruption are kept"
+    assert complete["text"] == turns[1]["assistant_text"]
+    full = f"You said: {cut_turn['user_text']}. This is turn 1. I remember 0 things."
+    assert full.startswith(cut_turn["assistant_text"].strip())
+    assert len(cut_turn["assistant_text"].strip()) < len(full)
+    assert first_reply.strip().startswith(cut_turn["assistant_text"].strip())
+
+
+async def test_hands_free_inputs_refused_with_a_reason(
+    core: CoreServer, api_keys: ApiKeys, hands_free_models: dict[str, ModelInstance]
+) -> None:
+    headers = {"X-API-Key": api_keys.alice}
+    async with websockets.connect(core.ws_url, additional_headers=headers) as ws:
+
+        async def answer(message: str | bytes) -> dict[str, Any]:
+            await ws.send(message)
+            reply: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            return reply
+
+        await ws.send(json.dumps({"type": "start"}))  # push-to-talk
+        error = await answer(b"\x00\x00" * 160)
+        assert error["status"] == 422 and "hands-free session" in error["message"]
+        error = await answer(json.dumps({"type": "start", "mode": "walkie-talkie"}))
+        assert error["status"] == 422 and "mode 'walkie-talkie' is unknown" in error["message"]
+        started = await answer(json.dumps({"type": "start", "mode": "hands_free"}))
+        assert started["type"] == "started", started
+        error = await answer(b"\x00" * 321)
+        assert error["status"] == 422 and "whole samples" in error["message"]
+        error = await answer(json.dumps({"type": "utterance_end"}))
+        assert error["status"] == 422 and "ends utterances itself" in error["message"]
+        pcm = base64.b64encode(b"\x00\x00" * 320).decode()
+        await ws.send(json.dumps({"type": "audio", "data": pcm}))
+        assert await answer(json.dumps({"type": "ping"})) == {"type": "pong"}
+
+
+async def test_hands_free_without_a_vad_instance_says_what_is_missing(
+    core: CoreServer, api_keys: ApiKeys, hands_free_models: dict[str, ModelInstance],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    hands_free_models["vad"].stop()
+    try:
+        async with websockets.connect(
+            core.ws_url, additional_headers={"X-API-Key": api_keys.alice}
+        ) as ws:
+            await ws.send(json.dumps({"type": "start", "mode": "hands_free"}))
+            error = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert error["type"] == "error" and error["status"] == 503, error
+            assert "morgan-vad" in error["message"], error
+            await ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+    finally:
+        hands_free_models["vad"].start()
