@@ -163,6 +163,14 @@ def dynamic_config(plan: Plan) -> dict[str, Any]:
                 "service": CORE_SERVICE,
                 "tls": {},
             },
+            # The browser client core serves: its page and static files (no key needed).
+            "morgan-client": {
+                "rule": "Path(`/`) || PathPrefix(`/client/`)",
+                "entryPoints": ["websecure"],
+                "middlewares": ["api-rate-limit", "security-headers"],
+                "service": CORE_SERVICE,
+                "tls": {},
+            },
             "morgan-health": {
                 "rule": "Path(`/health`) || Path(`/ready`)",
                 "entryPoints": ["websecure"],

@@ -83,12 +83,13 @@ class ModelInstance:
 
 def echo_instance(
     name: str, consul_addr: str, log_dir: Path, *, delay_s: float = 0.0, fail_tts: bool = False,
-    word_delay_s: float = 0.0,
+    word_delay_s: float = 0.0, speech_ms_per_char: int = 10,
 ) -> ModelInstance:  # fmt: skip
     port = free_port()
     argv = [sys.executable, "-m", "tests.core.upstream_app", "--name", name,
             "--port", str(port), "--consul", consul_addr, "--delay", str(delay_s),
-            "--word-delay", str(word_delay_s)]  # fmt: skip
+            "--word-delay", str(word_delay_s),
+            "--speech-ms-per-char", str(speech_ms_per_char)]  # fmt: skip
     if fail_tts:
         argv.append("--fail-tts")
     env = {"MORGAN_ADVERTISE_HOST": "127.0.0.1"}

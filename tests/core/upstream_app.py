@@ -106,13 +106,14 @@ async def speech(request: Request) -> Response:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(16000)
-        w.writeframes(b"\x00\x00" * 160 * max(1, len(text)))
+        w.writeframes(b"\x00\x00" * request.app.state.speech_samples_per_char * max(1, len(text)))
     return Response(buf.getvalue(), media_type="audio/wav")
 
 
 def build(
-    name: str, port: int, consul: str, delay_s: float, fail_tts: bool, word_delay_s: float = 0.0
-) -> FastAPI:
+    name: str, port: int, consul: str, delay_s: float, fail_tts: bool, word_delay_s: float = 0.0,
+    speech_ms_per_char: int = 10,
+) -> FastAPI:  # fmt: skip
     settings = ServiceSettings(
         service_name=name, host="127.0.0.1", bind_host="127.0.0.1", port=port,
         consul_http_addr=consul, auth_enabled=False, shutdown_drain_seconds=1,
@@ -120,6 +121,7 @@ def build(
     app = create_app(settings, routers=[router], meta={"engine": "test-echo"})
     app.state.delay_s = delay_s
     app.state.word_delay_s = word_delay_s
+    app.state.speech_samples_per_char = 16 * speech_ms_per_char
     app.state.streams_cut = 0
     app.state.fail_tts = fail_tts
     app.state.calls = 0
@@ -136,8 +138,10 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--fail-tts", action="store_true")
     parser.add_argument("--word-delay", type=float, default=0.0, help="streamed: per word")
+    parser.add_argument("--speech-ms-per-char", type=int, default=10, help="tts: audio length")
     args = parser.parse_args()
-    run(build(args.name, args.port, args.consul, args.delay, args.fail_tts, args.word_delay))
+    run(build(args.name, args.port, args.consul, args.delay, args.fail_tts, args.word_delay,
+              args.speech_ms_per_char))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from morgan.core.client_files import mount_client
 from morgan.core.config import CoreSettings
 from morgan.core.exceptions import TurnError
 from morgan.core.memory.embedder import SentenceEmbedder
@@ -163,6 +164,7 @@ def build_app(
     )
     app.title = "Morgan core"
     app.description = "Text and voice turns, conversations and memory."
+    mount_client(app)
 
     def body_limit(path: str) -> int | None:
         s: CoreSettings = app.state.settings
