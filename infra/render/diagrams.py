@@ -32,6 +32,7 @@ CALLS: tuple[Call, ...] = (
     Call("core", "llm", "reply"),
     Call("core", "stt", "transcribe"),
     Call("core", "tts", "speak"),
+    Call("core", "vad", "hands-free audio"),
     Call("core", "postgres-primary", "conversations"),
     Call("core", "redis", "cache, rate limits"),
     Call("core", "qdrant", "memory search"),

@@ -114,7 +114,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @config_app.command("set")
 def set_value(
     service: str = typer.Argument(
-        ..., help="core, llm, stt, tts, or global (every service that has the setting)."
+        ..., help="core, llm, stt, tts, vad, or global (every service that has the setting)."
     ),
     key: str = typer.Argument(
         ...,

@@ -234,7 +234,8 @@ async function loadConversations() {
   for (const conversation of (await reply.json()).conversations) {
     const item = document.createElement("li");
     const when = new Date(conversation.updated_at).toLocaleString();
-    item.textContent = `${when} · ${conversation.turn_count} turns`;
+    const turns = conversation.turn_count;
+    item.textContent = `${when} · ${turns} turn${turns === 1 ? "" : "s"}`;
     item.classList.toggle("current", conversation.id === conversationId);
     item.onclick = () => openConversation(conversation.id);
     list.appendChild(item);
