@@ -107,6 +107,18 @@ def vad_instance(name: str, consul_addr: str, log_dir: Path) -> ModelInstance:
     return ModelInstance(name, argv, port, consul_addr, log_dir / f"{name}-{port}.log", env)
 
 
+@contextlib.contextmanager
+def started(instances: dict[str, ModelInstance]) -> Iterator[dict[str, ModelInstance]]:
+    """The instances started one by one (each passing in Consul), stopped at the end."""
+    try:
+        for instance in instances.values():
+            instance.start()
+        yield instances
+    finally:
+        for instance in instances.values():
+            instance.stop()
+
+
 class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:  # leave pytest's signal handling alone

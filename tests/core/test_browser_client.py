@@ -25,7 +25,7 @@ from selenium.webdriver.common.by import By
 
 from tests.core.audio_samples import espeak_wav
 from tests.core.conftest import ApiKeys
-from tests.core.servers import CoreServer, ModelInstance, echo_instance, vad_instance
+from tests.core.servers import CoreServer, ModelInstance, echo_instance, started, vad_instance
 from tests.harness.servers import ConsulServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -47,13 +47,8 @@ def browser_models(
         "llm": echo_instance(LLM, consul_server.addr, logs, word_delay_s=0.25),
         "tts": echo_instance(TTS, consul_server.addr, logs, speech_ms_per_char=100),
     }
-    try:
-        for instance in instances.values():
-            instance.start()
+    with started(instances):
         yield instances
-    finally:
-        for instance in instances.values():
-            instance.stop()
 
 
 @pytest.fixture(scope="module")

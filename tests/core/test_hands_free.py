@@ -25,7 +25,7 @@ import websockets
 
 from tests.core.audio_samples import espeak_wav
 from tests.core.conftest import ApiKeys
-from tests.core.servers import CoreServer, ModelInstance, echo_instance, vad_instance
+from tests.core.servers import CoreServer, ModelInstance, echo_instance, started, vad_instance
 from tests.harness.servers import ConsulServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -45,13 +45,8 @@ def hands_free_models(
         "vad": vad_instance(VAD, consul_server.addr, logs),
         "llm": echo_instance(DRIP_LLM, consul_server.addr, logs, word_delay_s=0.25),
     }
-    try:
-        for instance in instances.values():
-            instance.start()
+    with started(instances):
         yield instances
-    finally:
-        for instance in instances.values():
-            instance.stop()
 
 
 @pytest.fixture(scope="module")

@@ -53,3 +53,10 @@ REAL_TIME_FACTOR = Histogram(
     ["service", "model"],
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
+
+
+def observe_audio(service: str, model: str, audio_seconds: float, took_seconds: float) -> None:
+    """Count audio a request processed, and its real-time factor."""
+    AUDIO_SECONDS_TOTAL.labels(service, model).inc(audio_seconds)
+    if audio_seconds > 0:
+        REAL_TIME_FACTOR.labels(service, model).observe(took_seconds / audio_seconds)

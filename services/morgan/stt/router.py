@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
-import json
 import time
 from typing import Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket
 from fastapi.responses import PlainTextResponse
 
 from morgan.models.errors import ModelRequestError
+from morgan.models.stream_socket import serve_stream
 from morgan.stt.audio import decode_audio, decode_pcm
 from morgan.stt.schemas import TranscribeRequest
 from morgan.stt.service import (
@@ -106,35 +104,4 @@ async def transcribe_json(body: TranscribeRequest, request: Request) -> dict[str
 
 @router.websocket("/ws/transcribe")
 async def ws_transcribe(websocket: WebSocket) -> None:
-    service = _service(websocket.app.state)
-    await websocket.accept()
-    session = StreamingSession(service)
-
-    async def send(message: dict[str, Any]) -> None:
-        await websocket.send_text(json.dumps(message))
-
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            try:
-                if message.get("bytes") is not None:
-                    reply = await session.audio(message["bytes"])
-                else:
-                    reply = await session.control(message.get("text") or "")
-            except ModelRequestError as exc:
-                await send({"type": "error", "message": exc.message, "code": exc.code})
-                if exc.status == 413:
-                    await websocket.close(code=1009)
-                    break
-                continue
-            for item in reply:
-                await send(item)
-            session.start_partial_if_due(send)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        await session.close()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await websocket.close()
+    await serve_stream(websocket, StreamingSession(_service(websocket.app.state)))

@@ -90,13 +90,7 @@ class TranscriptionService:
                 beam_size=s.beam_size,
             )
             elapsed = time.perf_counter() - started
-        metrics.AUDIO_SECONDS_TOTAL.labels(self.settings.service_name, self.model_id).inc(
-            audio.duration
-        )
-        if audio.duration > 0:
-            metrics.REAL_TIME_FACTOR.labels(self.settings.service_name, self.model_id).observe(
-                elapsed / audio.duration
-            )
+        metrics.observe_audio(self.settings.service_name, self.model_id, audio.duration, elapsed)
         return result
 
 

@@ -16,17 +16,15 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from morgan.models.errors import ModelRequestError, ServiceBusy
+from morgan.models.stream_socket import Send, control_message
 from morgan.stt.audio import check_pcm_rate, decode_pcm
 from morgan.stt.service import TranscriptionService, check_language, transcription_body
 
 log = logging.getLogger(__name__)
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class StreamingSession:
@@ -44,15 +42,7 @@ class StreamingSession:
         return int(self.service.settings.max_audio_seconds * self.sample_rate) * 2
 
     async def control(self, text: str) -> list[dict[str, Any]]:
-        try:
-            message = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelRequestError(
-                400,
-                f'message is not JSON ({exc.msg}); send {{"type": "start"|"audio"|"stop"|"ping"}}',
-            ) from exc
-        if not isinstance(message, dict):
-            raise ModelRequestError(400, "message must be a JSON object with a type")
+        message = control_message(text, '"start"|"audio"|"stop"|"ping"')
         kind = message.get("type")
         if kind == "start":
             await self._reset()
@@ -89,7 +79,8 @@ class StreamingSession:
         self.buffer.extend(data)
         return []
 
-    def start_partial_if_due(self, send: Send) -> None:
+    def after_message(self, send: Send) -> None:
+        """A partial result once partial_interval_seconds more audio has arrived."""
         interval = int(self.service.settings.partial_interval_seconds * self.sample_rate) * 2
         due = len(self.buffer) - self.partial_at >= interval
         if due and (self.partial_task is None or self.partial_task.done()):

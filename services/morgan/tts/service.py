@@ -125,11 +125,5 @@ class SpeechService:
                 samples = await asyncio.to_thread(engine.synthesize, voice.id, sentence)
                 elapsed = time.perf_counter() - started
                 seconds = samples.shape[0] / voice.sample_rate
-                metrics.AUDIO_SECONDS_TOTAL.labels(self.settings.service_name, voice.id).inc(
-                    seconds
-                )
-                if seconds > 0:
-                    metrics.REAL_TIME_FACTOR.labels(self.settings.service_name, voice.id).observe(
-                        elapsed / seconds
-                    )
+                metrics.observe_audio(self.settings.service_name, voice.id, seconds, elapsed)
                 yield pcm16(samples)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 from typing import Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket
 
 from morgan.models.errors import ModelRequestError
+from morgan.models.stream_socket import serve_stream
 from morgan.stt.audio import decode_audio
 from morgan.vad.service import VADService, detector_config
 from morgan.vad.streaming import StreamSession
@@ -59,33 +58,4 @@ async def detect(
 
 @router.websocket("/v1/vad/stream")
 async def stream(websocket: WebSocket) -> None:
-    service = _service(websocket.app.state)
-    await websocket.accept()
-    session = StreamSession(service)
-
-    async def send(message: dict[str, Any]) -> None:
-        await websocket.send_text(json.dumps(message))
-
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            try:
-                if message.get("bytes") is not None:
-                    replies = await session.audio(message["bytes"])
-                else:
-                    replies = await session.control(message.get("text") or "")
-            except ModelRequestError as exc:
-                await send({"type": "error", "message": exc.message, "code": exc.code})
-                if exc.status == 413:
-                    await websocket.close(code=1009)
-                    break
-                continue
-            for reply in replies:
-                await send(reply)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            await websocket.close()
+    await serve_stream(websocket, StreamSession(_service(websocket.app.state)))

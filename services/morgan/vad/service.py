@@ -89,7 +89,5 @@ class VADService:
             elapsed = time.perf_counter() - started
         duration = len(samples) / 16000
         name = self.settings.service_name
-        metrics.AUDIO_SECONDS_TOTAL.labels(name, self.holder.model).inc(duration)
-        if duration > 0:
-            metrics.REAL_TIME_FACTOR.labels(name, self.holder.model).observe(elapsed / duration)
+        metrics.observe_audio(name, self.holder.model, duration, elapsed)
         return found, elapsed

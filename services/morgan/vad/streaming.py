@@ -18,12 +18,12 @@ when the event was known. A "start" after "stopped" begins a new stream.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import numpy as np
 
 from morgan.models.errors import ModelRequestError
+from morgan.models.stream_socket import Send, control_message
 from morgan.vad.detector import SpeechDetector
 from morgan.vad.engine import SAMPLE_RATE, WINDOW, SileroStream
 from morgan.vad.service import VADService, detector_config, run_windows
@@ -59,16 +59,7 @@ class StreamSession:
         self.stream: SileroStream | None = None
 
     async def control(self, text: str) -> list[dict[str, Any]]:
-        try:
-            message = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelRequestError(
-                400,
-                f'message is not JSON ({exc.msg}); send {{"type": "start"|"stop"|"ping"}} '
-                "and audio as binary frames",
-            ) from exc
-        if not isinstance(message, dict):
-            raise ModelRequestError(400, "message must be a JSON object with a type")
+        message = control_message(text, '"start"|"stop"|"ping"')
         kind = message.get("type")
         if kind == "start":
             rate = message.get("sample_rate", SAMPLE_RATE)
@@ -110,6 +101,12 @@ class StreamSession:
         assert self.stream is not None and self.detector is not None
         events = await asyncio.to_thread(run_windows, self.stream, self.detector, samples)
         return [e.message() for e in events]
+
+    def after_message(self, send: Send) -> None:
+        """Nothing runs in the background: events go out as the audio is analysed."""
+
+    async def close(self) -> None:
+        self.detector = self.stream = None
 
     async def _begin(self, overrides: dict[str, Any]) -> None:
         config = detector_config(self.service.settings, **overrides)
