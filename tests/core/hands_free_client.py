@@ -54,11 +54,13 @@ class Session:
             await self.ws.send(pcm[offset : offset + FRAME])
             await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - time.monotonic()))
 
-    async def stream_until(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
-        """Silence, in real time, until an event of `kind` arrives."""
+    async def stream_until(
+        self, kind: str, timeout: float = 30.0, since: int = 0
+    ) -> dict[str, Any]:
+        """Silence, in real time, until an event of `kind` arrives (the `since`th event on)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if found := self.first(kind):
+            if found := self.first(kind, since):
                 return found
             await self.stream(silence(0.1))
         raise AssertionError(f"no {kind} within {timeout} s; got {self.kinds()}")
@@ -66,8 +68,8 @@ class Session:
     def kinds(self) -> list[str]:
         return [event["type"] for _, event in self.events]
 
-    def first(self, kind: str) -> dict[str, Any] | None:
-        return next((event for _, event in self.events if event["type"] == kind), None)
+    def first(self, kind: str, since: int = 0) -> dict[str, Any] | None:
+        return next((event for _, event in self.events[since:] if event["type"] == kind), None)
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [event for _, event in self.events if event["type"] == kind]

@@ -38,6 +38,7 @@ def hands_free_models(
     logs = tmp_path_factory.mktemp("hands-free")
     instances = {
         "vad": vad_instance(VAD, consul_server.addr, logs),
+        "vad2": vad_instance(VAD, consul_server.addr, logs),
         "llm": echo_instance(DRIP_LLM, consul_server.addr, logs, word_delay_s=0.25),
     }
     with started(instances):
@@ -175,11 +176,30 @@ async def test_hands_free_inputs_refused_with_a_reason(
         assert await answer(json.dumps({"type": "ping"})) == {"type": "pong"}
 
 
+async def test_a_session_goes_on_when_its_vad_instance_dies(
+    session: Session, speech_pcm: bytes, hands_free_models: dict[str, ModelInstance]
+) -> None:
+    first, second = hands_free_models["vad"], hands_free_models["vad2"]
+    # One of the two kills hits the instance the session streams to: after the first it
+    # is on `second` either way, and the second kill takes that one.
+    for dead, alive in ((first, second), (second, first)):
+        dead.kill()
+        since = len(session.events)
+        await session.stream(silence(0.3) + speech_pcm)
+        await session.stream_until("response_complete", since=since)
+        new = [e for _, e in session.events[since:]]
+        assert [e["type"] for e in new if e["type"] == "error"] == [], new
+        assert any(e["type"] == "speech_ended" for e in new), new
+        dead.start()
+        assert alive.process.pid is not None
+
+
 async def test_hands_free_without_a_vad_instance_says_what_is_missing(
     core: CoreServer, api_keys: ApiKeys, hands_free_models: dict[str, ModelInstance],
     tmp_path: Path,
 ) -> None:  # fmt: skip
     hands_free_models["vad"].stop()
+    hands_free_models["vad2"].stop()
     try:
         async with websockets.connect(
             core.ws_url, additional_headers={"X-API-Key": api_keys.alice}
@@ -192,3 +212,4 @@ async def test_hands_free_without_a_vad_instance_says_what_is_missing(
             assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
     finally:
         hands_free_models["vad"].start()
+        hands_free_models["vad2"].start()

@@ -8,6 +8,8 @@ response_complete):
   speech_started {start}            the person began speaking (seconds into the stream)
   partial_transcription {text}      what they said so far, while they speak
   speech_ended {start, end}         the utterance is over; its turn starts
+When the morgan-vad instance goes away mid-session, core opens a stream to another one
+and goes on (an utterance in progress then is lost); with none left it says so (503).
   interrupted {reaction_ms}         they spoke over the answer: stop playing it; the LLM
                                     and TTS for that turn are stopped (reaction_ms after
                                     morgan-vad reported the speech) and the turn is stored
@@ -25,7 +27,14 @@ import wave
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from morgan.core.exceptions import InvalidInputError, StageUnavailableError, TurnError
+from websockets.exceptions import ConnectionClosed
+
+from morgan.core.exceptions import (
+    InvalidInputError,
+    PayloadTooLargeError,
+    StageUnavailableError,
+    TurnError,
+)
 from morgan.core.orchestrator import Orchestrator
 from morgan.core.vad_stream import SAMPLE_RATE, VADStream
 
@@ -37,6 +46,10 @@ RunTurn = Callable[[str, str | None, float, float], Awaitable[None]]
 # Audio kept from before a speech start: the start is reported after min_speech_ms of
 # speech, back-dated to where it began.
 PREROLL_SECONDS = 2.0
+# The largest PCM frame taken: 2 s (morgan-vad's own frame limit is 64 KiB).
+MAX_FRAME_BYTES = 64000
+# With no morgan-vad left, audio frames are answered 503 at most this often.
+LOST_REPORT_SECONDS = 5.0
 
 
 def pcm_to_wav(pcm: bytes) -> bytes:
@@ -47,6 +60,13 @@ def pcm_to_wav(pcm: bytes) -> bytes:
         w.setframerate(SAMPLE_RATE)
         w.writeframes(pcm)
     return buffer.getvalue()
+
+
+async def _open_vad(orch: Orchestrator, exclude: frozenset[str] = frozenset()) -> VADStream:
+    s = orch.settings
+    return await VADStream.open(
+        orch.models.http, s.vad_service, orch.models.headers, s.vad_timeout_seconds, exclude
+    )
 
 
 class HandsFree:
@@ -69,6 +89,9 @@ class HandsFree:
         self.base = 0  # stream sample of buffer[0]
         self.samples = 0  # samples received
         self.speech_from: float | None = None
+        self.offset = 0.0  # stream time of the current morgan-vad stream's first sample
+        self.lost: TurnError | None = None  # no morgan-vad instance is left
+        self.lost_reported = 0.0
         self.partial_at = 0.0
         self.turn: asyncio.Task[None] | None = None
         self.partial: asyncio.Task[None] | None = None
@@ -83,27 +106,30 @@ class HandsFree:
         count_turn: Callable[[], Awaitable[None]],
         language: str | None,
     ) -> HandsFree:
-        s = orch.settings
-        vad = await VADStream.open(
-            orch.models.http, s.vad_service, orch.models.headers, s.vad_timeout_seconds
-        )
-        return cls(orch, vad, send, run_turn, count_turn, language)
+        return cls(orch, await _open_vad(orch), send, run_turn, count_turn, language)
 
     # -- audio in ----------------------------------------------------------------
 
     async def audio(self, pcm: bytes) -> None:
-        if self.reader.done():
-            raise StageUnavailableError(
-                "vad: the stream to morgan-vad has ended; send start again to reconnect",
-                headers={"Retry-After": "1"},
-            )
+        if self.lost is not None:
+            now = time.monotonic()
+            if now - self.lost_reported >= LOST_REPORT_SECONDS:
+                self.lost_reported = now
+                raise self.lost
+            return
         if len(pcm) % 2:
             raise InvalidInputError(
                 "hands-free audio is 16-bit PCM: a frame must hold whole samples (even bytes)"
             )
+        if len(pcm) > MAX_FRAME_BYTES:
+            raise PayloadTooLargeError(
+                f"a PCM frame of {len(pcm)} bytes is over {MAX_FRAME_BYTES} (2 s); send "
+                "20-100 ms frames"
+            )
         self.buffer += pcm
         self.samples += len(pcm) // 2
-        await self.vad.send(pcm)
+        with contextlib.suppress(ConnectionClosed):  # the reader moves to another instance
+            await self.vad.send(pcm)
         self._trim()
         self._maybe_partial()
 
@@ -155,19 +181,38 @@ class HandsFree:
     # -- events from morgan-vad ---------------------------------------------------
 
     async def _read(self) -> None:
+        while True:
+            try:
+                async for event in self.vad.events():
+                    start = self.offset + float(event.get("start", 0.0))
+                    if event.get("type") == "speech_start":
+                        await self._speech_started(start)
+                    elif event.get("type") == "speech_end":
+                        await self._speech_ended(start, self.offset + float(event["end"]))
+                why = "it closed the stream"
+            except (TurnError, ConnectionClosed, OSError) as exc:
+                why = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            if not await self._switch_vad(why):
+                return
+
+    async def _switch_vad(self, why: str) -> bool:
+        """Go on with another morgan-vad instance; False (and the client told) if none."""
+        gone = self.vad
+        log.warning("hands-free: lost morgan-vad %s (%s); opening another", gone.instance, why)
         try:
-            async for event in self.vad.events():
-                if event.get("type") == "speech_start":
-                    await self._speech_started(float(event["start"]))
-                elif event.get("type") == "speech_end":
-                    await self._speech_ended(float(event["start"]), float(event["end"]))
+            vad = await _open_vad(self.orch, exclude=frozenset({gone.instance}))
         except TurnError as exc:
-            await self._report(exc)
-        except Exception as exc:
-            log.warning("hands-free: the stream to morgan-vad failed: %s", exc)
-            await self._report(
-                StageUnavailableError(f"vad: the stream to morgan-vad failed ({exc})")
+            self.lost = StageUnavailableError(
+                f"{exc.message}; the hands-free session has no voice detection: send start "
+                "again to retry",
+                headers={"Retry-After": "5"},
             )
+            self.lost_reported = time.monotonic()
+            await self._report(self.lost)
+            return False
+        await gone.close()
+        self.vad, self.offset, self.speech_from = vad, self.samples / SAMPLE_RATE, None
+        return True
 
     async def _report(self, exc: TurnError) -> None:
         with contextlib.suppress(Exception):

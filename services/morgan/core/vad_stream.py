@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 
 
+class VADInstanceDown(StageUnavailableError):
+    """One morgan-vad instance did not open a stream (others may)."""
+
+    def __init__(self, message: str, instance: str) -> None:
+        super().__init__(message, headers={"Retry-After": "2"})
+        self.instance = instance
+
+
 class VADStream:
     def __init__(self, ws: ClientConnection, instance: str) -> None:
         self._ws = ws
@@ -29,11 +37,33 @@ class VADStream:
 
     @classmethod
     async def open(
-        cls, http: MorganHTTPClient, service: str, headers: dict[str, str], timeout: float
+        cls,
+        http: MorganHTTPClient,
+        service: str,
+        headers: dict[str, str],
+        timeout: float,
+        exclude: frozenset[str] = frozenset(),
     ) -> VADStream:
-        """A started stream on one passing instance of `service`; 503 when none answers."""
+        """A started stream on one passing instance of `service` (another than those in
+        `exclude` when there is one); 503 when none answers. An instance that does not
+        answer is recorded as failed and Consul is asked again for the others, once."""
         try:
-            endpoint = await http.discovery.pick(service)
+            return await cls._open(http, service, headers, timeout, exclude)
+        except VADInstanceDown as down:
+            http.discovery.invalidate(service)
+            return await cls._open(http, service, headers, timeout, exclude | {down.instance})
+
+    @classmethod
+    async def _open(
+        cls,
+        http: MorganHTTPClient,
+        service: str,
+        headers: dict[str, str],
+        timeout: float,
+        exclude: frozenset[str],
+    ) -> VADStream:
+        try:
+            endpoint = await http.discovery.pick(service, exclude)
         except DiscoveryError as exc:
             raise StageUnavailableError(
                 f"vad: no instance of {service} to find speech with ({exc}); hands-free "
@@ -54,10 +84,11 @@ class VADStream:
             await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE}))
             reply = json.loads(await ws.recv())
         except (OSError, TimeoutError, WebSocketException) as exc:
-            raise StageUnavailableError(
+            http.discovery.record_failure(endpoint)
+            raise VADInstanceDown(
                 f"vad: the morgan-vad instance {service} at {endpoint.url} did not open a "
                 f"stream ({exc})",
-                headers={"Retry-After": "2"},
+                endpoint.id,
             ) from exc
         if reply.get("type") != "started":
             await ws.close()
