@@ -5,16 +5,17 @@ A client streams espeak-ng speech in real time (20 ms frames of 16 kHz PCM) on
   end of speech -> speech_ended (morgan-vad's min_silence_ms and the stream)
                -> transcription (STT) -> first response_text (LLM's first token)
                -> first response_audio (TTS of the first sentence): the first reply audio
-Then barge-in: the person speaks again as soon as the answer starts; the time from the
+Then barge-in: the person speaks again as soon as their turn has started (speech_ended:
+the answer is being made; a short answer could otherwise end first); the time from the
 first frame of that speech to `interrupted` (morgan-vad needs min_speech_ms of speech)
 and core's own reaction (VAD event -> LLM stream and TTS calls cancelled).
 Also Silero VAD's windows per second on one core (bench/bench_vad.py's measure).
 
-Every utterance counts in core's audio rate limit (audio_rate_limit_per_minute, 10 by
-default, per client address): raise it for the run, e.g.
-    morgan config set core audio_rate_limit_per_minute 200
+Every utterance counts in core's audio rate limit (audio_rate_limit_per_minute, per
+client address): the lab's is 600 a minute; on a stack with the default 10, raise it for
+the run (`morgan config set core audio_rate_limit_per_minute 200`).
 
-    .venv/bin/morgan up && .venv/bin/python bench/bench_voice.py [--stack dev] [--turns 50]
+    .venv/bin/python bench/bench_voice.py [--stack lab] [--turns 50] [--barge-ins 10]
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ async def barge_ins(client: Client, speech: bytes, count: int) -> None:
     for _ in range(count):
         since = len(client.events)
         await client.stream(speech)
-        await client.until(("response_text",), since, 60)
+        await client.until(("speech_ended",), since, 60)
         interrupt_from = len(client.events)
         first_frame = time.monotonic()
         await client.stream(speech)
@@ -172,7 +173,7 @@ async def main_async(stack: str, count: int, barges: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", default="dev")
+    parser.add_argument("--stack", default="lab")
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--barge-ins", type=int, default=10)
     args = parser.parse_args()
