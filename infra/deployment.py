@@ -54,6 +54,15 @@ SECRETS: tuple[tuple[str, SecretKind], ...] = (
     ("monitoring_password_bcrypt", "bcrypt"),
     ("consul_gossip_key", "gossip-key"),
     ("consul_management_token", "token"),
+    # Scoped Consul tokens (infra.consul_acl): the client agents', each Morgan service's,
+    # Patroni's. The management token stays with the Consul servers.
+    ("consul_agent_token", "token"),
+    ("consul_token_core", "token"),
+    ("consul_token_llm", "token"),
+    ("consul_token_stt", "token"),
+    ("consul_token_tts", "token"),
+    ("consul_token_vad", "token"),
+    ("consul_token_patroni", "token"),
     # `user:bcrypt-hash` lines for Traefik's dashboard; the password itself is an output.
     ("traefik_dashboard_users", "htpasswd"),
     # The key core sends to the model services; only its salted record goes to KV.

@@ -8,6 +8,7 @@ from pathlib import Path
 import pulumi
 
 from infra.components.consul import ConsulCluster, ConsulClusterArgs
+from infra.components.consul_acl import ConsulAcl, ConsulAclArgs
 from infra.components.consul_kv import ConsulKv, ConsulKvArgs
 from infra.components.containers import DeployContext
 from infra.components.data import (
@@ -26,6 +27,7 @@ from infra.components.pki import CertificateRequest, Pki, PkiArgs
 from infra.components.secrets import FleetSecrets, FleetSecretsArgs
 from infra.components.services import MorganServices, MorganServicesArgs
 from infra.config import OBSERVABILITY_PARTS
+from infra.consul_acl import acl_plan
 from infra.deployment import Deployment, build_deployment
 from infra.placement import Plan
 from infra.specs import SERVICE_PORTS
@@ -44,6 +46,7 @@ class Fleet:
     consul: ConsulCluster
     kv: ConsulKv
     service_key_kv: ConsulKv
+    consul_acl: ConsulAcl
     gateway: Gateway
     postgres: PostgresCluster
     redis: RedisCluster
@@ -176,6 +179,20 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         opts=pulumi.ResourceOptions(depends_on=[*consul.servers]),
     )
 
+    # Scoped tokens for the agents, the Morgan services and Patroni (infra.consul_acl).
+    consul_acl = ConsulAcl(
+        "consul-acl",
+        ConsulAclArgs(
+            address=consul.api_address,
+            scheme=scheme,
+            token=consul.management_token,
+            ca_pem=pki.ca_cert_pem if pki else None,
+            acl=acl_plan(plan),
+            secret_ids=secrets.values,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[*consul.servers]),
+    )
+
     gateway = Gateway(
         "gateway",
         GatewayArgs(
@@ -195,6 +212,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
             standbys=tuple(s for s in specs if s.role == "postgres-standby"),
             app_role=next(s for s in specs if s.role == "postgres-app-role"),
         ),
+        opts=pulumi.ResourceOptions(depends_on=[consul_acl]),
     )
     redis = RedisCluster(
         "redis",
@@ -221,6 +239,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         redis,
         kv,
         service_key_kv,
+        consul_acl,
         *consul.agents,
         *consul.servers,
     ]
@@ -241,6 +260,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         consul=consul,
         kv=kv,
         service_key_kv=service_key_kv,
+        consul_acl=consul_acl,
         gateway=gateway,
         postgres=postgres,
         redis=redis,

@@ -64,13 +64,13 @@ def serves_remote_api(plan: Plan, host: str, *, server: bool) -> bool:
 def default_token_for_anonymous(plan: Plan, host: str, *, server: bool) -> bool:
     """Whether a request without a token runs with the management token.
 
-    Only where the API is the host's own (a client agent, on loopback): the services,
-    Traefik, Prometheus and Patroni of that host register and read without a token. A
-    server's API answers a request without a token with the anonymous token's rights,
-    which default-deny leaves empty; a server that also serves its host's containers
-    (consul.agent_on_server_hosts: false) keeps the default token.
+    Only on a server that also serves its host's containers
+    (consul.agent_on_server_hosts: false, the dev stack), whose loopback API its
+    containers use without a token. Everywhere else a request without a token has the
+    anonymous token's rights (DNS and the catalogue, infra.consul_acl) and each
+    container holds its own scoped token.
     """
-    return not server or server_acts_as_agent(plan, host)
+    return server_acts_as_agent(plan, host) or not plan.config.consul.agent_on_server_hosts
 
 
 def agent_config(plan: Plan, host: str, *, server: bool) -> dict[str, Any]:
@@ -184,14 +184,19 @@ def service_definitions(plan: Plan, host: str) -> list[dict[str, Any]]:
     return out
 
 
-def secret_config_template(*, server: bool, default_token: bool) -> str:
+def secret_config_template(*, server: bool, default_token: bool, agent_token: str) -> str:
     """CONSUL_LOCAL_CONFIG: gossip key and ACL tokens, filled in from secrets at deploy time.
 
-    With `default_token`, a request without a token runs with the management token: only
-    on an API that listens on loopback for its own host's containers
-    (`default_token_for_anonymous`).
+    `agent_token` names the secret the agent acts with (and registers its config file's
+    services with): the client agents' scoped token (infra.consul_acl), the management
+    token on a server. With `default_token`, a request without a token runs with the
+    management token: only on an API that listens on loopback for its own host's
+    containers and where no scoped tokens exist (`default_token_for_anonymous`).
     """
-    tokens: dict[str, str] = {"agent": "{consul_management_token}"}
+    tokens: dict[str, str] = {
+        "agent": "{" + agent_token + "}",
+        "config_file_service_registration": "{" + agent_token + "}",
+    }
     if default_token:
         tokens["default"] = "{consul_management_token}"
     if server:
@@ -199,7 +204,7 @@ def secret_config_template(*, server: bool, default_token: bool) -> str:
     body = {"encrypt": "{consul_gossip_key}", "acl": {"tokens": tokens}}
     # str.format placeholders inside JSON: double every brace, then restore the placeholders.
     text = json.dumps(body, sort_keys=True).replace("{", "{{").replace("}", "}}")
-    for name in ("consul_gossip_key", "consul_management_token"):
+    for name in ("consul_gossip_key", "consul_management_token", agent_token):
         text = text.replace("{{" + name + "}}", "{" + name + "}")
     return text
 

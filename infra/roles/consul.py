@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from infra import consul_acl
 from infra.configs import consul as consul_cfg
 from infra.model import (
     TLS_DIR,
@@ -47,6 +48,13 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
                  loopback_only=True)
             for proto in ("udp", "tcp")
         ]  # fmt: skip
+    # A server acts with the management token it bootstraps ACLs with; a client agent
+    # with the client agents' scoped token where the stack has them.
+    agent_token = (
+        "consul_management_token"
+        if server or not consul_acl.scoped_tokens(plan)
+        else consul_acl.AGENT_TOKEN_SECRET
+    )
     env = {"CONSUL_HTTP_ADDR": f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"}
     if tls:
         env["CONSUL_CACERT"] = f"{TLS_DIR}/ca.pem"
@@ -67,9 +75,11 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
                     default_token=consul_cfg.default_token_for_anonymous(
                         plan, replica.host, server=server
                     ),
+                    agent_token=agent_token,
                 ),
             ),
-            SecretEnv("CONSUL_HTTP_TOKEN", "{consul_management_token}"),
+            # For the container's own `consul` CLI (its health check).
+            SecretEnv("CONSUL_HTTP_TOKEN", "{" + agent_token + "}"),
         ),
         ports=tuple(ports),
         volumes=(Volume(name=f"morgan-{replica.role}-data", path="/consul/data"),),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from infra import consul_acl
 from infra.configs import data as data_cfg
 from infra.configs import patroni as patroni_cfg
 from infra.configs import pg_roles
@@ -89,7 +90,10 @@ def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         secret_env=(
             SecretEnv("PATRONI_SUPERUSER_PASSWORD", "{postgres_password}"),
             SecretEnv("PATRONI_REPLICATION_PASSWORD", "{replication_password}"),
-            SecretEnv("PATRONI_CONSUL_TOKEN", "{consul_management_token}"),
+            SecretEnv(
+                "PATRONI_CONSUL_TOKEN",
+                consul_acl.token_template(plan, consul_acl.PATRONI_TOKEN_SECRET),
+            ),
         ),
         ports=(
             Port(data_cfg.PG_PORT, encryption=port_encryption(plan), purpose="sql"),

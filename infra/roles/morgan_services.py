@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from infra import consul_acl
 from infra.configs import consul as consul_cfg
 from infra.configs import data as data_cfg
 from infra.configs import gateway as gateway_cfg
@@ -77,6 +78,10 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         secret_env, core_env, core_volumes = _core_data_settings(plan)
         env.update(core_env)
         volumes += core_volumes
+    if consul_acl.scoped_tokens(plan):
+        # Its own registration and config keys, nothing else (infra.consul_acl).
+        token = consul_acl.token_template(plan, consul_acl.service_token_secret(service))
+        secret_env = (*secret_env, SecretEnv("CONSUL_HTTP_TOKEN", token))
     return ContainerSpec(
         name=f"morgan-{service}-{replica.index}",
         role=service,

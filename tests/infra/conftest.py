@@ -16,6 +16,7 @@ from tests.infra.program import Built, build_under_mocks
 ROOT = Path(__file__).resolve().parents[2]
 HOMELAB_FILE = ROOT / "stacks" / "Pulumi.homelab.yaml"
 DEV_FILE = ROOT / "Pulumi.dev.yaml"
+LAB_FILE = ROOT / "stacks" / "Pulumi.lab.yaml"
 
 
 def raw_fleet(path: Path) -> dict[str, Any]:
@@ -35,6 +36,12 @@ def dev_config() -> MorganStackConfig:
 @pytest.fixture(scope="session")
 def homelab_plan(homelab_config: MorganStackConfig) -> Plan:
     return make_plan(homelab_config)
+
+
+@pytest.fixture(scope="session")
+def lab_plan() -> Plan:
+    """The lab's stack: the one whose PostgreSQL runs under Patroni."""
+    return make_plan(load_stack_file(LAB_FILE))
 
 
 @pytest.fixture(scope="session")

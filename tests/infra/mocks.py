@@ -36,7 +36,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 b64Std=f"{SECRET_MARK}gossip", hex=digest[: 2 * int(args.inputs["byteLength"])]
             )
         elif args.typ == "random:index/randomUuid:RandomUuid":
-            outs.update(result=f"{SECRET_MARK}uuid")
+            outs.update(result=f"{SECRET_MARK}uuid-{args.name}")  # distinct per token
         elif args.typ == "tls:index/privateKey:PrivateKey":
             outs.update(privateKeyPem=f"{SECRET_MARK}key-{args.name}", publicKeyPem="PUBLIC")
         elif args.typ == "tls:index/certRequest:CertRequest":

@@ -169,6 +169,7 @@ def test_components_use_morgan_type_tokens(stack: Built) -> None:
         "morgan:images:Images",
         "morgan:consul:ConsulCluster",
         "morgan:consul:ConsulKv",
+        "morgan:consul:ConsulAcl",
         "morgan:gateway:Gateway",
         "morgan:data:PostgresCluster",
         "morgan:data:RedisCluster",
@@ -193,6 +194,28 @@ def test_kv_resource_writes_typed_entries(stack: Built) -> None:
     entries = kv.inputs["entries"]
     assert entries["morgan/config/core/llm_service"] == '"morgan-llm"'
     assert not any("password" in k or "dsn" in k for k in entries)
+
+
+def test_acl_resource_makes_each_scoped_token_with_the_stacks_secret(
+    built: dict[str, Built],
+) -> None:
+    """The token a container holds (FleetSecrets) is the one the ACL resource makes."""
+    mocks = built["homelab"].mocks
+    (acl,) = [r for r in mocks.of_type(DYNAMIC) if r.name == "consul-acl-tokens"]
+    assert is_secret(acl.inputs["token"]) and is_secret(acl.inputs["secret_ids"])
+    names = [i["name"] for i in acl.inputs["acl"]["identities"]]
+    assert names == ["agent", "core", "llm", "stt", "tts", "vad"]
+    ids = unwrap(acl.inputs["secret_ids"])
+    assert set(ids) == {"consul_agent_token", *(f"consul_token_{n}" for n in names[1:])}
+    assert len(set(ids.values())) == len(ids)
+    checked = 0
+    for container in mocks.of_type("docker:index/container:Container"):
+        envs = dict(e.split("=", 1) for e in unwrap(container.inputs.get("envs") or []))
+        role = container.name.removeprefix("morgan-").rsplit("-", 1)[0]
+        if "CONSUL_HTTP_TOKEN" in envs and role in names:
+            assert envs["CONSUL_HTTP_TOKEN"] == ids[f"consul_token_{role}"], container.name
+            checked += 1
+    assert checked >= 5
 
 
 def test_docker_daemon_certificates_come_from_their_own_ca(built: dict[str, Built]) -> None:

@@ -58,9 +58,12 @@ def _validate(
     document["data_dir"] = str(config_dir / "data")
     (config_dir / "morgan.json").write_text(json.dumps(document))
     default = consul_cfg.default_token_for_anonymous(plan, host, server=server)
-    secret = consul_cfg.secret_config_template(server=server, default_token=default).format(
+    secret = consul_cfg.secret_config_template(
+        server=server, default_token=default, agent_token="consul_agent_token"
+    ).format(
         consul_gossip_key="pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=",
         consul_management_token="0b0a0a4e-51a5-4f1f-9b6c-2f1d0c4b8e11",
+        consul_agent_token="6f1c0d2e-8a3b-4c5d-9e7f-1a2b3c4d5e6f",
     )
     (config_dir / "local.json").write_text(secret)
     return subprocess.run(

@@ -124,6 +124,21 @@ def _consul_store(deployment: Deployment, env: dict[str, str], p: StackPaths) ->
     return ApiKeyStore(factory)
 
 
+def _apply_acl(deployment: Deployment, env: dict[str, str], p: StackPaths, log: Log) -> None:
+    """The scoped Consul tokens (infra.consul_acl), before any container that holds one
+    starts: the Consul servers run (phase 1), their agents and clients do not yet."""
+    from infra.consul_acl import acl_plan, apply_acl
+
+    acl = acl_plan(deployment.plan)
+    if not acl.identities:
+        return
+    store = _consul_store(deployment, env, p)
+    token = env[secret_variable("consul_management_token")]
+    ids = {name: env[secret_variable(name)] for name in acl.secrets()}
+    written = apply_acl(store.consul.client(), token, acl, ids)
+    log(f"Consul ACL: {written} scoped tokens ({', '.join(i.name for i in acl.identities)})")
+
+
 def _write_kv(deployment: Deployment, env: dict[str, str], p: StackPaths, log: Log) -> None:
     store = _consul_store(deployment, env, p)
 
@@ -196,8 +211,9 @@ def ready_host(staged: Staged, host: str, log: Log) -> dict[str, str]:
 
 def run_phases(staged: Staged, p: StackPaths, log: Log,
                start: Callable[[int, list[ContainerSpec]], None]) -> None:  # fmt: skip
-    """The deployment's start phases in order, `start(index, specs)` each; the KV entries
-    are written once the Consul agents answer (after phase 2)."""
+    """The deployment's start phases in order, `start(index, specs)` each; the scoped
+    Consul tokens are made once the servers run (after phase 1), the KV entries written
+    once the agents answer (after phase 2)."""
     deployment = staged.deployment
     by_name = {s.name: s for s in deployment.specs}
     for index, phase in enumerate(deployment.start_order):
@@ -205,6 +221,8 @@ def run_phases(staged: Staged, p: StackPaths, log: Log,
         roles = ", ".join(dict.fromkeys(s.role for s in specs))
         log(f"phase {index + 1}/{len(deployment.start_order)}: {roles}")
         start(index, specs)
+        if index == 0:
+            _apply_acl(deployment, staged.env, p, log)
         if index == 1 or (index == 0 and len(deployment.start_order) == 1):
             _write_kv(deployment, staged.env, p, log)
 

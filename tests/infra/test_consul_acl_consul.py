@@ -1,0 +1,182 @@
+"""The fleet's Consul ACL identities applied to a real Consul (default deny): each token
+does what its holder needs and is refused the rest; the anonymous token reads the
+catalogue only. These are the attacks of docs/security.md tried against Consul itself."""
+
+from __future__ import annotations
+
+import pathlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import consul
+import pytest
+from morgan.shared.consul_client import ConsulClientFactory
+
+from infra.consul_acl import AclPlan, acl_plan, apply_acl, remove_acl
+from infra.placement import Plan
+from tests.harness.servers import ConsulServer
+
+pytestmark = pytest.mark.integration
+
+MANAGEMENT = str(uuid.uuid4())
+
+
+@pytest.fixture(scope="module")
+def acl_consul(tmp_path_factory: pytest.TempPathFactory, lab_plan: Plan) -> Iterator[ConsulServer]:
+    acl = (
+        'acl { enabled = true default_policy = "deny" '
+        f'tokens {{ initial_management = "{MANAGEMENT}" }} }}'
+    )
+    args = ["-hcl", acl, "-datacenter", lab_plan.config.consul.datacenter]
+    with ConsulServer.run(tmp_path_factory.mktemp("consul-acl"), extra_args=args) as s:
+        yield s
+
+
+def _client(server: ConsulServer, token: str | None) -> Any:
+    return ConsulClientFactory(host=server.host, port=server.port, token=token).client()
+
+
+@pytest.fixture(scope="module")
+def applied(acl_consul: ConsulServer, lab_plan: Plan) -> Iterator[tuple[AclPlan, dict[str, str]]]:
+    acl = acl_plan(lab_plan)
+    secrets = {s: str(uuid.uuid4()) for s in acl.secrets()}
+    admin = _client(acl_consul, MANAGEMENT)
+    assert apply_acl(admin, MANAGEMENT, acl, secrets) == len(acl.identities)
+    # Config and key records as a deploy writes them.
+    for key in (
+        "morgan/config/global/auth_enabled",
+        "morgan/config/core/llm_timeout_seconds",
+        "morgan/config/stt/beam_size",
+        "morgan/auth/keys/abc",
+    ):
+        admin.kv.put(key, "1")
+    yield acl, secrets
+    remove_acl(admin, MANAGEMENT, acl, secrets)
+
+
+def _token(applied: tuple[AclPlan, dict[str, str]], secret: str) -> str:
+    return applied[1][secret]
+
+
+def test_the_lab_plan_has_an_identity_per_consul_client(lab_plan: Plan) -> None:
+    acl = acl_plan(lab_plan)
+    by_name = {i.name: i for i in acl.identities}
+    assert set(by_name) == {"agent", "core", "llm", "stt", "tts", "vad", "patroni"}
+    assert by_name["patroni"].rules["key_prefix"] == {"morgan/patroni/": {"policy": "write"}}
+    assert by_name["core"].service_identities == ("morgan-core",)
+    assert set(by_name["agent"].node_identities) == {h.name for h in lab_plan.config.hosts}
+
+
+def test_the_dev_stack_has_no_scoped_tokens(dev_plan: Plan) -> None:
+    assert acl_plan(dev_plan).identities == ()
+
+
+def test_applying_twice_changes_nothing(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    acl, secrets = applied
+    admin = _client(acl_consul, MANAGEMENT)
+    before = {t["AccessorID"] for t in admin.acl.token.list(token=MANAGEMENT)}
+    assert apply_acl(admin, MANAGEMENT, acl, secrets) == len(acl.identities)
+    after = {t["AccessorID"] for t in admin.acl.token.list(token=MANAGEMENT)}
+    assert after == before
+
+
+def test_a_service_reads_its_own_and_the_global_config_and_the_key_records(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    core = _client(acl_consul, _token(applied, "consul_token_core"))
+    _, entries = core.kv.get("morgan/config/", recurse=True)
+    assert sorted(e["Key"] for e in entries) == [
+        "morgan/config/core/llm_timeout_seconds",
+        "morgan/config/global/auth_enabled",
+    ]  # not stt's keys
+    _, record = core.kv.get("morgan/auth/keys/abc")
+    assert record is not None and record["Value"] == b"1"
+
+
+def test_a_service_cannot_turn_auth_off_or_mint_a_key(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    for secret in ("consul_token_core", "consul_token_stt", "consul_agent_token"):
+        client = _client(acl_consul, _token(applied, secret))
+        with pytest.raises(consul.ACLPermissionDenied):
+            client.kv.put("morgan/config/global/auth_enabled", "false")
+        with pytest.raises(consul.ACLPermissionDenied):
+            client.kv.put("morgan/auth/keys/minted", '{"owner": "mallory"}')
+
+
+def test_only_core_registers_morgan_core(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    for secret in ("consul_token_stt", "consul_agent_token", "consul_token_patroni"):
+        client = _client(acl_consul, _token(applied, secret))
+        with pytest.raises(consul.ACLPermissionDenied):
+            client.agent.service.register("morgan-core", service_id="fake-core", port=1)
+    with pytest.raises(consul.ACLPermissionDenied):
+        _client(acl_consul, None).agent.service.register(
+            "morgan-core", service_id="fake-core", port=1
+        )
+    core = _client(acl_consul, _token(applied, "consul_token_core"))
+    assert core.agent.service.register("morgan-core", service_id="real-core", port=8000)
+    assert core.agent.service.deregister("real-core")
+
+
+def test_anonymous_reads_the_catalogue_and_nothing_else(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    admin = _client(acl_consul, MANAGEMENT)
+    admin.agent.service.register("morgan-stt", service_id="stt-1", port=8002)
+    try:
+        anonymous = _client(acl_consul, None)
+        _, services = anonymous.catalog.services()
+        assert "morgan-stt" in services
+        _, nodes = anonymous.health.service("morgan-stt")
+        assert [n["Service"]["ID"] for n in nodes] == ["stt-1"]
+        with pytest.raises(consul.ACLPermissionDenied):
+            anonymous.kv.get("morgan/auth/keys/abc")
+        with pytest.raises(consul.ACLPermissionDenied):
+            anonymous.kv.put("morgan/config/global/auth_enabled", "false")
+    finally:
+        admin.agent.service.deregister("stt-1")
+
+
+def test_the_agent_token_registers_the_supporting_servers_only(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    agent = _client(acl_consul, _token(applied, "consul_agent_token"))
+    assert agent.agent.service.register("redis", service_id="redis-h3-6379", port=6379)
+    assert agent.agent.service.deregister("redis-h3-6379")
+    with pytest.raises(consul.ACLPermissionDenied):
+        agent.agent.service.register("morgan-llm", service_id="fake-llm", port=1)
+
+
+def test_patroni_keeps_its_leader_key_and_sessions_only(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    patroni = _client(acl_consul, _token(applied, "consul_token_patroni"))
+    session = patroni.session.create(name="patroni-test", ttl=15)
+    assert patroni.kv.put("morgan/patroni/morgan/leader", "h1", acquire=session) is True
+    patroni.session.destroy(session)
+    with pytest.raises(consul.ACLPermissionDenied):
+        patroni.kv.put("morgan/config/global/auth_enabled", "false")
+    with pytest.raises(consul.ACLPermissionDenied):
+        patroni.kv.get("morgan/auth/keys/abc")
+
+
+def test_removing_deletes_every_token_and_policy(tmp_path: pathlib.Path, lab_plan: Plan) -> None:
+    acl = acl_plan(lab_plan)
+    secrets = {s: str(uuid.uuid4()) for s in acl.secrets()}
+    hcl = (
+        'acl { enabled = true default_policy = "deny" '
+        f'tokens {{ initial_management = "{MANAGEMENT}" }} }}'
+    )
+    with ConsulServer.run(tmp_path, extra_args=["-hcl", hcl]) as server:
+        admin = _client(server, MANAGEMENT)
+        apply_acl(admin, MANAGEMENT, acl, secrets)
+        remove_acl(admin, MANAGEMENT, acl, secrets)
+        names = {p["Name"] for p in admin.acl.policy.list(token=MANAGEMENT)}
+        assert not {i.policy for i in acl.identities} & names
+        with pytest.raises(consul.ACLPermissionDenied):
+            _client(server, secrets["consul_token_core"]).kv.get("morgan/config/core/x")

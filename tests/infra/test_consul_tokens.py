@@ -1,0 +1,70 @@
+"""Which Consul token each container of a plan holds: the management token only on the
+Consul servers, every other Consul client its own scoped token (infra.consul_acl)."""
+
+from __future__ import annotations
+
+import json
+
+from infra.configs import consul as consul_cfg
+from infra.consul_acl import acl_plan
+from infra.model import SecretEnv
+from infra.placement import Plan
+from infra.specs import build_specs
+
+
+def _token_secrets(secret_env: tuple[SecretEnv, ...]) -> dict[str, tuple[str, ...]]:
+    return {e.name: e.secrets for e in secret_env}
+
+
+def test_only_the_consul_servers_hold_the_management_token(
+    homelab_plan: Plan, lab_plan: Plan
+) -> None:
+    for plan in (homelab_plan, lab_plan):
+        holders = sorted(
+            s.role for s in build_specs(plan) if "consul_management_token" in s.secrets
+        )
+        assert holders == ["consul-server"] * len(plan.consul_servers), plan.config.stack
+
+
+def test_each_consul_client_holds_its_own_token(lab_plan: Plan) -> None:
+    specs = build_specs(lab_plan)
+    expected = {
+        "core": "consul_token_core",
+        "llm": "consul_token_llm",
+        "stt": "consul_token_stt",
+        "tts": "consul_token_tts",
+        "vad": "consul_token_vad",
+        "postgres-primary": "consul_token_patroni",
+        "postgres-standby": "consul_token_patroni",
+        "consul-agent": "consul_agent_token",
+    }
+    seen = set()
+    for spec in specs:
+        if spec.role not in expected:
+            continue
+        env = _token_secrets(spec.secret_env)
+        patroni = spec.role.startswith("postgres")
+        variable = "PATRONI_CONSUL_TOKEN" if patroni else "CONSUL_HTTP_TOKEN"
+        assert env[variable] == (expected[spec.role],), spec.name
+        seen.add(spec.role)
+    assert seen == set(expected)
+    # Every token a container holds is one the ACL plan creates.
+    held = {n for s in specs for n in s.secrets if n.startswith("consul_") and "token" in n}
+    assert held - {"consul_management_token"} == set(acl_plan(lab_plan).secrets())
+
+
+def test_a_client_agent_has_no_default_token(homelab_plan: Plan) -> None:
+    text = consul_cfg.secret_config_template(
+        server=False,
+        default_token=consul_cfg.default_token_for_anonymous(homelab_plan, "h2", server=False),
+        agent_token="consul_agent_token",
+    ).format(consul_gossip_key="k", consul_management_token="M", consul_agent_token="A")
+    tokens = json.loads(text)["acl"]["tokens"]
+    assert tokens == {"agent": "A", "config_file_service_registration": "A"}
+
+
+def test_the_dev_stack_keeps_its_loopback_default_token(dev_plan: Plan) -> None:
+    server = dev_plan.consul_servers[0]
+    assert consul_cfg.default_token_for_anonymous(dev_plan, server, server=True)
+    core = next(s for s in build_specs(dev_plan) if s.role == "core")
+    assert "CONSUL_HTTP_TOKEN" not in {e.name for e in core.secret_env}

@@ -1,0 +1,115 @@
+"""A process on a fleet host against its own host's Consul agent (the loopback API every
+container there uses): without a token it reads the catalogue and nothing else; with the
+token its container holds (core's) it reads its own config but cannot turn auth off, mint
+an API key or register as another service; another service's token (stt's) cannot
+register a fake morgan-core for Traefik to route to. The attacks run inside core's
+container on each host, with the container's own Python and environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from morgan.deploy.outputs import load_outputs
+from morgan.deploy.rollout import DeployReport, engines
+from morgan.lab import stack as st
+from morgan.lab.secrets import read_env
+
+from infra.config import MorganStackConfig
+from infra.deployment import build_deployment, secret_variable
+from infra.placement import make_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+# Runs inside core's container: each attempt against the local agent, answers as JSON.
+# The other service's token and the key record's name come on stdin, never on a command line.
+PROBE = r"""
+import json, os, sys
+import httpx
+
+given = json.loads(sys.stdin.read())
+other = given["other"]
+own = os.environ["CONSUL_HTTP_TOKEN"]
+base = os.environ["CONSUL_HTTP_ADDR"]
+base = base if "://" in base else "http://" + base
+fake = {"ID": "morgan-core-forged", "Name": "morgan-core", "Address": "127.0.0.1",
+        "Port": 1, "Tags": ["traefik.enable=true"]}
+with httpx.Client(base_url=base, verify=os.environ.get("CONSUL_CACERT", True),
+                  timeout=10) as c:
+    def call(method, path, token, **kw):
+        headers = {"X-Consul-Token": token} if token else {}
+        r = c.request(method, path, headers=headers, **kw)
+        return [r.status_code, r.text[:160]]
+    out = {
+        "none: turn auth off": call("PUT", "/v1/kv/morgan/config/global/auth_enabled",
+                                    None, content=b"false"),
+        "none: register a fake morgan-core": call("PUT", "/v1/agent/service/register",
+                                                  None, json=fake),
+        "none: read core's key record": call("GET", "/v1/kv/" + given["record"], None),
+        "own: turn auth off": call("PUT", "/v1/kv/morgan/config/global/auth_enabled",
+                                   own, content=b"false"),
+        "own: mint an API key": call("PUT", "/v1/kv/morgan/auth/keys/forged0000ab", own,
+                                     content=b'{"owner": "mallory"}'),
+        "own: register as morgan-llm": call("PUT", "/v1/agent/service/register", own,
+                                            json={**fake, "Name": "morgan-llm"}),
+        "other: register a fake morgan-core": call("PUT", "/v1/agent/service/register",
+                                                   other, json=fake),
+    }
+    catalogue = c.get("/v1/catalog/services")
+    config = c.get("/v1/kv/morgan/config/?recurse", headers={"X-Consul-Token": own})
+    out["none: the catalogue"] = [catalogue.status_code, sorted(catalogue.json())]
+    out["own: config keys"] = [config.status_code,
+                               sorted(e["Key"] for e in config.json()) if config.is_success
+                               else config.text[:160]]
+print(json.dumps(out))
+"""
+
+REFUSED = (
+    "none: turn auth off",
+    "none: register a fake morgan-core",
+    "none: read core's key record",
+    "own: turn auth off",
+    "own: mint an API key",
+    "own: register as morgan-llm",
+    "other: register a fake morgan-core",
+)
+
+
+@pytest.fixture(scope="module")
+def config() -> MorganStackConfig:
+    return st.load_config("lab", ROOT)
+
+
+def test_a_container_on_a_fleet_host_holds_only_its_own_rights(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    deployment = build_deployment(make_plan(config), ROOT)
+    engines_ = engines(config, ROOT)
+    stt_token = read_env(st.paths("lab", ROOT).env_file)[secret_variable("consul_token_stt")]
+    record = f"morgan/auth/keys/{load_outputs(st.paths('lab', ROOT))['core_service_key_id']}"
+    given = json.dumps({"other": stt_token, "record": record}).encode()
+    cores = deployment.of_role("core")
+    assert len(cores) >= 2
+    for spec in cores:
+        answer = engines_[spec.host].run(
+            "exec", "-i", spec.name, "python", "-c", PROBE,
+            stdin=given, timeout=120,
+        )  # fmt: skip
+        out = json.loads(answer.stdout)
+        for what, (status, text) in out.items():
+            print(f"{spec.host} {spec.name} {what}: {status} {str(text)[:100]}")
+        for what in REFUSED:
+            assert out[what][0] == 403, (spec.name, what, out[what])
+            assert "Permission denied" in out[what][1], (spec.name, what, out[what])
+        # The controls: the same agent answers what each holder may do.
+        status, services = out["none: the catalogue"]
+        assert status == 200 and {"morgan-core", "morgan-stt", "consul"} <= set(services)
+        status, keys = out["own: config keys"]
+        assert status == 200, keys
+        assert keys, "core's token read no config key"
+        outside = [k for k in keys if not k.startswith(("morgan/config/core/",
+                                                        "morgan/config/global/"))]  # fmt: skip
+        assert outside == [], outside
