@@ -21,9 +21,16 @@ RETRY_ATTEMPTS = 3
 IDEMPOTENCY_HEADER = "Idempotency-Key"  # core's, see morgan.core.idempotency
 
 
+# The tag Traefik's consulCatalog provider requires (its constraint): a service in the
+# catalogue is routed only when Morgan registered it with this tag, whatever other
+# traefik.* tags it carries.
+GATEWAY_TAG = "morgan.gateway"
+
+
 def core_consul_tags(plan: Plan) -> list[str]:
     """Tags core registers with so that Traefik's consulCatalog provider exposes it."""
     tags = [
+        GATEWAY_TAG,
         "traefik.enable=true",
         f"traefik.http.services.morgan-core.loadbalancer.sticky.cookie.name={STICKY_COOKIE}",
         "traefik.http.services.morgan-core.loadbalancer.sticky.cookie.secure=true",
@@ -70,6 +77,7 @@ def static_config(plan: Plan) -> dict[str, Any]:
         "providers": {
             "consulCatalog": {
                 "exposedByDefault": False,
+                "constraints": f"Tag(`{GATEWAY_TAG}`)",
                 "endpoint": endpoint,
                 "refreshInterval": CATALOG_REFRESH,
             },

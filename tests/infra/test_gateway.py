@@ -186,6 +186,9 @@ def test_static_config_uses_consul_catalog_and_redirects(homelab_plan: Plan) -> 
     static = gateway.static_config(homelab_plan)
     catalog = static["providers"]["consulCatalog"]
     assert catalog["exposedByDefault"] is False
+    # Only services Morgan registered with its gateway tag are routed (core carries it).
+    assert catalog["constraints"] == f"Tag(`{gateway.GATEWAY_TAG}`)"
+    assert gateway.GATEWAY_TAG in gateway.core_consul_tags(homelab_plan)
     assert catalog["endpoint"]["scheme"] == "https"
     redirect = static["entryPoints"]["web"]["http"]["redirections"]["entryPoint"]
     assert redirect == {"to": "websecure", "scheme": "https", "permanent": True}

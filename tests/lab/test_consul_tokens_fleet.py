@@ -8,15 +8,18 @@ container on each host, with the container's own Python and environment."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import httpx
 import pytest
-from morgan.deploy.outputs import load_outputs
+from morgan.deploy.outputs import load_outputs, write_ca_file
 from morgan.deploy.rollout import DeployReport, engines
 from morgan.lab import stack as st
 from morgan.lab.secrets import read_env
 
 from infra.config import MorganStackConfig
+from infra.configs.gateway import GATEWAY_TAG
 from infra.deployment import build_deployment, secret_variable
 from infra.placement import make_plan
 
@@ -113,3 +116,49 @@ def test_a_container_on_a_fleet_host_holds_only_its_own_rights(
         outside = [k for k in keys if not k.startswith(("morgan/config/core/",
                                                         "morgan/config/global/"))]  # fmt: skip
         assert outside == [], outside
+
+
+def _decoy(service_id: str, path: str, tags: list[str]) -> dict[str, object]:
+    return {
+        "ID": service_id, "Name": service_id, "Address": "127.0.0.1", "Port": 1,
+        "Tags": [*tags, "traefik.enable=true",
+                 f"traefik.http.routers.{service_id}.rule=PathPrefix(`{path}`)",
+                 f"traefik.http.routers.{service_id}.entrypoints=websecure",
+                 f"traefik.http.routers.{service_id}.tls=true"],
+    }  # fmt: skip
+
+
+def test_the_gateway_routes_only_services_morgan_tagged(
+    lab_fleet: DeployReport, tmp_path: Path
+) -> None:
+    """A service in the catalogue with Traefik tags but not Morgan's gateway tag gets no
+    route; the same service with the tag does (the control: Traefik saw the catalogue
+    change, and its backend on loopback port 1 answers 502)."""
+    outputs = load_outputs(st.paths("lab", ROOT))
+    ca = write_ca_file(outputs, tmp_path)
+    token = {"X-Consul-Token": outputs["consul_management_token"]}
+    untagged = _decoy("morgan-decoy-untagged", "/decoy-untagged", [])
+    tagged = _decoy("morgan-decoy-tagged", "/decoy-tagged", [GATEWAY_TAG])
+    base = outputs["consul_ui_url"].removesuffix("/ui/")
+    with (
+        httpx.Client(base_url=base, verify=str(ca), headers=token, timeout=15) as consul,
+        httpx.Client(base_url=outputs["gateway_url"], verify=str(ca), timeout=15) as gateway,
+    ):
+        for decoy in (untagged, tagged):
+            assert consul.put("/v1/agent/service/register", json=decoy).status_code == 200
+        try:
+            # Traefik reads the catalogue every CATALOG_REFRESH (5 s): wait for the control.
+            deadline = time.monotonic() + 60
+            while True:
+                control = gateway.get("/decoy-tagged")
+                print(f"tagged decoy: {control.status_code}")
+                if control.status_code == 502 or time.monotonic() > deadline:
+                    break
+                time.sleep(2)
+            assert control.status_code == 502, control.text[:200]
+            answer = gateway.get("/decoy-untagged")
+            print(f"untagged decoy: {answer.status_code} {answer.text[:60]!r}")
+            assert answer.status_code == 404, answer.text[:200]
+        finally:
+            for decoy in (untagged, tagged):
+                consul.put(f"/v1/agent/service/deregister/{decoy['ID']}")
