@@ -270,9 +270,16 @@ def apply_acl(
         secret_id = secret_ids[identity.secret]
         accessor = _accessor(client, secret_id)
         if accessor is None:
-            client.acl.token.create(token=token, secret_id=secret_id, **fields)
+            made = client.acl.token.create(token=token, secret_id=secret_id, **fields)
+            accessor = str(made["AccessorID"])
         else:
             client.acl.token.update(accessor, token=token, secret_id=secret_id, **fields)
+        # A rotated secret (a new value in the stack's secrets): the old token goes.
+        policy_id = _policy_ids(client, token)[identity.policy]
+        for old in client.acl.token.list(policy=policy_id, token=token):
+            if old["AccessorID"] != accessor:
+                client.acl.token.delete(old["AccessorID"], token=token)
+                log.info("Consul token %s: deleted the one it replaces", identity.name)
         log.info("Consul token %s: policy %s", identity.name, identity.policy)
     return len(acl.identities)
 

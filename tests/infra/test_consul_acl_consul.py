@@ -180,3 +180,20 @@ def test_removing_deletes_every_token_and_policy(tmp_path: pathlib.Path, lab_pla
         assert not {i.policy for i in acl.identities} & names
         with pytest.raises(consul.ACLPermissionDenied):
             _client(server, secrets["consul_token_core"]).kv.get("morgan/config/core/x")
+
+
+def test_a_rotated_token_replaces_the_old_one(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    acl, secrets = applied
+    admin = _client(acl_consul, MANAGEMENT)
+    old = secrets["consul_token_vad"]
+    rotated = {**secrets, "consul_token_vad": str(uuid.uuid4())}
+    apply_acl(admin, MANAGEMENT, acl, rotated)
+    _, entries = _client(acl_consul, rotated["consul_token_vad"]).kv.get(
+        "morgan/config/", recurse=True
+    )
+    assert [e["Key"] for e in entries] == ["morgan/config/global/auth_enabled"]
+    with pytest.raises(consul.ACLPermissionDenied):
+        _client(acl_consul, old).kv.get("morgan/config/global/auth_enabled")
+    secrets["consul_token_vad"] = rotated["consul_token_vad"]  # for the fixture's teardown
