@@ -19,6 +19,11 @@ from infra.placement import Plan
 
 REQUESTS = "morgan_http_requests_total"
 DURATION = "morgan_http_request_duration_seconds_bucket"
+CERT_EXPIRY = "morgan_tls_certificate_expiry_timestamp_seconds"
+# A deploy renews every certificate that ends within 30 days (infra.components.pki
+# RENEW_HOURS): a fleet deployed at least monthly never sees this alert; one left alone
+# for eleven months does, three weeks before its certificates end.
+CERT_EXPIRY_WARN_DAYS = 21
 ALERTMANAGER_PORT = 9093
 # Stack secret → (the container's variable, the file Alertmanager reads).
 SECRET_FILES: dict[str, tuple[str, str]] = {
@@ -88,6 +93,8 @@ def alert_rules(plan: Plan) -> dict[str, Any]:
             " of its hosts.",
         ),
     ]
+    if plan.config.security.internal_tls:
+        rules.append(certificate_rule())
     if plan.of_role("node-exporter"):
         rules += host_rules(plan)
     if plan.of_role("postgres-exporter"):
@@ -111,6 +118,21 @@ def alert_rules(plan: Plan) -> dict[str, Any]:
             | {"labels": {"severity": "warning", "service": service}}
         )
     return {"groups": [{"name": "morgan", "rules": rules}]}
+
+
+def certificate_rule() -> dict[str, Any]:
+    """A service's certificate, or the CA that signed it, ends within three weeks."""
+    return _rule(
+        "MorganCertificateExpiring",
+        f"min by (service, host, kind) ({CERT_EXPIRY}) - time() < {CERT_EXPIRY_WARN_DAYS} * 86400",
+        "1h",
+        "warning",
+        "the TLS {{ $labels.kind }} of {{ $labels.service }} on {{ $labels.host }} ends"
+        f" within {CERT_EXPIRY_WARN_DAYS} days",
+        "It ends in {{ $value | humanizeDuration }}. `pulumi up` (or `morgan deploy`)"
+        " renews every certificate that ends within 30 days, and the CA with them; run it"
+        " (docs/operations.md, rotate certificates and secrets).",
+    )
 
 
 # Filesystems that are not disks: left out of the disk alert.

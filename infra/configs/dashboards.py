@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from infra.config import SERVICE_NAMES
-from infra.configs.alerting import DURATION, REQUESTS, disk_used_ratio
+from infra.configs.alerting import CERT_EXPIRY, DURATION, REQUESTS, disk_used_ratio
 from infra.placement import Plan
 
 Per = Literal["host", "service", "core", "model", "audio", "gpu", "postgres", "redis", "event"]
@@ -121,7 +121,7 @@ def overview_panels(plan: Plan) -> list[Panel]:
     return panels
 
 
-def services_panels() -> list[Panel]:
+def services_panels(plan: Plan) -> list[Panel]:
     return [
         Panel(
             "Requests by route",
@@ -157,7 +157,13 @@ def services_panels() -> list[Panel]:
             "short",
             "event",
         ),
-    ]
+    ] + (tls_panels() if plan.config.security.internal_tls else [])
+
+
+def tls_panels() -> list[Panel]:
+    """Days until each service's certificate and its CA end (alert: 21 days)."""
+    days = f"(min by (service, kind) ({CERT_EXPIRY}) - time()) / 86400"
+    return [Panel("TLS certificate days left", ((days, "{{service}} {{kind}}"),), "d", "service")]
 
 
 def core_panels() -> list[Panel]:
@@ -349,7 +355,7 @@ def boards(plan: Plan) -> dict[str, tuple[str, str, list[Panel]]]:
     """Dashboard file name → (uid, title, panels)."""
     found = {
         "morgan-overview.json": ("morgan-overview", "Morgan overview", overview_panels(plan)),
-        "morgan-services.json": ("morgan-services", "Morgan services", services_panels()),
+        "morgan-services.json": ("morgan-services", "Morgan services", services_panels(plan)),
         "morgan-core.json": ("morgan-core", "Morgan core", core_panels()),
         "morgan-models.json": ("morgan-models", "Morgan model services", model_panels()),
     }

@@ -43,8 +43,72 @@ def test_alert_rules_pass_promtool(
     # PostgreSQL's down, lag and not-streaming, Redis's down and cluster state.
     services = len(alerting.planned_replicas(plan))
     assert services >= 1
-    exporter_rules = 2 + 3 + 2 if stack == "homelab" else 0
+    # The homelab's internal TLS adds the certificate expiry rule.
+    exporter_rules = 2 + 3 + 2 + 1 if stack == "homelab" else 0
     assert f"SUCCESS: {3 + services + exporter_rules} rules found" in result.stdout
+
+
+def test_the_certificate_alert_fires_three_weeks_before_the_end(
+    homelab_plan: Plan, tmp_path: Path
+) -> None:
+    """promtool's rule unit test, at 2 h into a clock starting at 0: core's certificate
+    ends in 20 days (fires), stt's in 25 (a deploy renews it; no alert), core's CA in
+    a year."""
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(obs.to_yaml(alerting.alert_rules(homelab_plan)))
+    day = 86400
+    series = {
+        'service="morgan-core",host="h1",kind="certificate"': 20 * day,
+        'service="morgan-stt",host="h2",kind="certificate"': 25 * day,
+        'service="morgan-core",host="h1",kind="ca"': 365 * day,
+    }
+    test = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"{alerting.CERT_EXPIRY}{{{labels}}}", "values": f"{end}x180"}
+                    for labels, end in series.items()
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "2h",
+                        "alertname": "MorganCertificateExpiring",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "service": "morgan-core",
+                                    "host": "h1",
+                                    "kind": "certificate",
+                                },
+                                "exp_annotations": {
+                                    "summary": "the TLS certificate of morgan-core on h1 ends"
+                                    f" within {alerting.CERT_EXPIRY_WARN_DAYS} days",
+                                    "description": "It ends in 19d 22h 0m 0s. `pulumi up` (or"
+                                    " `morgan deploy`) renews every certificate that ends"
+                                    " within 30 days, and the CA with them; run it"
+                                    " (docs/operations.md, rotate certificates and secrets).",
+                                },
+                            }
+                        ],
+                    },
+                    # Not before it has held for an hour.
+                    {
+                        "eval_time": "50m",
+                        "alertname": "MorganCertificateExpiring",
+                        "exp_alerts": [],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "test.yml"
+    path.write_text(yaml.safe_dump(test))
+    result = _run("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:

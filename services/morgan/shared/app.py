@@ -28,6 +28,7 @@ from morgan.shared.metrics import render_latest
 from morgan.shared.middleware import EdgeMiddleware
 from morgan.shared.registry import ConsulRegistry
 from morgan.shared.settings import ServiceSettings
+from morgan.shared.tls_expiry import record_expiry
 
 log = logging.getLogger("morgan.app")
 
@@ -80,6 +81,9 @@ def create_app(
             caller=current.service_name,
             require_tls=current.tls_enabled,
         )
+        if current.tls_enabled:
+            assert current.tls_cert and current.tls_key and current.tls_ca
+            record_expiry(current.service_name, current.tls_cert, current.tls_key, current.tls_ca)
         client_cert = (current.tls_cert, current.tls_key) if current.tls_enabled else None
         app.state.http_client = MorganHTTPClient(
             app.state.discovery,

@@ -40,6 +40,12 @@ CONSUL_REGISTRATIONS_TOTAL = Counter(
     "Registrations of this service in Consul (re-registrations included).",
     ["service"],
 )
+TLS_CERTIFICATE_EXPIRY = Gauge(
+    "morgan_tls_certificate_expiry_timestamp_seconds",
+    "When this service's TLS certificate (kind=certificate) and the CA that signed it"
+    " (kind=ca) end, as a Unix time.",
+    ["service", "kind"],
+)
 
 UNMATCHED_ROUTE = "unmatched"
 
