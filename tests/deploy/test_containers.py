@@ -12,7 +12,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
-from morgan.deploy.containers import apply, env_file, prepare, upload_tar
+from morgan.deploy.containers import apply, env_file, planned_change, prepare, upload_tar
 from morgan.deploy.engine import DeployError, DockerEngine
 from morgan.deploy.pki import IssuedTls
 from morgan.lab import images as img
@@ -82,6 +82,7 @@ SECRETS = {"postgres_password": "s3cret-value"}
 
 def test_created_unchanged_then_replaced(engine: DockerEngine, name: str) -> None:
     first = prepare(container_run(_spec(name)), SECRETS, TLS, "sha256:one")
+    assert planned_change(engine, first) == "created"
     assert apply(engine, first) == "created"
     assert _logs_show(engine, name, "hello")
     env = engine.text("inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", name)
@@ -91,8 +92,13 @@ def test_created_unchanged_then_replaced(engine: DockerEngine, name: str) -> Non
     limits = engine.text("inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NetworkMode}}"
                          " {{.HostConfig.RestartPolicy.Name}}", name)  # fmt: skip
     assert limits == f"{64 * 1024 * 1024} host unless-stopped"
+    assert planned_change(engine, first) == "unchanged"
     assert apply(engine, first) == "unchanged"
     changed = prepare(container_run(_spec(name, "changed")), SECRETS, TLS, "sha256:one")
+    # Only asked: the running container is left as it is.
+    before = engine.text("inspect", "-f", "{{.Id}} {{.State.StartedAt}}", name)
+    assert planned_change(engine, changed) == "replaced"
+    assert engine.text("inspect", "-f", "{{.Id}} {{.State.StartedAt}}", name) == before
     assert apply(engine, changed) == "replaced"
     assert _logs_show(engine, name, "changed")
 

@@ -135,14 +135,26 @@ def current_state(engine: DockerEngine, name: str) -> tuple[str, str] | None:
     return digest, status
 
 
-def apply(engine: DockerEngine, p: Prepared) -> Change:
-    """Make the host's container match `p`: leave it, or (re)create and start it."""
-    state = current_state(engine, p.run.name)
-    if (
+def _up_to_date(state: tuple[str, str] | None, p: Prepared) -> bool:
+    return (
         state is not None
         and state[0] == p.digest
         and (state[1] == "running" or (state[1] == "exited" and not p.run.must_run))
-    ):
+    )
+
+
+def planned_change(engine: DockerEngine, p: Prepared) -> Change:
+    """What `apply` would do to the host's container, without doing it."""
+    state = current_state(engine, p.run.name)
+    if _up_to_date(state, p):
+        return "unchanged"
+    return "created" if state is None else "replaced"
+
+
+def apply(engine: DockerEngine, p: Prepared) -> Change:
+    """Make the host's container match `p`: leave it, or (re)create and start it."""
+    state = current_state(engine, p.run.name)
+    if _up_to_date(state, p):
         return "unchanged"
     if state is not None:
         engine.run("rm", "-f", "-v", p.run.name, timeout=120)  # -v: its anonymous volumes too

@@ -24,7 +24,7 @@ from infra.fleet import certificate_requests
 from infra.model import ContainerSpec
 from infra.placement import make_plan
 from morgan.deploy import models as deploy_models
-from morgan.deploy.containers import Change, Prepared, apply, prepare
+from morgan.deploy.containers import Change, Prepared, apply, planned_change, prepare
 from morgan.deploy.engine import DeployError, DockerEngine
 from morgan.deploy.outputs import write_outputs
 from morgan.deploy.pki import IssuedTls, issue
@@ -265,8 +265,14 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
     prepared: dict[str, dict[str, Prepared]] = _parallel(prepare_host, list(eng))
 
     def start(_index: int, specs: list[ContainerSpec]) -> None:
-        def run_phase(host: str) -> None:
-            mine = [s for s in specs if s.host == host]
+        hosts = list(dict.fromkeys(s.host for s in specs))
+        rolling = {
+            s.name for s in specs
+            if planned_change(eng[s.host], prepared[s.host][s.name]) == "replaced"
+        }  # fmt: skip
+
+        def run_on(host: str, names: set[str]) -> None:
+            mine = [s for s in specs if s.host == host and s.name in names]
             for spec in mine:
                 change = apply(eng[host], prepared[host][spec.name])
                 report.changes[host][spec.name] = change
@@ -274,7 +280,14 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
             for spec in mine:
                 _wait_healthy(eng[host], spec)
 
-        _parallel(run_phase, list(dict.fromkeys(s.host for s in specs)))
+        # New and unchanged containers: every host at once.
+        fresh = {s.name for s in specs} - rolling
+        _parallel(lambda host: run_on(host, fresh), hosts)
+        # Running containers that change: one host at a time, each healthy before the next
+        # host's go, so that a role with replicas on several hosts keeps serving (Consul
+        # keeps its quorum, core answers through the gateway) while it is updated.
+        for host in hosts:
+            run_on(host, rolling)
 
     run_phases(staged, p, log, start)
     path = write_outputs(deployment, staged.env, staged.tls, p)
