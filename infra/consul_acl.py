@@ -14,7 +14,8 @@ The management token stays with the Consul servers (and the deploy machine). A s
 whose servers also serve their host's containers (`consul.agent_on_server_hosts: false`,
 the dev stack) keeps the management token as the loopback API's default token and no
 scoped tokens (`scoped_tokens`). Pulumi (infra.components.consul_acl) and `morgan
-deploy` both apply `acl_identities(plan)` with `apply_acl`.
+deploy` both apply `acl_plan(plan)` with `apply_acl` once the servers run, and
+`prune_acl` (the tokens a rotated secret replaced) once every container runs.
 """
 
 from __future__ import annotations
@@ -274,14 +275,26 @@ def apply_acl(
             accessor = str(made["AccessorID"])
         else:
             client.acl.token.update(accessor, token=token, secret_id=secret_id, **fields)
-        # A rotated secret (a new value in the stack's secrets): the old token goes.
-        policy_id = _policy_ids(client, token)[identity.policy]
-        for old in client.acl.token.list(policy=policy_id, token=token):
-            if old["AccessorID"] != accessor:
-                client.acl.token.delete(old["AccessorID"], token=token)
-                log.info("Consul token %s: deleted the one it replaces", identity.name)
         log.info("Consul token %s: policy %s", identity.name, identity.policy)
     return len(acl.identities)
+
+
+def prune_acl(client: Any, token: str, acl: AclPlan, secret_ids: dict[str, str]) -> int:
+    """Delete the tokens a rotated secret replaced (those of an identity's policy other
+    than its current one); returns how many. Run once the containers hold the new
+    tokens: until then the old ones keep the running containers working."""
+    policies = _policy_ids(client, token)
+    deleted = 0
+    for identity in acl.identities:
+        current = _accessor(client, secret_ids[identity.secret])
+        if current is None or identity.policy not in policies:
+            continue
+        for held in client.acl.token.list(policy=policies[identity.policy], token=token):
+            if held["AccessorID"] != current:
+                client.acl.token.delete(held["AccessorID"], token=token)
+                deleted += 1
+                log.info("Consul token %s: deleted the one it replaced", identity.name)
+    return deleted
 
 
 def remove_acl(client: Any, token: str, acl: AclPlan, secret_ids: dict[str, str]) -> None:

@@ -250,6 +250,8 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
         MorganServicesArgs(ctx=ctx, replicas=tuple(s for s in specs if s.role in SERVICE_PORTS)),
         opts=pulumi.ResourceOptions(depends_on=data_deps),
     )
+    # Tokens that rotated secrets replaced go once every holder runs with its new one.
+    consul_acl.prune_after([services, postgres, *consul.agents])
     return Fleet(
         plan=plan,
         deployment=deployment,

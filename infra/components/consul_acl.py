@@ -14,7 +14,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from infra.components.consul_kv import LEADER_RETRY_MAX_S, LEADER_WAIT_S, _client, _wait_for_leader
-from infra.consul_acl import AclPlan, apply_acl, remove_acl
+from infra.consul_acl import AclPlan, apply_acl, prune_acl, remove_acl
 
 
 class ConsulAclProvider(ResourceProvider):
@@ -43,6 +43,35 @@ class ConsulAclProvider(ResourceProvider):
         with _client(props) as client:
             remove_acl(client, str(props["token"]), AclPlan.from_dict(props["acl"]),
                        dict(props["secret_ids"]))  # fmt: skip
+
+
+class ConsulAclPruneProvider(ResourceProvider):
+    """Deletes the tokens rotated secrets replaced; placed after every container that
+    holds a token, so the running ones keep working until they are replaced."""
+
+    def _prune(self, props: dict[str, Any]) -> None:
+        with _client(props) as client:
+            prune_acl(client, str(props["token"]), AclPlan.from_dict(props["acl"]),
+                      dict(props["secret_ids"]))  # fmt: skip
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        self._prune(props)
+        return CreateResult(id_="consul-acl-prune", outs=dict(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = olds.get("secret_ids") != news.get("secret_ids")
+        return DiffResult(changes=changed, replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        self._prune(news)
+        return UpdateResult(outs=dict(news))
+
+
+class ConsulAclPrune(Resource):
+    def __init__(
+        self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(ConsulAclPruneProvider(), name, props, opts)
 
 
 class ConsulAclTokens(Resource):
@@ -82,11 +111,28 @@ class ConsulAcl(pulumi.ComponentResource):
             "acl": args.acl.to_dict(),
             "secret_ids": pulumi.Output.secret({s: args.secret_ids[s] for s in args.acl.secrets()}),
         }
+        # Each dynamic resource gets its own copy: Pulumi adds its provider to the dict.
+        self.props = dict(props)
+        self.component_name = name
         self.resource = ConsulAclTokens(
             f"{name}-tokens",
-            props,
+            dict(props),
             opts=pulumi.ResourceOptions(
                 parent=self, additional_secret_outputs=["token", "secret_ids"]
             ),
         )
         self.register_outputs({"identities": [i.name for i in args.acl.identities]})
+
+    def prune_after(self, holders: list[pulumi.Resource]) -> ConsulAclPrune:
+        """The step that deletes replaced tokens, once `holders` (every container that
+        holds a token) are in place."""
+        return ConsulAclPrune(
+            f"{self.component_name}-prune",
+            dict(self.props),
+            # Not a child of this component: what depends on the tokens (the holders)
+            # depends on the component, and the prune step depends on them.
+            opts=pulumi.ResourceOptions(
+                depends_on=[self.resource, *holders],
+                additional_secret_outputs=["token", "secret_ids"],
+            ),
+        )

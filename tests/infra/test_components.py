@@ -203,6 +203,8 @@ def test_acl_resource_makes_each_scoped_token_with_the_stacks_secret(
     mocks = built["homelab"].mocks
     (acl,) = [r for r in mocks.of_type(DYNAMIC) if r.name == "consul-acl-tokens"]
     assert is_secret(acl.inputs["token"]) and is_secret(acl.inputs["secret_ids"])
+    (prune,) = [r for r in mocks.of_type(DYNAMIC) if r.name == "consul-acl-prune"]
+    assert unwrap(prune.inputs["secret_ids"]) == unwrap(acl.inputs["secret_ids"])
     names = [i["name"] for i in acl.inputs["acl"]["identities"]]
     assert names == ["agent", "core", "llm", "stt", "tts", "vad"]
     ids = unwrap(acl.inputs["secret_ids"])

@@ -13,7 +13,7 @@ import consul
 import pytest
 from morgan.shared.consul_client import ConsulClientFactory
 
-from infra.consul_acl import AclPlan, acl_plan, apply_acl, remove_acl
+from infra.consul_acl import AclPlan, acl_plan, apply_acl, prune_acl, remove_acl
 from infra.placement import Plan
 from tests.harness.servers import ConsulServer
 
@@ -182,7 +182,7 @@ def test_removing_deletes_every_token_and_policy(tmp_path: pathlib.Path, lab_pla
             _client(server, secrets["consul_token_core"]).kv.get("morgan/config/core/x")
 
 
-def test_a_rotated_token_replaces_the_old_one(
+def test_a_rotated_token_replaces_the_old_one_once_pruned(
     acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
 ) -> None:
     acl, secrets = applied
@@ -190,6 +190,11 @@ def test_a_rotated_token_replaces_the_old_one(
     old = secrets["consul_token_vad"]
     rotated = {**secrets, "consul_token_vad": str(uuid.uuid4())}
     apply_acl(admin, MANAGEMENT, acl, rotated)
+    for secret in (old, rotated["consul_token_vad"]):  # both, until the containers moved
+        _, entries = _client(acl_consul, secret).kv.get("morgan/config/", recurse=True)
+        assert [e["Key"] for e in entries] == ["morgan/config/global/auth_enabled"]
+    assert prune_acl(admin, MANAGEMENT, acl, rotated) == 1
+    assert prune_acl(admin, MANAGEMENT, acl, rotated) == 0
     _, entries = _client(acl_consul, rotated["consul_token_vad"]).kv.get(
         "morgan/config/", recurse=True
     )

@@ -124,18 +124,24 @@ def _consul_store(deployment: Deployment, env: dict[str, str], p: StackPaths) ->
     return ApiKeyStore(factory)
 
 
-def _apply_acl(deployment: Deployment, env: dict[str, str], p: StackPaths, log: Log) -> None:
-    """The scoped Consul tokens (infra.consul_acl), before any container that holds one
-    starts: the Consul servers run (phase 1), their agents and clients do not yet."""
-    from infra.consul_acl import acl_plan, apply_acl
+def _acl(deployment: Deployment, env: dict[str, str], p: StackPaths, *, prune: bool,
+         log: Log) -> None:  # fmt: skip
+    """The scoped Consul tokens (infra.consul_acl): made before any container that holds
+    one starts (the Consul servers run, their agents and clients do not yet); the ones
+    a rotated secret replaced deleted once every container holds its new token."""
+    from infra.consul_acl import acl_plan, apply_acl, prune_acl
 
     acl = acl_plan(deployment.plan)
     if not acl.identities:
         return
-    store = _consul_store(deployment, env, p)
+    client = _consul_store(deployment, env, p).consul.client()
     token = env[secret_variable("consul_management_token")]
     ids = {name: env[secret_variable(name)] for name in acl.secrets()}
-    written = apply_acl(store.consul.client(), token, acl, ids)
+    if prune:
+        if deleted := prune_acl(client, token, acl, ids):
+            log(f"Consul ACL: deleted {deleted} tokens that rotated secrets replaced")
+        return
+    written = apply_acl(client, token, acl, ids)
     log(f"Consul ACL: {written} scoped tokens ({', '.join(i.name for i in acl.identities)})")
 
 
@@ -213,7 +219,7 @@ def run_phases(staged: Staged, p: StackPaths, log: Log,
                start: Callable[[int, list[ContainerSpec]], None]) -> None:  # fmt: skip
     """The deployment's start phases in order, `start(index, specs)` each; the scoped
     Consul tokens are made once the servers run (after phase 1), the KV entries written
-    once the agents answer (after phase 2)."""
+    once the agents answer (after phase 2), replaced tokens deleted at the end."""
     deployment = staged.deployment
     by_name = {s.name: s for s in deployment.specs}
     for index, phase in enumerate(deployment.start_order):
@@ -222,9 +228,10 @@ def run_phases(staged: Staged, p: StackPaths, log: Log,
         log(f"phase {index + 1}/{len(deployment.start_order)}: {roles}")
         start(index, specs)
         if index == 0:
-            _apply_acl(deployment, staged.env, p, log)
+            _acl(deployment, staged.env, p, prune=False, log=log)
         if index == 1 or (index == 0 and len(deployment.start_order) == 1):
             _write_kv(deployment, staged.env, p, log)
+    _acl(deployment, staged.env, p, prune=True, log=log)
 
 
 def swarm_tasks_on(engine: DockerEngine, stack: str) -> int:
