@@ -68,6 +68,7 @@ class ContainerRun:
     certificate: str | None  # infra.model.certificate_name, when the container holds one
     scratch: tuple[str, ...] = ()  # tmpfs mounts of SCRATCH_MB
     network_mode: str = "host"
+    stop_grace_seconds: int = 10
     log_opts: tuple[tuple[str, str], ...] = tuple(LOG_OPTS.items())
 
 
@@ -104,4 +105,5 @@ def container_run(spec: ContainerSpec) -> ContainerRun:
         labels=dict(sorted(spec.labels.items())),
         certificate=spec.certificate,
         scratch=spec.scratch,
+        stop_grace_seconds=spec.stop_grace_seconds,
     )

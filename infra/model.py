@@ -146,6 +146,8 @@ class ContainerSpec:
     user: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     entrypoint: tuple[str, ...] | None = None
+    # How long a stop waits after SIGTERM before it kills (the engine's default: 10 s).
+    stop_grace_seconds: int = 10
 
     @property
     def gpu(self) -> bool:

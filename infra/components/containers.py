@@ -105,6 +105,9 @@ def make_container(
         restart=run.restart,
         max_retry_count=run.max_retry_count,
         must_run=run.must_run,
+        # A replaced or removed container gets SIGTERM and this long to drain.
+        stop_timeout=run.stop_grace_seconds,
+        destroy_grace_seconds=run.stop_grace_seconds,
         memory=run.memory_mb,
         device_requests=[
             docker.ContainerDeviceRequestArgs(

@@ -85,6 +85,7 @@ def service_entry(spec: ContainerSpec, env: dict[str, str] | None = None) -> dic
     if spec.privileges.cap_add:
         service["cap_add"] = list(spec.privileges.cap_add)
     service["logging"] = {"driver": "json-file", "options": dict(LOG_OPTS)}
+    service["stop_grace_period"] = f"{spec.stop_grace_seconds}s"
     return service
 
 

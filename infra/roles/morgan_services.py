@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from infra import consul_acl
 from infra.configs import consul as consul_cfg
@@ -27,6 +28,17 @@ from infra.spec_common import (
     service_port,
     tls_files,
 )
+
+
+def stop_grace_seconds() -> int:
+    """A Morgan service's stop: its shutdown delay (the gateway stops sending it requests)
+    and its drain (in-flight requests finish), and a few seconds to exit."""
+    from morgan.shared.settings import ServiceSettings
+
+    fields = ServiceSettings.model_fields
+    delay = float(fields["shutdown_delay_seconds"].default)
+    drain = float(fields["shutdown_drain_seconds"].default)
+    return math.ceil(delay + drain) + 5
 
 
 def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
@@ -98,6 +110,7 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         gpu_devices=gpus,
         privileges=UNPRIVILEGED,
         labels=role_labels(plan, replica),
+        stop_grace_seconds=stop_grace_seconds(),
     )
 
 

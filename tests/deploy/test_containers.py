@@ -92,6 +92,8 @@ def test_created_unchanged_then_replaced(engine: DockerEngine, name: str) -> Non
     limits = engine.text("inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NetworkMode}}"
                          " {{.HostConfig.RestartPolicy.Name}}", name)  # fmt: skip
     assert limits == f"{64 * 1024 * 1024} host unless-stopped"
+    # A stop (a replacement, the daemon's own) gives it its grace after SIGTERM.
+    assert engine.text("inspect", "-f", "{{.Config.StopTimeout}}", name) == "10"
     assert planned_change(engine, first) == "unchanged"
     assert apply(engine, first) == "unchanged"
     changed = prepare(container_run(_spec(name, "changed")), SECRETS, TLS, "sha256:one")

@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from morgan.shared.settings import ServiceSettings
 
+from infra.container_run import container_run
+from infra.placement import Plan
+from infra.render.compose import service_entry
 from infra.specs import build_specs
 from tests.infra.mocks import SECRET_MARK, is_secret, plain_strings, unwrap
 from tests.infra.program import Built
@@ -233,3 +237,23 @@ def test_docker_daemon_certificates_come_from_their_own_ca(built: dict[str, Buil
     assert docker and fleet
     assert set(docker.values()) == {out["docker_ca_certificate"][0]}
     assert set(fleet.values()) == {out["ca_certificate"][0]}
+
+
+def test_a_morgan_service_gets_its_shutdown_delay_and_drain_before_a_kill(
+    built: dict[str, Built], homelab_plan: Plan
+) -> None:
+    """Pulumi's container, morgan deploy's and the compose file's agree, and the grace
+    covers the service's own delay (the gateway stops routing) plus its drain."""
+    fields = ServiceSettings.model_fields
+    needed = fields["shutdown_delay_seconds"].default + fields["shutdown_drain_seconds"].default
+    cores = [
+        c for c in built["homelab"].mocks.of_type("docker:index/container:Container")
+        if c.name.startswith("morgan-core-")
+    ]  # fmt: skip
+    assert cores
+    for container in cores:
+        grace = int(container.inputs["stopTimeout"])  # a number in the mocks' JSON
+        assert grace == container.inputs["destroyGraceSeconds"] > needed, container.name
+        spec = next(s for s in build_specs(homelab_plan) if s.name == container.name)
+        assert container_run(spec).stop_grace_seconds == grace
+        assert service_entry(spec)["stop_grace_period"] == f"{grace}s"

@@ -143,7 +143,7 @@ def test_metrics_use_route_templates_never_raw_paths() -> None:
     assert "/items/1" not in text and "/no/such/path/42" not in text
 
 
-def test_ready_reflects_check_and_draining_health_stays_up() -> None:
+def test_ready_reflects_check_and_draining_answers_both_503() -> None:
     _, app = build(ready=False)
     with TestClient(app) as c:
         assert c.get("/health").json()["status"] == "ok"
@@ -153,7 +153,9 @@ def test_ready_reflects_check_and_draining_health_stays_up() -> None:
         assert c.get("/ready").status_code == 200
         app.state.draining = True
         assert c.get("/ready").json() == {"status": "draining"}
-        assert c.get("/health").status_code == 200
+        # So that the gateway's health check (on /health) stops sending it requests.
+        health = c.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "draining"
 
 
 def test_logs_are_one_json_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:

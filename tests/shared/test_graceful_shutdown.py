@@ -1,4 +1,5 @@
-"""SIGTERM on a real service process: not ready, deregistered, in-flight request completes."""
+"""SIGTERM on a real service process: not ready, deregistered, still answering new requests
+for its shutdown delay (while /health says 503 to the gateway), in-flight request completes."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def test_sigterm_deregisters_then_drains_in_flight_request(
         "MORGAN_SIGTEST_AUTH_ENABLED": "false",
         "MORGAN_SIGTEST_CONSUL_CHECK_INTERVAL": "1s",
         "MORGAN_SIGTEST_SHUTDOWN_DRAIN_SECONDS": "20",
+        "MORGAN_SIGTEST_SHUTDOWN_DELAY_SECONDS": "2",
     }
     log_path = tmp_path / "service.log"
     with log_path.open("w") as log:
@@ -84,6 +86,11 @@ def test_sigterm_deregisters_then_drains_in_flight_request(
             what="deregistration after SIGTERM",
         )
         deregistered_at = time.monotonic()
+        # The delay: a request sent now is still answered, and /health tells the gateway.
+        health = httpx.get(f"http://{LOOPBACK}:{port}/health", timeout=5)
+        assert health.status_code == 503 and health.json()["status"] == "draining"
+        late = httpx.get(f"http://{LOOPBACK}:{port}/api/slow", params={"seconds": 0}, timeout=5)
+        assert late.status_code == 200, late.text
         t.join(30)
         assert result.get("status") == 200, result
         assert result["body"] == {"slept": 3.0}

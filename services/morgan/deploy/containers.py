@@ -82,6 +82,7 @@ def create_args(p: Prepared) -> list[str]:
             "--health-cmd", _health_cmd(hc.test), "--health-interval", hc.interval,
             "--health-timeout", hc.timeout, "--health-retries", str(hc.retries),
             "--health-start-period", hc.start_period,
+            "--stop-timeout", str(run.stop_grace_seconds),
             "--label", f"{HASH_LABEL}={p.digest}"]  # fmt: skip
     for key, value in run.log_opts:
         args += ["--log-opt", f"{key}={value}"]
@@ -157,6 +158,10 @@ def apply(engine: DockerEngine, p: Prepared) -> Change:
     if _up_to_date(state, p):
         return "unchanged"
     if state is not None:
+        if state[1] == "running":
+            # SIGTERM, and the container's grace to drain, before it is removed.
+            grace = p.run.stop_grace_seconds
+            engine.run("stop", "-t", str(grace), p.run.name, timeout=grace + 60)
         engine.run("rm", "-f", "-v", p.run.name, timeout=120)  # -v: its anonymous volumes too
     engine.run(*create_args(p), stdin=env_file(p), timeout=120)
     if p.files:

@@ -135,9 +135,14 @@ def create_app(
     install_error_handlers(app)
 
     @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, str]:
+    async def health() -> JSONResponse:
         s: ServiceSettings = app.state.settings
-        return {"status": "ok", "service": s.service_name, "version": s.version}
+        # Draining (SIGTERM): the gateway's health check drops this instance within one
+        # interval, while it still answers what it is sent (server.GracefulServer).
+        status, code = ("draining", 503) if app.state.draining else ("ok", 200)
+        return JSONResponse(
+            {"status": status, "service": s.service_name, "version": s.version}, status_code=code
+        )
 
     @app.get("/ready", include_in_schema=False)
     async def ready() -> JSONResponse:

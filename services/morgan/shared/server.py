@@ -1,8 +1,9 @@
 """Serving a Morgan app with uvicorn: `run`, `server_config` and `GracefulServer`.
 
 `server_config` turns on HTTPS with client-certificate verification when the settings name a
-CA, cert and key. The first SIGTERM/SIGINT is graceful: not-ready, deregister from Consul,
-drain in-flight requests, exit.
+CA, cert and key. The first SIGTERM/SIGINT is graceful: not-ready (/health and /ready 503),
+deregister from Consul, keep accepting for `shutdown_delay_seconds` (the gateway's health
+check drops the instance meanwhile), drain in-flight requests, exit.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class GracefulServer(uvicorn.Server):
         registry: ConsulRegistry | None = getattr(self.fastapi_app.state, "registry", None)
         if registry is not None:
             await registry.stop()
+        settings: ServiceSettings = self.fastapi_app.state.settings
+        # Still accepting: the gateway sees /health 503 and stops routing here first.
+        await asyncio.sleep(settings.shutdown_delay_seconds)
         self.should_exit = True
 
 

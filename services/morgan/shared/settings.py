@@ -152,6 +152,14 @@ class ServiceSettings(BaseModel):
         description="Failed API-key checks a client may make per minute; past them it is "
         "answered 429 before any key is looked up.",
     )
+    shutdown_delay_seconds: float = restart_field(
+        7.0,
+        ge=0,
+        le=60,
+        description="On SIGTERM, how long the service goes on accepting requests while its "
+        "/health answers 503 and it is out of Consul, so that the gateway (health check every "
+        "5 s) stops sending it new ones before it drains.",
+    )
     shutdown_drain_seconds: float = restart_field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
