@@ -125,17 +125,21 @@ async def bounded_load(
     *,
     total: int,
     duration_s: float,
+    sticky: bool = False,
 ) -> LoadReport:
-    """`send(client, i, headers)` for i in range(total), at evenly spaced times."""
-    assert total <= 400 and duration_s <= 90, "chaos loads are bounded"
+    """`send(client, i, headers)` for i in range(total), at evenly spaced times.
+
+    Without `sticky` there is no cookie jar: each request is a new client to the gateway
+    (no core affinity), so the load spreads over every core as many people's would. With
+    it, the client keeps the gateway's affinity cookie, as a browser does, and is sent to
+    the same core until that one leaves."""
+    assert total <= 400 and duration_s <= 240, "chaos loads are bounded"
     report = LoadReport(name)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
-    # No cookie jar: each request is a new client to the gateway (no core affinity), so
-    # the load spreads over every core as many people's would.
-    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    cookies = None if sticky else CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
     async with httpx.AsyncClient(base_url=gateway_url.rstrip("/"), verify=str(ca_file),
                                  headers={"X-API-Key": api_key}, timeout=60,
-                                 limits=limits, cookies=no_cookies) as client:  # fmt: skip
+                                 limits=limits, cookies=cookies) as client:  # fmt: skip
         start = time.monotonic()
         run = uuid.uuid4().hex[:12]
 
@@ -176,7 +180,14 @@ def _json_object(resp: httpx.Response) -> dict[str, Any]:
 
 
 async def text_load(
-    name: str, gateway_url: str, api_key: str, ca_file: Path, *, total: int, duration_s: float
+    name: str,
+    gateway_url: str,
+    api_key: str,
+    ca_file: Path,
+    *,
+    total: int,
+    duration_s: float,
+    sticky: bool = False,
 ) -> LoadReport:
     """Text turns, each in a conversation of its own."""
 
@@ -185,7 +196,7 @@ async def text_load(
         return client.post("/api/text", json=body, headers=headers)
 
     return await bounded_load(name, gateway_url, api_key, ca_file, send, total=total,
-                              duration_s=duration_s)  # fmt: skip
+                              duration_s=duration_s, sticky=sticky)  # fmt: skip
 
 
 async def audio_load(

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+import httpx
 import pytest
+from morgan.deploy.rollout import deploy
+from morgan.lab import stack as st
+from morgan.lab.secrets import read_env
 
+from infra.deployment import secret_variable
 from tests.chaos.conftest import Fleet
 from tests.chaos.load import LoadReport, text_load
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE_TOKEN = secret_variable("consul_token_core")
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.asyncio(loop_scope="session")]  # fmt: skip
@@ -45,21 +54,44 @@ async def test_killing_one_core_replica_fails_no_request(fleet: Fleet) -> None:
     assert_nothing_lost(fleet, report)
 
 
-async def test_rolling_restart_of_every_core_fails_no_request(fleet: Fleet) -> None:
-    """Each core in turn stops gracefully (SIGTERM: it drains, leaves Consul, finishes what
-    it holds), starts again and is healthy before the next one goes."""
-    cores = list(fleet.deployment.of_role("core"))
+async def test_a_deploy_that_rotates_cores_consul_token_fails_no_request(
+    fleet: Fleet,
+) -> None:
+    """`morgan deploy` after core's Consul token is rotated (its line dropped from the
+    stack's secrets file): the cores are replaced one host at a time, each stopped
+    gracefully (out of the gateway first, then drained) and healthy before the next; the
+    old token is deleted only at the end. The client keeps the gateway's affinity cookie,
+    as a browser does, so it is moved off each core as that one leaves."""
+    paths = st.paths("lab", ROOT)
+    old = read_env(paths.env_file)[CORE_TOKEN]
+    kept = [line for line in paths.env_file.read_text().splitlines()
+            if not line.startswith(f"{CORE_TOKEN}=")]  # fmt: skip
+    paths.env_file.write_text("".join(f"{line}\n" for line in kept))
     load = asyncio.create_task(text_load("core-rolling", fleet.gateway_url, fleet.api_key,
-                                         fleet.ca_file, total=120, duration_s=90))  # fmt: skip
+                                         fleet.ca_file, total=200, duration_s=210,
+                                         sticky=True))  # fmt: skip
     await asyncio.sleep(5)
-    took = []
-    for core in cores:
-        t = time.monotonic()
-        await asyncio.to_thread(fleet.engine(core).run, "stop", "-t", "30", core.name)
-        await asyncio.to_thread(fleet.engine(core).run, "start", core.name)
-        await asyncio.to_thread(fleet.wait_healthy, core)
-        took.append(f"{core.name} {time.monotonic() - t:.0f} s")
+    started = time.monotonic()
+    deployed = await asyncio.to_thread(deploy, fleet.config, ROOT, paths, print)
+    took = time.monotonic() - started
     report = await load
-    print(report.summary(5.0), f"; restarted: {', '.join(took)}")
+    replaced = sorted(n for changes in deployed.changes.values()
+                      for n, change in changes.items() if change == "replaced")  # fmt: skip
+    cores = sorted(s.name for s in fleet.deployment.of_role("core"))
+    answered_by = sorted({a.instance for a in report.answers if a.instance})
+    print(report.summary(5.0), f"; deploy {took:.0f} s replaced {replaced};"
+          f" answered by {answered_by}")  # fmt: skip
+    assert replaced == cores
+    assert took < 205, "the deploy outlasted the load"
     assert not report.failed, report.why_failed(5.0)
+    assert len(answered_by) >= 2, "the sticky client was never moved off a replaced core"
     assert_nothing_lost(fleet, report)
+    new = read_env(paths.env_file)[CORE_TOKEN]
+    assert new != old
+    consul = fleet.outputs["consul_ui_url"].removesuffix("/ui/")
+    for token, status in ((old, 403), (new, 200)):
+        answer = httpx.get(f"{consul}/v1/kv/morgan/config/core/?keys=true",
+                           headers={"X-Consul-Token": token}, verify=str(fleet.ca_file),
+                           timeout=10)  # fmt: skip
+        print(f"core's {'old' if token == old else 'new'} token: {answer.status_code}")
+        assert answer.status_code == status, answer.text[:200]
