@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 
@@ -153,25 +154,23 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
             api_scheme=scheme,
         ),
     )
+    # Where and as whom the deploy machine talks to Consul's API (KV, ACLs).
+    api: dict[str, Any] = {
+        "address": consul.api_address,
+        "scheme": scheme,
+        "token": consul.management_token,
+        "ca_pem": pki.ca_cert_pem if pki else None,
+    }
     kv = ConsulKv(
         "config",
-        ConsulKvArgs(
-            address=consul.api_address,
-            scheme=scheme,
-            token=consul.management_token,
-            ca_pem=pki.ca_cert_pem if pki else None,
-            entries=deployment.kv,
-        ),
+        ConsulKvArgs(**api, entries=deployment.kv),
         opts=pulumi.ResourceOptions(depends_on=[*consul.servers]),
     )
     # The record (salted hash) of core's service key, so the model services accept it.
     service_key_kv = ConsulKv(
         "service-key",
         ConsulKvArgs(
-            address=consul.api_address,
-            scheme=scheme,
-            token=consul.management_token,
-            ca_pem=pki.ca_cert_pem if pki else None,
+            **api,
             entries=secrets.service_key.entries,
             prefix=deployment.service_key.record_prefix,
             secret=True,
@@ -182,14 +181,7 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
     # Scoped tokens for the agents, the Morgan services and Patroni (infra.consul_acl).
     consul_acl = ConsulAcl(
         "consul-acl",
-        ConsulAclArgs(
-            address=consul.api_address,
-            scheme=scheme,
-            token=consul.management_token,
-            ca_pem=pki.ca_cert_pem if pki else None,
-            acl=acl_plan(plan),
-            secret_ids=secrets.values,
-        ),
+        ConsulAclArgs(**api, acl=acl_plan(plan), secret_ids=secrets.values),
         opts=pulumi.ResourceOptions(depends_on=[*consul.servers]),
     )
 
