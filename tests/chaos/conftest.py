@@ -3,6 +3,7 @@ thing under a steady load of text turns, mends it, and reports what the load saw
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,18 @@ class Fleet:
 
     def engine(self, spec: ContainerSpec) -> DockerEngine:
         return self.engines[spec.host]
+
+    def consul_exec(
+        self, spec: ContainerSpec, script: str, *, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        """`script` (shell) in a Consul container, as the operator: the management token
+        comes on standard input (never on a command line, and not the container's own
+        scoped token)."""
+        token = self.outputs["consul_management_token"]
+        wrapped = f"read -r CONSUL_HTTP_TOKEN; export CONSUL_HTTP_TOKEN; {script}"
+        return self.engine(spec).run("exec", "-i", spec.name, "sh", "-c", wrapped,
+                                     stdin=f"{token}\n".encode(), check=check,
+                                     timeout=60)  # fmt: skip
 
     def state(self, spec: ContainerSpec) -> str:
         fmt = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}"

@@ -64,8 +64,7 @@ class Probe:
 
 
 def autopilot(fleet: Fleet, observer: ContainerSpec) -> dict[str, Any]:
-    out = fleet.engine(observer).text("exec", observer.name, "consul", "operator", "autopilot",
-                                      "state", "-format=json", timeout=60)  # fmt: skip
+    out = fleet.consul_exec(observer, "consul operator autopilot state -format=json").stdout
     return dict(json.loads(out))
 
 
@@ -97,8 +96,7 @@ async def probe_until(fleet: Fleet, observer: ContainerSpec, fault: float,
         if stop.is_set():
             break
         at = time.monotonic() - fault
-        proc = await asyncio.to_thread(fleet.engine(observer).run, "exec", observer.name,
-                                       "sh", "-c", _PROBE, check=False, timeout=60)  # fmt: skip
+        proc = await asyncio.to_thread(fleet.consul_exec, observer, _PROBE, check=False)
         counts = [int(n) for n in proc.stdout.decode().split()] + [0, 0, 0, 0]
         probes.append(Probe(at, *counts[:4]))
         await asyncio.sleep(0.5)
