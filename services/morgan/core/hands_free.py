@@ -202,6 +202,7 @@ class HandsFree:
         try:
             vad = await _open_vad(self.orch, exclude=frozenset({gone.instance}))
         except TurnError as exc:
+            log.warning("hands-free: no morgan-vad instance to go on with: %s", exc.message)
             self.lost = StageUnavailableError(
                 f"{exc.message}; the hands-free session has no voice detection: send start "
                 "again to retry",
