@@ -58,12 +58,25 @@ class ModelInstance:
         )  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> ModelInstance:
+        """Start, then wait until this process answers /health and Consul lists it as
+        passing. The order matters after `kill`: until the new process registers, Consul
+        may still list the killed one's registration (same id) as passing."""
         self.process.start()
         try:
+            self._wait_serving(timeout)
             wait_passing(self.consul_addr, self.name, self.port, timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n{self.process.log_tail()}") from exc
         return self
+
+    def _wait_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} on port {self.port} never answered /health")
 
     def kill(self) -> None:
         """SIGKILL: no deregistration, Consul still lists it until its check fails."""

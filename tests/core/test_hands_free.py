@@ -10,13 +10,13 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 import websockets
+from morgan.core.hands_free import LOST_REPORT_SECONDS, SWITCH_SECONDS
 
 from tests.core.audio_samples import espeak_wav
 from tests.core.conftest import ApiKeys
@@ -194,13 +194,22 @@ async def test_a_session_goes_on_when_its_vad_instance_dies(
         assert alive.process.pid is not None
 
 
-async def test_hands_free_without_a_vad_instance_says_what_is_missing(
-    core: CoreServer, api_keys: ApiKeys, hands_free_models: dict[str, ModelInstance],
-    tmp_path: Path,
+async def test_a_session_that_lost_every_vad_instance_goes_on_when_one_is_back(
+    session: Session, speech_pcm: bytes, hands_free_models: dict[str, ModelInstance],
+    core: CoreServer, api_keys: ApiKeys,
 ) -> None:  # fmt: skip
-    hands_free_models["vad"].stop()
-    hands_free_models["vad2"].stop()
+    first, second = hands_free_models["vad"], hands_free_models["vad2"]
+    stopped = [first, second]
     try:
+        first.stop()
+        second.stop()
+        since = len(session.events)
+        lost = await session.stream_until("error", SWITCH_SECONDS + 20, since=since)
+        assert lost["status"] == 503, lost
+        assert "no voice detection" in lost["message"], lost
+        assert "morgan-vad" in lost["message"], lost
+        # Meanwhile a new hands-free session is refused, saying what is missing, and the
+        # connection stays usable.
         async with websockets.connect(
             core.ws_url, additional_headers={"X-API-Key": api_keys.alice}
         ) as ws:
@@ -210,6 +219,16 @@ async def test_hands_free_without_a_vad_instance_says_what_is_missing(
             assert "morgan-vad" in error["message"], error
             await ws.send(json.dumps({"type": "ping"}))
             assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+        stopped.remove(first.start())
+        # Core tries a new stream at most LOST_REPORT_SECONDS apart while audio comes in.
+        await session.stream(silence(LOST_REPORT_SECONDS + 3))
+        since = len(session.events)
+        await session.stream(silence(0.3) + speech_pcm)
+        await session.stream_until("response_complete", since=since)
+        new = [e for _, e in session.events[since:]]
+        assert [e for e in new if e["type"] == "error"] == [], new
+        assert any(e["type"] == "speech_ended" for e in new), new
+        assert session.first("transcription", since) is not None, new
     finally:
-        hands_free_models["vad"].start()
-        hands_free_models["vad2"].start()
+        for instance in stopped:
+            instance.start()

@@ -9,7 +9,10 @@ response_complete):
   partial_transcription {text}      what they said so far, while they speak
   speech_ended {start, end}         the utterance is over; its turn starts
 When the morgan-vad instance goes away mid-session, core opens a stream to another one
-and goes on (an utterance in progress then is lost); with none left it says so (503).
+and goes on (an utterance in progress then is lost), waiting up to SWITCH_SECONDS for one
+(a restarted instance turns passing within Consul's check interval); with none by then it
+says so (503), drops the audio, and tries again every LOST_REPORT_SECONDS while audio
+comes in: the session goes on once an instance is back.
   interrupted {reaction_ms}         they spoke over the answer: stop playing it; the LLM
                                     and TTS for that turn are stopped (reaction_ms after
                                     morgan-vad reported the speech) and the turn is stored
@@ -48,8 +51,14 @@ RunTurn = Callable[[str, str | None, float, float], Awaitable[None]]
 PREROLL_SECONDS = 2.0
 # The largest PCM frame taken: 2 s (morgan-vad's own frame limit is 64 KiB).
 MAX_FRAME_BYTES = 64000
-# With no morgan-vad left, audio frames are answered 503 at most this often.
+# With no morgan-vad left, audio frames are answered 503 at most this often, and a new
+# stream is tried as often.
 LOST_REPORT_SECONDS = 5.0
+# How long a session whose morgan-vad went away waits for another one (Consul's default
+# check interval is 10 s: a restarted instance can stay critical that long), trying every
+# SWITCH_RETRY_SECONDS.
+SWITCH_SECONDS = 15.0
+SWITCH_RETRY_SECONDS = 1.0
 
 
 def pcm_to_wav(pcm: bytes) -> bytes:
@@ -115,6 +124,8 @@ class HandsFree:
             now = time.monotonic()
             if now - self.lost_reported >= LOST_REPORT_SECONDS:
                 self.lost_reported = now
+                if self.reader.done():
+                    self.reader = asyncio.create_task(self._recover(), name="hands-free-vad")
                 raise self.lost
             return
         if len(pcm) % 2:
@@ -196,24 +207,61 @@ class HandsFree:
                 return
 
     async def _switch_vad(self, why: str) -> bool:
-        """Go on with another morgan-vad instance; False (and the client told) if none."""
+        """Go on with another morgan-vad instance, waiting up to SWITCH_SECONDS for one;
+        False (and the client told) if none opened by then."""
         gone = self.vad
         log.warning("hands-free: lost morgan-vad %s (%s); opening another", gone.instance, why)
-        try:
-            vad = await _open_vad(self.orch, exclude=frozenset({gone.instance}))
-        except TurnError as exc:
-            log.warning("hands-free: no morgan-vad instance to go on with: %s", exc.message)
-            self.lost = StageUnavailableError(
-                f"{exc.message}; the hands-free session has no voice detection: send start "
-                "again to retry",
-                headers={"Retry-After": "5"},
-            )
-            self.lost_reported = time.monotonic()
-            await self._report(self.lost)
-            return False
+        deadline = time.monotonic() + SWITCH_SECONDS
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                vad = await _open_vad(self.orch, exclude=frozenset({gone.instance}))
+                break
+            except TurnError as exc:
+                if time.monotonic() + SWITCH_RETRY_SECONDS > deadline:
+                    log.warning(
+                        "hands-free: no morgan-vad instance to go on with after %d tries in "
+                        "%.0f s: %s",
+                        tries,
+                        SWITCH_SECONDS,
+                        exc.message,
+                    )
+                    await self._lose(exc)
+                    return False
+                log.info("hands-free: try %d: no morgan-vad instance yet: %s", tries, exc.message)
+                self.orch.models.http.discovery.invalidate(self.orch.settings.vad_service)
+                await asyncio.sleep(SWITCH_RETRY_SECONDS)
         await gone.close()
-        self.vad, self.offset, self.speech_from = vad, self.samples / SAMPLE_RATE, None
+        self._go_on(vad)
         return True
+
+    async def _recover(self) -> None:
+        """After a loss, while audio comes in: one try to open a stream; the session goes
+        on with it if it opens."""
+        try:
+            vad = await _open_vad(self.orch)
+        except TurnError as exc:
+            log.info("hands-free: still no morgan-vad instance: %s", exc.message)
+            return
+        log.warning("hands-free: morgan-vad %s is back; the session goes on", vad.instance)
+        await self.vad.close()
+        self._go_on(vad)
+        self.lost = None
+        await self._read()
+
+    def _go_on(self, vad: VADStream) -> None:
+        self.vad, self.offset, self.speech_from = vad, self.samples / SAMPLE_RATE, None
+
+    async def _lose(self, exc: TurnError) -> None:
+        self.lost = StageUnavailableError(
+            f"{exc.message}; the hands-free session has no voice detection: its audio is "
+            f"dropped, and core tries again every {LOST_REPORT_SECONDS:.0f} s while audio "
+            "comes in",
+            headers={"Retry-After": f"{LOST_REPORT_SECONDS:.0f}"},
+        )
+        self.lost_reported = time.monotonic()
+        await self._report(self.lost)
 
     async def _report(self, exc: TurnError) -> None:
         with contextlib.suppress(Exception):
