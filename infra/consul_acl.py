@@ -5,8 +5,9 @@ Every container that talks to Consul holds a token scoped to what it does:
 - each Morgan service (`consul_token_<service>`): its own registration (a service
   identity) and reading its own config keys, the global ones and the key records;
 - Patroni (`consul_token_patroni`): its leader key and sessions;
-- the client agents (`consul_agent_token`): their own nodes (node identities) and the
-  supporting servers they register from their config files;
+- each client agent (`consul_agent_token_<host>`, one per host): its own node (a node
+  identity) and the supporting servers of its host, which it registers from its config
+  files: an agent taken over cannot act as another host's agent;
 - anyone without a token (the anonymous token): DNS and reading the catalogue, which is
   what Traefik and Prometheus do.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # The Morgan services that hold their own token; their secret is consul_token_<service>.
 TOKEN_SERVICES = ("core", "llm", "stt", "tts", "vad")
+# The client agents' tokens, one per host: consul_agent_token_<host> (agent_token_secret).
 AGENT_TOKEN_SECRET = "consul_agent_token"
 PATRONI_TOKEN_SECRET = "consul_token_patroni"
 # Consul's built-in anonymous token (its accessor id is fixed).
@@ -49,6 +52,16 @@ ANONYMOUS_RULES: dict[str, Any] = {"node_prefix": {"": _READ}, "service_prefix":
 
 def service_token_secret(service: str) -> str:
     return f"consul_token_{service}"
+
+
+def host_slug(host: str) -> str:
+    """A host name as it appears in secret and policy names (`h1.lan` -> `h1_lan`)."""
+    return re.sub(r"[^a-z0-9]+", "_", host.lower()).strip("_")
+
+
+def agent_token_secret(host: str) -> str:
+    """The secret holding the client agent's token on `host`."""
+    return f"{AGENT_TOKEN_SECRET}_{host_slug(host)}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,14 @@ def client_agent_hosts(plan: Plan) -> tuple[str, ...]:
     return tuple(dict.fromkeys(r.host for r in plan.replicas if r.role == "consul-agent"))
 
 
+def host_secrets(plan: Plan) -> tuple[str, ...]:
+    """The per-host secrets of the stack: each client agent's token, where the stack has
+    scoped tokens."""
+    if not scoped_tokens(plan):
+        return ()
+    return tuple(agent_token_secret(host) for host in client_agent_hosts(plan))
+
+
 def _service_rules(service: str) -> dict[str, Any]:
     return {
         "key_prefix": {
@@ -117,14 +138,16 @@ def _service_rules(service: str) -> dict[str, Any]:
     }
 
 
-def _agent_rules(plan: Plan) -> dict[str, Any]:
-    # The supporting servers the agents register from their config files.
-    registered = sorted({r.role for r in plan.replicas if r.role in consul_cfg.SUPPORT_SERVICES})
-    return {
+def _agent_rules(plan: Plan, host: str) -> dict[str, Any]:
+    # The supporting servers this host's agent registers from its config files.
+    registered = sorted({d["name"] for d in consul_cfg.service_definitions(plan, host)})
+    rules: dict[str, Any] = {
         # `consul members` (the agent container's health check) lists every node.
         "node_prefix": {"": _READ},
-        "service": {name: _WRITE for name in registered},
     }
+    if registered:
+        rules["service"] = {name: _WRITE for name in registered}
+    return rules
 
 
 def _patroni_rules() -> dict[str, Any]:
@@ -144,15 +167,15 @@ def acl_plan(plan: Plan) -> AclPlan:
         return AclPlan(datacenter, ())
     roles = {r.role for r in plan.replicas}
     out: list[AclIdentity] = []
-    agents = client_agent_hosts(plan)
-    if agents:
+    for host in client_agent_hosts(plan):
         out.append(
             AclIdentity(
-                name="agent",
-                secret=AGENT_TOKEN_SECRET,
-                description="Morgan's client agents: their own nodes and the servers they register",
-                rules=_agent_rules(plan),
-                node_identities=agents,
+                name=f"agent-{host_slug(host)}",
+                secret=agent_token_secret(host),
+                description=f"the Consul client agent on {host}: its node and the servers "
+                "it registers",
+                rules=_agent_rules(plan, host),
+                node_identities=(host,),
             )
         )
     for service in TOKEN_SERVICES:
@@ -281,7 +304,9 @@ def apply_acl(
 
 def prune_acl(client: Any, token: str, acl: AclPlan, secret_ids: dict[str, str]) -> int:
     """Delete the tokens a rotated secret replaced (those of an identity's policy other
-    than its current one); returns how many. Run once the containers hold the new
+    than its current one), and the policies (with their tokens) of identities the stack
+    no longer has: a host that left, or the client agents' one shared token of earlier
+    releases. Returns how many tokens it deleted. Run once the containers hold the new
     tokens: until then the old ones keep the running containers working."""
     policies = _policy_ids(client, token)
     deleted = 0
@@ -294,6 +319,15 @@ def prune_acl(client: Any, token: str, acl: AclPlan, secret_ids: dict[str, str])
                 client.acl.token.delete(held["AccessorID"], token=token)
                 deleted += 1
                 log.info("Consul token %s: deleted the one it replaced", identity.name)
+    kept = {i.policy for i in acl.identities} | {f"{POLICY_PREFIX}anonymous"}
+    for name, policy_id in policies.items():
+        if not name.startswith(POLICY_PREFIX) or name in kept or not acl.identities:
+            continue
+        for held in client.acl.token.list(policy=policy_id, token=token):
+            client.acl.token.delete(held["AccessorID"], token=token)
+            deleted += 1
+        client.acl.policy.delete(policy_id, token=token)
+        log.info("Consul policy %s: the stack has no such identity now; deleted", name)
     return deleted
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from infra import consul_acl
 from infra.builds import BuildStep, build_steps
 from infra.configs import consul as consul_cfg
 from infra.configs.observability import PORTS as OBS_PORTS
@@ -54,9 +55,8 @@ SECRETS: tuple[tuple[str, SecretKind], ...] = (
     ("monitoring_password_bcrypt", "bcrypt"),
     ("consul_gossip_key", "gossip-key"),
     ("consul_management_token", "token"),
-    # Scoped Consul tokens (infra.consul_acl): the client agents', each Morgan service's,
-    # Patroni's. The management token stays with the Consul servers.
-    ("consul_agent_token", "token"),
+    # Scoped Consul tokens (infra.consul_acl): each Morgan service's, Patroni's, and each
+    # client agent's (HOST_SECRETS). The management token stays with the Consul servers.
     ("consul_token_core", "token"),
     ("consul_token_llm", "token"),
     ("consul_token_stt", "token"),
@@ -72,6 +72,23 @@ SECRETS: tuple[tuple[str, SecretKind], ...] = (
     ("alert_smtp_password", "provided"),
 )
 SECRET_NAMES: tuple[str, ...] = tuple(name for name, _kind in SECRETS)
+# Secrets made once per host, named `<name>_<host>` (consul_acl.host_secrets says which
+# hosts): a host that is taken over holds its own, never another host's.
+HOST_SECRETS: tuple[tuple[str, SecretKind], ...] = ((consul_acl.AGENT_TOKEN_SECRET, "token"),)
+
+
+def secret_table(plan: Plan) -> tuple[tuple[str, SecretKind], ...]:
+    """Every secret of the plan's stack and its kind: SECRETS and the per-host ones."""
+    return (*SECRETS, *((name, "token") for name in consul_acl.host_secrets(plan)))
+
+
+def secret_kind(name: str) -> SecretKind | None:
+    """The kind of the secret `name` (a per-host one included); None if it is none."""
+    kinds = dict(SECRETS)
+    if name in kinds:
+        return kinds[name]
+    return next((kind for base, kind in HOST_SECRETS if name.startswith(f"{base}_")), None)
+
 
 # The phases a deploy brings up in order; each waits for the one before.
 START_ORDER: tuple[tuple[str, ...], ...] = (
@@ -261,14 +278,18 @@ def kv_seed_spec(plan: Plan, entries: dict[str, str]) -> ContainerSpec:
     )
 
 
-def _secrets(specs: tuple[ContainerSpec, ...]) -> tuple[Secret, ...]:
-    used = {name: tuple(s.name for s in specs if name in s.secrets) for name in SECRET_NAMES}
-    unknown = sorted({n for s in specs for n in s.secrets} - set(SECRET_NAMES))
+def _secrets(plan: Plan, specs: tuple[ContainerSpec, ...]) -> tuple[Secret, ...]:
+    table = secret_table(plan)
+    names = {name for name, _kind in table}
+    unknown = sorted({n for s in specs for n in s.secrets} - names)
     if unknown:
         raise ValueError(
             f"container specs use secrets missing from infra.deployment.SECRETS: {unknown}"
         )
-    return tuple(Secret(name, kind, used[name]) for name, kind in SECRETS)
+    return tuple(
+        Secret(name, kind, tuple(s.name for s in specs if name in s.secrets))
+        for name, kind in table
+    )
 
 
 def _endpoints(plan: Plan, specs: tuple[ContainerSpec, ...]) -> Endpoints:
@@ -332,7 +353,7 @@ def build_deployment(plan: Plan, project_root: str | Path = ".") -> Deployment:
         plan=plan,
         specs=specs,
         images=build_steps(plan, project_root),
-        secrets=_secrets((*specs, seed)),
+        secrets=_secrets(plan, (*specs, seed)),
         kv=kv,
         service_key=ServiceKey(),
         endpoints=_endpoints(plan, specs),

@@ -118,7 +118,12 @@ def build_fleet(plan: Plan, project_root: str | Path = ".") -> Fleet:
 
     provided = tuple(s.name for s in deployment.secrets if s.kind == "provided" and s.consumers)
     secrets = FleetSecrets(
-        "secrets", FleetSecretsArgs(dashboard_user=cfg.gateway.dashboard_user, provided=provided)
+        "secrets",
+        FleetSecretsArgs(
+            dashboard_user=cfg.gateway.dashboard_user,
+            provided=provided,
+            table=tuple((s.name, s.kind) for s in deployment.secrets),
+        ),
     )
     pki = None
     if cfg.security.internal_tls:

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_random as random
 
 from infra.components.service_key import ServiceKey
-from infra.deployment import BCRYPT_SUFFIX, SECRETS
+from infra.deployment import BCRYPT_SUFFIX, SECRETS, SecretKind
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,9 @@ class FleetSecretsArgs:
     password_length: int = 32
     # The operator's secrets the stack uses (kind "provided"), read from the stack config.
     provided: tuple[str, ...] = ()
+    # Every secret of the stack and its kind (infra.deployment.secret_table: SECRETS and
+    # the per-host ones).
+    table: tuple[tuple[str, SecretKind], ...] = SECRETS
 
 
 class MissingSecretError(ValueError):
@@ -48,11 +51,11 @@ class FleetSecrets(pulumi.ComponentResource):
                 f"{name}-{key}", length=args.password_length, special=False, opts=child
             )
 
-        # One resource per secret of infra.deployment.SECRETS, made the way its kind says.
+        # One resource per secret of the stack, made the way its kind says.
         self.values = {}
         config = pulumi.Config("morgan")
         made: dict[str, random.RandomPassword] = {}
-        for key, kind in SECRETS:
+        for key, kind in args.table:
             if kind == "provided":
                 if key in args.provided:
                     self.values[key] = provided_secret(config, key)

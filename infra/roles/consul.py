@@ -49,11 +49,11 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             for proto in ("udp", "tcp")
         ]  # fmt: skip
     # A server acts with the management token it bootstraps ACLs with; a client agent
-    # with the client agents' scoped token where the stack has them.
+    # with its own host's scoped token where the stack has them.
     agent_token = (
         "consul_management_token"
         if server or not consul_acl.scoped_tokens(plan)
-        else consul_acl.AGENT_TOKEN_SECRET
+        else consul_acl.agent_token_secret(replica.host)
     )
     env = {"CONSUL_HTTP_ADDR": f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"}
     if tls:

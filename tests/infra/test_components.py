@@ -210,18 +210,29 @@ def test_acl_resource_makes_each_scoped_token_with_the_stacks_secret(
     (prune,) = [r for r in mocks.of_type(DYNAMIC) if r.name == "consul-acl-prune"]
     assert unwrap(prune.inputs["secret_ids"]) == unwrap(acl.inputs["secret_ids"])
     names = [i["name"] for i in acl.inputs["acl"]["identities"]]
-    assert names == ["agent", "core", "llm", "stt", "tts", "vad"]
+    hosts = ["h1", "h2", "h3", "h4"]
+    services = ["core", "llm", "stt", "tts", "vad"]
+    assert names == [*(f"agent-{h}" for h in hosts), *services]
     ids = unwrap(acl.inputs["secret_ids"])
-    assert set(ids) == {"consul_agent_token", *(f"consul_token_{n}" for n in names[1:])}
+    assert set(ids) == {
+        *(f"consul_agent_token_{h}" for h in hosts),
+        *(f"consul_token_{n}" for n in services),
+    }
     assert len(set(ids.values())) == len(ids)
-    checked = 0
+    checked: dict[str, str] = {}
     for container in mocks.of_type("docker:index/container:Container"):
         envs = dict(e.split("=", 1) for e in unwrap(container.inputs.get("envs") or []))
-        role = container.name.removeprefix("morgan-").rsplit("-", 1)[0]
-        if "CONSUL_HTTP_TOKEN" in envs and role in names:
+        if "CONSUL_HTTP_TOKEN" not in envs:
+            continue
+        role, host = container.name.removeprefix("morgan-").rsplit("-", 1)
+        if role in services:
             assert envs["CONSUL_HTTP_TOKEN"] == ids[f"consul_token_{role}"], container.name
-            checked += 1
-    assert checked >= 5
+            checked[container.name] = role
+        elif role == "consul-agent":
+            assert envs["CONSUL_HTTP_TOKEN"] == ids[f"consul_agent_token_{host}"], container.name
+            checked[container.name] = role
+    assert sorted(checked.values()).count("consul-agent") == len(hosts)
+    assert set(checked.values()) == {"consul-agent", *services}
 
 
 def test_docker_daemon_certificates_come_from_their_own_ca(built: dict[str, Built]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import consul
+import httpx
 import pytest
 from morgan.shared.consul_client import ConsulClientFactory
 
@@ -62,10 +63,17 @@ def _token(applied: tuple[AclPlan, dict[str, str]], secret: str) -> str:
 def test_the_lab_plan_has_an_identity_per_consul_client(lab_plan: Plan) -> None:
     acl = acl_plan(lab_plan)
     by_name = {i.name: i for i in acl.identities}
-    assert set(by_name) == {"agent", "core", "llm", "stt", "tts", "vad", "patroni"}
+    hosts = [h.name for h in lab_plan.config.hosts]
+    agents = {f"agent-{h}" for h in hosts}
+    assert set(by_name) == {*agents, "core", "llm", "stt", "tts", "vad", "patroni"}
     assert by_name["patroni"].rules["key_prefix"] == {"morgan/patroni/": {"policy": "write"}}
     assert by_name["core"].service_identities == ("morgan-core",)
-    assert set(by_name["agent"].node_identities) == {h.name for h in lab_plan.config.hosts}
+    # One token per client agent: its own node, and only the servers its host runs.
+    for host in hosts:
+        assert by_name[f"agent-{host}"].node_identities == (host,)
+        assert by_name[f"agent-{host}"].secret == f"consul_agent_token_{host}"
+    assert by_name["agent-h2"].rules["service"] == {"node-exporter": {"policy": "write"}}
+    assert set(by_name["agent-h1"].rules["service"]) >= {"postgres-primary", "redis"}
 
 
 def test_the_dev_stack_has_no_scoped_tokens(dev_plan: Plan) -> None:
@@ -99,7 +107,7 @@ def test_a_service_reads_its_own_and_the_global_config_and_the_key_records(
 def test_a_service_cannot_turn_auth_off_or_mint_a_key(
     acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
 ) -> None:
-    for secret in ("consul_token_core", "consul_token_stt", "consul_agent_token"):
+    for secret in ("consul_token_core", "consul_token_stt", "consul_agent_token_h1"):
         client = _client(acl_consul, _token(applied, secret))
         with pytest.raises(consul.ACLPermissionDenied):
             client.kv.put("morgan/config/global/auth_enabled", "false")
@@ -110,7 +118,7 @@ def test_a_service_cannot_turn_auth_off_or_mint_a_key(
 def test_only_core_registers_morgan_core(
     acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
 ) -> None:
-    for secret in ("consul_token_stt", "consul_agent_token", "consul_token_patroni"):
+    for secret in ("consul_token_stt", "consul_agent_token_h1", "consul_token_patroni"):
         client = _client(acl_consul, _token(applied, secret))
         with pytest.raises(consul.ACLPermissionDenied):
             client.agent.service.register("morgan-core", service_id="fake-core", port=1)
@@ -142,14 +150,53 @@ def test_anonymous_reads_the_catalogue_and_nothing_else(
         admin.agent.service.deregister("stt-1")
 
 
-def test_the_agent_token_registers_the_supporting_servers_only(
+def test_an_agents_token_registers_its_own_hosts_servers_only(
     acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
 ) -> None:
-    agent = _client(acl_consul, _token(applied, "consul_agent_token"))
-    assert agent.agent.service.register("redis", service_id="redis-h3-6379", port=6379)
-    assert agent.agent.service.deregister("redis-h3-6379")
+    h1 = _client(acl_consul, _token(applied, "consul_agent_token_h1"))
+    assert h1.agent.service.register("redis", service_id="redis-h1-6379", port=6379)
+    assert h1.agent.service.deregister("redis-h1-6379")
+    h2 = _client(acl_consul, _token(applied, "consul_agent_token_h2"))
+    assert h2.agent.service.register("node-exporter", service_id="node-exporter-h2", port=9100)
+    assert h2.agent.service.deregister("node-exporter-h2")
+    # h2 runs no Redis: its agent's token may not put one in the catalogue.
     with pytest.raises(consul.ACLPermissionDenied):
-        agent.agent.service.register("morgan-llm", service_id="fake-llm", port=1)
+        h2.agent.service.register("redis", service_id="redis-h2-6379", port=6379)
+    with pytest.raises(consul.ACLPermissionDenied):
+        h1.agent.service.register("morgan-llm", service_id="fake-llm", port=1)
+
+
+def _register_node(server: ConsulServer, token: str, node: str, **service: Any) -> int:
+    """PUT /v1/catalog/register (the client library sends a field Consul 1.16 refuses)."""
+    body: dict[str, Any] = {"Node": node, "Address": "10.0.0.66"}
+    if service:
+        body["Service"] = service
+    answer = httpx.put(
+        f"http://{server.host}:{server.port}/v1/catalog/register",
+        json=body, headers={"X-Consul-Token": token}, timeout=10,
+    )  # fmt: skip
+    return answer.status_code
+
+
+def test_an_agents_token_writes_its_own_node_only(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    """A host that is taken over holds its own agent's token: it cannot act as another
+    host's agent (register that node, or services on it)."""
+    h2 = _token(applied, "consul_agent_token_h2")
+    admin = _client(acl_consul, MANAGEMENT)
+    try:
+        assert _register_node(acl_consul, h2, "h2") == 200
+        for node in ("h3", "h1"):
+            assert _register_node(acl_consul, h2, node) == 403
+            assert _register_node(acl_consul, h2, node, Service="node-exporter", Port=9100) == 403
+    finally:
+        httpx.put(
+            f"http://{acl_consul.host}:{acl_consul.port}/v1/catalog/deregister",
+            json={"Node": "h2"}, headers={"X-Consul-Token": MANAGEMENT}, timeout=10,
+        ).raise_for_status()  # fmt: skip
+    _, nodes = admin.catalog.nodes()
+    assert {"h1", "h3"}.isdisjoint(n["Node"] for n in nodes)
 
 
 def test_patroni_keeps_its_leader_key_and_sessions_only(
@@ -202,3 +249,30 @@ def test_a_rotated_token_replaces_the_old_one_once_pruned(
     with pytest.raises(consul.ACLPermissionDenied):
         _client(acl_consul, old).kv.get("morgan/config/global/auth_enabled")
     secrets["consul_token_vad"] = rotated["consul_token_vad"]  # for the fixture's teardown
+
+
+def test_pruning_deletes_identities_the_stack_no_longer_has(
+    acl_consul: ConsulServer, applied: tuple[AclPlan, dict[str, str]]
+) -> None:
+    """The one token all client agents shared in earlier releases (policy `morgan-agent`)
+    goes at the first prune after the upgrade; the stack's own identities stay."""
+    acl, secrets = applied
+    admin = _client(acl_consul, MANAGEMENT)
+    shared = str(uuid.uuid4())
+    policy = admin.acl.policy.create(
+        "morgan-agent", token=MANAGEMENT, rules={"node_prefix": {"": {"policy": "read"}}}
+    )
+    admin.acl.token.create(
+        token=MANAGEMENT, secret_id=shared, policies_name=["morgan-agent"],
+        node_identities=["h1:" + acl.datacenter, "h2:" + acl.datacenter],
+    )  # fmt: skip
+    admin.acl.policy.create("someone-elses", token=MANAGEMENT, rules={})
+    assert _client(acl_consul, shared).acl.token.read_self(token=shared)["SecretID"] == shared
+    assert prune_acl(admin, MANAGEMENT, acl, secrets) == 1
+    with pytest.raises(consul.ACLPermissionDenied):
+        _client(acl_consul, shared).acl.token.read_self(token=shared)
+    names = {p["Name"] for p in admin.acl.policy.list(token=MANAGEMENT)}
+    assert policy["Name"] not in names
+    assert {"someone-elses", "morgan-anonymous", *(i.policy for i in acl.identities)} <= names
+    h2 = _token(applied, "consul_agent_token_h2")
+    assert _client(acl_consul, h2).acl.token.read_self(token=h2)["SecretID"] == h2

@@ -36,18 +36,24 @@ def test_each_consul_client_holds_its_own_token(lab_plan: Plan) -> None:
         "vad": "consul_token_vad",
         "postgres-primary": "consul_token_patroni",
         "postgres-standby": "consul_token_patroni",
-        "consul-agent": "consul_agent_token",
     }
     seen = set()
+    agents = []
     for spec in specs:
+        env = _token_secrets(spec.secret_env)
+        if spec.role == "consul-agent":
+            # Each client agent its own host's token.
+            assert env["CONSUL_HTTP_TOKEN"] == (f"consul_agent_token_{spec.host}",), spec.name
+            agents.append(spec.host)
+            continue
         if spec.role not in expected:
             continue
-        env = _token_secrets(spec.secret_env)
         patroni = spec.role.startswith("postgres")
         variable = "PATRONI_CONSUL_TOKEN" if patroni else "CONSUL_HTTP_TOKEN"
         assert env[variable] == (expected[spec.role],), spec.name
         seen.add(spec.role)
     assert seen == set(expected)
+    assert sorted(agents) == ["h1", "h2", "h3", "h4"]
     # Every token a container holds is one the ACL plan creates.
     held = {n for s in specs for n in s.secrets if n.startswith("consul_") and "token" in n}
     assert held - {"consul_management_token"} == set(acl_plan(lab_plan).secrets())

@@ -59,7 +59,13 @@ def test_every_container_starts_in_one_phase_consul_first(homelab: Deployment) -
 
 @pytest.mark.unit
 def test_secrets_name_their_consumers(homelab: Deployment) -> None:
-    assert tuple(s.name for s in homelab.secrets) == SECRET_NAMES
+    per_host = tuple(f"consul_agent_token_{h}" for h in ("h1", "h2", "h3", "h4"))
+    assert tuple(s.name for s in homelab.secrets) == (*SECRET_NAMES, *per_host)
+    for name in per_host:
+        (secret,) = [s for s in homelab.secrets if s.name == name]
+        assert secret.kind == "token"
+        # Only that host's agent holds it.
+        assert secret.consumers == (f"consul-agent-{name.rsplit('_', 1)[1]}",), secret
     for secret in homelab.secrets:
         expected = {s.name for s in homelab.rendered_specs() if secret.name in s.secrets}
         assert set(secret.consumers) == expected, secret.name

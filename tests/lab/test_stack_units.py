@@ -183,3 +183,17 @@ def test_wheelhouse_recognises_an_sdist(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a distribution")
     assert _has_file(tmp_path, Pin("docopt", "0.6.2"))
     assert not _has_file(tmp_path, Pin("docopt", "0.6.1"))
+
+
+def test_each_hosts_agent_token_is_made_on_its_own(tmp_path: Path) -> None:
+    import uuid
+
+    path = tmp_path / ".env"
+    names = ["MORGAN_CONSUL_AGENT_TOKEN_H1", "MORGAN_CONSUL_AGENT_TOKEN_H2"]
+    made = ensure_env(path, names)
+    tokens = [made[n] for n in names]
+    assert [str(uuid.UUID(t)) for t in tokens] == tokens
+    assert tokens[0] != tokens[1]
+    # A name that is no secret of the stack is refused, naming the known ones.
+    with pytest.raises(KeyError, match="MORGAN_CONSUL_TOKEN_CORE"):
+        ensure_env(path, ["MORGAN_CONSUL_AGENT_TOKENH3"])

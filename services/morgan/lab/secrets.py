@@ -26,11 +26,12 @@ class MissingSecretError(ValueError):
     """A secret only the operator can give is not in the stack's secrets file."""
 
 
-def kinds() -> dict[str, SecretKind]:
-    """Variable name → kind, for every secret of infra.deployment.SECRETS."""
-    from infra.deployment import SECRETS, secret_variable
+def kind_of(variable: str) -> SecretKind | None:
+    """The kind of the secret a variable holds (infra.deployment.SECRETS, or a per-host
+    one); None when it holds none."""
+    from infra.deployment import secret_kind
 
-    return {secret_variable(name): kind for name, kind in SECRETS}
+    return secret_kind(variable.removeprefix("MORGAN_").lower())
 
 
 def _bcrypt(password: str) -> str:
@@ -52,12 +53,11 @@ def _matches(password: str, digest: str) -> bool:
 def _value(name: str, values: dict[str, str], dashboard_user: str = "admin") -> dict[str, str]:
     """A fresh value for the variable `name`, made the way its kind in SECRETS says
     (`values`: the ones made so far, which a hash is made of)."""
-    from infra.deployment import BCRYPT_SUFFIX
+    from infra.deployment import BCRYPT_SUFFIX, SECRETS, secret_variable
 
-    table = kinds()
-    kind = table.get(name)
+    kind = kind_of(name)
     if kind is None:
-        known = ", ".join(sorted(table))
+        known = ", ".join(sorted(secret_variable(n) for n, _kind in SECRETS))
         raise KeyError(f"{name} is not a secret of infra.deployment.SECRETS (known: {known})")
     if kind == "bcrypt":
         return {name: _bcrypt(values[name.removesuffix(BCRYPT_SUFFIX.upper())])}
@@ -90,8 +90,7 @@ def ensure_env(path: Path, names: list[str]) -> dict[str, str]:
     """Values for `names`, generating (and saving) the ones not in the file yet."""
     values = read_env(path)
     missing = [n for n in names if n not in values]
-    table = kinds()
-    absent = [n for n in missing if table.get(n) == "provided"]
+    absent = [n for n in missing if kind_of(n) == "provided"]
     if absent:
         lines = " ".join(f"{n}='...'" for n in absent)
         raise MissingSecretError(
@@ -101,14 +100,14 @@ def ensure_env(path: Path, names: list[str]) -> dict[str, str]:
         )
     from infra.deployment import BCRYPT_SUFFIX
 
-    for name in [n for n in names if table.get(n) == "bcrypt"]:
+    for name in [n for n in names if kind_of(n) == "bcrypt"]:
         password = name.removesuffix(BCRYPT_SUFFIX.upper())
         if password not in values and password not in missing:
             missing.append(password)  # a hash needs its password, consumed or not
         # A hash whose password is made again, or was edited by hand, is made again too.
         if name in values and (password in missing or not _matches(values[password], values[name])):
             missing.append(name)
-    for name in sorted(missing, key=lambda n: table.get(n) == "bcrypt"):  # passwords first
+    for name in sorted(missing, key=lambda n: kind_of(n) == "bcrypt"):  # passwords first
         values.update(_value(name, values))
     if missing or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
