@@ -113,7 +113,8 @@ def vad_instance(name: str, consul_addr: str, log_dir: Path) -> ModelInstance:
     """A real morgan-vad (Silero's bundled model) under a test name, without API keys."""
     port = free_port()
     settings = {"SERVICE_NAME": name, "PORT": str(port), "BIND_HOST": "127.0.0.1",
-                "AUTH_ENABLED": "false", "SHUTDOWN_DRAIN_SECONDS": "1"}  # fmt: skip
+                "AUTH_ENABLED": "false", "SHUTDOWN_DRAIN_SECONDS": "1",
+                "SHUTDOWN_DELAY_SECONDS": "0"}  # fmt: skip
     env = {"MORGAN_ADVERTISE_HOST": "127.0.0.1"}
     env.update({f"MORGAN_VAD_{key}": value for key, value in settings.items()})
     argv = [sys.executable, "-m", "morgan.vad"]

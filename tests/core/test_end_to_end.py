@@ -42,6 +42,7 @@ def model_instance(kind: str, consul: ConsulServer, logs: Path, model_dir: Path)
         f"{prefix}PORT": str(port),
         f"{prefix}CONSUL_CHECK_INTERVAL": "1s",
         f"{prefix}SHUTDOWN_DRAIN_SECONDS": "1",
+        f"{prefix}SHUTDOWN_DELAY_SECONDS": "0",
     }
     if kind == "llm":  # the tiny model here is in Hugging Face format
         env[f"{prefix}ENGINE"] = "transformers"

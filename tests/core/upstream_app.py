@@ -117,6 +117,8 @@ def build(
     settings = ServiceSettings(
         service_name=name, host="127.0.0.1", bind_host="127.0.0.1", port=port,
         consul_http_addr=consul, auth_enabled=False, shutdown_drain_seconds=1,
+        # Stopped only at the end of a module: no gateway to let go first.
+        shutdown_delay_seconds=0,
     )  # fmt: skip
     app = create_app(settings, routers=[router], meta={"engine": "test-echo"})
     app.state.delay_s = delay_s
