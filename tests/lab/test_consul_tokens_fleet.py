@@ -162,3 +162,73 @@ def test_the_gateway_routes_only_services_morgan_tagged(
         finally:
             for decoy in (untagged, tagged):
                 consul.put(f"/v1/agent/service/deregister/{decoy['ID']}")
+
+
+# Runs inside a container on the host whose agent's token it is given (on stdin): the
+# token a taken-over host yields, tried against that host's own agent.
+AGENT_PROBE = r"""
+import json, os, sys
+import httpx
+
+given = json.loads(sys.stdin.read())
+token = {"X-Consul-Token": given["token"]}
+base = os.environ["CONSUL_HTTP_ADDR"]
+base = base if "://" in base else "http://" + base
+probe = {"ID": "node-exporter-probe", "Name": "node-exporter", "Address": "127.0.0.1",
+         "Port": 1}
+with httpx.Client(base_url=base, verify=os.environ.get("CONSUL_CACERT", True),
+                  timeout=10, headers=token) as c:
+    def call(method, path, **kw):
+        r = c.request(method, path, **kw)
+        return [r.status_code, r.text[:160]]
+    print(json.dumps({
+        "another host's node": call("PUT", "/v1/catalog/register",
+                                    json={"Node": given["other"], "Address": "127.0.0.1"}),
+        "a server this host does not run": call("PUT", "/v1/agent/service/register",
+                                                json={**probe, "ID": "redis-probe",
+                                                      "Name": "redis"}),
+        "its own host's server": call("PUT", "/v1/agent/service/register", json=probe),
+        "its own host's server, gone again": call(
+            "PUT", "/v1/agent/service/deregister/node-exporter-probe"),
+    }))
+"""
+
+
+def test_a_hosts_agent_token_does_not_act_for_another_host(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    """Someone who took over a host reads its agent's token out of the agent's container:
+    with it they can neither register another host's node nor put a server this host
+    does not run into the catalogue (Traefik and every service trust the catalogue)."""
+    from infra.configs.consul import service_definitions
+
+    plan = make_plan(config)
+    deployment = build_deployment(plan, ROOT)
+    engines_ = engines(config, ROOT)
+    # A Morgan service's container (its Python and httpx) on a host that runs no Redis.
+    inside = next(
+        s for s in deployment.of_role("core", "stt", "tts", "vad")
+        if "redis" not in {d["name"] for d in service_definitions(plan, s.host)}
+    )  # fmt: skip
+    other = next(h.name for h in config.hosts if h.name != inside.host)
+    held = (
+        engines_[inside.host]
+        .run("exec", f"consul-agent-{inside.host}", "printenv", "CONSUL_HTTP_TOKEN", timeout=60)
+        .stdout.decode()
+        .strip()
+    )
+    env = read_env(st.paths("lab", ROOT).env_file)
+    assert held == env[secret_variable(f"consul_agent_token_{inside.host}")]
+    given = json.dumps({"token": held, "other": other}).encode()
+    answer = engines_[inside.host].run(
+        "exec", "-i", inside.name, "python", "-c", AGENT_PROBE, stdin=given, timeout=120
+    )
+    out = json.loads(answer.stdout)
+    for what, (status, text) in out.items():
+        print(f"{inside.host}'s agent token: {what}: {status} {text[:100]}")
+    for what in ("another host's node", "a server this host does not run"):
+        assert out[what][0] == 403, (what, out[what])
+        assert "Permission denied" in out[what][1], (what, out[what])
+    # The control: the same token does what that host's agent does.
+    assert out["its own host's server"][0] == 200, out
+    assert out["its own host's server, gone again"][0] == 200, out
