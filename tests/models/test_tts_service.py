@@ -82,6 +82,31 @@ async def test_long_text_streams_one_chunk_per_sentence(model_dir: Path) -> None
         assert len(samples) * 2 == len(reply.content)  # wav = header + the same pcm
 
 
+@in_session_loop
+async def test_a_sentence_the_voice_cannot_say_is_left_out_not_failed(model_dir: Path) -> None:
+    """A piece with no letters or digits ("- '") and one whose every character the
+    voice's tokenizer drops (an Arabic-Indic digit: alphanumeric, but no phoneme of this
+    English voice) have nothing to synthesise, and VITS fails on such input: they are
+    left out and the rest is spoken, rather than the stream breaking mid-answer."""
+    app = build_app(settings(model_dir))
+    async with running(app) as client:
+        from morgan.tts.schemas import SpeechRequest
+
+        service = app.state.speech_service
+        for text in ("Hello there. - '", "Hello there. \u0663"):
+            _, _, chunks = await service.open_stream(
+                SpeechRequest(input=text, voice="tiny", response_format="pcm")
+            )
+            pieces = [chunk async for chunk in chunks]
+            assert len(pieces) == 1 and len(pieces[0]) > 0, (text, [len(p) for p in pieces])
+        reply = await client.post(
+            "/v1/audio/speech", json={"input": "Fine. \u0663 Thanks.", "voice": "tiny"}
+        )
+        assert reply.status_code == 200, reply.text
+        samples, rate = sf.read(io.BytesIO(reply.content), dtype="float32")
+        assert 0.2 < len(samples) / rate < 10
+
+
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [

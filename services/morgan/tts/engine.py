@@ -71,5 +71,16 @@ class CoquiEngine:
         synthesizer = self._synthesizers.get(voice)
         if synthesizer is None:
             raise RuntimeError(f"voice {voice!r} is not loaded")
+        if not self.can_say(synthesizer, text):
+            log.info("tts: voice %s has nothing to say for %r; skipped", voice, text[:60])
+            return np.zeros(0, dtype=np.float32)
         wav = synthesizer.tts(text, split_sentences=False)
         return np.asarray(wav, dtype=np.float32)
+
+    @staticmethod
+    def can_say(synthesizer: Any, text: str) -> bool:
+        """Whether the voice's tokenizer keeps anything of `text`: one that drops every
+        character (a lone dash, a digit of a script the voice has no phonemes for) leaves
+        at most the blank token, on which VITS fails."""
+        tokenizer = getattr(synthesizer.tts_model, "tokenizer", None)
+        return tokenizer is None or len(tokenizer.text_to_ids(text)) >= 2

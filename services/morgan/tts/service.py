@@ -93,7 +93,9 @@ class SpeechService:
                 param="speed",
             )
         voice = self.resolve_voice(request.voice)
-        return voice, split_sentences(text, self.settings.max_sentence_chars), fmt
+        # A piece with nothing to say ("Hello. - '" ends in one) is left out.
+        sentences = split_sentences(text, self.settings.max_sentence_chars)
+        return voice, [s for s in sentences if has_speakable_text(s)], fmt
 
     async def open_stream(
         self, request: SpeechRequest
@@ -126,4 +128,5 @@ class SpeechService:
                 elapsed = time.perf_counter() - started
                 seconds = samples.shape[0] / voice.sample_rate
                 metrics.observe_audio(self.settings.service_name, voice.id, seconds, elapsed)
-                yield pcm16(samples)
+                if samples.shape[0]:
+                    yield pcm16(samples)
