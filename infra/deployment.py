@@ -77,17 +77,22 @@ SECRET_NAMES: tuple[str, ...] = tuple(name for name, _kind in SECRETS)
 HOST_SECRETS: tuple[tuple[str, SecretKind], ...] = ((consul_acl.AGENT_TOKEN_SECRET, "token"),)
 
 
+_KINDS: dict[str, SecretKind] = dict(SECRETS)
+
+
+def _host_secret_kind(name: str) -> SecretKind | None:
+    return next((kind for base, kind in HOST_SECRETS if name.startswith(f"{base}_")), None)
+
+
 def secret_table(plan: Plan) -> tuple[tuple[str, SecretKind], ...]:
     """Every secret of the plan's stack and its kind: SECRETS and the per-host ones."""
-    return (*SECRETS, *((name, "token") for name in consul_acl.host_secrets(plan)))
+    per_host = ((name, _host_secret_kind(name)) for name in consul_acl.host_secrets(plan))
+    return (*SECRETS, *((name, kind) for name, kind in per_host if kind is not None))
 
 
 def secret_kind(name: str) -> SecretKind | None:
     """The kind of the secret `name` (a per-host one included); None if it is none."""
-    kinds = dict(SECRETS)
-    if name in kinds:
-        return kinds[name]
-    return next((kind for base, kind in HOST_SECRETS if name.startswith(f"{base}_")), None)
+    return _KINDS.get(name) or _host_secret_kind(name)
 
 
 # The phases a deploy brings up in order; each waits for the one before.
