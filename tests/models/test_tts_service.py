@@ -84,10 +84,10 @@ async def test_long_text_streams_one_chunk_per_sentence(model_dir: Path) -> None
 
 @in_session_loop
 async def test_a_sentence_the_voice_cannot_say_is_left_out_not_failed(model_dir: Path) -> None:
-    """A piece with no letters or digits ("- '") and one whose every character the
-    voice's tokenizer drops (an Arabic-Indic digit: alphanumeric, but no phoneme of this
-    English voice) have nothing to synthesise, and VITS fails on such input: they are
-    left out and the rest is spoken, rather than the stream breaking mid-answer."""
+    """Pieces whose every character the voice's tokenizer drops (a dash and an
+    apostrophe; an Arabic-Indic digit: alphanumeric, but no phoneme of this English
+    voice) have nothing to synthesise, and VITS fails on such input: they are left out
+    and the rest is spoken, rather than the stream breaking mid-answer."""
     app = build_app(settings(model_dir))
     async with running(app) as client:
         from morgan.tts.schemas import SpeechRequest

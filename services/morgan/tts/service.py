@@ -93,9 +93,7 @@ class SpeechService:
                 param="speed",
             )
         voice = self.resolve_voice(request.voice)
-        # A piece with nothing to say ("Hello. - '" ends in one) is left out.
-        sentences = split_sentences(text, self.settings.max_sentence_chars)
-        return voice, [s for s in sentences if has_speakable_text(s)], fmt
+        return voice, split_sentences(text, self.settings.max_sentence_chars), fmt
 
     async def open_stream(
         self, request: SpeechRequest
