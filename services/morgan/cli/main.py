@@ -23,7 +23,7 @@ app = typer.Typer(
 # The commands of `morgan.cli.stack_cmd`, `plan_cmd`, `lab_cmd` and `deploy_cmd`.
 DEPLOY_COMMANDS = (
     "build", "up", "down", "status", "logs", "lock", "verify", "plan", "render", "lab",
-    "deploy",
+    "deploy", "backup", "restore",
 )  # fmt: skip
 
 
@@ -59,7 +59,7 @@ def _register() -> None:
     from morgan.cli import config_cmd, host_cmd, keys_cmd, models_cmd  # noqa: F401
 
     if infra_installed():
-        from morgan.cli import deploy_cmd, lab_cmd, plan_cmd, stack_cmd  # noqa: F401
+        from morgan.cli import backup_cmd, deploy_cmd, lab_cmd, plan_cmd, stack_cmd  # noqa: F401
     else:
         for name in DEPLOY_COMMANDS:
             _missing_infra(name)

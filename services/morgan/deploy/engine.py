@@ -8,6 +8,7 @@ input (`--env-file /dev/stdin`), never on a command line.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -63,6 +64,26 @@ class DockerEngine:
             err = proc.stderr.decode(errors="replace").strip()[-600:]
             raise DeployError(f"{self.host}: `docker {' '.join(args[:3])}` failed: {err}")
         return proc
+
+    def stream(self, *args: str, stdin: Path | None = None, stdout: Path | None = None,
+               timeout: float = 1800) -> None:  # fmt: skip
+        """`docker args` with its standard input read from a file or its output written to
+        one (a database dump: never held in memory); fails like `run`."""
+        with (
+            open(stdin, "rb") if stdin else open(os.devnull, "rb") as source,
+            open(stdout, "wb") if stdout else open(os.devnull, "wb") as sink,
+        ):
+            try:
+                proc = subprocess.run(self.argv(*args), stdin=source, stdout=sink,
+                                      stderr=subprocess.PIPE, timeout=timeout, check=False,
+                                      cwd=self.root)  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise DeployError(
+                    f"{self.host}: `docker {' '.join(args[:3])}` took over {timeout:.0f} s"
+                ) from None
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip()[-600:]
+            raise DeployError(f"{self.host}: `docker {' '.join(args[:3])}` failed: {err}")
 
     def text(self, *args: str, check: bool = True, timeout: float = 900) -> str:
         return self.run(*args, check=check, timeout=timeout).stdout.decode().strip()

@@ -22,6 +22,7 @@ from morgan.deploy.outputs import (
     write_ca_file,
 )
 from morgan.deploy.rollout import engines, swarm_stack_name
+from morgan.deploy.running import Containers
 from morgan.lab import stack as st
 
 
@@ -60,37 +61,6 @@ def outputs(config: MorganStackConfig) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def docker_engines(config: MorganStackConfig) -> dict[str, DockerEngine]:
     return engines(config, _root())
-
-
-class Containers:
-    """The container that stands for each planned one, on either engine: the container of
-    that name (`--engine docker`), or the newest task of its Swarm service (`swarm`)."""
-
-    def __init__(self, engines: dict[str, DockerEngine], stack: str) -> None:
-        self.engines = engines
-        self.stack = stack
-        self._names: dict[str, dict[str, str]] = {}
-
-    def _listed(self, host: str) -> dict[str, str]:
-        if host not in self._names:
-            fmt = '{{.Names}}|{{.Label "com.docker.swarm.service.name"}}'
-            rows = self.engines[host].text("ps", "-a", "--format", fmt, timeout=60).splitlines()
-            names: dict[str, str] = {}
-            for row in rows:  # newest first
-                name, _, service = row.partition("|")
-                planned = service.removeprefix(f"{self.stack}_") if service else name
-                names.setdefault(planned, name)
-            self._names[host] = names
-        return self._names[host]
-
-    def of(self, host: str, planned: str) -> str:
-        return self._listed(host).get(planned, planned)
-
-    def swarm_node(self, host: str) -> tuple[bool, bool]:
-        """(in a swarm, a manager) for the host's daemon."""
-        fmt = "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"
-        state, manager = self.engines[host].text("info", "--format", fmt, timeout=60).split()
-        return state == "active", manager == "true"
 
 
 @pytest.fixture(scope="session")
