@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ def test_a_fleet_restored_from_its_backup_has_its_conversations_and_keys(
 ) -> None:
     from morgan.deploy.rollout import api_key_for
 
-    key = api_key_for(fleet.config, fleet.outputs, fleet.ca_file, owner="restored")
+    owner = f"restored-{uuid.uuid4().hex[:8]}"  # whose memories are only this test's
+    key = api_key_for(fleet.config, fleet.outputs, fleet.ca_file, owner=owner)
     first = _api(fleet, key, "POST", "/api/text", json={"text": "Remember the blue kettle."})
     assert first.status_code == 200, first.text
     cid = first.json()["conversation_id"]
