@@ -12,7 +12,14 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
-from morgan.deploy.containers import apply, env_file, planned_change, prepare, upload_tar
+from morgan.deploy.containers import (
+    apply,
+    env_file,
+    planned_change,
+    prepare,
+    remove_unplanned,
+    upload_tar,
+)
 from morgan.deploy.engine import DeployError, DockerEngine
 from morgan.deploy.pki import IssuedTls
 from morgan.lab import images as img
@@ -168,3 +175,28 @@ def test_ssh_endpoints_quote_every_argument() -> None:
     assert argv[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
     assert argv[5:8] == ["-i", "key", "morgan@h1.lan"]
     assert argv[8] == "docker inspect -f '{{.State.Status}} x' 'a b'"
+
+
+def test_only_the_stacks_unplanned_containers_of_the_roles_asked_go(engine: DockerEngine) -> None:
+    stack = f"t{uuid.uuid4().hex[:8]}"
+    made = {f"morgan-deploy-test-{stack}-{n}": (role, s) for n, role, s in [
+        ("planned", "vad", stack), ("moved", "vad", stack), ("other-role", "core", stack),
+        ("other-stack", "vad", "someone-else")]}  # fmt: skip
+    try:
+        for container, (role, in_stack) in made.items():
+            engine.run("run", "-d", "--name", container, "--label", f"morgan.stack={in_stack}",
+                       "--label", f"morgan.role={role}", img.base_image(), "sleep", "600",
+                       timeout=60)  # fmt: skip
+        planned = {f"morgan-deploy-test-{stack}-planned"}
+
+        assert remove_unplanned(engine, stack, planned, roles={"vad"}) == [
+            f"morgan-deploy-test-{stack}-moved"]  # fmt: skip
+        assert remove_unplanned(engine, stack, planned) == [
+            f"morgan-deploy-test-{stack}-other-role"]  # fmt: skip
+
+        left = engine.text("ps", "-a", "--filter", f"name=morgan-deploy-test-{stack}",
+                           "--format", "{{.Names}}").split()  # fmt: skip
+        assert sorted(left) == [f"morgan-deploy-test-{stack}-other-stack",
+                                f"morgan-deploy-test-{stack}-planned"]  # fmt: skip
+    finally:
+        subprocess.run(["docker", "rm", "-f", *made], capture_output=True, check=False)

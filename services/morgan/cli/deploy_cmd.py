@@ -55,8 +55,8 @@ def deploy(
     what = "Swarm services" if engine is Engine.swarm else "containers"
     if report.changed:
         console.print(
-            f"[green]✓[/green] deployed: {report.changed} of {total} {what} created or"
-            f" replaced in {time.monotonic() - t0:.0f} s"
+            f"[green]✓[/green] deployed: {report.changed} of {total} {what} created, replaced"
+            f" or removed in {time.monotonic() - t0:.0f} s"
         )
     else:
         console.print(f"[green]✓[/green] nothing to change: all {total} {what} up to date")

@@ -21,7 +21,9 @@ from morgan.deploy.engine import DeployError, DockerEngine
 from morgan.deploy.pki import IssuedTls
 
 HASH_LABEL = "org.morgan.deploy-hash"
-Change = Literal["created", "replaced", "unchanged"]
+Change = Literal["created", "replaced", "unchanged", "removed"]
+# infra.spec_common.role_labels puts both on every container.
+STACK_LABEL, ROLE_LABEL = "morgan.stack", "morgan.role"
 
 
 @dataclass(frozen=True)
@@ -168,3 +170,23 @@ def apply(engine: DockerEngine, p: Prepared) -> Change:
         engine.run("cp", "-", f"{p.run.name}:/", stdin=upload_tar(p), timeout=120)
     engine.run("start", p.run.name, timeout=120)
     return "created" if state is None else "replaced"
+
+
+def remove_unplanned(engine: DockerEngine, stack: str, planned: set[str],
+                     roles: set[str] | None = None) -> list[str]:  # fmt: skip
+    """Remove the stack's containers on this host (of `roles`, or of any role) that the
+    plan no longer has there: a service moved to another host or scaled down, a replica
+    renamed, a role turned off. Each is stopped with the grace it was made with; its
+    named volumes stay. Returns their names."""
+    fmt = '{{.Names}}|{{.Label "' + ROLE_LABEL + '"}}'
+    listed = engine.text("ps", "-a", "--filter", f"label={STACK_LABEL}={stack}",
+                         "--format", fmt, timeout=60).splitlines()  # fmt: skip
+    removed = []
+    for row in listed:
+        name, _, role = row.partition("|")
+        if name in planned or (roles is not None and role not in roles):
+            continue
+        engine.run("stop", name, timeout=300)  # its own --stop-timeout
+        engine.run("rm", "-v", name, timeout=120)
+        removed.append(name)
+    return sorted(removed)

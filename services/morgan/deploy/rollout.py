@@ -24,7 +24,14 @@ from infra.fleet import certificate_requests
 from infra.model import ContainerSpec
 from infra.placement import make_plan
 from morgan.deploy import models as deploy_models
-from morgan.deploy.containers import Change, Prepared, apply, planned_change, prepare
+from morgan.deploy.containers import (
+    Change,
+    Prepared,
+    apply,
+    planned_change,
+    prepare,
+    remove_unplanned,
+)
 from morgan.deploy.engine import DeployError, DockerEngine
 from morgan.deploy.outputs import write_outputs
 from morgan.deploy.pki import IssuedTls, issue
@@ -271,7 +278,17 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
     log("images, volumes and models on each host:")
     prepared: dict[str, dict[str, Prepared]] = _parallel(prepare_host, list(eng))
 
+    def tidy(host: str, roles: set[str] | None) -> None:
+        planned = {s.name for s in deployment.rendered_specs(host, kv_seed=False)}
+        for name in remove_unplanned(eng[host], config.stack, planned, roles):
+            report.changes[host][name] = "removed"
+            log(f"{host}  {name:<34} removed (no longer planned here; its volumes are kept)")
+
     def start(_index: int, specs: list[ContainerSpec]) -> None:
+        # First the phase's roles' containers the plan no longer has on a host: a moved or
+        # renamed replica's old container holds the host ports its successor needs.
+        roles = {s.role for s in specs}
+        _parallel(lambda host: tidy(host, roles), list(eng))
         hosts = list(dict.fromkeys(s.host for s in specs))
         rolling = {
             s.name for s in specs
@@ -297,6 +314,7 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
             run_on(host, rolling)
 
     run_phases(staged, p, log, start)
+    _parallel(lambda host: tidy(host, None), list(eng))  # roles the plan no longer has
     path = write_outputs(deployment, staged.env, staged.tls, p)
     log(f"outputs written to {path}")
     report.seconds = time.monotonic() - staged.started

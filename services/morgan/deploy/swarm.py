@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from infra.config import MorganStackConfig
+from infra.deployment import Deployment
 from infra.model import ContainerSpec
 from infra.render.swarm import SwarmObject, render_swarm, stack_objects
 from infra.spec_common import is_ip
@@ -142,6 +143,22 @@ def prune_objects(manager: DockerEngine, stack: str, keep: set[str]) -> int:
     return removed
 
 
+def remove_unplanned_services(manager: DockerEngine, stack: str,
+                              deployment: Deployment) -> list[tuple[str, str]]:  # fmt: skip
+    """Remove the stack's Swarm services the plan no longer has (each phase's `docker stack
+    deploy` cannot prune: it names only that phase's services); (host, service) each."""
+    planned = {f"{stack}_{s.name}" for s in deployment.specs}
+    listed = manager.text("service", "ls", "--filter", f"label=com.docker.stack.namespace={stack}",
+                          "--format", "{{.Name}}", timeout=60).split()  # fmt: skip
+    removed = []
+    for service in sorted(set(listed) - planned):
+        fmt = '{{index .Spec.TaskTemplate.ContainerSpec.Labels "morgan.host"}}'
+        host = manager.text("service", "inspect", "--format", fmt, service, timeout=60)
+        manager.run("service", "rm", service, timeout=120)
+        removed.append((host or "?", service))
+    return removed
+
+
 def _env_values(spec: ContainerSpec, secrets: dict[str, str]) -> dict[str, str]:
     # `$` doubled: the stack file is interpolated by `docker stack deploy`.
     return {e.name: e.render(secrets).replace("$", "$$") for e in spec.secret_env}
@@ -234,6 +251,9 @@ def deploy_swarm(config: MorganStackConfig, root: Path, p: StackPaths, log: Log)
         _wait_tasks(manager, stack, specs)
 
     run_phases(staged, p, log, start)
+    for host, service in remove_unplanned_services(manager, stack, deployment):
+        report.changes.setdefault(host, {})[service.removeprefix(f"{stack}_")] = "removed"
+        log(f"{host}  {service:<34} removed (no longer planned; its volumes are kept)")
     removed = prune_objects(manager, stack, set(external.values()))
     if removed:
         log(f"removed {removed} configs and secrets no service uses any more")
