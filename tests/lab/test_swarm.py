@@ -108,3 +108,25 @@ def test_the_docker_engine_refuses_a_stack_that_swarm_runs(
     with pytest.raises(DeployError, match="--engine swarm") as err:
         deploy(config, ROOT, st.paths("lab", ROOT), log=lambda _m: None)
     assert "docker stack rm morgan-lab" in str(err.value)
+
+
+def test_a_service_the_plan_no_longer_has_is_removed(
+    swarm_fleet: DeployReport, config: MorganStackConfig, deployment: Deployment
+) -> None:
+    """What each phase's `docker stack deploy` cannot prune (it names only that phase's
+    services): a service of the stack with no replica in the plan, on h4."""
+    from morgan.deploy.swarm import remove_unplanned_services
+
+    eng = engines(config, ROOT)
+    manager = eng[deployment.of_role("consul-server")[0].host]
+    image = next(s.image for s in deployment.of_role("node-exporter") if s.host == "h4")
+    manager.run("service", "create", "--detach", "--name", f"{STACK}_morgan-stale",
+                "--label", f"com.docker.stack.namespace={STACK}",
+                "--container-label", "morgan.host=h4",
+                "--constraint", "node.labels.morgan.host == h4", image, timeout=120)  # fmt: skip
+
+    assert remove_unplanned_services(manager, STACK, deployment) == [
+        ("h4", f"{STACK}_morgan-stale")]  # fmt: skip
+    listed = manager.text("service", "ls", "--format", "{{.Name}}", timeout=60).split()
+    assert f"{STACK}_morgan-stale" not in listed
+    assert sorted(listed) == sorted(f"{STACK}_{s.name}" for s in deployment.specs)

@@ -3,9 +3,11 @@
 Order: reach every host -> push the images to the stack's registry -> secrets and
 certificates -> on each host (in parallel) pull its images and make its volumes and
 models -> the start phases of the deployment (Consul servers, agents, data stores,
-gateway and monitoring, services), each waiting until its containers are healthy, with
-the KV entries written once Consul answers -> the stack's outputs. A second run leaves
-every unchanged container alone and says so.
+gateway and monitoring, services), each first removing its roles' containers the plan no
+longer has on a host (a moved or renamed replica's holds the ports its successor needs),
+then waiting until its containers are healthy, with the KV entries written once Consul
+answers -> containers of roles the plan no longer has removed -> the stack's outputs. A
+second run leaves every unchanged container alone and says so.
 """
 
 from __future__ import annotations
