@@ -1,13 +1,15 @@
-"""A service moved to another host on the lab, as docs/operations/scaling.md says: the
-stack file's pin changed, `morgan deploy`. The instance on the new host is made, runs
-and serves; the one on the old host is removed and leaves Consul's catalogue; the move
-back is the same step again."""
+"""A host added to the lab and removed again, as docs/operations/scaling.md says: h5
+made like the others, put in the stack file with vad moved onto it from h4, `morgan
+deploy`; the instance on h5 runs and serves, the one on h4 is removed and leaves
+Consul's catalogue. Then h5 out of the stack file, deploy, its containers stopped and
+its node made to leave: vad back on h4, nothing of h5 left in Consul."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 import websockets
 from morgan.deploy.backup import Fleet as StackApi
 from morgan.deploy.rollout import DeployReport, deploy
+from morgan.lab import hosts as lab
 from morgan.lab import stack as st
 from morgan.lab.polling import NotYet, poll
 
@@ -27,12 +30,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.asyncio(loop_scope="session")]  # fmt: skip
 
 VAD = "morgan-vad"
-
-
-def _with_pin(config: MorganStackConfig, service: str, pin: dict[str, int]) -> MorganStackConfig:
-    data = config.model_dump()
-    data["services"][service]["pin"] = pin
-    return MorganStackConfig.model_validate(data)
+H5 = "10.213.87.15"  # lab.add_host's address for h5 on the lab's subnet
 
 
 def _passing_nodes(api: StackApi, service: str) -> list[str]:
@@ -73,60 +71,91 @@ async def _voice_activity(fleet: Fleet, tmp_path: Path) -> list[str]:
         return client.kinds()
 
 
-async def test_a_service_moved_to_another_host_serves_there_and_leaves_the_old_one(
-    fleet: Fleet, tmp_path: Path
+def _with_h5(config: MorganStackConfig, vad_pin: dict[str, int]) -> MorganStackConfig:
+    """The lab's stack file with host h5 (made like h4) and vad placed by `vad_pin`."""
+    data = config.model_dump()
+    h4 = next(h for h in data["hosts"] if h["name"] == "h4")
+    h5 = {**h4, "name": "h5", "docker": f"ssh://morgan@{H5}", "address": H5}
+    data["hosts"] = (*data["hosts"], h5)
+    data["services"]["vad"]["pin"] = vad_pin
+    return MorganStackConfig.model_validate(data)
+
+
+def _changes(report: DeployReport) -> set[tuple[str, str, str]]:
+    return {(h, n, c) for h, per in report.changes.items() for n, c in per.items()
+            if c != "unchanged"}  # fmt: skip
+
+
+def _members(fleet: Fleet) -> dict[str, str]:
+    server = fleet.deployment.of_role("consul-server")[0]
+    out = fleet.consul_exec(server, "consul members").stdout.decode()
+    return {row.split()[0]: row.split()[2] for row in out.splitlines()[1:] if row.strip()}
+
+
+async def test_a_host_added_takes_a_service_and_removed_leaves_nothing_behind(
+    fleet: Fleet, lab_paths: lab.LabPaths, tmp_path: Path
 ) -> None:
     paths = st.paths("lab", ROOT)
     api = StackApi(fleet.config, ROOT, paths)
-    planned = fleet.config.services.vad.pin
-    assert planned == {"h3": 1, "h4": 1}, "the lab stack file's vad placement"
+    assert fleet.config.services.vad.pin == {"h3": 1, "h4": 1}, "the lab's vad placement"
     assert _passing_nodes(api, VAD) == ["h3", "h4"]
-    moved = _with_pin(fleet.config, "vad", {"h3": 1, "h2": 1})
+    took: dict[str, float] = {}
+    server = fleet.deployment.of_role("consul-server")[0]
+    await asyncio.to_thread(lab.add_host, lab_paths, "h5")
     try:
+        # Added: h5 in the stack file, vad moved from h4 to it.
         started = time.monotonic()
-        report: DeployReport = await asyncio.to_thread(deploy, moved, ROOT, paths, print)
-        took = time.monotonic() - started
-        changed = {(h, n, c) for h, per in report.changes.items() for n, c in per.items()
-                   if c != "unchanged"}  # fmt: skip
-        # Replicas are numbered in host order: h3's becomes morgan-vad-2, h2's is -1; and
-        # Prometheus scrapes the instances where they are now.
-        assert changed == {
-            ("h2", "morgan-vad-1", "created"),
-            ("h4", "morgan-vad-2", "removed"),
-            ("h3", "morgan-vad-1", "removed"),
-            ("h3", "morgan-vad-2", "created"),
-            ("h3", "morgan-prometheus", "replaced"),
-        }
+        added = await asyncio.to_thread(deploy, _with_h5(fleet.config, {"h3": 1, "h5": 1}),
+                                        ROOT, paths, print)  # fmt: skip
+        took["add h5, vad h4 -> h5"] = time.monotonic() - started
+        # Its agent, its node-exporter and the moved replica; pg_hba and Prometheus's
+        # targets list every host, so both PostgreSQL members and Prometheus change too.
+        assert _changes(added) == {
+            ("h5", "consul-agent-h5", "created"), ("h5", "morgan-node-exporter-h5", "created"),
+            ("h5", "morgan-vad-2", "created"), ("h4", "morgan-vad-2", "removed"),
+            ("h1", "morgan-postgres-primary", "replaced"),
+            ("h3", "morgan-postgres-standby", "replaced"),
+            ("h3", "morgan-prometheus", "replaced")}  # fmt: skip
         assert _vad_containers(fleet, "h4") == []
-        assert _vad_containers(fleet, "h2") == ["morgan-vad-1"]
-        assert _vad_containers(fleet, "h3") == ["morgan-vad-2"]
-        listed = await asyncio.to_thread(_wait_passing, api, VAD, ["h2", "h3"])
+        assert _members(fleet)["h5"] == "alive"
+        await asyncio.to_thread(_wait_passing, api, VAD, ["h3", "h5"])
 
-        # Only h2's instance left to answer: h3's stopped, a session's voice activity is
-        # h2's.
+        # Only h5's instance left to answer: h3's stopped, a session's voice activity is
+        # h5's.
         h3 = fleet.engines["h3"]
-        await asyncio.to_thread(h3.run, "stop", "morgan-vad-2")
+        await asyncio.to_thread(h3.run, "stop", "morgan-vad-1")
         try:
-            await asyncio.to_thread(_wait_passing, api, VAD, ["h2"])
+            await asyncio.to_thread(_wait_passing, api, VAD, ["h5"])
             kinds = await _voice_activity(fleet, tmp_path)
         finally:
-            await asyncio.to_thread(h3.run, "start", "morgan-vad-2")
+            await asyncio.to_thread(h3.run, "start", "morgan-vad-1")
         assert {"started", "speech_started", "speech_ended"} <= set(kinds), kinds
         assert "error" not in kinds, kinds
-        await asyncio.to_thread(_wait_passing, api, VAD, ["h2", "h3"])
+
+        # Removed as docs/operations/scaling.md says: out of the stack file, deploy (vad
+        # back on h4, h5's agent token deleted); then Morgan's containers on h5 stopped
+        # and its node made to leave.
+        started = time.monotonic()
+        removed = await asyncio.to_thread(deploy, fleet.config, ROOT, paths, print)
+        took["remove h5"] = time.monotonic() - started
+        assert ("h4", "morgan-vad-2", "created") in _changes(removed)
+        assert "h5" not in removed.changes
+        on_h5 = lab.docker_args(lab_paths, next(h for h in lab.load(lab_paths) if h.name == "h5"))
+        left = subprocess.run(
+            [*on_h5, "ps", "-aq", "--filter", "label=morgan.stack=lab"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert len(left) == 3, "h5's agent, node-exporter and vad: no deploy reaches h5 now"
+        subprocess.run([*on_h5, "stop", *left], capture_output=True, check=True)
+        subprocess.run([*on_h5, "rm", *left], capture_output=True, check=True)
+        fleet.consul_exec(server, "consul force-leave -prune h5")
     finally:
-        back: DeployReport = await asyncio.to_thread(deploy, fleet.config, ROOT, paths, print)
-        await asyncio.to_thread(_wait_passing, api, VAD, ["h3", "h4"])
-    print(
-        f"[scaling] vad moved h4 -> h2: deploy {took:.0f} s, passing in Consul"
-        f" {listed:.1f} s after it; moved back: {back.changed} changes"
-    )
-    undone = {(h, n, c) for h, per in back.changes.items() for n, c in per.items()
-              if c != "unchanged"}  # fmt: skip
-    assert undone == {
-        ("h2", "morgan-vad-1", "removed"),
-        ("h4", "morgan-vad-2", "created"),
-        ("h3", "morgan-vad-2", "removed"),
-        ("h3", "morgan-vad-1", "created"),
-        ("h3", "morgan-prometheus", "replaced"),
-    }
+        await asyncio.to_thread(lab.remove_host, lab_paths, "h5")
+        await asyncio.to_thread(fleet.lead_postgres_as_planned)
+    await asyncio.to_thread(_wait_passing, api, VAD, ["h3", "h4"])
+    assert "h5" not in _members(fleet)
+    policies = fleet.consul_exec(server, "consul acl policy list -format=json").stdout
+    assert "morgan-agent-h5" not in {p["Name"] for p in json.loads(policies)}
+    print("[scaling] " + ", ".join(f"{k}: deploy {v:.0f} s" for k, v in took.items()))

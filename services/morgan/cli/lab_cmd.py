@@ -1,4 +1,5 @@
-"""`morgan lab up|down|status`: the multi-host lab's simulated hosts on this machine."""
+"""`morgan lab up|down|status|add-host|remove-host`: the multi-host lab's simulated hosts
+on this machine."""
 
 from __future__ import annotations
 
@@ -65,6 +66,29 @@ def down() -> None:
     """Remove the lab hosts, the registry, their network and their volumes."""
     removed = lab.down(_paths())
     console.print(f"lab down: removed {len(removed)} containers and volumes")
+
+
+@lab_app.command("add-host")
+def add_host(name: str = typer.Argument(..., help="The new host's name: h5, h6, …")) -> None:
+    """One more host on the running lab, to rehearse adding a host
+    (docs/operations/scaling.md); add its entry to the stack file to give it work."""
+    try:
+        host = lab.add_host(_paths(), name, log=lambda m: console.print(f"  [green]✓[/green] {m}"))
+    except lab.LabError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(f"lab host {host.name} up at {host.address} ({host.docker})")
+
+
+@lab_app.command("remove-host")
+def remove_host(name: str = typer.Argument(..., help="The lab host to take away.")) -> None:
+    """Take a host out of the running lab (its container and its Docker daemon's data)."""
+    try:
+        lab.remove_host(_paths(), name)
+    except lab.LabError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(f"lab host {name} removed")
 
 
 @lab_app.command("status")

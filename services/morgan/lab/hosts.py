@@ -14,6 +14,7 @@ import contextlib
 import functools
 import ipaddress
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -272,9 +273,52 @@ def up(
         if info["name"] != host.name:
             raise LabError(f"{host.docker} answered as {info['name']!r}, not {host.name}")
         log(f"{host.name}  {host.docker:<28} docker {info['version']}")
-    state = {"registry": registry, "hosts": [asdict(h) for h in hosts]}
-    p.hosts_file.write_text(json.dumps(state, indent=2) + "\n")
+    _save(p, hosts)
     return hosts
+
+
+def add_host(p: LabPaths, name: str, log: Callable[[str], None] = print) -> LabHost:
+    """One more host on the running lab (h5, h6, …), made like the others, at .10 + its
+    number of the lab's subnet; `down` removes it with the rest."""
+    hosts = load(p)
+    have = ", ".join(h.name for h in hosts)
+    if not re.fullmatch(r"h[1-9][0-9]?", name):
+        raise LabError(f"cannot add lab host {name!r}: a lab host is h<number> (h5, h6, …)")
+    if name in have.split(", "):
+        raise LabError(f"lab host {name} exists already (the lab has {have})")
+    first = hosts[0]
+    image = _run("docker", "inspect", "-f", "{{.Config.Image}}", container_name(first.name)
+                 ).stdout.strip()  # fmt: skip
+    offset = int(name[1:]) - int(first.name[1:])
+    address = str(ipaddress.ip_address(first.address) + offset)
+    host = start_host(p, name, image, address, load_registry(p))
+    _save(p, [*hosts, host])
+    try:
+        info = poll(functools.partial(daemon_info, p, host), what=f"lab host {name}",
+                    timeout=120, interval=1)  # fmt: skip
+    except PollTimeout as exc:
+        raise LabError(f"{exc}; see `docker logs {container_name(name)}`") from None
+    log(f"{name}  {host.docker:<28} docker {info['version']}")
+    return host
+
+
+def remove_host(p: LabPaths, name: str) -> None:
+    """Take a host out of the running lab: its container, its daemon's volume, and its
+    SSH host key (a host made again under that address has a new one)."""
+    hosts = load(p)
+    gone = next((h for h in hosts if h.name == name), None)
+    if gone is None:
+        raise LabError(f"the lab has no host {name!r}")
+    _run("docker", "rm", "-f", container_name(name))
+    _run("docker", "volume", "rm", "-f", f"morgan-lab-{name}-docker")
+    if p.known_hosts.exists():
+        _run("ssh-keygen", "-R", gone.address, "-f", str(p.known_hosts), check=False)
+    _save(p, [h for h in hosts if h.name != name])
+
+
+def _save(p: LabPaths, hosts: list[LabHost]) -> None:
+    state = {"registry": load_registry(p), "hosts": [asdict(h) for h in hosts]}
+    p.hosts_file.write_text(json.dumps(state, indent=2) + "\n")
 
 
 def registry_answers(p: LabPaths, registry: str) -> None:
