@@ -148,8 +148,10 @@ def _acl(deployment: Deployment, env: dict[str, str], p: StackPaths, *, prune: b
     ids = {name: env[secret_variable(name)] for name in acl.secrets()}
     if prune:
         if deleted := prune_acl(client, token, acl, ids):
-            log(f"Consul ACL: deleted {deleted} tokens the stack no longer has (replaced by a"
-                " rotated secret, or of a host that left the stack)")
+            log(
+                f"Consul ACL: deleted {deleted} tokens the stack no longer has (replaced by a"
+                " rotated secret, or of a host that left the stack)"
+            )
         return
     written = apply_acl(client, token, acl, ids)
     log(f"Consul ACL: {written} scoped tokens ({', '.join(i.name for i in acl.identities)})")
