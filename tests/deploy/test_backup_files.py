@@ -14,8 +14,9 @@ from morgan.cli.main import app
 from morgan.deploy import backup as bk
 from morgan.deploy import backup_manifest as bm
 from morgan.deploy import restore as rs
+from morgan.deploy.engine import DeployError
 from morgan.deploy.rollout import pki_dir
-from morgan.lab.stack import StackPaths
+from morgan.lab.stack import StackPaths, load_config
 from typer.testing import CliRunner
 
 
@@ -136,3 +137,13 @@ def test_patronis_cluster_state_is_neither_backed_up_nor_put_back() -> None:
     assert bm.morgans("morgan/config/core/llm_max_tokens")
     assert not bm.morgans("morgan/patroni/morgan/leader")
     assert not bm.morgans("service/other/leader")
+
+
+def test_a_backup_of_a_stack_not_deployed_here_fails_and_leaves_no_directory(
+    stack_paths: StackPaths, tmp_path: Path
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    config = load_config("lab", root)
+    with pytest.raises(DeployError, match="morgan deploy --stack lab"):
+        bk.take(config, root, stack_paths, tmp_path / "backups", log=lambda _m: None)
+    assert not (tmp_path / "backups").exists()

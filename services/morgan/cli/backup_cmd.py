@@ -33,7 +33,12 @@ def _fail(err: Exception) -> None:
 @app.command()
 def backup(
     stack: str = STACK_OPTION,
-    to: Path = typer.Option(Path("backups"), "--to", help="Directory the backup is made in."),
+    to: Path | None = typer.Option(
+        None,
+        "--to",
+        help="Directory the backup is made in (default: backups/ beside the stack's secrets"
+        " file, ~/.local/state/morgan/backups: outside the checkout, as private as they are).",
+    ),
 ) -> None:
     """Back up a deployed stack: its database, Consul KV and snapshot, secrets and PKI."""
     root = img.repo_root()
@@ -41,7 +46,8 @@ def backup(
     console.print(f"[bold]morgan backup[/bold] — stack {stack}")
     try:
         config = st.load_config(stack, root)
-        made = bk.take(config, root, st.paths(stack, root), to, _log)
+        p = st.paths(stack, root)
+        made = bk.take(config, root, p, to or p.env_file.parent / "backups", _log)
     except (DeployError, *STACK_ERRORS) as err:  # type: ignore[misc]
         _fail(err)
     seconds = time.monotonic() - t0

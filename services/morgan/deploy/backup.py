@@ -21,6 +21,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import ssl
 import tarfile
 import tempfile
@@ -116,19 +117,24 @@ class Fleet:
 
 
 def take(config: MorganStackConfig, root: Path, p: StackPaths, dest: Path, log: Log) -> Path:
-    """A backup of the deployed stack in a new directory under `dest`; returns it."""
+    """A backup of the deployed stack in a new directory under `dest`; returns it. A backup
+    that fails part-way leaves no directory behind (only a whole one has a manifest)."""
     stamp = datetime.now(UTC)
     directory = dest / f"{config.stack}-{stamp:%Y%m%dT%H%M%SZ}"
     if directory.exists():
         raise BackupError(f"{directory} exists already; wait a second, or name another --to")
-    directory.mkdir(parents=True, mode=0o700)
-    os.chmod(directory, 0o700)
     parts: dict[str, Part] = {}
-    with Fleet(config, root, p) as fleet:
-        parts["postgres"] = _dump_postgres(fleet, directory, log)
-        parts["consul-kv"] = _export_kv(fleet, directory, log)
-        parts["consul-snapshot"] = _snapshot_consul(fleet, directory, log)
-    parts.update(_copy_secrets(p, directory, log))
+    with Fleet(config, root, p) as fleet:  # the stack's outputs first: is it deployed?
+        directory.mkdir(parents=True, mode=0o700)
+        os.chmod(directory, 0o700)
+        try:
+            parts["postgres"] = _dump_postgres(fleet, directory, log)
+            parts["consul-kv"] = _export_kv(fleet, directory, log)
+            parts["consul-snapshot"] = _snapshot_consul(fleet, directory, log)
+            parts.update(_copy_secrets(p, directory, log))
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
     if config.qdrant.mode == "server" and config.memory.store == "qdrant":
         log("note: the Qdrant server's collections are not in this backup: take a snapshot"
             " with Qdrant's API (docs/operations/backup-restore.md, Qdrant)")  # fmt: skip
