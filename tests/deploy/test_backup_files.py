@@ -4,9 +4,12 @@ The backup and restore of a running fleet: tests/chaos/test_backup_restore.py.""
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import shutil
 import stat
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -147,3 +150,26 @@ def test_a_backup_of_a_stack_not_deployed_here_fails_and_leaves_no_directory(
     with pytest.raises(DeployError, match="morgan deploy --stack lab"):
         bk.take(config, root, stack_paths, tmp_path / "backups", log=lambda _m: None)
     assert not (tmp_path / "backups").exists()
+
+
+@pytest.mark.parametrize("kind", ["climbs out", "a link"])
+def test_a_pki_archive_with_anything_but_plain_files_under_pki_is_refused(
+    stack_paths: StackPaths, tmp_path: Path, kind: str
+) -> None:
+    _with_secrets(stack_paths)
+    backup = _backup_of_secrets(stack_paths, tmp_path / "b")
+    with tarfile.open(backup / "pki.tar", "a") as tar:
+        if kind == "climbs out":
+            info = tarfile.TarInfo("pki/../../outside.pem")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        else:
+            info = tarfile.TarInfo("pki/passwd")
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+    shutil.rmtree(pki_dir(stack_paths))
+
+    with pytest.raises(bm.BackupError, match="is not a plain file under pki/"):
+        rs._restore_secrets(stack_paths, backup, lambda _m: None)
+    assert not pki_dir(stack_paths).exists()
+    assert not (tmp_path / "outside.pem").exists()

@@ -71,8 +71,25 @@ def _restore_secrets(p: StackPaths, source: Path, log: Log) -> None:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(source / FILES["pki"]) as tar:
-        tar.extractall(target.parent, filter="data")
+        tar.extractall(target.parent, members=_plain_members(tar, target.name, source))
     log(f"PKI: written to {target}")
+
+
+def _plain_members(tar: tarfile.TarFile, top: str, source: Path) -> list[tarfile.TarInfo]:
+    """The archive's entries, each a plain file or folder under `top`/ (what `morgan
+    backup` writes); anything else (a link, a device, a path that climbs out) refuses
+    the archive. By hand: tarfile's extraction filters are missing from Python < 3.11.4."""
+    members = tar.getmembers()
+    for member in members:
+        parts = Path(member.name).parts
+        plain = member.isfile() or member.isdir()
+        inside = not Path(member.name).is_absolute() and ".." not in parts
+        if not (plain and inside and parts[:1] == (top,)):
+            raise BackupError(
+                f"{source / FILES['pki']}: {member.name!r} is not a plain file under {top}/; it"
+                " was not made by `morgan backup`: use another backup"
+            )
+    return members
 
 
 def _restore_postgres(fleet: Fleet, dump: Path, log: Log) -> None:
