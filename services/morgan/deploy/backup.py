@@ -46,7 +46,7 @@ from morgan.deploy.backup_manifest import (
     part_of,
     private,
 )
-from morgan.deploy.outputs import load_outputs, write_ca_file
+from morgan.deploy.outputs import consul_api_url, consul_factory, load_outputs, write_ca_file
 from morgan.deploy.rollout import engines, pki_dir, swarm_stack_name
 from morgan.deploy.running import Containers
 from morgan.lab.stack import StackPaths
@@ -63,11 +63,11 @@ class Fleet:
         self.deployment: Deployment = build_deployment(make_plan(config), root)
         self.engines = engines(config, root)
         self.containers = Containers(self.engines, swarm_stack_name(config.stack))
-        outputs = load_outputs(p)
-        self.consul_url = str(outputs["consul_ui_url"]).removesuffix("/ui/")
-        self.token = str(outputs["consul_management_token"])
+        self.outputs = load_outputs(p)
+        self.consul_url = consul_api_url(self.outputs)
+        self.token = str(self.outputs["consul_management_token"])
         self._scratch = tempfile.TemporaryDirectory(prefix="morgan-backup-")
-        self.ca_file = write_ca_file(outputs, Path(self._scratch.name))
+        self.ca_file = write_ca_file(self.outputs, Path(self._scratch.name))
 
     def __enter__(self) -> Fleet:
         return self
@@ -76,12 +76,7 @@ class Fleet:
         self._scratch.cleanup()
 
     def consul(self) -> Any:
-        from morgan.shared.consul_client import ConsulClientFactory, parse_consul_addr
-
-        scheme, host, port = parse_consul_addr(self.consul_url)
-        return ConsulClientFactory(scheme=scheme, host=host, port=port, token=self.token,
-                                   cacert=str(self.ca_file) if scheme == "https" else None,
-                                   timeout=60).client()  # fmt: skip
+        return consul_factory(self.outputs, self.ca_file, timeout=60).client()
 
     def pg_leader(self) -> tuple[ContainerSpec, str]:
         """The PostgreSQL member that takes writes now, and its container's name."""

@@ -126,6 +126,23 @@ def monitoring_auth(outputs: dict[str, Any]) -> tuple[str, str]:
     return MONITORING_USER, str(password)
 
 
+def consul_api_url(outputs: dict[str, Any]) -> str:
+    """The stack's Consul HTTP API, e.g. `https://10.213.87.11:8501`."""
+    return str(outputs["consul_ui_url"]).removesuffix("/ui/")
+
+
+def consul_factory(outputs: dict[str, Any], ca_file: Path, timeout: float = 10.0) -> Any:
+    """A ConsulClientFactory for the stack's Consul API as its operator (the management
+    token), verifying it against the fleet CA in `ca_file` (`write_ca_file`)."""
+    from morgan.shared.consul_client import ConsulClientFactory, parse_consul_addr
+
+    scheme, host, port = parse_consul_addr(consul_api_url(outputs))
+    return ConsulClientFactory(scheme=scheme, host=host, port=port,
+                               token=str(outputs["consul_management_token"]),
+                               cacert=str(ca_file) if scheme == "https" else None,
+                               timeout=timeout)  # fmt: skip
+
+
 def write_ca_file(outputs: dict[str, Any], directory: Path) -> Path:
     """The fleet CA from the outputs as `directory`/ca.pem, for clients that verify the
     fleet's listeners (httpx, Consul's API, Prometheus)."""

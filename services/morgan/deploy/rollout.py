@@ -35,7 +35,7 @@ from morgan.deploy.containers import (
     remove_unplanned,
 )
 from morgan.deploy.engine import DeployError, DockerEngine
-from morgan.deploy.outputs import write_outputs
+from morgan.deploy.outputs import consul_factory, write_outputs
 from morgan.deploy.pki import IssuedTls, issue
 from morgan.deploy.registry import push_images
 from morgan.lab import keys
@@ -335,10 +335,6 @@ def api_key_for(config: MorganStackConfig, outputs: dict[str, Any], ca_file: Pat
                 owner: str, scopes: Sequence[str] = ("user",)) -> str:  # fmt: skip
     """A new API key of a deployed stack, made through its Consul API (`morgan keys create`)."""
     from morgan.shared.auth import ApiKeyStore
-    from morgan.shared.consul_client import ConsulClientFactory, parse_consul_addr
 
-    scheme, host, port = parse_consul_addr(outputs["consul_ui_url"].removesuffix("/ui/"))
-    factory = ConsulClientFactory(scheme=scheme, host=host, port=port,
-                                  token=outputs["consul_management_token"],
-                                  cacert=str(ca_file) if scheme == "https" else None)  # fmt: skip
-    return keys.create_api_key(ApiKeyStore(factory), owner=owner, scopes=scopes)
+    store = ApiKeyStore(consul_factory(outputs, ca_file))
+    return keys.create_api_key(store, owner=owner, scopes=scopes)
