@@ -18,10 +18,11 @@ MANIFEST = "manifest.json"
 KV_PREFIX = "morgan/"
 # Patroni's cluster state (leader key, members) is live state, never put back.
 PATRONI_PREFIX = PATRONI_NAMESPACE.strip("/") + "/"
-PARTS = ("postgres", "consul-kv", "consul-snapshot", "secrets", "pki")
-RESTORABLE = ("secrets", "postgres", "consul-kv")  # in the order a restore runs them
+# Each part a backup holds, and its file.
 FILES = {"postgres": "postgres.dump", "consul-kv": "consul-kv.json",
-          "consul-snapshot": "consul.snap", "secrets": "secrets.env", "pki": "pki.tar"}  # fmt: skip
+         "consul-snapshot": "consul.snap", "secrets": "secrets.env", "pki": "pki.tar"}  # fmt: skip
+PARTS = tuple(FILES)
+RESTORABLE = ("secrets", "postgres", "consul-kv")  # in the order a restore runs them
 
 
 class BackupError(DeployError):
