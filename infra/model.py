@@ -37,6 +37,18 @@ class Healthcheck:
     retries: int = 5
     start_period: str = "30s"
 
+    @property
+    def timeout_seconds(self) -> float:
+        """`timeout` in seconds (the durations here are written as "<n>s")."""
+        return float(self.timeout.removesuffix("s"))
+
+    def exec_argv(self) -> tuple[str, ...] | None:
+        """The check as a command to `docker exec` in the container (None for "NONE")."""
+        kind, *args = self.test
+        if kind == "CMD-SHELL":
+            return ("sh", "-c", args[0])
+        return tuple(args) if kind == "CMD" else None
+
 
 @dataclass(frozen=True)
 class ConfigFile:

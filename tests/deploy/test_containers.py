@@ -200,3 +200,30 @@ def test_only_the_stacks_unplanned_containers_of_the_roles_asked_go(engine: Dock
                                 f"morgan-deploy-test-{stack}-planned"]  # fmt: skip
     finally:
         subprocess.run(["docker", "rm", "-f", *made], capture_output=True, check=False)
+
+
+def test_a_rollout_sees_a_new_container_healthy_before_the_engines_first_check(
+    engine: DockerEngine, name: str
+) -> None:
+    """The deploy runs the container's own check at once: Docker's first one comes an
+    `interval` (here a minute) after the start, and would hold each host's turn that long."""
+    from dataclasses import replace
+
+    from morgan.deploy.rollout import _passes_its_check, _wait_healthy
+
+    spec = replace(_spec(name), healthcheck=Healthcheck(
+        test=("CMD-SHELL", "test -s /etc/probe/message.txt"), interval="60s",
+        start_period="1s"))  # fmt: skip
+    apply(engine, prepare(container_run(spec), SECRETS, TLS, "sha256:one"))
+    _wait_healthy(engine, spec)
+    assert engine.text("inspect", "-f", "{{.State.Health.Status}}", name) == "starting"
+    failing = replace(spec, healthcheck=replace(spec.healthcheck, test=("CMD", "false")))
+    assert _passes_its_check(engine, failing) is False
+
+
+def test_a_healthcheck_runs_as_the_engine_would_run_it() -> None:
+    shell = Healthcheck(test=("CMD-SHELL", "pg_isready -h 127.0.0.1 || exit 1"), timeout="7s")
+    assert shell.exec_argv() == ("sh", "-c", "pg_isready -h 127.0.0.1 || exit 1")
+    assert shell.timeout_seconds == 7.0
+    assert Healthcheck(test=("CMD", "consul", "members")).exec_argv() == ("consul", "members")
+    assert Healthcheck(test=("NONE",)).exec_argv() is None

@@ -35,6 +35,7 @@ from morgan.deploy.containers import (
     remove_unplanned,
 )
 from morgan.deploy.engine import DeployError, DockerEngine
+from morgan.deploy.node_checks import CONSUL_ROLES, checks_before, wait_checks_back
 from morgan.deploy.outputs import consul_factory, write_outputs
 from morgan.deploy.pki import IssuedTls, issue
 from morgan.deploy.registry import push_images
@@ -91,6 +92,18 @@ def _tls(deployment: Deployment, p: StackPaths) -> dict[str, IssuedTls]:
     return {r.name: issue(pki_dir(p), r, org) for r in certificate_requests(deployment)}
 
 
+def _passes_its_check(engine: DockerEngine, spec: ContainerSpec) -> bool:
+    """The container's own healthcheck run now (`docker exec`), instead of waiting for
+    the engine's next one: the engine checks a new container first one `interval` (15 s)
+    after it starts, which a rolling deploy would otherwise wait for once per host and
+    phase. The same command, so it passes exactly when the engine's would."""
+    argv = spec.healthcheck.exec_argv()
+    if argv is None:
+        return False
+    timeout = spec.healthcheck.timeout_seconds + 10
+    return engine.run("exec", spec.name, *argv, check=False, timeout=timeout).returncode == 0
+
+
 def _wait_healthy(engine: DockerEngine, spec: ContainerSpec) -> None:
     fmt = (
         "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}} {{.State.ExitCode}}"
@@ -104,6 +117,8 @@ def _wait_healthy(engine: DockerEngine, spec: ContainerSpec) -> None:
                 return
             raise NotYet(f"{status} (exit {out[-1]})")
         if status == "running" and health in ("healthy", ""):
+            return
+        if status == "running" and _passes_its_check(engine, spec):
             return
         raise NotYet(f"{status} {health}".strip())
 
@@ -299,6 +314,10 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
             s.name for s in specs
             if planned_change(eng[s.host], prepared[s.host][s.name]) == "replaced"
         }  # fmt: skip
+        # A host whose Consul container is replaced: the checks that pass on it now.
+        agents = {s.host for s in specs if s.name in rolling and s.role in CONSUL_ROLES}
+        consul = _consul_store(deployment, staged.env, p).consul.client() if agents else None
+        passing = {host: checks_before(consul, host, log) for host in agents}
 
         def run_on(host: str, names: set[str]) -> None:
             mine = [s for s in specs if s.host == host and s.name in names]
@@ -308,6 +327,8 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
                 log(f"{host}  {spec.name:<34} {change}")
             for spec in mine:
                 _wait_healthy(eng[host], spec)
+            if passing.get(host) and any(s.role in CONSUL_ROLES for s in mine):
+                wait_checks_back(consul, host, passing[host])
 
         # New and unchanged containers: every host at once.
         fresh = {s.name for s in specs} - rolling

@@ -1,0 +1,56 @@
+"""A host's Consul checks back before a rolling deploy moves on to the next host.
+
+A Consul agent that restarts (its container replaced) restores the services registered
+on it with their checks critical until each runs again, a check interval later. Were the
+next host's agent replaced within that time, a role with replicas on just those two
+hosts (llm, vad) would have no passing instance at all, and core would refuse turns.
+So after a Consul container of a host is replaced, the deploy waits until every check
+that passed on the node before passes again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from morgan.deploy.engine import DeployError
+from morgan.lab.polling import NotYet, PollTimeout, poll
+
+CONSUL_ROLES = frozenset({"consul-agent", "consul-server"})
+# A service's check runs every 10 s; an agent rejoining and syncing takes a few more.
+CHECKS_BACK_S = 120
+
+
+def passing_checks(client: Any, node: str) -> set[str]:
+    """The ids of the node's checks that pass now (as the Consul servers know them)."""
+    _index, checks = client.health.node(node)
+    return {c["CheckID"] for c in checks if c["Status"] == "passing"}
+
+
+def checks_before(client: Any, node: str, log: Callable[[str], None]) -> set[str]:
+    """`passing_checks`, or none when Consul does not answer: a deploy may be what mends
+    it, and then there is nothing to wait for."""
+    try:
+        return passing_checks(client, node)
+    except Exception as exc:  # python-consul2's errors, refused connections, timeouts
+        log(f"{node}  its Consul checks could not be read ({exc}); not waiting for them")
+        return set()
+
+
+def wait_checks_back(client: Any, node: str, before: set[str]) -> None:
+    """Until every check in `before` passes on `node` again."""
+
+    def back() -> None:
+        if missing := before - passing_checks(client, node):
+            raise NotYet(f"not passing yet: {', '.join(sorted(missing))}")
+
+    try:
+        poll(back, what=f"{node}'s Consul checks passing again", timeout=CHECKS_BACK_S,
+             interval=1, errors=(Exception,))  # fmt: skip
+    except PollTimeout as exc:
+        raise DeployError(
+            f"{node}: checks that passed before its Consul agent was replaced do not pass"
+            f" {CHECKS_BACK_S} s after ({exc.last}). Look at those services on {node}"
+            " (`consul catalog services -node " + node + "`, their logs), then run"
+            " `morgan deploy` again"
+        ) from None
