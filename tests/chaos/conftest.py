@@ -3,10 +3,12 @@ thing under a steady load of text turns, mends it, and reports what the load saw
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from morgan.deploy.engine import DockerEngine
 from morgan.deploy.outputs import load_outputs, write_ca_file
@@ -35,6 +37,24 @@ class Fleet:
         self.api_key = api_key_for(config, self.outputs, self.ca_file, owner="chaos",
                                    scopes=("admin",))  # fmt: skip
         self.gateway_url: str = self.outputs["gateway_url"]
+
+    def api(self, key: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request to the gateway with `key`."""
+        ca = ssl.create_default_context(cafile=str(self.ca_file))
+        with httpx.Client(base_url=self.gateway_url, verify=ca, timeout=60) as c:
+            return c.request(method, path, headers={"X-API-Key": key}, **kw)
+
+    def turns(self, key: str, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's turns as its owner reads them through the gateway."""
+        resp = self.api(key, "GET", f"/api/conversations/{conversation_id}")
+        assert resp.status_code == 200, resp.text
+        return list(resp.json()["turns"])
+
+    def memories(self, key: str, query: str) -> set[str]:
+        """The texts a memory search of the key's owner finds (at most 10)."""
+        resp = self.api(key, "GET", "/api/memory/search", params={"q": query, "k": 10})
+        assert resp.status_code == 200, resp.text
+        return {hit["text"] for hit in resp.json()["results"]}
 
     def engine(self, spec: ContainerSpec) -> DockerEngine:
         return self.engines[spec.host]

@@ -8,13 +8,10 @@ and goes on."""
 from __future__ import annotations
 
 import json
-import ssl
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from morgan.deploy import backup as bk
 from morgan.deploy import backup_manifest as bm
@@ -30,24 +27,6 @@ from tests.chaos.conftest import ROOT, Fleet
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def _api(fleet: Fleet, key: str, method: str, path: str, **kw: Any) -> httpx.Response:
-    ca = ssl.create_default_context(cafile=str(fleet.ca_file))
-    with httpx.Client(base_url=fleet.gateway_url, verify=ca, timeout=60) as c:
-        return c.request(method, path, headers={"X-API-Key": key}, **kw)
-
-
-def _turns(fleet: Fleet, key: str, cid: str) -> list[dict[str, Any]]:
-    resp = _api(fleet, key, "GET", f"/api/conversations/{cid}")
-    assert resp.status_code == 200, resp.text
-    return list(resp.json()["turns"])
-
-
-def _memories(fleet: Fleet, key: str) -> set[str]:
-    resp = _api(fleet, key, "GET", "/api/memory/search", params={"q": "kettle cup", "k": 10})
-    assert resp.status_code == 200, resp.text
-    return {hit["text"] for hit in resp.json()["results"]}
-
-
 def test_a_fleet_restored_from_its_backup_has_its_conversations_and_keys(
     fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -55,18 +34,18 @@ def test_a_fleet_restored_from_its_backup_has_its_conversations_and_keys(
 
     owner = f"restored-{uuid.uuid4().hex[:8]}"  # whose memories are only this test's
     key = api_key_for(fleet.config, fleet.outputs, fleet.ca_file, owner=owner)
-    first = _api(fleet, key, "POST", "/api/text", json={"text": "Remember the blue kettle."})
+    first = fleet.api(key, "POST", "/api/text", json={"text": "Remember the blue kettle."})
     assert first.status_code == 200, first.text
     cid = first.json()["conversation_id"]
-    second = _api(fleet, key, "POST", "/api/text",
+    second = fleet.api(key, "POST", "/api/text",
                   json={"text": "And the red cup.", "conversation_id": cid})  # fmt: skip
     assert second.status_code == 200, second.text
-    before = _turns(fleet, key, cid)
+    before = fleet.turns(key, cid)
     assert [t["id"] for t in before] == [first.json()["turn_id"], second.json()["turn_id"]]
     said = {"Remember the blue kettle.", "And the red cup."}
 
     def remembered() -> None:  # memories are stored after the reply
-        if (found := _memories(fleet, key)) != said:
+        if (found := fleet.memories(key, "kettle cup")) != said:
             raise NotYet(f"memories {sorted(found)}")
 
     poll(remembered, what="both turns in semantic memory", timeout=30, interval=1)
@@ -108,8 +87,8 @@ def test_a_fleet_restored_from_its_backup_has_its_conversations_and_keys(
     print("[backup-restore] " + ", ".join(f"{k} {v:.1f} s" for k, v in took.items()))
     fleet.lead_postgres_as_planned()
 
-    assert _turns(fleet, key, cid) == before
-    assert _memories(fleet, key) == said
+    assert fleet.turns(key, cid) == before
+    assert fleet.memories(key, "kettle cup") == said
     for member in fleet.pg_members():  # the standby has them by streaming
         count = fleet.engine(member).text(
             "exec", member.name, "psql", "-h", "/var/run/postgresql", "-U",
@@ -118,7 +97,7 @@ def test_a_fleet_restored_from_its_backup_has_its_conversations_and_keys(
         )  # fmt: skip
         assert count == "2", f"{member.host}: {count}"
     asked = {"text": "What did I ask you to remember?", "conversation_id": cid}
-    third = _api(fleet, key, "POST", "/api/text", json=asked)
+    third = fleet.api(key, "POST", "/api/text", json=asked)
     assert third.status_code == 200, third.text
-    assert [t["id"] for t in _turns(fleet, key, cid)][:2] == [t["id"] for t in before]
-    assert len(_turns(fleet, key, cid)) == 3
+    assert [t["id"] for t in fleet.turns(key, cid)][:2] == [t["id"] for t in before]
+    assert len(fleet.turns(key, cid)) == 3
