@@ -35,16 +35,19 @@ def pg_clients(plan: Plan) -> list[str]:
 def pg_hba_rules(plan: Plan) -> list[str]:
     """Over the network only from the fleet's hosts, and only: the replicator (streaming),
     the application role to its database, the administrator (Patroni's pg_rewind and
-    checks, the role step, which may find the leader on another host). Over the socket,
-    the container's own processes."""
-    kind = "hostssl" if plan.config.security.internal_tls else "host"
+    checks, the role step, which may find the leader on another host). With internal TLS
+    each of them also shows a certificate of the stack's CA: a password alone, sniffed or
+    guessed, opens nothing. Over the socket, the container's own processes."""
+    tls = plan.config.security.internal_tls
+    kind = "hostssl" if tls else "host"
+    auth = "scram-sha-256 clientcert=verify-ca" if tls else "scram-sha-256"
     pg = plan.config.postgres
     rules = ["local all all trust", "host all all 127.0.0.1/32 scram-sha-256"]
     for client in pg_clients(plan):
         rules += [
-            f"{kind} replication replicator {client} scram-sha-256",
-            f"{kind} {pg.database} {pg.app_user} {client} scram-sha-256",
-            f"{kind} all {pg.user} {client} scram-sha-256",
+            f"{kind} replication replicator {client} {auth}",
+            f"{kind} {pg.database} {pg.app_user} {client} {auth}",
+            f"{kind} all {pg.user} {client} {auth}",
         ]
     return rules
 

@@ -74,7 +74,11 @@ def patroni_config(plan: Plan, host: str) -> dict[str, Any]:
                 "ssl_ca_file": f"{TLS_DIR}/ca.pem",
             }
         )
-        replication["sslrootcert"] = superuser["sslrootcert"] = f"{TLS_DIR}/ca.pem"
+        # The member's own certificate as its client certificate (pg_hba asks for one):
+        # streaming from the leader, pg_rewind, and Patroni's own connections.
+        for conn in (replication, superuser):
+            conn.update(sslrootcert=f"{TLS_DIR}/ca.pem", sslcert=f"{TLS_DIR}/cert.pem",
+                        sslkey=PG_KEY_PATH)  # fmt: skip
     agent = consul_cfg.local_agent_addr(plan).removeprefix("https://")
     consul: dict[str, Any] = {
         "host": agent,

@@ -20,6 +20,8 @@ from infra.placement import Plan
 # psql reads the password from the environment (\getenv): never from its arguments.
 APP_PASSWORD_VARIABLE = "POSTGRES_APP_PASSWORD"
 ADMIN_PASSWORD_VARIABLE = "POSTGRES_PASSWORD"
+# The step's copy of its key, readable by itself only (libpq insists).
+CLIENT_KEY_PATH = "/tmp/client-key.pem"
 
 APP_ROLE_SQL = r"""\getenv password POSTGRES_APP_PASSWORD
 SELECT format('CREATE ROLE %I LOGIN', :'app')
@@ -54,7 +56,8 @@ def admin_conninfo(plan: Plan) -> str:
         "connect_timeout": "5",
     }
     if cfg.security.internal_tls:
-        words.update({"sslmode": "verify-full", "sslrootcert": f"{TLS_DIR}/ca.pem"})
+        words.update({"sslmode": "verify-full", "sslrootcert": f"{TLS_DIR}/ca.pem",
+                      "sslcert": f"{TLS_DIR}/cert.pem", "sslkey": CLIENT_KEY_PATH})  # fmt: skip
     return " ".join(f"{k}={v}" for k, v in words.items())
 
 
@@ -62,8 +65,15 @@ def app_role_script(plan: Plan) -> str:
     """The step's shell script: wait for a primary, then run APP_ROLE_SQL on it."""
     pg = plan.config.postgres
     conninfo = shlex.quote(admin_conninfo(plan))
+    key = (
+        # libpq refuses a client key others may read; uploaded files are (0644).
+        f"install -m 0600 {TLS_DIR}/key.pem {CLIENT_KEY_PATH}\n"
+        if plan.config.security.internal_tls
+        else ""
+    )
     return (
         "set -eu\n"
+        f"{key}"
         # Exported by the shell (a builtin): the password is in no process's arguments.
         f'export PGPASSWORD="${ADMIN_PASSWORD_VARIABLE}"\n'
         f"until psql {conninfo} -Atc 'SELECT 1' >/dev/null; do\n"

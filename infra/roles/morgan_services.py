@@ -133,7 +133,13 @@ def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, st
     cfg = plan.config
     tls = cfg.security.internal_tls
     pg = cfg.postgres
-    query = f"sslmode=verify-full&sslrootcert={TLS_DIR}/ca.pem" if tls else "sslmode=prefer"
+    # With TLS core shows its own certificate too: pg_hba asks every remote login for one.
+    query = (
+        f"sslmode=verify-full&sslrootcert={TLS_DIR}/ca.pem"
+        f"&sslcert={TLS_DIR}/cert.pem&sslkey={TLS_DIR}/key.pem"
+        if tls
+        else "sslmode=prefer"
+    )
     if pg.ha == "patroni":
         query += "&target_session_attrs=read-write"
     secret_env = [

@@ -122,6 +122,10 @@ def test_remote_logins_come_only_from_the_stacks_hosts() -> None:
     # The application role reaches only its database; nobody else but the administrator.
     users = {(r.split()[1], r.split()[2]) for r in remote}
     assert users == {("replication", "replicator"), ("morgan", "morgan_app"), ("all", "morgan")}
+    # Each also shows a certificate of the stack's CA; the dev stack has no internal TLS.
+    assert all(r.endswith("scram-sha-256 clientcert=verify-ca") for r in remote), remote
+    dev = make_plan(parse_stack_config(raw_fleet(ROOT / "stacks" / "Pulumi.dev.yaml")))
+    assert not [r for r in data_cfg.pg_hba_rules(dev) if "clientcert" in r]
     # Networks of the operator's own choosing replace the host list.
     raw.setdefault("postgres", {})["client_networks"] = ["10.213.87.0/28"]
     chosen = make_plan(parse_stack_config(raw))

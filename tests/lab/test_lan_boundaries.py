@@ -211,6 +211,40 @@ def test_postgres_refuses_a_login_from_outside_the_fleet(
     assert len(members) == 2
 
 
+def test_postgres_asks_a_fleet_host_for_a_client_certificate(
+    deployment: Deployment, lab_fleet: DeployReport
+) -> None:
+    """The application role's right password, over TLS, from a host of the fleet (h3's
+    PostgreSQL container to h1's member), without a client certificate: refused. The same
+    with the member's own certificate is the control. The password comes on standard
+    input, never in a process's arguments."""
+    from infra.configs.patroni import PG_KEY_PATH
+
+    pg = deployment.plan.config.postgres
+    password = read_env(st.paths("lab", ROOT).env_file)["MORGAN_POSTGRES_APP_PASSWORD"]
+    standby = next(iter(deployment.of_role("postgres-standby")))
+    primary = next(iter(deployment.of_role("postgres-primary")))
+    target = deployment.plan.config.host(primary.host).address
+    engine = engines(deployment.plan.config, ROOT)[standby.host]
+    conninfo = (
+        f"host={target} port={PG_PORT} dbname={pg.database} user={pg.app_user}"
+        f" sslmode=verify-full sslrootcert={TLS_DIR}/ca.pem connect_timeout=10"
+    )
+    own = f" sslcert={TLS_DIR}/cert.pem sslkey={PG_KEY_PATH}"
+    answers = {}
+    for name, extra in (("no certificate", ""), ("its certificate", own)):
+        script = (
+            f"read -r PGPASSWORD; export PGPASSWORD; psql -X -Atc 'SELECT 1' '{conninfo}{extra}'"
+        )
+        proc = engine.run("exec", "-i", standby.name, "sh", "-c", script,
+                          stdin=f"{password}\n".encode(), check=False, timeout=60)  # fmt: skip
+        answers[name] = (proc.returncode, (proc.stdout + proc.stderr).decode().strip())
+        print(f"{standby.host} -> {primary.host}, {name}: {answers[name]}")
+    assert answers["its certificate"] == (0, "1")
+    code, said = answers["no certificate"]
+    assert code != 0 and "connection requires a valid client certificate" in said, said
+
+
 def _docker_version(
     endpoint: str, ca: Path, cert: Path, key: Path
 ) -> subprocess.CompletedProcess[str]:
