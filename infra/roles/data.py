@@ -22,6 +22,7 @@ from infra.spec_common import (
     role_labels,
     tls_files,
 )
+from infra.support_privileges import support_privileges
 
 
 def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
@@ -56,6 +57,7 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         role=replica.role,
         host=replica.host,
         image=cfg.images.support.postgres,
+        privileges=support_privileges(cfg.images.support.postgres),
         platform=cfg.host(replica.host).platform,
         command=command,
         entrypoint=entrypoint,
@@ -83,6 +85,7 @@ def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         role=replica.role,
         host=replica.host,
         image=cfg.images.support.patroni,
+        privileges=support_privileges(cfg.images.support.patroni),
         platform=cfg.host(replica.host).platform,
         entrypoint=("tini", "--"),
         command=patroni_cfg.command(plan),
@@ -130,6 +133,7 @@ def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> Contain
         role=replica.role,
         host=replica.host,
         image=cfg.images.support.redis,
+        privileges=support_privileges(cfg.images.support.redis),
         platform=cfg.host(replica.host).platform,
         entrypoint=("/bin/sh",),
         command=("-c", data_cfg.redis_server_args(plan, replica.host, cluster, port)),
@@ -168,6 +172,7 @@ def _job(
         role=role,
         host=beside.host,
         image=image,
+        privileges=support_privileges(image),
         platform=plan.config.host(beside.host).platform,
         entrypoint=("/bin/sh",),
         command=("-c", script),
@@ -257,6 +262,7 @@ def qdrant_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         role="qdrant",
         host=replica.host,
         image=cfg.images.support.qdrant,
+        privileges=support_privileges(cfg.images.support.qdrant),
         platform=cfg.host(replica.host).platform,
         env=env,
         secret_env=(SecretEnv("QDRANT__SERVICE__API_KEY", "{qdrant_api_key}"),),

@@ -15,6 +15,7 @@ from infra.spec_common import (
     role_labels,
     tls_files,
 )
+from infra.support_privileges import support_privileges
 
 
 def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
@@ -29,6 +30,7 @@ def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         role="traefik",
         host=replica.host,
         image=cfg.images.support.traefik,
+        privileges=support_privileges(cfg.images.support.traefik, low_ports=True),
         platform=cfg.host(replica.host).platform,
         entrypoint=("/bin/sh",),
         command=("-c", start),

@@ -11,12 +11,13 @@ from infra.config import StackConfigError, parse_stack_config
 from infra.configs import observability as obs
 from infra.container_run import LOG_OPTS
 from infra.deployment import build_deployment
-from infra.model import UNPRIVILEGED
+from infra.model import UNPRIVILEGED, Privileges
 from infra.placement import Plan
 from infra.render.compose import render_compose
 from infra.render.swarm import render_swarm
 from infra.specs import build_specs
-from tests.infra.conftest import plan_from
+from infra.support_privileges import is_local_build
+from tests.infra.conftest import ROOT, plan_from, raw_fleet
 
 pytestmark = pytest.mark.unit
 
@@ -118,3 +119,40 @@ def test_promtail_reads_the_engines_log_files_read_only(homelab_plan: Plan) -> N
     assert LOG_OPTS["tag"] == "{{.Name}}" and LOG_OPTS["labels"] == "morgan.role"
     compose = render_compose(build_deployment(homelab_plan), "h1")["services"]
     assert all(s["logging"]["options"] == LOG_OPTS for s in compose.values())
+
+
+@pytest.mark.parametrize(
+    ("image", "local"),
+    [
+        ("morgan-local/patroni:3.0.2", True),
+        ("10.213.87.10:5000/morgan-local/consul:1.16.1", True),
+        ("hashicorp/consul:1.16.1", False),
+        ("redis:7", False),
+        ("localhost:5000/morgan-local", False),
+        ("registry:5000/morgan-local/redis@sha256:" + "0" * 64, True),
+    ],
+)
+def test_morgan_builds_of_support_servers_are_told_apart(image: str, local: bool) -> None:
+    assert is_local_build(image) is local
+
+
+def test_support_servers_are_hardened_by_their_image(homelab_raw: dict[str, Any]) -> None:
+    """Upstream images keep what a root entrypoint needs and lose NET_RAW and the rest;
+    Morgan's own builds (the lab's) keep nothing, Traefik's only the right to bind 443."""
+    support = {"consul-server", "consul-agent", "postgres-primary", "postgres-standby",
+               "postgres-app-role", "redis", "redis-replica", "redis-cluster-create",
+               "traefik", "qdrant"}  # fmt: skip
+    upstream = build_specs(plan_from(homelab_raw))
+    for spec in (s for s in upstream if s.role in support):
+        p = spec.privileges
+        assert p.cap_drop == ("ALL",) and p.no_new_privileges, spec.name
+        assert "NET_RAW" not in p.cap_add and "SETUID" in p.cap_add, spec.name
+        assert ("NET_BIND_SERVICE" in p.cap_add) == (spec.role == "traefik"), spec.name
+    assert {"consul-server", "consul-agent", "postgres-primary", "redis", "traefik",
+            "qdrant"} <= {s.role for s in upstream}  # fmt: skip
+    lab = build_specs(plan_from(raw_fleet(ROOT / "stacks" / "Pulumi.lab.yaml")))
+    for spec in (s for s in lab if s.role in support):
+        if spec.role == "traefik":
+            assert spec.privileges == Privileges(cap_drop=("ALL",), cap_add=("NET_BIND_SERVICE",))
+        else:
+            assert spec.privileges == UNPRIVILEGED, spec.name

@@ -239,3 +239,22 @@ def test_morgan_containers_hold_no_capability(
                          check=False, timeout=60)  # fmt: skip
         assert raw.returncode != 0, spec.name
         assert b"PermissionError" in raw.stderr, raw.stderr[-300:]
+
+
+def test_the_gateway_keeps_only_the_right_to_bind_its_ports(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    """Traefik (the lab runs Morgan's build: its own user, a file capability on the
+    binary) holds NET_BIND_SERVICE and nothing else, and serves 443 with it."""
+    deployment = build_deployment(make_plan(config), ROOT)
+    gateway = next(iter(deployment.of_role("traefik")))
+    engine = engines(config, ROOT)[gateway.host]
+    caps = engine.text("inspect", "-f", "{{json .HostConfig.CapDrop}} {{json .HostConfig.CapAdd}}",
+                       gateway.name, timeout=60)  # fmt: skip
+    assert caps == '["ALL"] ["NET_BIND_SERVICE"]'
+    status = engine.text("exec", gateway.name, "grep", "-E", "^(Uid|CapEff|CapBnd)",
+                         "/proc/1/status", timeout=60)  # fmt: skip
+    fields = {k: v.split()[0] for k, v in (line.split(":\t") for line in status.splitlines())}
+    print(gateway.name, fields)
+    net_bind_service = f"{1 << 10:016x}"
+    assert fields == {"Uid": "10200", "CapEff": net_bind_service, "CapBnd": net_bind_service}
