@@ -13,7 +13,14 @@ import consul
 import pytest
 from morgan.deploy import node_checks
 from morgan.deploy.engine import DeployError
-from morgan.deploy.node_checks import checks_before, passing_checks, wait_checks_back
+from morgan.deploy.node_checks import (
+    checks_before,
+    healthy_servers,
+    passing_checks,
+    servers_before,
+    wait_checks_back,
+    wait_servers_healthy,
+)
 
 from tests.harness.servers import ConsulServer
 
@@ -67,3 +74,14 @@ def test_a_consul_that_does_not_answer_is_not_waited_for() -> None:
     silent = consul.Consul(host="127.0.0.1", port=1)
     assert checks_before(silent, "h1", logged.append) == set()
     assert len(logged) == 1 and logged[0].startswith("h1  its Consul checks could not be read")
+
+
+def test_the_deploy_waits_for_as_many_healthy_servers_as_before(
+    consul_server: ConsulServer, client: consul.Consul, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert healthy_servers(client) == [consul_server.node_name]
+    assert servers_before(client, print) == 1
+    wait_servers_healthy(client, 1)
+    monkeypatch.setattr(node_checks, "CHECKS_BACK_S", 2)
+    with pytest.raises(DeployError, match="1 of 2 servers healthy"):
+        wait_servers_healthy(client, 2)

@@ -1,4 +1,4 @@
-"""A host's Consul checks back before a rolling deploy moves on to the next host.
+"""A host's part of Consul whole again before a rolling deploy moves on to the next host.
 
 A Consul agent that restarts (its container replaced) restores the services registered
 on it with their checks critical until each runs again, a check interval later. Were the
@@ -6,6 +6,12 @@ next host's agent replaced within that time, a role with replicas on just those 
 hosts (llm, vad) would have no passing instance at all, and core would refuse turns.
 So after a Consul container of a host is replaced, the deploy waits until every check
 that passed on the node before passes again.
+
+A Consul server is the same: it answers `consul members` before it has caught up with the
+leader's log. Were the next server replaced within that time, two of three would be out
+and the cluster without a leader (no KV reads: core could not check API keys). So after
+a server is replaced, the deploy waits until autopilot finds as many servers healthy as
+before.
 """
 
 from __future__ import annotations
@@ -53,4 +59,37 @@ def wait_checks_back(client: Any, node: str, before: set[str]) -> None:
             f" {CHECKS_BACK_S} s after ({exc.last}). Look at those services on {node}"
             " (`consul catalog services -node " + node + "`, their logs), then run"
             " `morgan deploy` again"
+        ) from None
+
+
+def healthy_servers(client: Any) -> list[str]:
+    """The Consul servers autopilot finds healthy now (voters, caught up with the leader)."""
+    health = client.operator.autopilot_health()
+    return [srv["Name"] for srv in health.get("Servers") or [] if srv.get("Healthy")]
+
+
+def servers_before(client: Any, log: Callable[[str], None]) -> int:
+    """How many servers are healthy now; 0 when Consul does not answer (nothing to keep)."""
+    try:
+        return len(healthy_servers(client))
+    except Exception as exc:  # python-consul2's errors, refused connections, timeouts
+        log(f"the Consul servers' health could not be read ({exc}); not waiting for it")
+        return 0
+
+
+def wait_servers_healthy(client: Any, at_least: int) -> None:
+    """Until autopilot finds at least as many servers healthy as before the replacement."""
+
+    def whole() -> None:
+        if len(healthy := healthy_servers(client)) < at_least:
+            raise NotYet(f"{len(healthy)} of {at_least} servers healthy ({', '.join(healthy)})")
+
+    try:
+        poll(whole, what="the Consul servers healthy", timeout=CHECKS_BACK_S, interval=1,
+             errors=(Exception,))  # fmt: skip
+    except PollTimeout as exc:
+        raise DeployError(
+            f"fewer Consul servers are healthy {CHECKS_BACK_S} s after one was replaced than"
+            f" before ({exc.last}). Look at `consul operator autopilot state` and the"
+            " servers' logs, then run `morgan deploy` again"
         ) from None

@@ -35,7 +35,13 @@ from morgan.deploy.containers import (
     remove_unplanned,
 )
 from morgan.deploy.engine import DeployError, DockerEngine
-from morgan.deploy.node_checks import CONSUL_ROLES, checks_before, wait_checks_back
+from morgan.deploy.node_checks import (
+    CONSUL_ROLES,
+    checks_before,
+    servers_before,
+    wait_checks_back,
+    wait_servers_healthy,
+)
 from morgan.deploy.outputs import consul_factory, write_outputs
 from morgan.deploy.pki import IssuedTls, issue
 from morgan.deploy.registry import push_images
@@ -318,8 +324,9 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
         agents = {s.host for s in specs if s.name in rolling and s.role in CONSUL_ROLES}
         consul = _consul_store(deployment, staged.env, p).consul.client() if agents else None
         passing = {host: checks_before(consul, host, log) for host in agents}
+        servers = servers_before(consul, log) if consul is not None else 0
 
-        def run_on(host: str, names: set[str]) -> None:
+        def run_on(host: str, names: set[str], *, rolling_over: bool = False) -> None:
             mine = [s for s in specs if s.host == host and s.name in names]
             for spec in mine:
                 change = apply(eng[host], prepared[host][spec.name])
@@ -327,6 +334,11 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
                 log(f"{host}  {spec.name:<34} {change}")
             for spec in mine:
                 _wait_healthy(eng[host], spec)
+            if not rolling_over or consul is None:
+                return
+            # This host's part of Consul whole again before the next host's goes.
+            if servers and any(s.role == "consul-server" for s in mine):
+                wait_servers_healthy(consul, servers)
             if passing.get(host) and any(s.role in CONSUL_ROLES for s in mine):
                 wait_checks_back(consul, host, passing[host])
 
@@ -337,7 +349,7 @@ def deploy(config: MorganStackConfig, root: Path, p: StackPaths, log: Log) -> De
         # host's go, so that a role with replicas on several hosts keeps serving (Consul
         # keeps its quorum, core answers through the gateway) while it is updated.
         for host in hosts:
-            run_on(host, rolling)
+            run_on(host, rolling, rolling_over=True)
 
     run_phases(staged, p, log, start)
     _parallel(lambda host: tidy(host, None), list(eng))  # roles the plan no longer has
