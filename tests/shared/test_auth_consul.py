@@ -315,3 +315,32 @@ def test_repeated_failed_key_checks_get_429_before_any_lookup(
         # Another client (behind no proxy, so another peer) is not held back by them.
         other = TestClient(c.app, client=("10.9.8.7", 5000))
         assert other.get("/api/me", headers={"X-API-Key": key}).json() == {"owner": "ivy"}
+
+
+def test_a_key_read_that_fails_midway_is_asked_once_more(
+    consul: ConsulClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's server stopped during the read (a rolling deploy): the check asks once
+    more and the key is accepted. Two failures in a row still reach the caller."""
+    import consul as consul_lib
+    from morgan.shared import auth
+
+    store = ApiKeyStore(consul)
+    record, key = store.create("rolling")
+    failures: list[str] = []
+
+    def flaky(client: consul_lib.Consul, name: str) -> StaleRead:
+        if len(failures) < failing:
+            failures.append(name)
+            raise consul_lib.ConsulException("500 rpc error making call: EOF")
+        return read_stale(client, name)
+
+    monkeypatch.setattr(auth, "read_stale", flaky)
+    failing = 1
+    assert store.verify(key).key_id == record.key_id
+    assert failures == [KEYS_PREFIX + record.key_id]
+    failures.clear()
+    failing = 2
+    with pytest.raises(consul_lib.ConsulException, match="EOF"):
+        ApiKeyStore(consul).verify(key)
+    assert len(failures) == 2

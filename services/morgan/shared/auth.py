@@ -22,6 +22,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import threading
@@ -30,6 +31,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import tenacity
 from fastapi import Request
 from pydantic import BaseModel, Field
 
@@ -44,6 +46,12 @@ WS_KEY_PREFIX = "bearer."
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
 BAD_KEY_SECONDS = 10.0
 BAD_KEYS_MAX = 10_000
+# A key's read the agent could not complete (the server it asked stopped mid-call: a
+# rolling deploy, an upgrade) is asked once more; the agent sends it to another server.
+KEY_READ_TRIES = 2
+KEY_READ_RETRY_S = 0.2
+
+log = logging.getLogger(__name__)
 Scope = Literal["user", "admin", "service"]
 SCOPES: tuple[Scope, ...] = ("user", "admin", "service")
 USER_SCOPES: frozenset[str] = frozenset({"user", "admin"})  # what core accepts
@@ -226,6 +234,18 @@ class ApiKeyStore:
         """The record as the nearest server has it, when no staler than a cached one may
         be (`cache_seconds`); otherwise, or when that server has none (a key just made),
         as the leader has it."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(KEY_READ_TRIES),
+            wait=tenacity.wait_fixed(KEY_READ_RETRY_S),
+            before_sleep=lambda state: log.info(
+                "reading API key %s failed (%s); asking Consul once more",
+                key_id, state.outcome.exception() if state.outcome else "?",
+            ),
+            reraise=True,
+        )  # fmt: skip
+        return retrying(self._read_to_check, key_id)
+
+    def _read_to_check(self, key_id: str) -> ApiKeyRecord | None:
         read = read_stale(self._client, KEYS_PREFIX + key_id)
         if read.fresh_within(self.cache_seconds) and (found := _record(read.entry)):
             return found
