@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from morgan.deploy.rollout import deploy, pki_dir
+from morgan.deploy.rollout import api_key_for, deploy, pki_dir
 from morgan.lab import stack as st
 from morgan.lab.polling import NotYet, poll
 
@@ -126,8 +126,6 @@ async def test_rotating_every_certificate_under_load_loses_nothing(fleet: Fleet)
           " containers serve their role's certificate")  # fmt: skip
 
     owner = f"rotation-{uuid.uuid4().hex[:8]}"
-    from morgan.deploy.rollout import api_key_for
-
     key = api_key_for(fleet.config, fleet.outputs, fleet.ca_file, owner=owner)
     first = fleet.api(key, "POST", "/api/text", json={"text": "Remember the green lamp."})
     assert first.status_code == 200, first.text

@@ -17,11 +17,12 @@ before.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from morgan.deploy.engine import DeployError
 from morgan.lab.polling import NotYet, PollTimeout, poll
 
+T = TypeVar("T")
 CONSUL_ROLES = frozenset({"consul-agent", "consul-server"})
 # A service's check runs every 10 s; an agent rejoining and syncing takes a few more.
 CHECKS_BACK_S = 120
@@ -33,14 +34,29 @@ def passing_checks(client: Any, node: str) -> set[str]:
     return {c["CheckID"] for c in checks if c["Status"] == "passing"}
 
 
-def checks_before(client: Any, node: str, log: Callable[[str], None]) -> set[str]:
-    """`passing_checks`, or none when Consul does not answer: a deploy may be what mends
-    it, and then there is nothing to wait for."""
+def _unless_silent(read: Callable[[], T], nothing: T, log: Callable[[str], None],
+                   what: str) -> T:  # fmt: skip
+    """`read()`, or `nothing` when Consul does not answer: a deploy may be what mends it,
+    and then there is nothing to wait for."""
     try:
-        return passing_checks(client, node)
+        return read()
     except Exception as exc:  # python-consul2's errors, refused connections, timeouts
-        log(f"{node}  its Consul checks could not be read ({exc}); not waiting for them")
-        return set()
+        log(f"{what} could not be read ({exc}); not waiting for it")
+        return nothing
+
+
+def _wait(probe: Callable[[], None], what: str, failed: Callable[[str], str]) -> None:
+    """`probe` until it passes, for CHECKS_BACK_S; then a DeployError `failed(last try)`."""
+    try:
+        poll(probe, what=what, timeout=CHECKS_BACK_S, interval=1, errors=(Exception,))
+    except PollTimeout as exc:
+        raise DeployError(failed(exc.last)) from None
+
+
+def checks_before(client: Any, node: str, log: Callable[[str], None]) -> set[str]:
+    """`passing_checks`, or none when Consul does not answer."""
+    return _unless_silent(lambda: passing_checks(client, node), set(), log,
+                          f"{node}  its Consul checks")  # fmt: skip
 
 
 def wait_checks_back(client: Any, node: str, before: set[str]) -> None:
@@ -50,16 +66,12 @@ def wait_checks_back(client: Any, node: str, before: set[str]) -> None:
         if missing := before - passing_checks(client, node):
             raise NotYet(f"not passing yet: {', '.join(sorted(missing))}")
 
-    try:
-        poll(back, what=f"{node}'s Consul checks passing again", timeout=CHECKS_BACK_S,
-             interval=1, errors=(Exception,))  # fmt: skip
-    except PollTimeout as exc:
-        raise DeployError(
-            f"{node}: checks that passed before its Consul agent was replaced do not pass"
-            f" {CHECKS_BACK_S} s after ({exc.last}). Look at those services on {node}"
-            " (`consul catalog services -node " + node + "`, their logs), then run"
-            " `morgan deploy` again"
-        ) from None
+    _wait(back, f"{node}'s Consul checks passing again", lambda last: (
+        f"{node}: checks that passed before its Consul agent was replaced do not pass"
+        f" {CHECKS_BACK_S} s after ({last}). Look at those services on {node}"
+        f" (`consul catalog services -node {node}`, their logs), then run"
+        " `morgan deploy` again"
+    ))  # fmt: skip
 
 
 def healthy_servers(client: Any) -> list[str]:
@@ -70,11 +82,8 @@ def healthy_servers(client: Any) -> list[str]:
 
 def servers_before(client: Any, log: Callable[[str], None]) -> int:
     """How many servers are healthy now; 0 when Consul does not answer (nothing to keep)."""
-    try:
-        return len(healthy_servers(client))
-    except Exception as exc:  # python-consul2's errors, refused connections, timeouts
-        log(f"the Consul servers' health could not be read ({exc}); not waiting for it")
-        return 0
+    return _unless_silent(lambda: len(healthy_servers(client)), 0, log,
+                          "the Consul servers' health")  # fmt: skip
 
 
 def wait_servers_healthy(client: Any, at_least: int) -> None:
@@ -84,12 +93,8 @@ def wait_servers_healthy(client: Any, at_least: int) -> None:
         if len(healthy := healthy_servers(client)) < at_least:
             raise NotYet(f"{len(healthy)} of {at_least} servers healthy ({', '.join(healthy)})")
 
-    try:
-        poll(whole, what="the Consul servers healthy", timeout=CHECKS_BACK_S, interval=1,
-             errors=(Exception,))  # fmt: skip
-    except PollTimeout as exc:
-        raise DeployError(
-            f"fewer Consul servers are healthy {CHECKS_BACK_S} s after one was replaced than"
-            f" before ({exc.last}). Look at `consul operator autopilot state` and the"
-            " servers' logs, then run `morgan deploy` again"
-        ) from None
+    _wait(whole, "the Consul servers healthy", lambda last: (
+        f"fewer Consul servers are healthy {CHECKS_BACK_S} s after one was replaced than"
+        f" before ({last}). Look at `consul operator autopilot state` and the servers'"
+        " logs, then run `morgan deploy` again"
+    ))  # fmt: skip
