@@ -27,15 +27,21 @@ MAX_RETRY_COUNT = 10
 SCRATCH_MB = 16
 
 
+# File modes of uploads: a script, any other file, and a private key with a known owner.
+EXECUTABLE, READABLE, OWNER_ONLY = 0o755, 0o644, 0o400
+
+
 @dataclass(frozen=True)
 class Upload:
     """A file written into the container before it starts: literal content, or one of the
-    role's TLS files (`tls` = "ca", "cert" or "key"), whose content each path supplies."""
+    role's TLS files (`tls` = "ca", "cert" or "key"), whose content each path supplies.
+    `owner` (uid, gid): whose it is; None leaves it root's."""
 
     path: str
     content: str | None = None
     tls: Literal["ca", "cert", "key"] | None = None
-    executable: bool = False
+    mode: int = READABLE
+    owner: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,16 +78,26 @@ class ContainerRun:
     log_opts: tuple[tuple[str, str], ...] = tuple(LOG_OPTS.items())
 
 
+def key_upload(path: str, owner: tuple[int, int] | None) -> Upload:
+    """The TLS key: its user's alone where the plan knows the user, else readable by all
+    (an image that starts as root and switches user must still read it)."""
+    if owner is None:
+        return Upload(path=path, tls="key")
+    return Upload(path=path, tls="key", mode=OWNER_ONLY, owner=owner)
+
+
 def container_run(spec: ContainerSpec) -> ContainerRun:
     uploads = [
-        Upload(path=f.path, content=f.content, executable=f.path.endswith(".sh"))
+        Upload(
+            path=f.path, content=f.content, mode=EXECUTABLE if f.path.endswith(".sh") else READABLE
+        )
         for f in spec.files
     ]
     if spec.tls is not None:
         uploads += [
             Upload(path=spec.tls.ca, tls="ca"),
             Upload(path=spec.tls.cert, tls="cert"),
-            Upload(path=spec.tls.key, tls="key"),
+            key_upload(spec.tls.key, spec.runs_as),
         ]
     mounts = [Mount(target=v.path, volume=v.name, read_only=v.read_only) for v in spec.volumes]
     mounts += [Mount(target=b.path, host_path=b.source, read_only=b.read_only) for b in spec.binds]

@@ -129,6 +129,8 @@ class Privileges:
 
 # Morgan's own containers: no capability at all, no way to gain one.
 UNPRIVILEGED = Privileges(cap_drop=("ALL",), no_new_privileges=True)
+# The user (uid, gid) Morgan's images run as (images/runtime/Dockerfile).
+MORGAN_USER = (10001, 10001)
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,9 @@ class ContainerSpec:
     one_shot: bool = False
     gpu_devices: tuple[str, ...] = ()  # the host's GPUs this container gets (ids or UUIDs)
     privileges: Privileges = Privileges()
-    user: str | None = None
+    # The (uid, gid) the container's processes run as, where the plan knows it from the
+    # image: its TLS key is then that user's alone (0400); else readable by all (0644).
+    runs_as: tuple[int, int] | None = None
     labels: dict[str, str] = field(default_factory=dict)
     entrypoint: tuple[str, ...] | None = None
     # How long a stop waits after SIGTERM before it kills (the engine's default: 10 s).

@@ -24,6 +24,19 @@ LOCAL_REPOSITORY = "morgan-local"
 # SETPCAP (and NET_BIND_SERVICE where nothing binds a port below 1024).
 ROOT_ENTRYPOINT = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
 LOW_PORTS = "NET_BIND_SERVICE"
+# The user (uid, gid) each of Morgan's builds runs as (images/<name>/Dockerfile: the fixed
+# ids it creates, or Debian's nobody/nogroup). PostgreSQL's and Redis's users get their ids
+# from Debian's packages at build time, so the plan cannot name them.
+NOBODY = (65534, 65534)
+LOCAL_USERS: dict[str, tuple[int, int]] = {
+    "consul": (10100, 10100),
+    "traefik": (10200, 10200),
+    "prometheus": NOBODY,
+    "alertmanager": NOBODY,
+    "node_exporter": NOBODY,
+    "postgres_exporter": NOBODY,
+    "redis_exporter": NOBODY,
+}
 
 
 def is_local_build(image: str) -> bool:
@@ -32,6 +45,18 @@ def is_local_build(image: str) -> bool:
     if ":" in repository.rsplit("/", 1)[-1]:  # a tag (not a registry's port)
         repository = repository.rsplit(":", 1)[0]
     return LOCAL_REPOSITORY in repository.split("/")[:-1]
+
+
+def _name(image: str) -> str:
+    """`<registry>/morgan-local/<name>:<tag>` -> `<name>`."""
+    last = image.split("@")[0].rsplit("/", 1)[-1]
+    return last.split(":", 1)[0]
+
+
+def image_user(image: str) -> tuple[int, int] | None:
+    """The (uid, gid) a local build runs as, where its Dockerfile fixes it; None for an
+    upstream image (whose entrypoint may start as root and switch) or an unfixed one."""
+    return LOCAL_USERS.get(_name(image)) if is_local_build(image) else None
 
 
 def support_privileges(image: str, *, low_ports: bool = False) -> Privileges:

@@ -49,9 +49,14 @@ def _uploads(run: ContainerRun, ctx: DeployContext) -> list[docker.ContainerUplo
                 "cert": issued.cert_pem,
                 "key": issued.key_pem,
             }[upload.tls]
+        owner = upload.owner
         out.append(
             docker.ContainerUploadArgs(
-                file=upload.path, content=content, executable=upload.executable
+                file=upload.path,
+                content=content,
+                permissions=f"{upload.mode:04o}",
+                owner=str(owner[0]) if owner else None,
+                group=str(owner[1]) if owner else None,
             )
         )
     return out

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from infra.container_run import OWNER_ONLY
 from infra.deployment import Deployment
 from infra.model import ContainerSpec
 from infra.render.compose import config_key, config_mode, service_entry, volume_names
@@ -49,7 +50,23 @@ class SwarmObject:
         return f"{self.key[: NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
 
 
-def _tls_objects(spec: ContainerSpec) -> list[tuple[SwarmObject, str, int]]:
+@dataclass(frozen=True)
+class Mounted:
+    """Where a task gets an object: target path, file mode, owner (uid, gid; root's when
+    None)."""
+
+    target: str
+    mode: int
+    owner: tuple[int, int] | None = None
+
+    def ref(self, key: str) -> dict[str, Any]:
+        ref: dict[str, Any] = {"source": key, "target": self.target, "mode": self.mode}
+        if self.owner is not None:
+            ref["uid"], ref["gid"] = (str(i) for i in self.owner)
+        return ref
+
+
+def _tls_objects(spec: ContainerSpec) -> list[tuple[SwarmObject, Mounted]]:
     if spec.tls is None or spec.certificate is None:
         return []
     out = []
@@ -58,34 +75,34 @@ def _tls_objects(spec: ContainerSpec) -> list[tuple[SwarmObject, str, int]]:
         source = "./tls/ca.pem" if kind == "ca" else f"./tls/{spec.certificate}/{kind}.pem"
         obj = SwarmObject(key, "secret" if kind == "key" else "config", source,
                           tls=(spec.certificate, kind))  # fmt: skip
-        # Readable by the image's own (non-root) user, as the other engines' uploads are.
-        out.append((obj, target, 0o444))
+        # As the other engines' uploads: the key its user's alone where the plan knows
+        # the user, everything else readable by the image's own (non-root) user.
+        if kind == "key" and spec.runs_as is not None:
+            out.append((obj, Mounted(target, OWNER_ONLY, spec.runs_as)))
+        else:
+            out.append((obj, Mounted(target, 0o444)))
     return out
 
 
-def objects_of(spec: ContainerSpec) -> list[tuple[SwarmObject, str, int]]:
-    """(object, target path in the container, file mode) for each file the task gets."""
+def objects_of(spec: ContainerSpec) -> list[tuple[SwarmObject, Mounted]]:
+    """(object, where the task gets it) for each file the task gets."""
     files = [
         (SwarmObject(config_key(spec, f.path), "config", f"./configs/{config_key(spec, f.path)}",
-                     content=f.content), f.path, config_mode(f.path))
+                     content=f.content), Mounted(f.path, config_mode(f.path)))
         for f in spec.files
     ]  # fmt: skip
     return files + _tls_objects(spec)
 
 
 def stack_objects(specs: Iterable[ContainerSpec]) -> dict[str, SwarmObject]:
-    return {obj.key: obj for spec in specs for obj, _, _ in objects_of(spec)}
+    return {obj.key: obj for spec in specs for obj, _ in objects_of(spec)}
 
 
 def _swarm_service(spec: ContainerSpec, env: dict[str, str] | None) -> dict[str, Any]:
     service = service_entry(spec, env)
     service["networks"] = [HOST_NETWORK]
     for kind in ("config", "secret"):
-        refs = [
-            {"source": obj.key, "target": target, "mode": mode}
-            for obj, target, mode in objects_of(spec)
-            if obj.kind == kind
-        ]
+        refs = [mounted.ref(obj.key) for obj, mounted in objects_of(spec) if obj.kind == kind]
         if refs:
             service[f"{kind}s"] = refs
     deploy: dict[str, Any] = {

@@ -18,7 +18,7 @@ from infra.spec_common import (
     role_labels,
     tls_files,
 )
-from infra.support_privileges import support_privileges
+from infra.support_privileges import image_user, support_privileges
 
 
 def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
@@ -65,6 +65,7 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         host=replica.host,
         image=cfg.images.support.consul,
         privileges=support_privileges(cfg.images.support.consul),
+        runs_as=image_user(cfg.images.support.consul),
         platform=cfg.host(replica.host).platform,
         # The image entrypoint adds -data-dir and -config-dir=/consul/config.
         command=("agent",),

@@ -22,7 +22,7 @@ from infra.spec_common import (
     role_labels,
     tls_files,
 )
-from infra.support_privileges import support_privileges
+from infra.support_privileges import image_user, support_privileges
 
 
 def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
@@ -58,6 +58,7 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         host=replica.host,
         image=cfg.images.support.postgres,
         privileges=support_privileges(cfg.images.support.postgres),
+        runs_as=image_user(cfg.images.support.postgres),
         platform=cfg.host(replica.host).platform,
         command=command,
         entrypoint=entrypoint,
@@ -86,6 +87,7 @@ def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         host=replica.host,
         image=cfg.images.support.patroni,
         privileges=support_privileges(cfg.images.support.patroni),
+        runs_as=image_user(cfg.images.support.patroni),
         platform=cfg.host(replica.host).platform,
         entrypoint=("tini", "--"),
         command=patroni_cfg.command(plan),
@@ -134,6 +136,7 @@ def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> Contain
         host=replica.host,
         image=cfg.images.support.redis,
         privileges=support_privileges(cfg.images.support.redis),
+        runs_as=image_user(cfg.images.support.redis),
         platform=cfg.host(replica.host).platform,
         entrypoint=("/bin/sh",),
         command=("-c", data_cfg.redis_server_args(plan, replica.host, cluster, port)),
@@ -173,6 +176,7 @@ def _job(
         host=beside.host,
         image=image,
         privileges=support_privileges(image),
+        runs_as=image_user(image),
         platform=plan.config.host(beside.host).platform,
         entrypoint=("/bin/sh",),
         command=("-c", script),
@@ -263,6 +267,7 @@ def qdrant_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         host=replica.host,
         image=cfg.images.support.qdrant,
         privileges=support_privileges(cfg.images.support.qdrant),
+        runs_as=image_user(cfg.images.support.qdrant),
         platform=cfg.host(replica.host).platform,
         env=env,
         secret_env=(SecretEnv("QDRANT__SERVICE__API_KEY", "{qdrant_api_key}"),),

@@ -12,6 +12,7 @@ from infra.configs import observability as obs_cfg
 from infra.model import TLS_DIR, BindMount, ConfigFile, ContainerSpec, Healthcheck, Port, SecretEnv
 from infra.placement import Plan, Replica
 from infra.spec_common import port_encryption, wget_probe
+from infra.support_privileges import image_user
 
 
 def _serving(
@@ -42,6 +43,7 @@ def _exporter(plan: Plan, replica: Replica, base: dict[str, Any], **spec: Any) -
             test=wget_probe(port, "/", plan.config.security.internal_tls), start_period="10s"
         ),
         "memory_mb": 64,
+        "runs_as": image_user(spec["image"]),
     }
     return ContainerSpec(**{**defaults, **spec}, **base)
 

@@ -15,7 +15,7 @@ from infra.spec_common import (
     role_labels,
     tls_files,
 )
-from infra.support_privileges import support_privileges
+from infra.support_privileges import image_user, support_privileges
 
 
 def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
@@ -31,6 +31,7 @@ def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         host=replica.host,
         image=cfg.images.support.traefik,
         privileges=support_privileges(cfg.images.support.traefik, low_ports=True),
+        runs_as=image_user(cfg.images.support.traefik),
         platform=cfg.host(replica.host).platform,
         entrypoint=("/bin/sh",),
         command=("-c", start),

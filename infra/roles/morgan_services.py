@@ -10,6 +10,7 @@ from infra.configs import consul as consul_cfg
 from infra.configs import data as data_cfg
 from infra.configs import gateway as gateway_cfg
 from infra.model import (
+    MORGAN_USER,
     TLS_DIR,
     UNPRIVILEGED,
     ContainerSpec,
@@ -109,6 +110,7 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         memory_mb=svc.memory_mb,
         gpu_devices=gpus,
         privileges=UNPRIVILEGED,
+        runs_as=MORGAN_USER,
         labels=role_labels(plan, replica),
         stop_grace_seconds=stop_grace_seconds(),
     )

@@ -28,6 +28,7 @@ from infra.spec_common import (
     tls_files,
     wget_probe,
 )
+from infra.support_privileges import image_user
 
 
 def _auth_files(plan: Plan, web_base: str, client: str | None) -> tuple[ConfigFile, ...]:
@@ -80,6 +81,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         )
         return ContainerSpec(
             image=cfg.images.support.prometheus,
+            runs_as=image_user(cfg.images.support.prometheus),
             entrypoint=("/bin/sh",),
             command=("-c", start),
             secret_env=monitoring_auth.secret_env(),
@@ -111,6 +113,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         ]
         return ContainerSpec(
             image=cfg.images.support.alertmanager,
+            runs_as=image_user(cfg.images.support.alertmanager),
             entrypoint=("/bin/sh",),
             command=(
                 "-c",
@@ -154,6 +157,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             )
         return ContainerSpec(
             image=cfg.images.support.grafana,
+            runs_as=image_user(cfg.images.support.grafana),
             env=env,
             secret_env=(
                 SecretEnv("GF_SECURITY_ADMIN_PASSWORD", "{grafana_admin_password}"),
@@ -170,6 +174,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     if role == "loki":
         return ContainerSpec(
             image=cfg.images.support.loki,
+            runs_as=image_user(cfg.images.support.loki),
             # expand-env: the ruler's Alertmanager password comes from the environment.
             command=("-config.file=/etc/loki/loki.yml", "-config.expand-env=true"),
             secret_env=(monitoring_auth.secret_env()[0],),
@@ -192,6 +197,7 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     # promtail: ships every container's JSON log lines to Loki.
     return ContainerSpec(
         image=cfg.images.support.promtail,
+        runs_as=image_user(cfg.images.support.promtail),
         command=("-config.file=/etc/promtail/promtail.yml",),
         ports=(Port(port, encryption="none", purpose="status", loopback_only=True),),
         volumes=(Volume(name="morgan-promtail-positions", path="/promtail"),),

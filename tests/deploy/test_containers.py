@@ -126,6 +126,33 @@ def test_an_unprivileged_container_holds_no_capability(engine: DockerEngine, nam
     assert chown.returncode != 0 and b"Operation not permitted" in chown.stderr, chown.stderr
 
 
+def test_a_key_whose_user_the_plan_knows_is_that_users_alone(
+    engine: DockerEngine, name: str
+) -> None:
+    """runs_as: the TLS key lands 0400 owned by that user, who reads it; another user, and
+    the container's root without capabilities, cannot. The CA and certificate stay
+    readable by all."""
+    spec = ContainerSpec(
+        **{**_spec(name).__dict__, "privileges": UNPRIVILEGED, "runs_as": (65534, 65534)}
+    )
+    assert apply(engine, prepare(container_run(spec), SECRETS, TLS, "sha256:k")) == "created"
+    assert _logs_show(engine, name, "hello")
+    modes = engine.text("exec", name, "stat", "-c", "%n %a %u:%g", "/etc/morgan/tls/ca.pem",
+                        "/etc/morgan/tls/cert.pem", "/etc/morgan/tls/key.pem")  # fmt: skip
+    assert modes.splitlines() == [
+        "/etc/morgan/tls/ca.pem 644 0:0",
+        "/etc/morgan/tls/cert.pem 644 0:0",
+        "/etc/morgan/tls/key.pem 400 65534:65534",
+    ]
+    assert engine.text("exec", "-u", "65534", name, "cat", "/etc/morgan/tls/key.pem") == "KEY PEM"
+    for user in ("1000", "0"):
+        refused = engine.run("exec", "-u", user, name, "cat", "/etc/morgan/tls/key.pem",
+                             check=False)  # fmt: skip
+        assert refused.returncode != 0, f"user {user} read the key"
+        assert b"Permission denied" in refused.stderr, refused.stderr
+    assert engine.text("exec", "-u", "1000", name, "cat", "/etc/morgan/tls/cert.pem") == "CERT PEM"
+
+
 def test_a_changed_secret_replaces_the_container(engine: DockerEngine, name: str) -> None:
     assert apply(engine, prepare(container_run(_spec(name)), SECRETS, TLS, "sha256:a")) == (
         "created"
@@ -148,6 +175,10 @@ def test_uploads_are_files_with_their_modes() -> None:
     assert all(m.isfile() for m in members.values()), "no folder entry (they keep their owner)"
     assert members["etc/probe/run.sh"].mode == 0o755
     assert members["etc/probe/message.txt"].mode == 0o644
+    # No user known: the key stays root's and readable, for an image that switches user.
+    assert (members["etc/morgan/tls/key.pem"].mode, members["etc/morgan/tls/key.pem"].uid) == (
+        0o644, 0,
+    )  # fmt: skip
     assert b"PROBE_PASSWORD=s3cret-value\n" in env_file(prepared)
 
 

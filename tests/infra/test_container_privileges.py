@@ -9,9 +9,9 @@ import pytest
 
 from infra.config import StackConfigError, parse_stack_config
 from infra.configs import observability as obs
-from infra.container_run import LOG_OPTS
+from infra.container_run import LOG_OPTS, container_run
 from infra.deployment import build_deployment
-from infra.model import UNPRIVILEGED, Privileges
+from infra.model import UNPRIVILEGED, ContainerSpec, Privileges
 from infra.placement import Plan
 from infra.render.compose import render_compose
 from infra.render.swarm import render_swarm
@@ -156,3 +156,55 @@ def test_support_servers_are_hardened_by_their_image(homelab_raw: dict[str, Any]
             assert spec.privileges == Privileges(cap_drop=("ALL",), cap_add=("NET_BIND_SERVICE",))
         else:
             assert spec.privileges == UNPRIVILEGED, spec.name
+
+
+def _key_files(specs: list[ContainerSpec]) -> dict[str, tuple[int, tuple[int, int] | None]]:
+    """Role -> (mode, owner) of its TLS key, as every engine's upload says."""
+    out = {}
+    for spec in specs:
+        for upload in container_run(spec).uploads:
+            if upload.tls == "key":
+                out[spec.role] = (upload.mode, upload.owner)
+    return out
+
+
+def test_a_tls_key_is_its_users_alone_where_the_image_fixes_the_user(
+    homelab_raw: dict[str, Any],
+) -> None:
+    """The lab's builds: Morgan's services, Consul, Traefik and the monitoring images run as
+    users their Dockerfiles fix, who alone read the key (0400). PostgreSQL's and Redis's
+    users, and any upstream image's, the plan cannot name: their key stays readable."""
+    lab = _key_files(build_specs(plan_from(raw_fleet(ROOT / "stacks" / "Pulumi.lab.yaml"))))
+    morgan = (0o400, (10001, 10001))
+    nobody = (0o400, (65534, 65534))
+    readable = (0o644, None)
+    assert lab == {
+        "core": morgan, "llm": morgan, "stt": morgan, "tts": morgan, "vad": morgan,
+        "consul-server": (0o400, (10100, 10100)), "consul-agent": (0o400, (10100, 10100)),
+        "traefik": (0o400, (10200, 10200)),
+        "prometheus": nobody, "alertmanager": nobody, "node-exporter": nobody,
+        "postgres-exporter": nobody, "redis-exporter": nobody,
+        "postgres-primary": readable, "postgres-standby": readable,
+        "postgres-app-role": readable, "redis": readable, "redis-replica": readable,
+        "redis-cluster-create": readable,
+    }  # fmt: skip
+    homelab = _key_files(build_specs(plan_from(homelab_raw)))
+    assert homelab["core"] == morgan
+    assert {role: f for role, f in homelab.items() if role not in HARDENED | {"vad"}} == {
+        role: readable for role in homelab if role not in HARDENED | {"vad"}
+    }
+    assert {"consul-server", "traefik", "postgres-primary", "redis"} <= set(homelab)
+
+
+def test_swarm_gives_the_key_to_the_same_user(homelab_raw: dict[str, Any]) -> None:
+    lab = render_swarm(build_deployment(plan_from(raw_fleet(ROOT / "stacks" / "Pulumi.lab.yaml"))))
+    core = lab["services"]["morgan-core-1"]["secrets"]
+    assert core == [{"source": "tls-core-h1-key", "target": "/etc/morgan/tls/key.pem",
+                     "mode": 0o400, "uid": "10001", "gid": "10001"}]  # fmt: skip
+    assert {c["target"]: c["mode"] for c in lab["services"]["morgan-core-1"]["configs"]} == {
+        "/etc/morgan/tls/ca.pem": 0o444, "/etc/morgan/tls/cert.pem": 0o444,
+    }  # fmt: skip
+    upstream = render_swarm(build_deployment(plan_from(homelab_raw)))["services"]
+    assert upstream["morgan-traefik"]["secrets"] == [
+        {"source": "tls-traefik-h1-key", "target": "/etc/morgan/tls/key.pem", "mode": 0o444}
+    ]

@@ -2,9 +2,9 @@
 
 The Pulumi program runs under mocks; `morgan deploy`'s `docker create` arguments are
 built from the same deployment with stand-in secrets and certificates. Per container
-both must agree on host, name, image, environment keys, uploaded files, mounts,
-healthcheck, restart policy, memory limit, labels, network, entrypoint, command, GPUs,
-capabilities and security options.
+both must agree on host, name, image, environment keys, uploaded files (with their modes
+and owners), mounts, healthcheck, restart policy, memory limit, labels, network,
+entrypoint, command, GPUs, capabilities and security options.
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ def _pulumi_view(stack: str) -> dict[str, dict[str, Any]]:
             "image": images.get(i["image"], i["image"]),
             "network": i["networkMode"],
             "env": sorted(e.split("=", 1)[0] for e in i["envs"]),
-            "files": sorted(u["file"] for u in i.get("uploads") or []),
+            "files": sorted(
+                (u["file"], u["permissions"], u.get("owner"), u.get("group"))
+                for u in i.get("uploads") or []
+            ),
             "mounts": sorted(
                 (
                     v.get("volumeName") or v.get("hostPath"),
@@ -104,7 +107,10 @@ def _deploy_view(stack: str) -> dict[str, dict[str, Any]]:
             "image": args[image_at],
             "network": _flag_values(args, "--network")[0],
             "env": sorted(prepared.env),
-            "files": sorted(prepared.files),
+            "files": sorted(
+                (path, f"{f.mode:04o}", *(map(str, f.owner) if f.owner else (None, None)))
+                for path, f in prepared.files.items()
+            ),
             "mounts": sorted(
                 (v.split(":")[0], v.split(":")[1], v.endswith(":ro"))
                 for v in _flag_values(args, "-v")

@@ -18,7 +18,7 @@ from morgan.lab import stack as st
 
 from infra.config import MorganStackConfig
 from infra.deployment import build_deployment
-from infra.model import UNPRIVILEGED
+from infra.model import UNPRIVILEGED, TlsFiles
 from infra.placement import make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,3 +258,32 @@ def test_the_gateway_keeps_only_the_right_to_bind_its_ports(
     print(gateway.name, fields)
     net_bind_service = f"{1 << 10:016x}"
     assert fields == {"Uid": "10200", "CapEff": net_bind_service, "CapBnd": net_bind_service}
+
+
+def test_each_tls_key_is_readable_by_its_servers_user_alone(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    """Where the plan knows the user a container runs as (`runs_as`, from its image), the
+    container's first process runs as that user and the TLS key on the host is that user's
+    alone (0400); elsewhere (PostgreSQL's and Redis's images) it is root's, readable."""
+    deployment = build_deployment(make_plan(config), ROOT)
+    engines_ = engines(config, ROOT)
+    owned = []
+    for spec in (s for s in deployment.specs if s.tls is not None and not s.one_shot):
+        engine = engines_[spec.host]
+        key = engine.text("exec", spec.name, "stat", "-c", "%a %u:%g", TlsFiles(spec.role).key,
+                          timeout=60)  # fmt: skip
+        status = engine.text("exec", spec.name, "grep", "-E", "^(Uid|Gid)", "/proc/1/status",
+                             timeout=60)  # fmt: skip
+        ids = {k: v.split()[0] for k, v in (line.split(":\t") for line in status.splitlines())}
+        if spec.runs_as is None:
+            assert key == "644 0:0", (spec.name, key)
+            continue
+        uid, gid = spec.runs_as
+        assert key == f"400 {uid}:{gid}", (spec.name, key)
+        assert ids == {"Uid": str(uid), "Gid": str(gid)}, (spec.name, ids)
+        owned.append(spec.name)
+    print(f"{len(owned)} containers whose key is their user's alone: {', '.join(owned)}")
+    roles = {s.role for s in deployment.specs if s.name in owned}
+    assert {"core", "llm", "stt", "tts", "vad", "consul-server", "consul-agent", "traefik",
+            "prometheus", "node-exporter"} <= roles  # fmt: skip

@@ -27,18 +27,28 @@ STACK_LABEL, ROLE_LABEL = "morgan.stack", "morgan.role"
 
 
 @dataclass(frozen=True)
+class FileOut:
+    """An uploaded file's content, mode and owner (uid, gid; root's when None)."""
+
+    content: str
+    mode: int
+    owner: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
 class Prepared:
     """A ContainerRun with its secrets filled in and its TLS files chosen."""
 
     run: ContainerRun
     env: dict[str, str]
-    files: dict[str, tuple[str, bool]]  # path -> (content, executable)
+    files: dict[str, FileOut]  # path -> what lands there
     image_id: str
 
     @property
     def digest(self) -> str:
         body = json.dumps(
-            {"run": asdict(self.run), "env": self.env, "files": self.files, "image": self.image_id},
+            {"run": asdict(self.run), "env": self.env, "image": self.image_id,
+             "files": {path: asdict(f) for path, f in self.files.items()}},
             sort_keys=True, default=str,
         )  # fmt: skip
         return hashlib.sha256(body.encode()).hexdigest()[:24]
@@ -55,14 +65,15 @@ def prepare(run: ContainerRun, secrets: dict[str, str], tls: IssuedTls | None,
                 f"{run.host}/{run.name}: environment variable {key} holds a line break, which"
                 " an env file cannot carry; make its value one line (JSON without indent)"
             )
-    files: dict[str, tuple[str, bool]] = {}
+    files: dict[str, FileOut] = {}
     for upload in run.uploads:
         if upload.tls is not None:
             if tls is None:
                 raise DeployError(f"{run.host}/{run.name}: TLS files asked for, no certificate")
-            files[upload.path] = (tls.content(upload.tls), False)
+            content = tls.content(upload.tls)
         else:
-            files[upload.path] = (upload.content or "", upload.executable)
+            content = upload.content or ""
+        files[upload.path] = FileOut(content, upload.mode, upload.owner)
     return Prepared(run, env, files, image_id)
 
 
@@ -120,10 +131,12 @@ def upload_tar(p: Prepared) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         # Files only: the engine makes missing folders and leaves existing ones as they are.
         for path in sorted(p.files):
-            content, executable = p.files[path]
-            data = content.encode()
+            file = p.files[path]
+            data = file.content.encode()
             info = tarfile.TarInfo(path.strip("/"))
-            info.size, info.mode = len(data), 0o755 if executable else 0o644
+            info.size, info.mode = len(data), file.mode
+            # `docker cp` keeps the archive's numeric owner.
+            info.uid, info.gid = file.owner or (0, 0)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
