@@ -33,13 +33,15 @@ EXECUTABLE, READABLE, OWNER_ONLY = 0o755, 0o644, 0o400
 
 @dataclass(frozen=True)
 class Upload:
-    """A file written into the container before it starts: literal content, or one of the
-    role's TLS files (`tls` = "ca", "cert" or "key"), whose content each path supplies.
-    `owner` (uid, gid): whose it is; None leaves it root's."""
+    """A file written into the container before it starts: literal content, one of the
+    role's TLS files (`tls` = "ca", "cert" or "key"), or the value of the stack's secret
+    `secret`; each path supplies the last two. `owner` (uid, gid): whose it is; None
+    leaves it root's."""
 
     path: str
     content: str | None = None
     tls: Literal["ca", "cert", "key"] | None = None
+    secret: str | None = None
     mode: int = READABLE
     owner: tuple[int, int] | None = None
 
@@ -78,12 +80,18 @@ class ContainerRun:
     log_opts: tuple[tuple[str, str], ...] = tuple(LOG_OPTS.items())
 
 
-def key_upload(path: str, owner: tuple[int, int] | None) -> Upload:
-    """The TLS key: its user's alone where the plan knows the user, else readable by all
-    (an image that starts as root and switches user must still read it)."""
+def private_upload(
+    path: str,
+    owner: tuple[int, int] | None,
+    *,
+    tls: Literal["key"] | None = None,
+    secret: str | None = None,
+) -> Upload:
+    """A TLS key or a secret: its user's alone where the plan knows the user, else
+    readable by all (an image that starts as root and switches user must still read it)."""
     if owner is None:
-        return Upload(path=path, tls="key")
-    return Upload(path=path, tls="key", mode=OWNER_ONLY, owner=owner)
+        return Upload(path=path, tls=tls, secret=secret)
+    return Upload(path=path, tls=tls, secret=secret, mode=OWNER_ONLY, owner=owner)
 
 
 def container_run(spec: ContainerSpec) -> ContainerRun:
@@ -97,8 +105,9 @@ def container_run(spec: ContainerSpec) -> ContainerRun:
         uploads += [
             Upload(path=spec.tls.ca, tls="ca"),
             Upload(path=spec.tls.cert, tls="cert"),
-            key_upload(spec.tls.key, spec.runs_as),
+            private_upload(spec.tls.key, spec.runs_as, tls="key"),
         ]
+    uploads += [private_upload(f.path, spec.runs_as, secret=f.secret) for f in spec.secret_files]
     mounts = [Mount(target=v.path, volume=v.name, read_only=v.read_only) for v in spec.volumes]
     mounts += [Mount(target=b.path, host_path=b.source, read_only=b.read_only) for b in spec.binds]
     return ContainerRun(

@@ -116,6 +116,28 @@ class SecretEnv:
         return self.template.format(**values)
 
 
+# Where a container finds its secret files (Docker's and Swarm's place for them).
+SECRETS_DIR = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """One secret as a file `SECRETS_DIR/<variable>`; the container's environment holds
+    only `<variable>_FILE`, its path (the convention Consul's CLI and Morgan's settings
+    read). The file is the container's user's alone where the plan knows the user."""
+
+    variable: str
+    secret: str
+
+    @property
+    def path(self) -> str:
+        return f"{SECRETS_DIR}/{self.variable}"
+
+    @property
+    def env(self) -> tuple[str, str]:
+        return f"{self.variable}_FILE", self.path
+
+
 @dataclass(frozen=True)
 class Privileges:
     """What the container's processes may do beyond the engine's defaults: capabilities
@@ -143,6 +165,8 @@ class ContainerSpec:
     command: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     secret_env: tuple[SecretEnv, ...] = ()
+    # Secrets as files; each one's `_FILE` variable is in `env` (SecretFile.env).
+    secret_files: tuple[SecretFile, ...] = ()
     ports: tuple[Port, ...] = ()
     volumes: tuple[Volume, ...] = ()
     binds: tuple[BindMount, ...] = ()
@@ -165,6 +189,15 @@ class ContainerSpec:
     # How long a stop waits after SIGTERM before it kills (the engine's default: 10 s).
     stop_grace_seconds: int = 10
 
+    def __post_init__(self) -> None:
+        for file in self.secret_files:
+            name, path = file.env
+            if self.env.get(name) != path:
+                raise ValueError(
+                    f"{self.name}: the secret file {path} needs {name}={path} in the"
+                    " container's environment (SecretFile.env)"
+                )
+
     @property
     def gpu(self) -> bool:
         return bool(self.gpu_devices)
@@ -179,4 +212,5 @@ class ContainerSpec:
         out: dict[str, None] = {}
         for env in self.secret_env:
             out.update(dict.fromkeys(env.secrets))
+        out.update(dict.fromkeys(f.secret for f in self.secret_files))
         return tuple(out)

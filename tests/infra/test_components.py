@@ -222,12 +222,22 @@ def test_acl_resource_makes_each_scoped_token_with_the_stacks_secret(
     checked: dict[str, str] = {}
     for container in mocks.of_type("docker:index/container:Container"):
         envs = dict(e.split("=", 1) for e in unwrap(container.inputs.get("envs") or []))
+        uploads = {u["file"]: u for u in unwrap(container.inputs.get("uploads") or [])}
+        role, _, host = container.name.removeprefix("morgan-").rpartition("-")
+        if role in services:
+            # A Morgan service holds it as a file of its own user's, not in its environment.
+            assert "CONSUL_HTTP_TOKEN" not in envs, container.name
+            path = envs["CONSUL_HTTP_TOKEN_FILE"]
+            assert path == "/run/secrets/CONSUL_HTTP_TOKEN"
+            token = uploads[path]
+            assert token["content"] == ids[f"consul_token_{role}"], container.name
+            assert (token["permissions"], token["owner"], token["group"]) == (
+                "0400", "10001", "10001",
+            )  # fmt: skip
+            checked[container.name] = role
+            continue
         if "CONSUL_HTTP_TOKEN" not in envs:
             continue
-        role, host = container.name.removeprefix("morgan-").rsplit("-", 1)
-        if role in services:
-            assert envs["CONSUL_HTTP_TOKEN"] == ids[f"consul_token_{role}"], container.name
-            checked[container.name] = role
         elif role == "consul-agent":
             assert envs["CONSUL_HTTP_TOKEN"] == ids[f"consul_agent_token_{host}"], container.name
             checked[container.name] = role

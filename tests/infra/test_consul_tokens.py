@@ -41,6 +41,8 @@ def test_each_consul_client_holds_its_own_token(lab_plan: Plan) -> None:
     agents = []
     for spec in specs:
         env = _token_secrets(spec.secret_env)
+        # Morgan's services hold theirs as a file (CONSUL_HTTP_TOKEN_FILE).
+        env.update({f.variable: (f.secret,) for f in spec.secret_files})
         if spec.role == "consul-agent":
             # Each client agent its own host's token.
             assert env["CONSUL_HTTP_TOKEN"] == (f"consul_agent_token_{spec.host}",), spec.name
@@ -74,3 +76,4 @@ def test_the_dev_stack_keeps_its_loopback_default_token(dev_plan: Plan) -> None:
     assert consul_cfg.default_token_for_anonymous(dev_plan, server, server=True)
     core = next(s for s in build_specs(dev_plan) if s.role == "core")
     assert "CONSUL_HTTP_TOKEN" not in {e.name for e in core.secret_env}
+    assert "CONSUL_HTTP_TOKEN" not in {f.variable for f in core.secret_files}

@@ -199,8 +199,11 @@ def test_a_tls_key_is_its_users_alone_where_the_image_fixes_the_user(
 def test_swarm_gives_the_key_to_the_same_user(homelab_raw: dict[str, Any]) -> None:
     lab = render_swarm(build_deployment(plan_from(raw_fleet(ROOT / "stacks" / "Pulumi.lab.yaml"))))
     core = lab["services"]["morgan-core-1"]["secrets"]
-    assert core == [{"source": "tls-core-h1-key", "target": "/etc/morgan/tls/key.pem",
-                     "mode": 0o400, "uid": "10001", "gid": "10001"}]  # fmt: skip
+    assert core[0] == {"source": "tls-core-h1-key", "target": "/etc/morgan/tls/key.pem",
+                       "mode": 0o400, "uid": "10001", "gid": "10001"}  # fmt: skip
+    # Its secret files too (CONSUL_HTTP_TOKEN, the passwords, the service key).
+    assert {(c["mode"], c["uid"], c["gid"]) for c in core} == {(0o400, "10001", "10001")}
+    assert len(core) == 5
     assert {c["target"]: c["mode"] for c in lab["services"]["morgan-core-1"]["configs"]} == {
         "/etc/morgan/tls/ca.pem": 0o444, "/etc/morgan/tls/cert.pem": 0o444,
     }  # fmt: skip

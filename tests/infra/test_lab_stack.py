@@ -57,8 +57,11 @@ def test_patroni_members_sync_and_timing() -> None:
     assert doc["postgresql"]["remove_data_directory_on_rewind_failure"] is True
     assert dcs["postgresql"]["parameters"]["ssl_key_file"] == patroni_cfg.PG_KEY_PATH
     core = next(s for s in build_deployment(plan, ROOT).specs if s.role == "core")
-    dsn = next(e.template for e in core.secret_env if e.name == "MORGAN_CORE_POSTGRES_DSN")
-    assert "@postgres-primary.service.consul:5432,postgres-standby.service.consul:5432/" in dsn
+    dsn = core.env["MORGAN_CORE_POSTGRES_DSN"]
+    assert dsn.startswith(
+        "postgresql://morgan_app@postgres-primary.service.consul:5432,"
+        "postgres-standby.service.consul:5432/"
+    )
     assert "target_session_attrs=read-write" in dsn
     assert core.env["MORGAN_CORE_MEMORY_STORE"] == "postgres"
     assert core.env["MORGAN_CORE_REDIS_TLS"] == "true"

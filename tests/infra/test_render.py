@@ -210,12 +210,12 @@ def test_swarm_tasks_get_files_and_tls_as_configs_and_secrets(homelab_plan: Plan
         configs = {c["target"]: c["source"] for c in service.get("configs", [])}
         secrets = {c["target"]: c["source"] for c in service.get("secrets", [])}
         assert {f.path for f in spec.files} <= set(configs)
+        expected = {f.path: f"secret-{f.secret}" for f in spec.secret_files}
         if spec.tls is not None:
             assert configs[f"{TLS_DIR}/ca.pem"] == "tls-ca"
             assert configs[f"{TLS_DIR}/cert.pem"] == f"tls-{spec.certificate}-cert"
-            assert secrets == {f"{TLS_DIR}/key.pem": f"tls-{spec.certificate}-key"}
-        else:
-            assert not secrets
+            expected[f"{TLS_DIR}/key.pem"] = f"tls-{spec.certificate}-key"
+        assert secrets == expected, spec.name
     assert document["secrets"]["tls-core-h1-key"] == {
         "file": "./tls/core-h1/key.pem",
         "name": "tls-core-h1-key",

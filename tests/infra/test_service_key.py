@@ -30,6 +30,7 @@ from tests.infra.program import Built
 
 CONTAINER = "docker:index/container:Container"
 ENV_NAME = "MORGAN_CORE_SERVICE_API_KEY"
+FILE = f"/run/secrets/{ENV_NAME}"
 
 
 @pytest.fixture(params=["homelab", "dev"])
@@ -42,9 +43,14 @@ def _core_keys(stack: Built) -> list[str]:
     for r in stack.mocks.of_type(CONTAINER):
         if not r.name.startswith("morgan-core-"):
             continue
-        assert is_secret(r.inputs["envs"]), r.name
+        # A file of core's user's, named by core's environment, which holds no key.
         env = dict(e.split("=", 1) for e in unwrap(r.inputs["envs"]))
-        keys.append(env[ENV_NAME])
+        assert ENV_NAME not in env, r.name
+        assert env[f"{ENV_NAME}_FILE"] == FILE, r.name
+        assert is_secret(r.inputs["uploads"]), r.name
+        (upload,) = [u for u in unwrap(r.inputs["uploads"]) if u["file"] == FILE]
+        assert (upload["permissions"], upload["owner"]) == ("0400", "10001"), r.name
+        keys.append(upload["content"])
     return keys
 
 
@@ -115,12 +121,24 @@ def test_renderers_carry_the_key_as_a_variable(homelab_plan: Plan, tmp_path: Any
     core_host = next(r.host for r in homelab_plan.replicas if r.role == "core")
     assert ENV_NAME in build_deployment(homelab_plan).secret_variables(core_host)
     assert ENV_NAME in build_deployment(homelab_plan).secret_variables()
-    services = render_compose(build_deployment(homelab_plan), core_host)["services"]
-    core = next(s for n, s in services.items() if n.startswith("morgan-core-"))
-    assert core["environment"][ENV_NAME] == "${" + ENV_NAME + "}"
-    swarm = render_swarm(build_deployment(homelab_plan))["services"]
-    swarm_core = next(s for n, s in swarm.items() if n.startswith("morgan-core-"))
-    assert swarm_core["environment"][ENV_NAME] == "${" + ENV_NAME + "}"
+    compose = render_compose(build_deployment(homelab_plan), core_host)
+    core = next(s for n, s in compose["services"].items() if n.startswith("morgan-core-"))
+    assert ENV_NAME not in core["environment"]
+    assert core["environment"][f"{ENV_NAME}_FILE"] == FILE
+    # A compose secret whose content is the variable (from --env-file).
+    assert {"source": "core_service_api_key", "target": ENV_NAME, "mode": 0o444} in core["secrets"]
+    assert compose["secrets"]["core_service_api_key"] == {"environment": ENV_NAME}
+    swarm = render_swarm(build_deployment(homelab_plan))
+    swarm_core = next(s for n, s in swarm["services"].items() if n.startswith("morgan-core-"))
+    assert ENV_NAME not in swarm_core["environment"]
+    assert swarm_core["environment"][f"{ENV_NAME}_FILE"] == FILE
+    ref = {"source": "secret-core_service_api_key", "target": FILE, "mode": 0o400,
+           "uid": "10001", "gid": "10001"}  # fmt: skip
+    assert ref in swarm_core["secrets"]
+    assert swarm["secrets"]["secret-core_service_api_key"] == {
+        "file": "./secrets/core_service_api_key",
+        "name": "secret-core_service_api_key",
+    }
     write_renderings(build_deployment(homelab_plan), tmp_path)
     lines = (tmp_path / "secrets.env.example").read_text().splitlines()
     at = lines.index(f"{ENV_NAME}=")

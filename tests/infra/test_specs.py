@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from urllib.parse import urlsplit
 
 import pytest
 
 from infra.config import MorganStackConfig
 from infra.deployment import secret_table
+from infra.model import SECRETS_DIR
 from infra.placement import Plan, make_plan
 from infra.specs import build_specs, images_needed, service_port
 
@@ -56,8 +58,13 @@ def test_no_service_url_or_host_ip_in_environment(homelab_plan: Plan, dev_plan: 
 def test_secrets_are_only_placeholders(homelab_plan: Plan) -> None:
     for spec in build_specs(homelab_plan):
         assert set(spec.secrets) <= {n for n, _kind in secret_table(homelab_plan)}, spec.name
-        for name in ("PASSWORD", "TOKEN", "API_KEY", "DSN"):
-            for key in spec.env:
+        for key, value in spec.env.items():
+            if key.endswith("_FILE") and value == f"{SECRETS_DIR}/{key.removesuffix('_FILE')}":
+                continue  # where the secret's file is, not the secret
+            if key.endswith(("_DSN", "_URL")):
+                assert urlsplit(value).password is None, f"{spec.name}: {key} holds a password"
+                continue
+            for name in ("PASSWORD", "TOKEN", "API_KEY"):
                 assert name not in key, f"{spec.name}: {key} holds a secret in plain env"
 
 
@@ -199,6 +206,7 @@ def test_every_morgan_variable_given_to_a_service_is_one_it_reads(
             if model is None:
                 continue
             read = {env_prefix(spec.role) + name.upper() for name in model.model_fields}
+            read |= {f"{name}_FILE" for name in read}  # a setting's value from a file
             given = set(spec.env) | {s.name for s in spec.secret_env}
             unread = {n for n in given if n.startswith("MORGAN_")} - read - _SERVICE_WIDE_ENV
             assert not unread, f"{spec.name}: nothing reads {sorted(unread)}"
@@ -219,3 +227,15 @@ def test_engine_reaches_the_service_only_when_the_stack_names_one(
     # the service's own default then applies: llama.cpp on a CPU
     settings = LLMSettings(register_in_consul=False, device=spec.env["MORGAN_LLM_DEVICE"])
     assert settings.resolved_engine == "llama.cpp"
+
+
+def test_a_secret_file_without_its_file_variable_is_refused() -> None:
+    from infra.model import ContainerSpec, SecretFile
+
+    token = SecretFile("CONSUL_HTTP_TOKEN", "consul_token_core")
+    with pytest.raises(ValueError, match="CONSUL_HTTP_TOKEN_FILE=/run/secrets/CONSUL_HTTP_TOKEN"):
+        ContainerSpec(name="x", role="core", host="h1", image="i", platform="linux/amd64",
+                      secret_files=(token,))  # fmt: skip
+    spec = ContainerSpec(name="x", role="core", host="h1", image="i", platform="linux/amd64",
+                         secret_files=(token,), env=dict([token.env]))  # fmt: skip
+    assert spec.secrets == ("consul_token_core",)

@@ -35,7 +35,9 @@ import httpx
 
 given = json.loads(sys.stdin.read())
 other = given["other"]
-own = os.environ["CONSUL_HTTP_TOKEN"]
+assert "CONSUL_HTTP_TOKEN" not in os.environ  # its own token is a file of its user's
+with open(os.environ["CONSUL_HTTP_TOKEN_FILE"]) as f:
+    own = f.read().strip()
 base = os.environ["CONSUL_HTTP_ADDR"]
 base = base if "://" in base else "http://" + base
 fake = {"ID": "morgan-core-forged", "Name": "morgan-core", "Address": "127.0.0.1",

@@ -52,16 +52,27 @@ def test_secrets_are_variables_not_values(rendered: tuple[Any, dict[str, Any], l
     core = next(s for n, s in doc["services"].items() if st.role_of(doc, n) == "core")
     # Core logs in as the application role, never as the administrator.
     dsn = core["environment"]["MORGAN_CORE_POSTGRES_DSN"]
-    assert dsn.startswith("postgresql://morgan_app:${MORGAN_POSTGRES_APP_PASSWORD}@"), dsn
+    assert dsn.startswith("postgresql://morgan_app@127.0.0.1:5432/"), dsn
+    # Its password a compose secret from the variable, at the path core reads it from.
+    path = core["environment"]["MORGAN_CORE_POSTGRES_PASSWORD_FILE"]
+    assert path == "/run/secrets/MORGAN_CORE_POSTGRES_PASSWORD"
+    assert {"source": "postgres_app_password", "target": "MORGAN_CORE_POSTGRES_PASSWORD",
+            "mode": 0o444} in core["secrets"]  # fmt: skip
+    assert doc["secrets"]["postgres_app_password"] == {
+        "environment": "MORGAN_POSTGRES_APP_PASSWORD"
+    }
+    assert not [v for v in core["environment"].values() if "${" in v]
 
 
 def test_core_takes_its_service_key_as_a_secret_like_every_path(stack: st.RenderedStack) -> None:
     # One way everywhere: the key as a secret variable, its salted record in KV.
     doc, key = stack.doc, stack.deployment.service_key
     core = next(s for n, s in doc["services"].items() if st.role_of(doc, n) == "core")
-    assert core["environment"][key.variable] == "${" + key.variable + "}"
+    assert key.variable not in core["environment"]
+    assert core["environment"][f"{key.variable}_FILE"] == f"/run/secrets/{key.variable}"
+    assert stack.doc["secrets"]["core_service_api_key"] == {"environment": key.variable}
     assert key.variable in stack.secret_names
-    assert "MORGAN_CORE_REDIS_PASSWORD" in core["environment"]
+    assert "MORGAN_CORE_REDIS_PASSWORD_FILE" in core["environment"]
 
 
 def test_morgan_up_writes_kv_itself_so_its_file_has_no_seed(stack: st.RenderedStack) -> None:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from morgan.core.client_files import mount_client
 from morgan.core.config import CoreSettings
+from morgan.core.connection_urls import with_password
 from morgan.core.exceptions import TurnError
 from morgan.core.memory.embedder import SentenceEmbedder
 from morgan.core.memory.pg_store import PgMemoryStore
@@ -53,7 +54,9 @@ def make_cache(s: CoreSettings, nodes: list[str] | None = None) -> ContextCache:
             password=password, tls=tls,
         )  # fmt: skip
     if s.redis_url.get_secret_value():
-        return ContextCache.standalone(s.redis_url.get_secret_value(), ttl_s=s.cache_ttl_seconds)
+        url = with_password(s.redis_url.get_secret_value(), s.redis_password.get_secret_value(),
+                            setting="redis_url")  # fmt: skip
+        return ContextCache.standalone(url, ttl_s=s.cache_ttl_seconds)
     log.warning("no redis_cluster_nodes or redis_url: the context cache is off")
     return ContextCache.disabled()
 
@@ -64,8 +67,9 @@ async def start_core(app: FastAPI) -> None:
     if not dsn:
         raise RuntimeError(
             "postgres_dsn is not set; export MORGAN_CORE_POSTGRES_DSN="
-            "postgresql://user:password@host:5432/morgan"
+            "postgresql://user@host:5432/morgan and MORGAN_CORE_POSTGRES_PASSWORD_FILE"
         )
+    dsn = with_password(dsn, s.postgres_password.get_secret_value(), setting="postgres_dsn")
     nodes = list(s.redis_cluster_nodes)
     if consul_names.has_names(dsn) or any(consul_names.has_names(n) for n in nodes):
         lookup = consul_names.catalog_instances(ConsulClientFactory.from_env())

@@ -98,8 +98,13 @@ class CoreSettings(ServiceSettings):
     # -- PostgreSQL (an address of infrastructure, not of a Morgan service)
     postgres_dsn: SecretStr = restart_field(
         SecretStr(""),
-        description="postgresql://user:password@host:port/db; put it in the environment "
-        "(MORGAN_CORE_POSTGRES_DSN), it carries a password.",
+        description="postgresql://user@host:port/db; put it in the environment "
+        "(MORGAN_CORE_POSTGRES_DSN). Its password goes in postgres_password (or in the URL).",
+    )
+    postgres_password: SecretStr = restart_field(
+        SecretStr(""),
+        description="The password for postgres_dsn; from a file: "
+        "MORGAN_CORE_POSTGRES_PASSWORD_FILE.",
     )
     postgres_pool_min: int = restart_field(
         5, ge=1, description="asyncpg pool: connections kept open."
@@ -116,7 +121,11 @@ class CoreSettings(ServiceSettings):
     redis_url: SecretStr = restart_field(
         SecretStr(""), description="A standalone Redis (redis://...), used when no cluster nodes."
     )
-    redis_password: SecretStr = restart_field(SecretStr(""), description="Redis Cluster password.")
+    redis_password: SecretStr = restart_field(
+        SecretStr(""),
+        description="Redis's password (the cluster's, or added to redis_url); from a file: "
+        "MORGAN_CORE_REDIS_PASSWORD_FILE.",
+    )
     redis_tls: bool = restart_field(
         False,
         description="Speak TLS to the Redis Cluster nodes, with tls_ca, tls_cert and tls_key.",

@@ -67,7 +67,9 @@ def prepare(run: ContainerRun, secrets: dict[str, str], tls: IssuedTls | None,
             )
     files: dict[str, FileOut] = {}
     for upload in run.uploads:
-        if upload.tls is not None:
+        if upload.secret is not None:
+            content = secrets[upload.secret]
+        elif upload.tls is not None:
             if tls is None:
                 raise DeployError(f"{run.host}/{run.name}: TLS files asked for, no certificate")
             content = tls.content(upload.tls)

@@ -106,6 +106,8 @@ def form_swarm(staged: Staged, log: Log) -> str:
 def _content(obj: SwarmObject, staged: Staged) -> str:
     if obj.content is not None:
         return obj.content
+    if obj.secret is not None:
+        return staged.secrets[obj.secret]
     assert obj.tls is not None
     certificate, kind = obj.tls
     return staged.tls[certificate].content(kind)

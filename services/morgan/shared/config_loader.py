@@ -32,6 +32,7 @@ from morgan.shared.consul_client import (
     until_answered,
 )
 from morgan.shared.metrics import CONFIG_REJECTED_TOTAL
+from morgan.shared.secret_files import FILE_SUFFIX, SecretFileError, secret_from_env
 from morgan.shared.settings import ServiceSettings, is_env_only
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,12 @@ class ConsulConfigLoader(Generic[S]):
             if not key.startswith(prefix):
                 continue
             name = key[len(prefix) :].lower()
+            if name not in fields and name.upper().endswith(FILE_SUFFIX):
+                # MORGAN_<SERVICE>_<SETTING>_FILE: the setting's value is in that file.
+                name = name[: -len(FILE_SUFFIX)]
+                if name in fields:
+                    out[name] = self._from_file(env, key.removesuffix(FILE_SUFFIX))
+                continue
             if name not in fields:
                 continue
             value: Any = raw
@@ -194,6 +201,14 @@ class ConsulConfigLoader(Generic[S]):
                     raise ConfigError(f"{key}: not valid JSON ({exc})") from exc
             out[name] = value
         return out
+
+    @staticmethod
+    def _from_file(env: Mapping[str, str], variable: str) -> str:
+        try:
+            value = secret_from_env(env, variable)
+        except SecretFileError as exc:
+            raise ConfigError(str(exc)) from exc
+        return value or ""
 
     def fetch_kv(self) -> tuple[str | None, list[dict[str, Any]] | None]:
         """Raw entries under morgan/config/ (raises when Consul is unreachable)."""

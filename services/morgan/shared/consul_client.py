@@ -1,6 +1,7 @@
 """One way to build a Consul client, honouring Consul's standard environment variables.
 
-`CONSUL_HTTP_ADDR` (``host:port`` or ``scheme://host:port``), `CONSUL_HTTP_TOKEN` (ACLs),
+`CONSUL_HTTP_ADDR` (``host:port`` or ``scheme://host:port``), `CONSUL_HTTP_TOKEN` (ACLs; or
+`CONSUL_HTTP_TOKEN_FILE`, the file that holds it),
 `CONSUL_CACERT`, `CONSUL_CLIENT_CERT` and `CONSUL_CLIENT_KEY` (TLS to the agent).
 py-consul is synchronous: call it from async code through `asyncio.to_thread`.
 """
@@ -18,6 +19,8 @@ from urllib.parse import urlsplit
 import consul
 import requests
 import tenacity
+
+from morgan.shared.secret_files import secret_from_env
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +66,7 @@ class ConsulClientFactory:
             scheme=scheme,
             host=host,
             port=port,
-            token=os.environ.get("CONSUL_HTTP_TOKEN") or None,
+            token=secret_from_env(os.environ, "CONSUL_HTTP_TOKEN"),
             cacert=cacert,
             client_cert=os.environ.get("CONSUL_CLIENT_CERT") or None,
             client_key=os.environ.get("CONSUL_CLIENT_KEY") or None,
