@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from morgan.cli.lab_cmd import build_lab_images
 from morgan.deploy.rollout import DeployReport
 from morgan.lab import hosts as lab
 from morgan.lab import images as img
@@ -71,12 +72,14 @@ def lab_paths() -> lab.LabPaths:
 
 @pytest.fixture(scope="session")
 def lab_hosts(lab_paths: lab.LabPaths) -> Iterator[list[lab.LabHost]]:
-    yield []  # LOCAL ONLY
+    try:
+        yield lab.up(lab_paths, 4, *build_lab_images())
+    finally:
+        lab.down(lab_paths)
 
 
 @pytest.fixture(scope="session")
 def lab_fleet(lab_hosts: list[lab.LabHost]) -> DeployReport:
-    return None  # type: ignore[return-value]  # LOCAL ONLY
     """stacks/Pulumi.lab.yaml deployed onto the lab's hosts once (`morgan deploy --stack lab`).
 
     Removed with the lab (its containers and volumes live in the hosts' daemons).
