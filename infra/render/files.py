@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from infra.deployment import Deployment
+from infra.deployment import Deployment, secret_variable
 from infra.render.compose import ENV_NOTES, render_compose
 from infra.render.swarm import render_swarm, swarm_config_files
 
@@ -27,10 +27,18 @@ def write_renderings(deployment: Deployment, out_dir: str | Path) -> list[Path]:
         path = out / f"compose-{host}.yml"
         path.write_text(yaml.safe_dump(render_compose(deployment, host), sort_keys=False))
         written.append(path)
+    # docker-stack.yml reads the secret files of Morgan's services from ./secrets/<secret>.
+    as_files = {secret_variable(f.secret): f.secret
+                for s in deployment.rendered_specs() for f in s.secret_files}  # fmt: skip
+    notes = {v: f"# docker-stack.yml also reads it from ./secrets/{name}\n"
+             for v, name in as_files.items()}  # fmt: skip
     env_example = out / "secrets.env.example"
     env_example.write_text(
         "# Fill these (e.g. from `pulumi stack output --show-secrets`) and pass with --env-file.\n"
-        + "".join(f"{ENV_NOTES.get(name, '')}{name}=\n" for name in deployment.secret_variables())
+        + "".join(
+            f"{ENV_NOTES.get(name, '')}{notes.get(name, '')}{name}=\n"
+            for name in deployment.secret_variables()
+        )
     )
     written.append(env_example)
     return written

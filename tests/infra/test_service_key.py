@@ -142,7 +142,8 @@ def test_renderers_carry_the_key_as_a_variable(homelab_plan: Plan, tmp_path: Any
     write_renderings(build_deployment(homelab_plan), tmp_path)
     lines = (tmp_path / "secrets.env.example").read_text().splitlines()
     at = lines.index(f"{ENV_NAME}=")
-    assert "morgan keys create" in lines[at - 1] and lines[at - 1].startswith("#")
+    assert "morgan keys create" in lines[at - 2] and lines[at - 2].startswith("#")
+    assert lines[at - 1] == "# docker-stack.yml also reads it from ./secrets/core_service_api_key"
 
 
 @pytest.mark.unit

@@ -113,8 +113,9 @@ def render_command(
     for path in write_renderings(build_deployment(plan), out):
         console.print(f"wrote {path}")
     console.print(
-        "Next: fill secrets.env.example, then `docker stack deploy -c docker-stack.yml morgan`"
-        " or `docker compose --env-file secrets.env -f compose-<host>.yml up -d` on each host"
+        "Next: fill secrets.env.example, then `docker compose --env-file secrets.env -f"
+        " compose-<host>.yml up -d` on each host, or write the ./secrets/ files it names and"
+        " `docker stack deploy -c docker-stack.yml morgan`"
     )
 
 
