@@ -67,6 +67,14 @@ class Mounted:
         return ref
 
 
+def _private(target: str, spec: ContainerSpec) -> Mounted:
+    """A key or a secret, as the other engines' uploads: its user's alone where the plan
+    knows the user, else readable by the image's own (non-root) user."""
+    if spec.runs_as is None:
+        return Mounted(target, 0o444)
+    return Mounted(target, OWNER_ONLY, spec.runs_as)
+
+
 def _tls_objects(spec: ContainerSpec) -> list[tuple[SwarmObject, Mounted]]:
     if spec.tls is None or spec.certificate is None:
         return []
@@ -76,12 +84,7 @@ def _tls_objects(spec: ContainerSpec) -> list[tuple[SwarmObject, Mounted]]:
         source = "./tls/ca.pem" if kind == "ca" else f"./tls/{spec.certificate}/{kind}.pem"
         obj = SwarmObject(key, "secret" if kind == "key" else "config", source,
                           tls=(spec.certificate, kind))  # fmt: skip
-        # As the other engines' uploads: the key its user's alone where the plan knows
-        # the user, everything else readable by the image's own (non-root) user.
-        if kind == "key" and spec.runs_as is not None:
-            out.append((obj, Mounted(target, OWNER_ONLY, spec.runs_as)))
-        else:
-            out.append((obj, Mounted(target, 0o444)))
+        out.append((obj, _private(target, spec) if kind == "key" else Mounted(target, 0o444)))
     return out
 
 
@@ -94,7 +97,7 @@ def objects_of(spec: ContainerSpec) -> list[tuple[SwarmObject, Mounted]]:
     ]  # fmt: skip
     secrets = [
         (SwarmObject(f"secret-{f.secret}", "secret", f"./secrets/{f.secret}", secret=f.secret),
-         Mounted(f.path, OWNER_ONLY, spec.runs_as) if spec.runs_as else Mounted(f.path, 0o444))
+         _private(f.path, spec))
         for f in spec.secret_files
     ]  # fmt: skip
     return files + _tls_objects(spec) + secrets

@@ -185,7 +185,7 @@ class ConsulConfigLoader(Generic[S]):
             if not key.startswith(prefix):
                 continue
             name = key[len(prefix) :].lower()
-            if name not in fields and name.upper().endswith(FILE_SUFFIX):
+            if name not in fields and name.endswith(FILE_SUFFIX.lower()):
                 # MORGAN_<SERVICE>_<SETTING>_FILE: the setting's value is in that file.
                 name = name[: -len(FILE_SUFFIX)]
                 if name in fields:
