@@ -201,10 +201,10 @@ def acl_plan(plan: Plan) -> AclPlan:
     return AclPlan(datacenter, tuple(out))
 
 
-def token_template(plan: Plan, secret: str, fallback: str = "consul_management_token") -> str:
-    """A SecretEnv template for a container's Consul token: its scoped token where the
-    stack has them, else the management token (the dev stack's loopback API)."""
-    return "{" + (secret if scoped_tokens(plan) else fallback) + "}"
+def token_secret(plan: Plan, secret: str, fallback: str = "consul_management_token") -> str:
+    """The secret that is a container's Consul token: its scoped token where the stack has
+    them, else the management token (the dev stack's loopback API)."""
+    return secret if scoped_tokens(plan) else fallback
 
 
 # Applying --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from infra.model import (
     ConfigFile,
     ContainerSpec,
     Healthcheck,
-    SecretEnv,
+    SecretFile,
     TlsFiles,
 )
 from infra.placement import Plan, Replica
@@ -254,7 +254,8 @@ def kv_seed_spec(plan: Plan, entries: dict[str, str]) -> ContainerSpec:
     host = plan.consul_servers[0]
     tls = cfg.security.internal_tls
     agent_role = "consul-server" if consul_cfg.server_acts_as_agent(plan, host) else "consul-agent"
-    env = {"CONSUL_HTTP_ADDR": consul_cfg.local_agent_addr(plan)}
+    token = SecretFile("CONSUL_HTTP_TOKEN", "consul_management_token")
+    env = {"CONSUL_HTTP_ADDR": consul_cfg.local_agent_addr(plan), **dict([token.env])}
     if tls:
         env.update(
             {
@@ -272,7 +273,7 @@ def kv_seed_spec(plan: Plan, entries: dict[str, str]) -> ContainerSpec:
         entrypoint=("/bin/sh",),
         command=("-c", f"exec consul kv import @{KV_SEED_FILE}"),
         env=env,
-        secret_env=(SecretEnv("CONSUL_HTTP_TOKEN", "{consul_management_token}"),),
+        secret_files=(token,),
         files=(ConfigFile(KV_SEED_FILE, kv_seed_document(entries)),),
         tls=TlsFiles(role=agent_role) if tls else None,
         healthcheck=Healthcheck(test=("CMD", "consul", "version"), start_period="5s"),

@@ -128,6 +128,8 @@ class SecretFile:
 
     variable: str
     secret: str
+    # Grafana's convention is `<variable>__FILE`.
+    suffix: str = "_FILE"
 
     @property
     def path(self) -> str:
@@ -135,7 +137,14 @@ class SecretFile:
 
     @property
     def env(self) -> tuple[str, str]:
-        return f"{self.variable}_FILE", self.path
+        return f"{self.variable}{self.suffix}", self.path
+
+    @property
+    def shell_value(self) -> str:
+        """A shell word that expands to the secret (the file's content, less its final
+        line break): for a start script that writes it into a private config file, or for
+        a builtin `export`; never an argument of another program."""
+        return f'"$(cat {self.path})"'
 
 
 @dataclass(frozen=True)

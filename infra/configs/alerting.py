@@ -1,9 +1,8 @@
 """Alert rules (Prometheus), Alertmanager's routes and receivers, and amtool's config.
 
 Receivers come from the stack file's `observability.alerting`; their secrets reach the
-container as environment variables that its start script writes to files readable only
-by Alertmanager's user (Alertmanager reads `api_url_file` and `auth_password_file`), in
-the container's own layer, never in its data volume.
+container as files, Alertmanager's user's alone where the plan knows it (Alertmanager
+reads `api_url_file` and `auth_password_file`), never in its environment or data volume.
 """
 
 from __future__ import annotations
@@ -13,8 +12,7 @@ from typing import Any
 from infra.alerting_config import AlertReceiver
 from infra.config import SERVICE_NAMES
 from infra.configs import monitoring_auth
-from infra.configs.monitoring_auth import SECRETS_DIR
-from infra.model import SecretEnv
+from infra.model import SecretFile
 from infra.placement import Plan
 
 REQUESTS = "morgan_http_requests_total"
@@ -25,10 +23,9 @@ CERT_EXPIRY = "morgan_tls_certificate_expiry_timestamp_seconds"
 # for eleven months does, three weeks before its certificates end.
 CERT_EXPIRY_WARN_DAYS = 21
 ALERTMANAGER_PORT = 9093
-# Stack secret → (the container's variable, the file Alertmanager reads).
-SECRET_FILES: dict[str, tuple[str, str]] = {
-    "alert_slack_url": ("ALERT_SLACK_URL", f"{SECRETS_DIR}/slack_url"),
-    "alert_smtp_password": ("ALERT_SMTP_PASSWORD", f"{SECRETS_DIR}/smtp_password"),
+# Stack secret → the file Alertmanager reads it from.
+SECRET_FILES: dict[str, SecretFile] = {
+    name: SecretFile(name.upper(), name) for name in ("alert_slack_url", "alert_smtp_password")
 }
 # Where amtool looks for its defaults: Debian's build, and upstream's (the prom image).
 AMTOOL_CONFIGS = ("/etc/prometheus/amtool.yml", "/etc/amtool/config.yml")
@@ -252,7 +249,7 @@ def _receiver(plan: Plan, receiver: AlertReceiver) -> dict[str, Any]:
     if receiver.slack:
         out["slack_configs"] = [
             {
-                "api_url_file": SECRET_FILES["alert_slack_url"][1],
+                "api_url_file": SECRET_FILES["alert_slack_url"].path,
                 "channel": receiver.slack.channel,
                 "title": SUMMARY,
                 "text": "{{ range .Alerts }}{{ .Annotations.description }}\n{{ end }}",
@@ -270,7 +267,7 @@ def _receiver(plan: Plan, receiver: AlertReceiver) -> dict[str, Any]:
         }
         if receiver.email.username:
             email["auth_username"] = receiver.email.username
-            email["auth_password_file"] = SECRET_FILES["alert_smtp_password"][1]
+            email["auth_password_file"] = SECRET_FILES["alert_smtp_password"].path
         out["email_configs"] = [email]
     return out
 
@@ -316,25 +313,10 @@ def alertmanager_config(plan: Plan) -> dict[str, Any]:
     }
 
 
-def alertmanager_secret_env(plan: Plan) -> tuple[SecretEnv, ...]:
-    receivers = tuple(
-        SecretEnv(SECRET_FILES[name][0], f"{{{name}}}")
-        for name in plan.config.observability.alerting.secrets()
-    )
-    return (*monitoring_auth.secret_env(), *receivers)
-
-
-def alertmanager_start_script(plan: Plan, flags: list[str], web_base: str) -> str:
-    """The shell line that writes the monitoring password and the receivers' secrets to
-    files only Alertmanager's user reads, drops them from the environment and starts
-    Alertmanager behind basic auth."""
-    names = plan.config.observability.alerting.secrets()
-    return monitoring_auth.start_script(
-        "/bin/alertmanager",
-        flags,
-        web_base=web_base,
-        secret_files=tuple(SECRET_FILES[name] for name in names),
-    )
+def alertmanager_secret_files(plan: Plan) -> tuple[SecretFile, ...]:
+    """The monitoring password and its hash, and the receivers' secrets the stack uses."""
+    receivers = tuple(SECRET_FILES[n] for n in plan.config.observability.alerting.secrets())
+    return (*monitoring_auth.secret_files(), *receivers)
 
 
 def amtool_config(plan: Plan, listen: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from infra.model import TLS_DIR
+from infra.model import TLS_DIR, SecretFile
 from infra.placement import Plan
 from infra.spec_common import is_ip
 
@@ -184,29 +184,50 @@ def service_definitions(plan: Plan, host: str) -> list[dict[str, Any]]:
     return out
 
 
-def secret_config_template(*, server: bool, default_token: bool, agent_token: str) -> str:
-    """CONSUL_LOCAL_CONFIG: gossip key and ACL tokens, filled in from secrets at deploy time.
+# The agent's secret config: written at start from the container's secret files (Consul
+# takes its gossip key and ACL tokens only inline in a config file).
+SECRET_CONFIG_PATH = "/consul/config/secrets.json"
+GOSSIP_KEY = SecretFile("CONSUL_GOSSIP_KEY", "consul_gossip_key")
+MANAGEMENT_TOKEN = SecretFile("CONSUL_MANAGEMENT_TOKEN", "consul_management_token")
 
-    `agent_token` names the secret the agent acts with (and registers its config file's
-    services with): the client agents' scoped token (infra.consul_acl), the management
-    token on a server. With `default_token`, a request without a token runs with the
-    management token: only on an API that listens on loopback for its own host's
+
+def secret_config(
+    *, server: bool, default_token: bool, agent_token: SecretFile
+) -> tuple[str, tuple[SecretFile, ...]]:
+    """The start step that writes the agent's gossip key and ACL tokens to
+    SECRET_CONFIG_PATH (0600, the agent's user's) from its secret files, and those files.
+
+    `agent_token` is the file of the token the agent acts with (and registers its config
+    file's services with): the client agents' scoped token (infra.consul_acl), the
+    management token on a server. With `default_token`, a request without a token runs
+    with the management token: only on an API that listens on loopback for its own host's
     containers and where no scoped tokens exist (`default_token_for_anonymous`).
     """
-    tokens: dict[str, str] = {
-        "agent": "{" + agent_token + "}",
-        "config_file_service_registration": "{" + agent_token + "}",
+    tokens: dict[str, SecretFile] = {
+        "agent": agent_token,
+        "config_file_service_registration": agent_token,
     }
     if default_token:
-        tokens["default"] = "{consul_management_token}"
+        tokens["default"] = MANAGEMENT_TOKEN
     if server:
-        tokens["initial_management"] = "{consul_management_token}"
-    body = {"encrypt": "{consul_gossip_key}", "acl": {"tokens": tokens}}
-    # str.format placeholders inside JSON: double every brace, then restore the placeholders.
-    text = json.dumps(body, sort_keys=True).replace("{", "{{").replace("}", "}}")
-    for name in ("consul_gossip_key", "consul_management_token", agent_token):
-        text = text.replace("{{" + name + "}}", "{" + name + "}")
-    return text
+        tokens["initial_management"] = MANAGEMENT_TOKEN
+    body = {"encrypt": GOSSIP_KEY, "acl": {"tokens": tokens}}
+    order: list[SecretFile] = []
+
+    def slot(file: SecretFile) -> str:
+        order.append(file)
+        return "%s"
+
+    # Keys, tokens and gossip keys are base64 or UUIDs: nothing to escape in JSON.
+    text = json.dumps(body, sort_keys=True, default=slot)
+    values = " ".join(f.shell_value for f in order)
+    files = tuple(dict.fromkeys(order))
+    step = (
+        f"umask 077 && printf '{text}' {values} > {SECRET_CONFIG_PATH}"
+        # An image that starts as root (upstream's) hands the agent its file.
+        f' && {{ [ "$(id -u)" != 0 ] || chown consul:consul {SECRET_CONFIG_PATH}; }}'
+    )
+    return step, files
 
 
 def render(document: dict[str, Any]) -> str:

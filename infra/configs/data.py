@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from infra.model import TLS_DIR
+from infra.model import TLS_DIR, SecretFile
 from infra.placement import Plan
 
 PG_PORT = 5432
@@ -96,8 +96,13 @@ def primary_init_script(plan: Plan) -> str:
     )
     return (
         "#!/bin/sh\nset -eu\n"
-        'psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<SQL\n'
-        "  CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD '$REPLICATION_PASSWORD';\n"
+        # A builtin's argument, then psql's variable: the password is in no process's
+        # arguments.
+        f"export REPLICATION_PASSWORD={REPLICATION_PASSWORD.shell_value}\n"
+        'psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB"'
+        " <<'SQL'\n"
+        "  \\getenv password REPLICATION_PASSWORD\n"
+        "  CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD :'password';\n"
         f"{slots}"
         "SQL\n"
     )
@@ -116,7 +121,7 @@ def standby_entrypoint(plan: Plan, host: str) -> str:
         'if [ ! -s "$PGDATA/PG_VERSION" ]; then\n'
         '  mkdir -p "$PGDATA" && chown postgres "$PGDATA" && chmod 700 "$PGDATA"\n'
         # Exported by the shell (a builtin): the password is in no process's arguments.
-        '  export PGPASSWORD="$REPLICATION_PASSWORD"\n'
+        f"  export PGPASSWORD={REPLICATION_PASSWORD.shell_value}\n"
         "  until gosu postgres pg_basebackup"
         f' -h {address} -p {PG_PORT} -U replicator -D "$PGDATA" -X stream -R -c fast -S {slot}'
         f" -d 'sslmode={sslmode} sslrootcert={TLS_DIR}/ca.pem'; do\n"
@@ -128,9 +133,15 @@ def standby_entrypoint(plan: Plan, host: str) -> str:
     )
 
 
+# PostgreSQL's administrator and replication passwords, as files (the image's entrypoint
+# reads POSTGRES_PASSWORD_FILE; the scripts below read both).
+POSTGRES_PASSWORD = SecretFile("POSTGRES_PASSWORD", "postgres_password")
+REPLICATION_PASSWORD = SecretFile("REPLICATION_PASSWORD", "replication_password")
 REDIS_AUTH_CONF = "/tmp/redis-auth.conf"
+# The password, as a file, in every container that talks to a node with redis-cli.
+REDIS_PASSWORD = SecretFile("REDIS_PASSWORD", "redis_password")
 # redis-cli reads the password from REDISCLI_AUTH: never `-a PASSWORD` in its arguments.
-REDIS_CLI = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli'
+REDIS_CLI = f"REDISCLI_AUTH={REDIS_PASSWORD.shell_value} redis-cli"
 
 
 def redis_server_args(plan: Plan, host: str, cluster: bool, port: int = REDIS_PORT) -> str:
@@ -138,7 +149,8 @@ def redis_server_args(plan: Plan, host: str, cluster: bool, port: int = REDIS_PO
     shell's own printf, never into redis-server's arguments (which any process can read)."""
     address = plan.config.host(host).address
     auth = ["requirepass", "masterauth"] if cluster else ["requirepass"]
-    lines = "; ".join(f'printf \'{name} "%s"\\n\' "$REDIS_PASSWORD"' for name in auth)
+    value = REDIS_PASSWORD.shell_value
+    lines = "; ".join(f"printf '{name} \"%s\"\\n' {value}" for name in auth)
     parts = [f"umask 077; {{ {lines}; }} > {REDIS_AUTH_CONF};",
              f"exec redis-server {REDIS_AUTH_CONF} --appendonly yes --dir /data",
              f"--bind {plan.listen_address(host)}"]  # fmt: skip
@@ -172,7 +184,7 @@ def redis_cli_flags(plan: Plan) -> str:
 
 def redis_cli(plan: Plan) -> str:
     """The shell words that run redis-cli against this plan's nodes: TLS flags, and the
-    password from $REDIS_PASSWORD through the environment."""
+    password from its file (REDIS_PASSWORD) through REDISCLI_AUTH."""
     flags = redis_cli_flags(plan)
     return f"{REDIS_CLI} {flags}" if flags else REDIS_CLI
 

@@ -7,12 +7,12 @@ from typing import Any
 import yaml
 
 from infra.configs.consul import AGENT_PORTS
-from infra.model import TLS_DIR
+from infra.model import TLS_DIR, SecretFile
 from infra.placement import Plan
 
 PING_PORT = 8082
 DYNAMIC_DIR = "/etc/traefik/dynamic"
-DASHBOARD_USERS_FILE = "/run/traefik/dashboard-users"
+DASHBOARD_USERS = SecretFile("TRAEFIK_DASHBOARD_USERS", "traefik_dashboard_users")
 CORE_SERVICE = "morgan-core@consulcatalog"
 HEALTH_INTERVAL = "5s"
 CATALOG_REFRESH = "5s"
@@ -139,7 +139,7 @@ def dynamic_config(plan: Plan) -> dict[str, Any]:
                     "retryNonIdempotentMethod": True,
                 }
             },
-            "dashboard-auth": {"basicAuth": {"usersFile": DASHBOARD_USERS_FILE}},
+            "dashboard-auth": {"basicAuth": {"usersFile": DASHBOARD_USERS.path}},
             "security-headers": {
                 "headers": {"stsSeconds": 31536000, "contentTypeNosniff": True, "frameDeny": True}
             },

@@ -6,9 +6,11 @@ reads the metrics or silences an alert. Their clients (Prometheus sending alerts
 scraping itself, Grafana, amtool, `morgan status`, `morgan verify`) send it; the
 containers' healthchecks hold no secret (they require the 401: spec_common.auth_probe).
 
-Secrets reach each container as environment variables that its start line writes to files
-only the server's user reads, in the container's own layer (never a volume), and then
-drops from the environment before the server starts.
+Secrets reach each container as files (infra.model.SecretFile: its user's alone where the
+plan knows the user); the start line writes the web config (the image's TLS part plus the
+user and hash) to a file only the server's user reads, in the container's own layer (never
+a volume). Loki's ruler is the exception: its config takes the password from the
+environment (`-config.expand-env`), the only way Loki reads it.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from infra.model import TLS_DIR, SecretEnv
+from infra.model import TLS_DIR, SecretEnv, SecretFile
 
+# Where the start line writes the web config it composes: the container's own layer.
 SECRETS_DIR = "/tmp/morgan-secrets"
 MONITORING_USER = "morgan"
-PASSWORD_SECRET = "monitoring_password"
-HASH_SECRET = "monitoring_password_bcrypt"
-PASSWORD_VARIABLE = "MONITORING_PASSWORD"
-HASH_VARIABLE = "MONITORING_PASSWORD_BCRYPT"
-PASSWORD_FILE = f"{SECRETS_DIR}/monitoring_password"
+PASSWORD = SecretFile("MONITORING_PASSWORD", "monitoring_password")
+HASH = SecretFile("MONITORING_PASSWORD_BCRYPT", "monitoring_password_bcrypt")
+PASSWORD_VARIABLE = PASSWORD.variable
+# What every client of Prometheus or Alertmanager reads the password from.
+PASSWORD_FILE = PASSWORD.path
 # The web config the server reads: the TLS part from the image's files, the user appended.
 WEB_CONFIG = f"{SECRETS_DIR}/web.yml"
 
@@ -43,31 +46,24 @@ def client_config(tls: bool) -> dict[str, Any]:
 
 
 def secret_env() -> tuple[SecretEnv, ...]:
-    return (
-        SecretEnv(PASSWORD_VARIABLE, f"{{{PASSWORD_SECRET}}}"),
-        SecretEnv(HASH_VARIABLE, f"{{{HASH_SECRET}}}"),
-    )
+    """Loki's: the password in its environment (see the module's docstring)."""
+    return (SecretEnv(PASSWORD_VARIABLE, f"{{{PASSWORD.secret}}}"),)
 
 
-def start_script(
-    executable: str,
-    flags: list[str],
-    *,
-    web_base: str,
-    secret_files: tuple[tuple[str, str], ...] = (),
-) -> str:
-    """The shell line a Prometheus or Alertmanager container starts with: write the
-    password (and `secret_files`: variable, path) to 0600 files, the web config (the file
-    `web_base` plus the user and hash), then exec the server with that web config. No
-    secret is ever in a process's arguments."""
-    steps = [f"umask 077 && mkdir -p {SECRETS_DIR}"]
-    for variable, path in ((PASSWORD_VARIABLE, PASSWORD_FILE), *secret_files):
-        steps.append(f"printf '%s' \"${variable}\" > {path} && unset {variable}")
+def secret_files() -> tuple[SecretFile, ...]:
+    """Prometheus' and Alertmanager's: the password (their clients') and its hash."""
+    return (PASSWORD, HASH)
+
+
+def start_script(executable: str, flags: list[str], *, web_base: str) -> str:
+    """The shell line a Prometheus or Alertmanager container starts with: write the web
+    config (the file `web_base` plus the user and the hash from its secret file) to a 0600
+    file, then exec the server with it. No secret is ever in a process's arguments or
+    environment."""
     user = f'basic_auth_users:\\n  {MONITORING_USER}: "%s"\\n'
-    steps.append(
-        f"{{ cat {web_base} && printf '{user}' \"${HASH_VARIABLE}\"; }} > {WEB_CONFIG}"
-        f" && unset {HASH_VARIABLE}"
-    )
-    command = [executable, *flags, f"--web.config.file={WEB_CONFIG}"]
-    steps.append("exec " + shlex.join(command))
+    steps = [
+        f"umask 077 && mkdir -p {SECRETS_DIR}",
+        f"{{ cat {web_base} && printf '{user}' {HASH.shell_value}; }} > {WEB_CONFIG}",
+        "exec " + shlex.join([executable, *flags, f"--web.config.file={WEB_CONFIG}"]),
+    ]
     return " && ".join(steps)

@@ -199,10 +199,10 @@ def grafana_datasources(plan: Plan) -> dict[str, Any]:
             "basicAuth": True,
             "basicAuthUser": monitoring_auth.MONITORING_USER,
             "jsonData": json_data,
-            # Grafana expands $__env{} too: the password from the container's environment.
+            # Grafana expands $__file{}: the password from the container's secret file.
             "secureJsonData": {
                 **secure,
-                "basicAuthPassword": f"$__env{{{monitoring_auth.PASSWORD_VARIABLE}}}",
+                "basicAuthPassword": f"$__file{{{monitoring_auth.PASSWORD_FILE}}}",
             },
         }
     ]

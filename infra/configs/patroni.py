@@ -4,19 +4,22 @@ Both members run the same file but for their own name and address. The first mem
 to take the leader key in Consul bootstraps the cluster (initdb, the application
 database); the other clones it and streams. With `postgres.synchronous` a commit waits
 for the standby, so a turn acknowledged to a client survives the loss of the primary.
-Secrets come from the environment: PATRONI_SUPERUSER_PASSWORD,
-PATRONI_REPLICATION_PASSWORD and PATRONI_CONSUL_TOKEN.
+Secrets come as files (the superuser's and the replication role's passwords, the
+member's Consul token); Patroni reads them only from its config or its environment, so
+the member's start writes its config with them to a file of its own (`RUN_CONFIG_PATH`,
+0600) and runs Patroni on that. patronictl reads the same file.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
 
 from infra.configs import consul as consul_cfg
 from infra.configs.data import PG_PORT, pg_hba_rules
-from infra.model import TLS_DIR
+from infra.model import TLS_DIR, SecretFile
 from infra.placement import Plan
 
 REST_PORT = 8008
@@ -27,6 +30,35 @@ CONFIG_PATH = "/etc/morgan/patroni/patroni.yml"
 # the key to a file of its own (0600) before Patroni starts PostgreSQL.
 PG_KEY_PATH = "/var/run/postgresql/server.key"
 POST_BOOTSTRAP_PATH = "/etc/morgan/patroni/post-bootstrap.sh"
+# The member's full config (CONFIG_PATH plus its secrets), in the container's own layer;
+# what patronictl reads too. The secret files' variables do not start with PATRONI_, which
+# Patroni would read as settings.
+RUN_CONFIG_PATH = "/var/run/postgresql/patroni.yml"
+WITH_SECRETS_PATH = "/etc/morgan/patroni/with-secrets.py"
+SUPERUSER_PASSWORD = SecretFile("POSTGRES_SUPERUSER_PASSWORD", "postgres_password")
+REPLICATION_PASSWORD = SecretFile("POSTGRES_REPLICATION_PASSWORD", "replication_password")
+# Reads CONFIG_PATH, sets each secret from its file at its place, writes RUN_CONFIG_PATH
+# (0600). The places and files come after it, as JSON (`with_secrets_script`).
+_WITH_SECRETS = """\
+import json
+import os
+import sys
+
+import yaml
+
+source, target = sys.argv[1:]
+with open(source) as file:
+    config = yaml.safe_load(file)
+for keys, path in PLACES:
+    node = config
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    with open(path) as file:
+        node[keys[-1]] = file.read().removesuffix("\\n")
+descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(descriptor, "w") as file:
+    yaml.safe_dump(config, file, sort_keys=False)
+"""
 # Loss of the leader is noticed within ttl; Patroni needs loop_wait + 2 * retry_timeout <= ttl.
 # Consul refuses session TTLs under 10 s, and Patroni asks for ttl / 2.
 DCS_TIMING = {"ttl": 20, "loop_wait": 5, "retry_timeout": 5}
@@ -134,8 +166,31 @@ def patroni_config(plan: Plan, host: str) -> dict[str, Any]:
     }
 
 
+SecretPlaces = tuple[tuple[tuple[str, ...], SecretFile], ...]
+
+
+def secret_places(consul_token: str) -> SecretPlaces:
+    """(where in Patroni's config, the secret file) for each of the member's secrets;
+    `consul_token` names the secret that is its Consul token."""
+    return (
+        (("postgresql", "authentication", "superuser", "password"), SUPERUSER_PASSWORD),
+        (("postgresql", "authentication", "replication", "password"), REPLICATION_PASSWORD),
+        (("consul", "token"), SecretFile("DCS_CONSUL_TOKEN", consul_token)),
+    )
+
+
+def with_secrets_script(secrets: SecretPlaces) -> str:
+    places = [[list(keys), file.path] for keys, file in secrets]
+    return _WITH_SECRETS.replace(
+        "for keys, path in PLACES:", f"PLACES = {json.dumps(places)}\nfor keys, path in PLACES:"
+    )
+
+
 def command(plan: Plan) -> tuple[str, ...]:
-    run = f"exec patroni {CONFIG_PATH}"
+    run = (
+        f"python3 {WITH_SECRETS_PATH} {CONFIG_PATH} {RUN_CONFIG_PATH}"
+        f" && exec patroni {RUN_CONFIG_PATH}"
+    )
     if plan.config.security.internal_tls:
         run = f"install -m 0600 {TLS_DIR}/key.pem {PG_KEY_PATH} && {run}"
     return ("/bin/sh", "-c", run)

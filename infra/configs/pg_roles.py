@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import shlex
 
-from infra.configs.data import PG_PORT
-from infra.model import TLS_DIR
+from infra.configs.data import PG_PORT, POSTGRES_PASSWORD
+from infra.model import TLS_DIR, SecretFile
 from infra.placement import Plan
 
-# psql reads the password from the environment (\getenv): never from its arguments.
-APP_PASSWORD_VARIABLE = "POSTGRES_APP_PASSWORD"
-ADMIN_PASSWORD_VARIABLE = "POSTGRES_PASSWORD"
+# Both passwords reach the step as files; the script exports them (a shell builtin) to
+# psql, which reads the administrator's as PGPASSWORD and the role's with \getenv: never
+# from its arguments.
+APP_PASSWORD = SecretFile("POSTGRES_APP_PASSWORD", "postgres_app_password")
+ADMIN_PASSWORD = POSTGRES_PASSWORD
 # The step's copy of its key, readable by itself only (libpq insists).
 CLIENT_KEY_PATH = "/tmp/client-key.pem"
 
@@ -75,7 +77,8 @@ def app_role_script(plan: Plan) -> str:
         "set -eu\n"
         f"{key}"
         # Exported by the shell (a builtin): the password is in no process's arguments.
-        f'export PGPASSWORD="${ADMIN_PASSWORD_VARIABLE}"\n'
+        f"export PGPASSWORD={ADMIN_PASSWORD.shell_value}"
+        f" {APP_PASSWORD.variable}={APP_PASSWORD.shell_value}\n"
         f"until psql {conninfo} -Atc 'SELECT 1' >/dev/null; do\n"
         '  echo "waiting for the PostgreSQL primary"; sleep 2\n'
         "done\n"

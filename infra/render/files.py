@@ -27,7 +27,7 @@ def write_renderings(deployment: Deployment, out_dir: str | Path) -> list[Path]:
         path = out / f"compose-{host}.yml"
         path.write_text(yaml.safe_dump(render_compose(deployment, host), sort_keys=False))
         written.append(path)
-    # docker-stack.yml reads the secret files of Morgan's services from ./secrets/<secret>.
+    # docker-stack.yml reads every container's secret files from ./secrets/<secret>.
     as_files = {secret_variable(f.secret): f.secret
                 for s in deployment.rendered_specs() for f in s.secret_files}  # fmt: skip
     notes = {v: f"# docker-stack.yml also reads it from ./secrets/{name}\n"

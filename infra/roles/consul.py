@@ -10,7 +10,7 @@ from infra.model import (
     ContainerSpec,
     Healthcheck,
     Port,
-    SecretEnv,
+    SecretFile,
     Volume,
 )
 from infra.placement import Plan, Replica
@@ -51,12 +51,27 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         ]  # fmt: skip
     # A server acts with the management token it bootstraps ACLs with; a client agent
     # with its own host's scoped token where the stack has them.
-    agent_token = (
-        "consul_management_token"
+    agent_secret = (
+        consul_cfg.MANAGEMENT_TOKEN.secret
         if server or not consul_acl.scoped_tokens(plan)
         else consul_acl.agent_token_secret(replica.host)
     )
-    env = {"CONSUL_HTTP_ADDR": f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"}
+    token = (
+        consul_cfg.MANAGEMENT_TOKEN
+        if agent_secret == consul_cfg.MANAGEMENT_TOKEN.secret
+        else SecretFile("CONSUL_HTTP_TOKEN", agent_secret)
+    )
+    write_secrets, secret_files = consul_cfg.secret_config(
+        server=server,
+        default_token=consul_cfg.default_token_for_anonymous(plan, replica.host, server=server),
+        agent_token=token,
+    )
+    env = {
+        "CONSUL_HTTP_ADDR": f"{'https' if tls else 'http'}://127.0.0.1:{http_port}",
+        # The container's own `consul` CLI (its health check) acts with the agent's token.
+        "CONSUL_HTTP_TOKEN_FILE": token.path,
+        **dict(f.env for f in secret_files),
+    }
     if tls:
         env["CONSUL_CACERT"] = f"{TLS_DIR}/ca.pem"
     return ContainerSpec(
@@ -67,23 +82,11 @@ def consul_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         privileges=support_privileges(cfg.images.support.consul),
         runs_as=image_user(cfg.images.support.consul),
         platform=cfg.host(replica.host).platform,
-        # The image entrypoint adds -data-dir and -config-dir=/consul/config.
-        command=("agent",),
+        # Through the image's entrypoint (`agent` gets -data-dir and -config-dir=/consul/config,
+        # anything else runs as given): write the secret config, then start the agent.
+        command=("/bin/sh", "-c", f"{write_secrets} && exec docker-entrypoint.sh agent"),
         env=env,
-        secret_env=(
-            SecretEnv(
-                "CONSUL_LOCAL_CONFIG",
-                consul_cfg.secret_config_template(
-                    server=server,
-                    default_token=consul_cfg.default_token_for_anonymous(
-                        plan, replica.host, server=server
-                    ),
-                    agent_token=agent_token,
-                ),
-            ),
-            # For the container's own `consul` CLI (its health check).
-            SecretEnv("CONSUL_HTTP_TOKEN", "{" + agent_token + "}"),
-        ),
+        secret_files=secret_files,
         ports=tuple(ports),
         volumes=(Volume(name=f"morgan-{replica.role}-data", path="/consul/data"),),
         files=(ConfigFile("/consul/config/morgan.json", consul_cfg.render(document)),),

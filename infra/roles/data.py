@@ -14,6 +14,7 @@ from infra.model import (
     Healthcheck,
     Port,
     SecretEnv,
+    SecretFile,
     Volume,
 )
 from infra.placement import Plan, Replica
@@ -32,15 +33,13 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     pg = cfg.postgres
     primary = replica.role == "postgres-primary"
     files = [ConfigFile("/etc/morgan/postgres/pg_hba.conf", data_cfg.pg_hba(plan))]
+    secret_files = (data_cfg.POSTGRES_PASSWORD, data_cfg.REPLICATION_PASSWORD)
     env = {
         "POSTGRES_USER": pg.user,
         "POSTGRES_DB": pg.database,
         "PGDATA": "/var/lib/postgresql/data/pgdata",
+        **dict(f.env for f in secret_files),
     }
-    secret_env = [
-        SecretEnv("POSTGRES_PASSWORD", "{postgres_password}"),
-        SecretEnv("REPLICATION_PASSWORD", "{replication_password}"),
-    ]
     if primary:
         files.append(
             ConfigFile(
@@ -63,7 +62,7 @@ def postgres_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         command=command,
         entrypoint=entrypoint,
         env=env,
-        secret_env=tuple(secret_env),
+        secret_files=secret_files,
         ports=(Port(data_cfg.PG_PORT, encryption=port_encryption(plan), purpose="sql"),),
         volumes=(Volume(name=f"morgan-{replica.role}-data", path="/var/lib/postgresql/data"),),
         files=tuple(files),
@@ -81,6 +80,10 @@ def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     """A Patroni member: `postgres-primary` is the preferred first leader, not a fixed one."""
     cfg = plan.config
     document = patroni_cfg.patroni_config(plan, replica.host)
+    places = patroni_cfg.secret_places(
+        consul_acl.token_secret(plan, consul_acl.PATRONI_TOKEN_SECRET)
+    )
+    secrets = tuple(file for _place, file in places)
     return ContainerSpec(
         name=f"morgan-{replica.role}",
         role=replica.role,
@@ -91,15 +94,8 @@ def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         platform=cfg.host(replica.host).platform,
         entrypoint=("tini", "--"),
         command=patroni_cfg.command(plan),
-        env={"PGDATA": "/var/lib/postgresql/data/pgdata"},
-        secret_env=(
-            SecretEnv("PATRONI_SUPERUSER_PASSWORD", "{postgres_password}"),
-            SecretEnv("PATRONI_REPLICATION_PASSWORD", "{replication_password}"),
-            SecretEnv(
-                "PATRONI_CONSUL_TOKEN",
-                consul_acl.token_template(plan, consul_acl.PATRONI_TOKEN_SECRET),
-            ),
-        ),
+        env={"PGDATA": "/var/lib/postgresql/data/pgdata", **dict(f.env for f in secrets)},
+        secret_files=secrets,
         ports=(
             Port(data_cfg.PG_PORT, encryption=port_encryption(plan), purpose="sql"),
             Port(patroni_cfg.REST_PORT, encryption=port_encryption(plan), purpose="patroni api"),
@@ -108,6 +104,7 @@ def patroni_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         files=(
             ConfigFile(patroni_cfg.CONFIG_PATH, patroni_cfg.render(document)),
             ConfigFile(patroni_cfg.POST_BOOTSTRAP_PATH, patroni_cfg.post_bootstrap_script(plan)),
+            ConfigFile(patroni_cfg.WITH_SECRETS_PATH, patroni_cfg.with_secrets_script(places)),
         ),
         tls=tls_files(plan, "postgres"),
         # The member's PostgreSQL accepts connections (leader, or a replica in recovery).
@@ -140,7 +137,8 @@ def _redis_node(plan: Plan, replica: Replica, port: int, volume: str) -> Contain
         platform=cfg.host(replica.host).platform,
         entrypoint=("/bin/sh",),
         command=("-c", data_cfg.redis_server_args(plan, replica.host, cluster, port)),
-        secret_env=(SecretEnv("REDIS_PASSWORD", "{redis_password}"),),
+        env=dict([data_cfg.REDIS_PASSWORD.env]),
+        secret_files=(data_cfg.REDIS_PASSWORD,),
         ports=tuple(ports),
         volumes=(Volume(name=volume, path="/data"),),
         tls=tls_files(plan, "redis"),
@@ -162,7 +160,7 @@ def _job(
     beside: Replica,
     image: str,
     script: str,
-    secret_env: tuple[SecretEnv, ...],
+    secret_files: tuple[SecretFile, ...],
     certificate: str,
     tool: str,
     image_data: str,
@@ -180,7 +178,8 @@ def _job(
         platform=plan.config.host(beside.host).platform,
         entrypoint=("/bin/sh",),
         command=("-c", script),
-        secret_env=secret_env,
+        env=dict(f.env for f in secret_files),
+        secret_files=secret_files,
         tls=tls_files(plan, certificate),
         healthcheck=Healthcheck(test=("CMD", tool, "--version"), start_period="5s"),
         memory_mb=64,
@@ -199,10 +198,7 @@ def postgres_app_role_specs(plan: Plan) -> list[ContainerSpec]:
         return []
     support = cfg.images.support
     image = support.patroni if cfg.postgres.ha == "patroni" else support.postgres
-    secrets = (
-        SecretEnv(pg_roles.ADMIN_PASSWORD_VARIABLE, "{postgres_password}"),
-        SecretEnv(pg_roles.APP_PASSWORD_VARIABLE, "{postgres_app_password}"),
-    )
+    secrets = (pg_roles.ADMIN_PASSWORD, pg_roles.APP_PASSWORD)
     script = pg_roles.app_role_script(plan)
     return [
         _job(
@@ -230,7 +226,7 @@ def redis_specs(plan: Plan) -> list[ContainerSpec]:
         for r in plan.of_role("redis-replica")
     ]
     if cfg.redis.mode == "cluster":
-        secrets = (SecretEnv("REDIS_PASSWORD", "{redis_password}"),)
+        secrets = (data_cfg.REDIS_PASSWORD,)
         script = data_cfg.redis_cluster_create(plan)
         specs.append(
             _job(

@@ -9,7 +9,16 @@ from typing import Any
 
 from infra.configs import data as data_cfg
 from infra.configs import observability as obs_cfg
-from infra.model import TLS_DIR, BindMount, ConfigFile, ContainerSpec, Healthcheck, Port, SecretEnv
+from infra.model import (
+    TLS_DIR,
+    BindMount,
+    ConfigFile,
+    ContainerSpec,
+    Healthcheck,
+    Port,
+    SecretEnv,
+    SecretFile,
+)
 from infra.placement import Plan, Replica
 from infra.spec_common import port_encryption, wget_probe
 from infra.support_privileges import image_user
@@ -65,13 +74,19 @@ def postgres_exporter_spec(plan: Plan, replica: Replica, base: dict[str, Any]) -
     """The PostgreSQL server of its host (primary or standby), over loopback: pg_hba lets
     127.0.0.1 in with a password, without TLS."""
     flags, files = _serving(plan, replica, "postgres-exporter", "kingpin")
-    pg = plan.config.postgres
-    dsn = f"postgresql://{pg.user}:{{postgres_password}}@127.0.0.1:{data_cfg.PG_PORT}/postgres"
+    # Server and user in the environment, the password from its file (DATA_SOURCE_PASS_FILE).
+    password = SecretFile("DATA_SOURCE_PASS", "postgres_password")
+    env = {
+        "DATA_SOURCE_URI": f"127.0.0.1:{data_cfg.PG_PORT}/postgres?sslmode=disable",
+        "DATA_SOURCE_USER": plan.config.postgres.user,
+        **dict([password.env]),
+    }
     return _exporter(
         plan, replica, base,
         image=plan.config.images.support.postgres_exporter,
         command=tuple(flags),
-        secret_env=(SecretEnv("DATA_SOURCE_NAME", f"{dsn}?sslmode=disable"),),
+        env=env,
+        secret_files=(password,),
         files=tuple(files),
     )  # fmt: skip
 

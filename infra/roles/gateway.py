@@ -8,7 +8,6 @@ from infra.model import (
     ContainerSpec,
     Healthcheck,
     Port,
-    SecretEnv,
 )
 from infra.placement import Plan, Replica
 from infra.spec_common import (
@@ -20,11 +19,6 @@ from infra.support_privileges import image_user, support_privileges
 
 def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
     cfg = plan.config
-    start = (
-        f"mkdir -p /run/traefik && printf '%s\\n' \"$TRAEFIK_DASHBOARD_USERS\""
-        f" > {gateway_cfg.DASHBOARD_USERS_FILE}"
-        " && exec traefik --configFile=/etc/traefik/traefik.yml"
-    )
     return ContainerSpec(
         name="morgan-traefik",
         role="traefik",
@@ -33,9 +27,11 @@ def traefik_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         privileges=support_privileges(cfg.images.support.traefik, low_ports=True),
         runs_as=image_user(cfg.images.support.traefik),
         platform=cfg.host(replica.host).platform,
-        entrypoint=("/bin/sh",),
-        command=("-c", start),
-        secret_env=(SecretEnv("TRAEFIK_DASHBOARD_USERS", "{traefik_dashboard_users}"),),
+        entrypoint=("traefik",),
+        command=("--configFile=/etc/traefik/traefik.yml",),
+        # The dashboard's users file (htpasswd lines), read by its basicAuth middleware.
+        env=dict([gateway_cfg.DASHBOARD_USERS.env]),
+        secret_files=(gateway_cfg.DASHBOARD_USERS,),
         ports=(
             Port(
                 cfg.gateway.http_port, encryption="none", purpose="redirect to https", public=True

@@ -16,7 +16,7 @@ from infra.model import (
     ContainerSpec,
     Healthcheck,
     Port,
-    SecretEnv,
+    SecretFile,
     Volume,
 )
 from infra.placement import Plan, Replica
@@ -84,7 +84,8 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             runs_as=image_user(cfg.images.support.prometheus),
             entrypoint=("/bin/sh",),
             command=("-c", start),
-            secret_env=monitoring_auth.secret_env(),
+            env=dict(f.env for f in monitoring_auth.secret_files()),
+            secret_files=monitoring_auth.secret_files(),
             ports=(Port(port, encryption=enc, purpose="api"),),
             volumes=(Volume(name="morgan-prometheus-data", path="/prometheus"),),
             files=tuple(files),
@@ -111,15 +112,19 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             ),
             *_auth_files(plan, "/etc/alertmanager/web-tls.yml", alerting.AMTOOL_HTTP_CONFIG),
         ]
+        secret_files = alerting.alertmanager_secret_files(plan)
         return ContainerSpec(
             image=cfg.images.support.alertmanager,
             runs_as=image_user(cfg.images.support.alertmanager),
             entrypoint=("/bin/sh",),
             command=(
                 "-c",
-                alerting.alertmanager_start_script(plan, flags, "/etc/alertmanager/web-tls.yml"),
+                monitoring_auth.start_script(
+                    "/bin/alertmanager", flags, web_base="/etc/alertmanager/web-tls.yml"
+                ),
             ),
-            secret_env=alerting.alertmanager_secret_env(plan),
+            env=dict(f.env for f in secret_files),
+            secret_files=secret_files,
             ports=(Port(port, encryption=enc, purpose="api"),),
             volumes=(Volume(name="morgan-alertmanager-data", path="/alertmanager"),),
             files=tuple(files),
@@ -128,6 +133,12 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
             **base,
         )
     if role == "grafana":
+        # The admin's password (Grafana reads `<variable>__FILE`), and the Prometheus data
+        # source's ($__file{} in its provisioning file).
+        grafana_files = (
+            SecretFile("GF_SECURITY_ADMIN_PASSWORD", "grafana_admin_password", suffix="__FILE"),
+            monitoring_auth.PASSWORD,
+        )
         files = [
             ConfigFile(
                 "/etc/grafana/provisioning/datasources/morgan.yml",
@@ -158,12 +169,8 @@ def observability_spec(plan: Plan, replica: Replica) -> ContainerSpec:
         return ContainerSpec(
             image=cfg.images.support.grafana,
             runs_as=image_user(cfg.images.support.grafana),
-            env=env,
-            secret_env=(
-                SecretEnv("GF_SECURITY_ADMIN_PASSWORD", "{grafana_admin_password}"),
-                # The Prometheus data source's password ($__env{} in its provisioning file).
-                monitoring_auth.secret_env()[0],
-            ),
+            env={**env, **dict(f.env for f in grafana_files)},
+            secret_files=grafana_files,
             ports=(Port(port, encryption=enc, purpose="ui"),),
             volumes=(Volume(name="morgan-grafana-data", path="/var/lib/grafana"),),
             files=tuple(files),

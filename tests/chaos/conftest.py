@@ -17,7 +17,7 @@ from morgan.lab import stack as st
 from morgan.lab.polling import NotYet, poll
 
 from infra.config import MorganStackConfig
-from infra.configs.patroni import CONFIG_PATH
+from infra.configs.patroni import RUN_CONFIG_PATH
 from infra.deployment import Deployment, build_deployment
 from infra.model import ContainerSpec
 from infra.placement import make_plan
@@ -66,7 +66,11 @@ class Fleet:
         comes on standard input (never on a command line, and not the container's own
         scoped token)."""
         token = self.outputs["consul_management_token"]
-        wrapped = f"read -r CONSUL_HTTP_TOKEN; export CONSUL_HTTP_TOKEN; {script}"
+        # The container's own token file would win over the variable: drop it.
+        wrapped = (
+            "read -r CONSUL_HTTP_TOKEN; export CONSUL_HTTP_TOKEN; unset CONSUL_HTTP_TOKEN_FILE;"
+            f" {script}"
+        )
         return self.engine(spec).run("exec", "-i", spec.name, "sh", "-c", wrapped,
                                      stdin=f"{token}\n".encode(), check=check,
                                      timeout=60)  # fmt: skip
@@ -125,7 +129,7 @@ class Fleet:
                 raise NotYet(state)
 
         poll(sync_standby, what=f"{planned.host} the sync standby", timeout=120, interval=1)
-        self.engine(leader).run("exec", leader.name, "patronictl", "-c", CONFIG_PATH,
+        self.engine(leader).run("exec", leader.name, "patronictl", "-c", RUN_CONFIG_PATH,
                                 "switchover", "--leader", leader.host, "--candidate",
                                 planned.host, "--force", timeout=120)  # fmt: skip
         self.wait_pg_role(planned, "primary", f"{planned.host} the leader (switched over)")

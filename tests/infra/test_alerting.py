@@ -65,10 +65,10 @@ def test_receivers_pass_amtool_and_hold_no_secret(
     receivers = {r["name"]: r for r in document["receivers"]}
     assert receivers["phone"]["webhook_configs"][0]["url"] == "http://10.0.0.5:8123/x"
     slack = receivers["team"]["slack_configs"][0]
-    assert slack["api_url_file"] == "/tmp/morgan-secrets/slack_url"
+    assert slack["api_url_file"] == "/run/secrets/ALERT_SLACK_URL"
     assert "api_url" not in slack
     email = receivers["mail"]["email_configs"][0]
-    assert email["auth_password_file"] == "/tmp/morgan-secrets/smtp_password"
+    assert email["auth_password_file"] == "/run/secrets/ALERT_SMTP_PASSWORD"
     assert "auth_password" not in email
 
 
@@ -95,20 +95,27 @@ def test_secrets_reach_alertmanager_as_files_only(homelab_raw: dict[str, Any]) -
     plan = _with_receivers(homelab_raw, RECEIVERS)
     deployment = build_deployment(plan, Path("."))
     spec = deployment.of_role("alertmanager")[0]
-    assert {e.name: e.template for e in spec.secret_env} == {
-        "ALERT_SLACK_URL": "{alert_slack_url}",
-        "ALERT_SMTP_PASSWORD": "{alert_smtp_password}",
-        "MONITORING_PASSWORD": "{monitoring_password}",
-        "MONITORING_PASSWORD_BCRYPT": "{monitoring_password_bcrypt}",
+    assert spec.secret_env == ()
+    assert {f.variable: f.secret for f in spec.secret_files} == {
+        "ALERT_SLACK_URL": "alert_slack_url",
+        "ALERT_SMTP_PASSWORD": "alert_smtp_password",
+        "MONITORING_PASSWORD": "monitoring_password",
+        "MONITORING_PASSWORD_BCRYPT": "monitoring_password_bcrypt",
     }
+    # The receivers read the files the engine puts there.
+    config = alerting.alertmanager_config(plan)
+    files = [v for r in config["receivers"] for kind in r.values() if isinstance(kind, list)
+             for c in kind for k, v in c.items() if k.endswith("_file")]  # fmt: skip
+    assert sorted(files) == ["/run/secrets/ALERT_SLACK_URL", "/run/secrets/ALERT_SMTP_PASSWORD"]
     assert spec.entrypoint == ("/bin/sh",)
     script = spec.command[1]
     assert script.startswith("umask 077 && mkdir -p /tmp/morgan-secrets")
-    assert "unset ALERT_SLACK_URL" in script and "unset ALERT_SMTP_PASSWORD" in script
+    assert "ALERT_" not in script
     assert script.endswith("--web.config.file=/tmp/morgan-secrets/web.yml")
-    # The rendered compose file carries variables, never values.
-    environment = service_entry(spec)["environment"]
-    assert environment["ALERT_SLACK_URL"] == "${MORGAN_ALERT_SLACK_URL}"
+    # The rendered compose file names the secrets, never their values or variables' values.
+    entry = service_entry(spec)
+    assert entry["environment"]["ALERT_SLACK_URL_FILE"] == "/run/secrets/ALERT_SLACK_URL"
+    assert "ALERT_SLACK_URL" not in entry["environment"]
     used = {s.name for s in deployment.secrets if s.kind == "provided" and s.consumers}
     assert used == {"alert_slack_url", "alert_smtp_password"}
 
@@ -117,7 +124,7 @@ def test_without_secret_receivers_alertmanager_gets_only_the_monitoring_password
     homelab_plan: Plan,
 ) -> None:
     spec = build_deployment(homelab_plan, Path(".")).of_role("alertmanager")[0]
-    names = [e.name for e in spec.secret_env]
+    names = [f.variable for f in spec.secret_files]
     assert names == ["MONITORING_PASSWORD", "MONITORING_PASSWORD_BCRYPT"]
     assert "ALERT_" not in spec.command[1]
 
@@ -180,10 +187,12 @@ def test_pulumi_hands_the_operators_secrets_to_alertmanager_as_secrets(
     finally:
         pulumi.runtime.set_all_config({})
     (container,) = [r for r in built.mocks.of_type(CONTAINER) if r.name == "morgan-alertmanager"]
-    assert is_secret(container.inputs["envs"])
-    env = unwrap(container.inputs["envs"])
-    assert f"ALERT_SLACK_URL={SECRET_MARK}slack" in env
-    assert f"ALERT_SMTP_PASSWORD={SECRET_MARK}smtp" in env
+    # As files: the upload list is a secret Output, the environment holds only their paths.
+    assert is_secret(container.inputs["uploads"])
+    uploads = {u["file"]: u["content"] for u in unwrap(container.inputs["uploads"])}
+    assert uploads["/run/secrets/ALERT_SLACK_URL"] == f"{SECRET_MARK}slack"
+    assert uploads["/run/secrets/ALERT_SMTP_PASSWORD"] == f"{SECRET_MARK}smtp"
+    assert not [e for e in unwrap(container.inputs["envs"]) if SECRET_MARK in e]
     for r in built.mocks.resources:
         if not r.typ.startswith(("random:", "tls:index/privateKey")):
             assert not [t for t in plain_strings(r.inputs) if SECRET_MARK in t], r.name
@@ -206,7 +215,7 @@ def test_amtool_in_the_container_talks_to_its_alertmanager(homelab_plan: Plan) -
     assert files["/etc/prometheus/amtool-http.yml"] == {
         "basic_auth": {
             "username": "morgan",
-            "password_file": "/tmp/morgan-secrets/monitoring_password",
+            "password_file": "/run/secrets/MONITORING_PASSWORD",
         },
         "tls_config": {"ca_file": "/etc/morgan/tls/ca.pem"},
     }

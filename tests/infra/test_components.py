@@ -224,9 +224,10 @@ def test_acl_resource_makes_each_scoped_token_with_the_stacks_secret(
         envs = dict(e.split("=", 1) for e in unwrap(container.inputs.get("envs") or []))
         uploads = {u["file"]: u for u in unwrap(container.inputs.get("uploads") or [])}
         role, _, host = container.name.removeprefix("morgan-").rpartition("-")
+        # Every container holds its token as a file, never in its environment.
+        assert "CONSUL_HTTP_TOKEN" not in envs, container.name
         if role in services:
-            # A Morgan service holds it as a file of its own user's, not in its environment.
-            assert "CONSUL_HTTP_TOKEN" not in envs, container.name
+            # A Morgan service's is its own user's alone.
             path = envs["CONSUL_HTTP_TOKEN_FILE"]
             assert path == "/run/secrets/CONSUL_HTTP_TOKEN"
             token = uploads[path]
@@ -236,10 +237,9 @@ def test_acl_resource_makes_each_scoped_token_with_the_stacks_secret(
             )  # fmt: skip
             checked[container.name] = role
             continue
-        if "CONSUL_HTTP_TOKEN" not in envs:
-            continue
-        elif role == "consul-agent":
-            assert envs["CONSUL_HTTP_TOKEN"] == ids[f"consul_agent_token_{host}"], container.name
+        if role == "consul-agent":
+            token = uploads[envs["CONSUL_HTTP_TOKEN_FILE"]]
+            assert token["content"] == ids[f"consul_agent_token_{host}"], container.name
             checked[container.name] = role
     assert sorted(checked.values()).count("consul-agent") == len(hosts)
     assert set(checked.values()) == {"consul-agent", *services}

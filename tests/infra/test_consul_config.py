@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra.configs import consul as consul_cfg
-from infra.model import TLS_DIR
+from infra.model import SECRETS_DIR, TLS_DIR, SecretFile
 from infra.placement import Plan
 from tests.harness.binaries import find_binary
 
@@ -58,14 +58,32 @@ def _validate(
     document["data_dir"] = str(config_dir / "data")
     (config_dir / "morgan.json").write_text(json.dumps(document))
     default = consul_cfg.default_token_for_anonymous(plan, host, server=server)
-    secret = consul_cfg.secret_config_template(
-        server=server, default_token=default, agent_token="consul_agent_token"
-    ).format(
-        consul_gossip_key="pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=",
-        consul_management_token="0b0a0a4e-51a5-4f1f-9b6c-2f1d0c4b8e11",
-        consul_agent_token="6f1c0d2e-8a3b-4c5d-9e7f-1a2b3c4d5e6f",
+    agent = consul_cfg.MANAGEMENT_TOKEN if server else SecretFile("CONSUL_HTTP_TOKEN", "agent")
+    step, files = consul_cfg.secret_config(server=server, default_token=default, agent_token=agent)
+    # The container's start step, verbatim but for its paths; as root it would hand the
+    # file to the image's `consul` user, which this machine does not have.
+    handover = (
+        f' && {{ [ "$(id -u)" != 0 ] || chown consul:consul {consul_cfg.SECRET_CONFIG_PATH}; }}'
     )
-    (config_dir / "local.json").write_text(secret)
+    assert step.endswith(handover)
+    secrets = config_dir / "secrets"
+    secrets.mkdir()
+    values = {
+        "consul_gossip_key": "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=",
+        "consul_management_token": "0b0a0a4e-51a5-4f1f-9b6c-2f1d0c4b8e11",
+        "agent": "6f1c0d2e-8a3b-4c5d-9e7f-1a2b3c4d5e6f",
+    }
+    for file in files:
+        (secrets / file.variable).write_text(values[file.secret] + "\n")
+    step = step.removesuffix(handover).replace(SECRETS_DIR, str(secrets))
+    step = step.replace(consul_cfg.SECRET_CONFIG_PATH, str(config_dir / "secrets.json"))
+    subprocess.run(["/bin/sh", "-c", step], check=True, timeout=30)
+    written = json.loads((config_dir / "secrets.json").read_text())
+    assert written["encrypt"] == values["consul_gossip_key"]
+    tokens = written["acl"]["tokens"]
+    assert tokens["agent"] == values["consul_management_token" if server else "agent"]
+    assert ("default" in tokens) == default
+    assert oct((config_dir / "secrets.json").stat().st_mode & 0o777) == "0o600"
     return subprocess.run(
         [find_binary("consul"), "validate", str(config_dir)],
         capture_output=True,

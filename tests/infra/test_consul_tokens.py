@@ -41,7 +41,7 @@ def test_each_consul_client_holds_its_own_token(lab_plan: Plan) -> None:
     agents = []
     for spec in specs:
         env = _token_secrets(spec.secret_env)
-        # Morgan's services hold theirs as a file (CONSUL_HTTP_TOKEN_FILE).
+        # Every container holds its token as a file (CONSUL_HTTP_TOKEN_FILE).
         env.update({f.variable: (f.secret,) for f in spec.secret_files})
         if spec.role == "consul-agent":
             # Each client agent its own host's token.
@@ -51,7 +51,7 @@ def test_each_consul_client_holds_its_own_token(lab_plan: Plan) -> None:
         if spec.role not in expected:
             continue
         patroni = spec.role.startswith("postgres")
-        variable = "PATRONI_CONSUL_TOKEN" if patroni else "CONSUL_HTTP_TOKEN"
+        variable = "DCS_CONSUL_TOKEN" if patroni else "CONSUL_HTTP_TOKEN"
         assert env[variable] == (expected[spec.role],), spec.name
         seen.add(spec.role)
     assert seen == set(expected)
@@ -62,13 +62,13 @@ def test_each_consul_client_holds_its_own_token(lab_plan: Plan) -> None:
 
 
 def test_a_client_agent_has_no_default_token(homelab_plan: Plan) -> None:
-    text = consul_cfg.secret_config_template(
-        server=False,
-        default_token=consul_cfg.default_token_for_anonymous(homelab_plan, "h2", server=False),
-        agent_token="consul_agent_token",
-    ).format(consul_gossip_key="k", consul_management_token="M", consul_agent_token="A")
-    tokens = json.loads(text)["acl"]["tokens"]
-    assert tokens == {"agent": "A", "config_file_service_registration": "A"}
+    agent = next(s for s in build_specs(homelab_plan) if s.name == "consul-agent-h2")
+    step = agent.command[2]
+    config = step[step.index("printf '") + 8 : step.index("' ")]
+    tokens = json.loads(config)["acl"]["tokens"]
+    assert tokens == {"agent": "%s", "config_file_service_registration": "%s"}
+    # Its files: its own token and the gossip key, not the management token.
+    assert {f.secret for f in agent.secret_files} == {"consul_agent_token_h2", "consul_gossip_key"}
 
 
 def test_the_dev_stack_keeps_its_loopback_default_token(dev_plan: Plan) -> None:

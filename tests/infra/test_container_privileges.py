@@ -208,6 +208,10 @@ def test_swarm_gives_the_key_to_the_same_user(homelab_raw: dict[str, Any]) -> No
         "/etc/morgan/tls/ca.pem": 0o444, "/etc/morgan/tls/cert.pem": 0o444,
     }  # fmt: skip
     upstream = render_swarm(build_deployment(plan_from(homelab_raw)))["services"]
+    # An upstream image starts as root and switches user: its key and secret files are
+    # readable in the container.
     assert upstream["morgan-traefik"]["secrets"] == [
-        {"source": "tls-traefik-h1-key", "target": "/etc/morgan/tls/key.pem", "mode": 0o444}
-    ]
+        {"source": "tls-traefik-h1-key", "target": "/etc/morgan/tls/key.pem", "mode": 0o444},
+        {"source": "secret-traefik_dashboard_users",
+         "target": "/run/secrets/TRAEFIK_DASHBOARD_USERS", "mode": 0o444},
+    ]  # fmt: skip

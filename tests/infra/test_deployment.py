@@ -145,7 +145,13 @@ def test_the_compose_seed_step_writes_the_settings_into_a_real_consul(
     doc = render_compose(homelab, seed.host)
     service = doc["services"][seed.name]
     assert service["restart"] == "on-failure"
-    assert service["environment"]["CONSUL_HTTP_TOKEN"] == "${MORGAN_CONSUL_MANAGEMENT_TOKEN}"
+    # The management token as a compose secret (a file), never in the environment.
+    assert "CONSUL_HTTP_TOKEN" not in service["environment"]
+    assert service["environment"]["CONSUL_HTTP_TOKEN_FILE"] == "/run/secrets/CONSUL_HTTP_TOKEN"
+    assert [s["source"] for s in service["secrets"]] == ["consul_management_token"]
+    assert doc["secrets"]["consul_management_token"] == {
+        "environment": "MORGAN_CONSUL_MANAGEMENT_TOKEN"
+    }
     (mount,) = service["configs"]
     content = doc["configs"][mount["source"]]["content"]
     assert mount["target"] in " ".join(service["command"])

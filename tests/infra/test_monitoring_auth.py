@@ -3,8 +3,8 @@
 
 Without the password each answers 401, its health endpoint too; with it, 200. The
 containers' healthchecks pass (they ask for the 401: no secret in the probe), amtool works
-with the files the start line wrote, and Prometheus scrapes itself with them. The secrets
-end up in 0600 files and in no process's arguments or environment."""
+with its secret files, and Prometheus scrapes itself with them. The web config ends up in a
+0600 file, and no secret is in any process's arguments or environment."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import yaml
 from infra.configs import monitoring_auth as auth
 from infra.configs import observability as obs
 from infra.deployment import build_deployment
-from infra.model import TLS_DIR, ContainerSpec
+from infra.model import SECRETS_DIR, TLS_DIR, ContainerSpec
 from infra.placement import Plan
 from tests.harness.binaries import find_binary
 from tests.harness.ports import free_ports
@@ -69,6 +69,7 @@ def _start(spec: ContainerSpec, tmp_path: Path, binary: str, data: str, port: in
     moved = {
         listen: f"--web.listen-address=127.0.0.1:{port}",
         auth.SECRETS_DIR: str(tmp_path / "secrets"),
+        SECRETS_DIR: str(tmp_path / "run-secrets"),
         TLS_DIR: str(_tls(tmp_path)),
         f"/bin/{binary}": find_binary(
             {"prometheus": "prometheus", "alertmanager": "prometheus-alertmanager"}[binary]
@@ -85,7 +86,12 @@ def _start(spec: ContainerSpec, tmp_path: Path, binary: str, data: str, port: in
         content = files.get(file.path, file.content)
         Path(started.here(file.path)).write_text(started.here(content))
     digest = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt()).decode()
-    env = {"PATH": os.environ["PATH"], auth.PASSWORD_VARIABLE: PASSWORD, auth.HASH_VARIABLE: digest}
+    # The container's secret files, as the engine puts them there.
+    values = {auth.PASSWORD.secret: PASSWORD, auth.HASH.secret: digest}
+    (tmp_path / "run-secrets").mkdir()
+    for secret in spec.secret_files:
+        Path(started.here(secret.path)).write_text(values[secret.secret] + "\n")
+    env = {"PATH": os.environ["PATH"]}
     started.process = ManagedProcess(
         binary, ["/bin/sh", "-c", started.here(spec.command[1])], tmp_path / "log", env=env
     )
@@ -149,7 +155,7 @@ def _secrets_stay_in_files(started: Started) -> None:
     secrets = Path(started.here(auth.SECRETS_DIR))
     for path in secrets.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    assert (secrets / "monitoring_password").read_text() == PASSWORD
+    assert [p.name for p in secrets.iterdir()] == ["web.yml"]
     web = yaml.safe_load((secrets / "web.yml").read_text())
     digest = web["basic_auth_users"]["morgan"]
     assert bcrypt.checkpw(PASSWORD.encode(), digest.encode())

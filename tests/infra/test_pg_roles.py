@@ -42,10 +42,14 @@ def server(tmp_path: Path) -> Iterator[PostgresServer]:
 
 def _run_step(pg: PostgresServer, plan: Plan, app_password: str) -> str:
     script = pg_roles.app_role_script(plan).replace(f"port={data_cfg.PG_PORT}", f"port={pg.port}")
+    # The step reads both passwords from its secret files: here, files of the test's own.
+    for file, value in ((pg_roles.ADMIN_PASSWORD, pg.password),
+                        (pg_roles.APP_PASSWORD, app_password)):  # fmt: skip
+        local = pg.base_dir / file.variable
+        local.write_text(value + "\n")
+        script = script.replace(file.path, str(local))
     psql_dir = str(Path(postgres_binary("psql")).parent)
-    env = {"PATH": f"{psql_dir}:{os.environ['PATH']}",
-           pg_roles.ADMIN_PASSWORD_VARIABLE: pg.password,
-           pg_roles.APP_PASSWORD_VARIABLE: app_password}  # fmt: skip
+    env = {"PATH": f"{psql_dir}:{os.environ['PATH']}"}
     result = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True,
                             text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -59,12 +59,15 @@ def test_standby_streams_from_primary(homelab_raw: dict[str, Any], tmp_path: Pat
 
         # The primary's init script, verbatim, as the image's entrypoint runs it.
         script = tmp_path / "10-replication.sh"
-        script.write_text(data_cfg.primary_init_script(plan))
+        # It reads the password from its secret file: here, a file of the test's own.
+        password_file = tmp_path / "replication-password"
+        password_file.write_text(replication_password + "\n")
+        text = data_cfg.primary_init_script(plan)
+        script.write_text(text.replace(data_cfg.REPLICATION_PASSWORD.path, str(password_file)))
         env = {
             **os.environ,
             "POSTGRES_USER": "postgres",
             "POSTGRES_DB": "postgres",
-            "REPLICATION_PASSWORD": replication_password,
             "PGHOST": str(primary.socket_dir),
             "PGPORT": str(primary.port),
             "PATH": f"{Path(postgres_binary('psql')).parent}:{os.environ['PATH']}",

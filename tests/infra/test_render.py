@@ -55,8 +55,13 @@ def test_compose_gpu_reservations_only_on_gpu_hosts(homelab_plan: Plan) -> None:
 
 @pytest.mark.unit
 def test_secrets_stay_variables(homelab_plan: Plan) -> None:
-    text = yaml.safe_dump(render_compose(build_deployment(homelab_plan), "h1"))
-    assert "${MORGAN_POSTGRES_PASSWORD}" in text
+    document = render_compose(build_deployment(homelab_plan), "h1")
+    text = yaml.safe_dump(document)
+    # As secret files' sources, never as values.
+    for name in ("postgres_password", "consul_gossip_key"):
+        variable = f"MORGAN_{name.upper()}"
+        assert document["secrets"][name] == {"environment": variable}
+        assert text.count(variable) == 1, variable
     assert set(build_deployment(homelab_plan).secret_variables("h1")) >= {
         "MORGAN_POSTGRES_PASSWORD",
         "MORGAN_CONSUL_GOSSIP_KEY",

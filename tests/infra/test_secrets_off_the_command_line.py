@@ -50,7 +50,10 @@ def test_redis_node_keeps_its_password_out_of_its_arguments(tmp_path: Path) -> N
     )
     script = script.replace("exec redis-server", f"exec {find_binary('redis-server')}")
     password = secrets.token_hex(16)
-    env = {**os.environ, "REDIS_PASSWORD": password}
+    # The node reads it from its secret file: here, a file of the test's own.
+    (tmp_path / "password").write_text(password + "\n")
+    script = script.replace(data_cfg.REDIS_PASSWORD.path, str(tmp_path / "password"))
+    env = {k: v for k, v in os.environ.items() if "REDIS" not in k}
     server = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.DEVNULL)
     try:
         cli = [find_binary("redis-cli"), "-p", str(port), "ping"]
@@ -67,6 +70,8 @@ def test_redis_node_keeps_its_password_out_of_its_arguments(tmp_path: Path) -> N
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode(errors="replace")
         assert "redis" in cmdline, cmdline  # the exec'd server itself
         assert password not in cmdline
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().decode(errors="replace")
+        assert password not in environ
         assert oct((tmp_path / "auth.conf").stat().st_mode & 0o777) == "0o600"
     finally:
         server.terminate()

@@ -215,7 +215,14 @@ def test_a_hosts_agent_token_does_not_act_for_another_host(
     other = next(h.name for h in config.hosts if h.name != inside.host)
     held = (
         engines_[inside.host]
-        .run("exec", f"consul-agent-{inside.host}", "printenv", "CONSUL_HTTP_TOKEN", timeout=60)
+        .run(
+            "exec",
+            f"consul-agent-{inside.host}",
+            "sh",
+            "-c",
+            'cat "$CONSUL_HTTP_TOKEN_FILE"',
+            timeout=60,
+        )
         .stdout.decode()
         .strip()
     )

@@ -15,9 +15,12 @@ import pytest
 from morgan.deploy.rollout import DeployReport, deploy, engines
 from morgan.lab import images as img
 from morgan.lab import stack as st
+from morgan.lab.secrets import read_env
 
 from infra.config import MorganStackConfig
-from infra.deployment import build_deployment
+from infra.configs import consul as consul_cfg
+from infra.configs import patroni as patroni_cfg
+from infra.deployment import build_deployment, secret_variable
 from infra.model import UNPRIVILEGED, TlsFiles
 from infra.placement import make_plan
 
@@ -287,3 +290,48 @@ def test_each_tls_key_is_readable_by_its_servers_user_alone(
     roles = {s.role for s in deployment.specs if s.name in owned}
     assert {"core", "llm", "stt", "tts", "vad", "consul-server", "consul-agent", "traefik",
             "prometheus", "node-exporter"} <= roles  # fmt: skip
+
+
+def test_no_secret_in_a_support_servers_environment(
+    lab_fleet: DeployReport, config: MorganStackConfig
+) -> None:
+    """Every running container of the lab: neither its environment (`docker inspect`) nor
+    any of its processes' (`/proc/*/environ`, read as the container's user) holds a
+    secret of the stack, but those its spec declares as environment (the Redis exporter's
+    password: tests/infra/test_specs.py pins that list). The configs that Consul and Patroni
+    start lines write with secrets are their users' alone."""
+    deployment = build_deployment(make_plan(config), ROOT)
+    engines_ = engines(config, ROOT)
+    values = read_env(st.paths("lab", ROOT).env_file)
+    secrets = {name: values[secret_variable(name)] for name in {n for s in deployment.specs
+               for n in s.secrets}}  # fmt: skip
+    assert all(len(v) >= 16 for v in secrets.values()), "a secret too short to look for"
+    checked = []
+    for spec in (s for s in deployment.specs if not s.one_shot):
+        engine = engines_[spec.host]
+        declared = {n for e in spec.secret_env for n in e.secrets}
+        config_env = engine.text("inspect", "-f", "{{json .Config.Env}}", spec.name, timeout=60)
+        processes = engine.run("exec", spec.name, "sh", "-c", "cat /proc/[0-9]*/environ",
+                               check=False, timeout=60).stdout.decode(errors="replace")  # fmt: skip
+        assert "PATH=" in processes, (spec.name, processes[:200])
+        for name, value in secrets.items():
+            if name in declared:
+                continue
+            assert value not in config_env, f"{spec.name}: {name} in its environment"
+            assert value not in processes, f"{spec.name}: {name} in a process's environment"
+        checked.append(spec.name)
+    print(f"{len(checked)} containers: no undeclared secret in any environment")
+    assert len(checked) >= 30
+    for spec in deployment.of_role("consul-server", "consul-agent", "postgres-primary",
+                                   "postgres-standby"):  # fmt: skip
+        path = (
+            patroni_cfg.RUN_CONFIG_PATH
+            if spec.role.startswith("postgres")
+            else consul_cfg.SECRET_CONFIG_PATH
+        )
+        mode = engines_[spec.host].text("exec", spec.name, "stat", "-c", "%a %u", path, timeout=60)
+        uid = spec.runs_as[0] if spec.runs_as else None
+        print(spec.name, path, mode)
+        assert mode.split()[0] == "600", (spec.name, mode)
+        if uid is not None:
+            assert mode.split()[1] == str(uid), (spec.name, mode)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import MorganStackConfig
-from infra.configs.patroni import CONFIG_PATH as PATRONI_CONFIG
+from infra.configs.patroni import RUN_CONFIG_PATH as PATRONI_CONFIG
 from infra.deployment import Deployment, build_deployment
 from infra.model import ContainerSpec
 from infra.placement import make_plan

@@ -167,7 +167,7 @@ def test_patroni_leader_with_a_streaming_sync_replica(
     member = deployment.of_role("postgres-primary")[0]
     engine = docker_engines[member.host]
     listed = _exec(engine, containers.of(member.host, member.name), "patronictl", "-c",
-                   patroni_cfg.CONFIG_PATH, "list", "--format", "json")  # fmt: skip
+                   patroni_cfg.RUN_CONFIG_PATH, "list", "--format", "json")  # fmt: skip
     listing = json.loads(listed)
     roles = {m["Member"]: m["Role"] for m in listing}
     assert sorted(roles) == sorted(patroni_cfg.members(deployment.plan)), listing
