@@ -133,7 +133,7 @@ async def bounded_load(
     (no core affinity), so the load spreads over every core as many people's would. With
     it, the client keeps the gateway's affinity cookie, as a browser does, and is sent to
     the same core until that one leaves."""
-    assert total <= 400 and duration_s <= 330, "chaos loads are bounded"
+    assert total <= 400 and duration_s <= 360, "chaos loads are bounded"
     report = LoadReport(name)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
     cookies = None if sticky else CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
