@@ -37,9 +37,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900),
 STARTTLS = {5432: "postgres"}
 NOT_DIRECT = {8300}
 LOAD_START_S = 5.0
-# The load lasts the whole deploy (about 295 s on the lab for 34 containers: each host's
-# turn waits for its replaced containers' checks, and each Morgan service drains before it
-# stops), with room to spare on a busy machine.
+# The load lasts the whole deploy (268-298 s on the lab: each host's turn waits for its
+# replaced containers' checks, and each Morgan service drains before it stops), with room
+# to spare on a busy machine.
 LOAD_S = 350.0
 # Seconds after `morgan deploy` says the gateway was replaced (its new container started)
 # that a connection may still find nothing listening.
